@@ -1,0 +1,89 @@
+/*
+ * config.h - sluiced configuration: loading, validation, defaults.
+ *
+ * Contract
+ *   ctl_config_load() parses a YAML file (libyaml) into a struct ctl_config
+ *   that starts from the built-in defaults (ctl_config_defaults()). Every
+ *   error is reported as "FILE:LINE: reason" in err (unknown key, wrong type,
+ *   bad size/duration/address, out-of-range value, missing file named by a
+ *   key), and the function returns -EINVAL (-errno if the file cannot be
+ *   read). Strings in the result are owned by the config and freed by
+ *   ctl_config_free(). Control-plane only; not for workers' hot path.
+ *
+ *   Units: sizes accept a plain number of bytes or a suffix k, m, g (powers
+ *   of 1024, case-insensitive, optional trailing "b"); durations accept ms, s,
+ *   m, h, d (a bare number means seconds).
+ */
+#ifndef CTL_CONFIG_H
+#define CTL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "control/spool.h"
+
+#define CTL_LISTEN_MAX 16
+
+enum ctl_transport { CTL_TRANSPORT_KERNEL = 0, CTL_TRANSPORT_DPDK };
+enum ctl_log_level { CTL_LOG_ERR = 0, CTL_LOG_WARN, CTL_LOG_INFO, CTL_LOG_DEBUG };
+
+struct ctl_listen {
+	struct sockaddr_storage addr;  /* "127.0.0.1:2525", "[::1]:25" */
+	socklen_t addrlen;
+	char *text;                    /* as written in the config */
+	bool proxy_protocol;
+};
+
+struct ctl_config {
+	char *path;                    /* the file loaded */
+	/* server */
+	char *hostname;                /* default: gethostname() */
+	unsigned workers;              /* default 1 */
+	enum ctl_transport transport;
+	/* listen */
+	struct ctl_listen listen[CTL_LISTEN_MAX];
+	unsigned nlisten;
+	/* smtp */
+	char *banner;
+	uint32_t cmd_line_max;
+	uint32_t text_line_max;
+	uint64_t message_size_max;
+	uint32_t rcpt_max;
+	uint32_t errors_max;
+	uint32_t connections_max;      /* per worker; beyond it 421 */
+	uint64_t greet_pause_ms;
+	uint64_t timeout_command_ms;
+	uint64_t timeout_data_ms;
+	uint64_t timeout_tls_ms;
+	/* tls (both set, or neither) */
+	char *tls_cert;
+	char *tls_key;
+	/* spool */
+	char *spool_dir;
+	uint64_t spool_segment_max;
+	uint32_t spool_commit_delay_us;
+	uint32_t spool_commit_batch_max;
+	bool spool_sync;
+	/* delivery */
+	enum ctl_delivery_method delivery;
+	char *maildir;
+	uint64_t retry_min_ms;
+	uint64_t retry_max_ms;
+	uint64_t max_age_ms;
+	/* log */
+	enum ctl_log_level log_level;
+	char *log_file;                /* NULL: stderr */
+};
+
+void ctl_config_defaults(struct ctl_config *c);
+int ctl_config_load(const char *path, struct ctl_config *c, char *err, size_t errlen);
+void ctl_config_free(struct ctl_config *c);
+
+/* Parsers shared with tests; 0 or -EINVAL. */
+int ctl_parse_size(const char *s, uint64_t *out);
+int ctl_parse_duration_ms(const char *s, uint64_t *out);
+int ctl_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+#endif
