@@ -1,0 +1,207 @@
+/*
+ * main.c - sluiced: start-up, signals, shutdown.
+ *
+ *   sluiced -c FILE            run in the foreground
+ *   sluiced -c FILE --check    validate FILE and exit (0: valid)
+ *
+ * Start order: configuration, log, queue manager, spool (recovers what an
+ * earlier run left), TLS, transport. Stop order is the reverse, so that every
+ * message a client was told is accepted is on disk before the spool closes.
+ * Signals are taken synchronously by this thread (sigwait); workers never
+ * see them.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "control/config.h"
+#include "control/log.h"
+#include "control/server.h"
+#include "control/spool.h"
+
+#ifndef SLUICE_VERSION
+#define SLUICE_VERSION "0.1.0"
+#endif
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: sluiced -c FILE [--check]\n"
+	        "  -c, --config FILE   configuration (YAML); see docs/CONFIG.md\n"
+	        "      --check         validate the configuration and exit\n"
+	        "  -V, --version       print the version\n"
+	        "  -h, --help          this text\n");
+}
+
+static const char *
+abs_path(const char *p, char *buf, size_t cap)
+{
+	if (p == NULL || p[0] == '/' || strchr(p, '%') != NULL)
+		return p;
+	char cwd[PATH_MAX];
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return p;
+	snprintf(buf, cap, "%s/%s", cwd, p);
+	return buf;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	int check = 0, ch;
+	while ((ch = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': path = optarg; break;
+		case 'k': check = 1; break;
+		case 'V': printf("sluiced %s\n", SLUICE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	struct ctl_config cfg;
+	char err[1024];
+	if (ctl_config_load(path, &cfg, err, sizeof(err)) < 0 ||
+	    ctl_config_check_files(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		return 1;
+	}
+	if (cfg.transport != CTL_TRANSPORT_KERNEL) {
+		fprintf(stderr, "sluiced: %s: server.transport: only 'kernel' is available in this build\n",
+		        path);
+		ctl_config_free(&cfg);
+		return 1;
+	}
+	if (check) {
+		printf("sluiced: %s: configuration OK\n", path);
+		ctl_config_free(&cfg);
+		return 0;
+	}
+
+	/* Every thread started from here inherits this mask. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int rc = ctl_log_open(cfg.log_file, cfg.log_level);
+	if (rc < 0) {
+		fprintf(stderr, "sluiced: log.file %s: %s\n", cfg.log_file, strerror(-rc));
+		return 1;
+	}
+
+	struct ctl_queue_conf qc = {
+		.method = cfg.delivery,
+		.maildir = cfg.maildir,
+		.retry_min_ms = cfg.retry_min_ms,
+		.retry_max_ms = cfg.retry_max_ms,
+		.max_age_ms = cfg.max_age_ms,
+		.sync = cfg.spool_sync,
+	};
+	struct ctl_queue *q = ctl_queue_open(&qc);
+	if (q == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=fatal what=queue error=%s", strerror(errno));
+		return 1;
+	}
+	struct ctl_spool_conf sc = {
+		.dir = cfg.spool_dir,
+		.segment_max = cfg.spool_segment_max,
+		.commit_delay_us = cfg.spool_commit_delay_us,
+		.commit_batch_max = cfg.spool_commit_batch_max,
+		.sync = cfg.spool_sync,
+	};
+	struct ctl_spool *sp = ctl_spool_open(&sc, q);
+	if (sp == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=fatal what=spool dir=%s error=\"%s\" hint=\"check that the "
+		        "directory exists or can be created and is writable\"", cfg.spool_dir, strerror(errno));
+		ctl_queue_close(q);
+		return 1;
+	}
+	struct ctl_spool_stats st;
+	ctl_spool_stats(sp, &st);
+
+	SSL_CTX *tls = NULL;
+	if (cfg.tls_cert != NULL) {
+		tls = ctl_tls_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
+		if (tls == NULL) {
+			ctl_log(CTL_LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
+			ctl_spool_close(sp);
+			ctl_queue_close(q);
+			return 1;
+		}
+	}
+
+	struct ctl_server *srv = ctl_server_start(&cfg, sp, tls, err, sizeof(err));
+	if (srv == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		ctl_spool_close(sp);
+		ctl_queue_close(q);
+		return 1;
+	}
+
+	char buf1[PATH_MAX + 64], buf2[PATH_MAX + 64];
+	char listen[512] = "";
+	for (unsigned i = 0; i < cfg.nlisten; i++)
+		snprintf(listen + strlen(listen), sizeof(listen) - strlen(listen), "%s%s%s",
+		         i ? "," : "", cfg.listen[i].text, cfg.listen[i].proxy_protocol ? "(proxy)" : "");
+	ctl_log(CTL_LOG_INFO,
+	        "event=start version=%s transport=kernel workers=%u listen=%s starttls=%s "
+	        "spool=%s recovered=%llu delivery=%s maildir=%s",
+	        SLUICE_VERSION, cfg.workers, listen, tls ? "yes" : "no",
+	        abs_path(cfg.spool_dir, buf1, sizeof(buf1)), (unsigned long long)st.recovered,
+	        cfg.delivery == CTL_DELIVER_MAILDIR ? "maildir" : "discard",
+	        cfg.delivery == CTL_DELIVER_MAILDIR ? abs_path(cfg.maildir, buf2, sizeof(buf2)) : "-");
+	fprintf(stderr, "sluiced: listening on %s; mail is delivered to %s\n", listen,
+	        cfg.delivery == CTL_DELIVER_MAILDIR ? abs_path(cfg.maildir, buf2, sizeof(buf2))
+	                                            : "nowhere (delivery.method: discard)");
+
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			ctl_log(CTL_LOG_WARN, "event=sighup action=none note=\"configuration reload arrives "
+			        "with the admin socket; restart to apply changes\"");
+			continue;
+		}
+		ctl_log(CTL_LOG_INFO, "event=stopping signal=%d", sig);
+		break;
+	}
+
+	srv = ctl_server_stop(srv);
+	sp = ctl_spool_close(sp);
+	struct ctl_queue_stats qs;
+	ctl_queue_stats(q, &qs);
+	q = ctl_queue_close(q);
+	if (tls != NULL)
+		SSL_CTX_free(tls);
+	ctl_log(CTL_LOG_INFO, "event=stopped delivered=%llu queued=%llu",
+	        (unsigned long long)qs.delivered, (unsigned long long)qs.queued);
+	ctl_log_close();
+	ctl_config_free(&cfg);
+	return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * server.h - joins a transport, the SMTP engine and the spool.
+ *
+ * Contract
+ *   ctl_server_start() starts the transport's workers. On each worker a
+ *   connection gets an SMTP session (from a per-worker free list); message
+ *   bytes are copied into 64 KiB chunks from a per-worker pool; at the end of
+ *   data the message, with its Received header, goes to the spool and the
+ *   session parks until the spool's group commit made it durable; then the
+ *   session answers 250 (or 451 if the write failed). Completions come back
+ *   to the worker over a wait-free queue and an eventfd wake-up.
+ *   One log line per connection (at close) and one per transaction.
+ *   ctl_server_stop() closes every connection and waits for messages in
+ *   flight to the spool; it returns NULL.
+ */
+#ifndef CTL_SERVER_H
+#define CTL_SERVER_H
+
+#include <stddef.h>
+
+#include "control/config.h"
+#include "control/spool.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+struct ctl_server;
+
+/* NULL (and a reason in err) when the transport cannot start. */
+struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp,
+                                    SSL_CTX *tls, char *err, size_t errlen);
+struct ctl_server *ctl_server_stop(struct ctl_server *srv);
+
+/* TLS server context from PEM files; NULL and a reason in err. */
+SSL_CTX *ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);
+
+#endif

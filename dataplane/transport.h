@@ -1,0 +1,78 @@
+/*
+ * transport.h - the byte-stream interface every transport implements.
+ *
+ * Contract
+ *   A transport (kernel sockets now, the DPDK TCP stack later) owns worker
+ *   threads, each with its own poll loop, connections and timers. It knows
+ *   nothing of SMTP: it hands an application byte streams through the
+ *   callbacks in struct dp_app_ops, all called on the owning worker's thread.
+ *
+ *   Per connection:
+ *     accept()   a new connection; the application returns its per-connection
+ *                state, or NULL to refuse (the transport closes at once).
+ *     recv()     bytes arrived; the application returns how many it took.
+ *                The rest stay in the transport's receive buffer and are
+ *                offered again after dp_conn_rx_resume(); while bytes are held
+ *                the transport stops reading from the peer (backpressure).
+ *     pull()     the transport asks for bytes to send; the application points
+ *                *p at them and returns their number (0: nothing to send), then
+ *                sent() tells how many left. The transport pulls after every
+ *                recv/timer callback and after dp_conn_flush().
+ *     timer()    the deadline set with dp_conn_timer() has passed.
+ *     closed()   the connection is gone (peer close, reset, error, or after
+ *                dp_conn_close() has flushed). The last callback for it: the
+ *                application frees its state here.
+ *   Per worker:
+ *     wake()     another thread called dp_worker_wake(); drain your queues.
+ *     idle()     once per loop iteration, after the burst (RCU quiescent
+ *                state, statistics).
+ *
+ *   Time: dp_worker_now() in milliseconds on a monotonic clock, read once
+ *   per loop iteration.
+ */
+#ifndef DP_TRANSPORT_H
+#define DP_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct dp_conn;
+struct dp_worker;
+
+struct dp_app_ops {
+	void *(*worker_init)(void *app, struct dp_worker *w, unsigned worker_id);
+	void (*worker_fini)(void *worker_app);
+	void *(*accept)(void *worker_app, struct dp_conn *c, const struct sockaddr *peer,
+	                const struct sockaddr *local, unsigned listener_flags);
+	size_t (*recv)(void *conn_app, const uint8_t *p, size_t n);
+	size_t (*pull)(void *conn_app, const uint8_t **p);
+	void (*sent)(void *conn_app, size_t n);
+	void (*timer)(void *conn_app);
+	void (*closed)(void *conn_app, int err);
+	void (*wake)(void *worker_app);
+	void (*idle)(void *worker_app);
+};
+
+struct dp_listen {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	unsigned flags;                /* handed to accept() as listener_flags */
+};
+
+/* Connection calls: owning worker thread only. */
+/* Outside a callback these act at once and may end in closed(): do not
+ * touch c after calling them there. */
+void dp_conn_flush(struct dp_conn *c);           /* pull and send now */
+void dp_conn_close(struct dp_conn *c);           /* after pending output is sent */
+void dp_conn_abort(struct dp_conn *c);           /* at once, RST */
+void dp_conn_timer(struct dp_conn *c, uint64_t deadline_ms); /* UINT64_MAX: none */
+/* The application is ready again: offer held bytes (if any), then send.
+ * Outside a callback it may close c (closed() runs): do not touch c after. */
+void dp_conn_rx_resume(struct dp_conn *c);
+
+uint64_t dp_worker_now(const struct dp_worker *w);
+/* Any thread: make the worker call wake() soon. Async-signal-safe. */
+void dp_worker_wake(struct dp_worker *w);
+
+#endif
