@@ -12,7 +12,20 @@
  *
  *   Units: sizes accept a plain number of bytes or a suffix k, m, g (powers
  *   of 1024, case-insensitive, optional trailing "b"); durations accept ms, s,
- *   m, h, d (a bare number means seconds).
+ *   m, h, d (a bare number means seconds), and "us" where the field keeps
+ *   microseconds (spool.commit_delay); a sub-millisecond value for a field in
+ *   milliseconds is an error, not a silent rounding. The reference of every
+ *   key is docs/CONFIG.md.
+ *
+ *   Ownership: ctl_config_defaults() and ctl_config_load() overwrite *c
+ *   without freeing what it held. After a failed load c owns nothing (it is
+ *   left zeroed; ctl_config_free() on it is harmless). Relative paths are
+ *   kept as written and resolve against sluiced's working directory.
+ *
+ *   Lines: the 1-based line of each key found in the file is kept
+ *   (ctl_config_key_line(), ctl_listen.line), so that later checks --
+ *   ctl_config_check_files() for --check, main() refusing a transport --
+ *   report "FILE:LINE: key: reason" too. 0 means "not in the file".
  */
 #ifndef CTL_CONFIG_H
 #define CTL_CONFIG_H
@@ -34,7 +47,11 @@ struct ctl_listen {
 	socklen_t addrlen;
 	char *text;                    /* as written in the config */
 	bool proxy_protocol;
+	unsigned line;                 /* of the entry in the file; 0: default */
 };
+
+/* Room for the line of every key of the schema (see ctl_config_key_line). */
+#define CTL_CONFIG_KEYS_MAX 64
 
 struct ctl_config {
 	char *path;                    /* the file loaded */
@@ -75,15 +92,39 @@ struct ctl_config {
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */
+	/* where each key was found; use ctl_config_key_line() */
+	unsigned key_line[CTL_CONFIG_KEYS_MAX];
 };
 
+/* Built-in defaults; strings are allocated (NULL only if out of memory). */
 void ctl_config_defaults(struct ctl_config *c);
+/* Read and parse the file at path (at most 1 MiB). 0, -EINVAL (bad
+ * configuration), -ENOMEM, or -errno from opening/reading the file. */
 int ctl_config_load(const char *path, struct ctl_config *c, char *err, size_t errlen);
+/* Parse n bytes of YAML; name is used in messages and kept as c->path.
+ * Same returns as ctl_config_load(). The fuzz target's entry point. */
+int ctl_config_load_buffer(const char *name, const void *buf, size_t n,
+                           struct ctl_config *c, char *err, size_t errlen);
+/* Frees the strings and zeroes *c; safe to call twice. */
 void ctl_config_free(struct ctl_config *c);
+
+/* The 1-based line where the dotted key ("tls.certificate", "listen") was
+ * set in the file; 0 if it was not (default) or the key is unknown. */
+unsigned ctl_config_key_line(const struct ctl_config *c, const char *key);
+
+/* --check: the files and directories the configuration names are usable:
+ * tls.certificate / tls.key readable, PEM, and matching each other;
+ * spool.directory and the Maildir root (up to its first %) directories or
+ * creatable; log.file writable or creatable. Touches nothing. 0, or -EINVAL
+ * with the first problem in err as "FILE:LINE: key: reason". */
+int ctl_config_check_files(const struct ctl_config *c, char *err, size_t errlen);
 
 /* Parsers shared with tests; 0 or -EINVAL. */
 int ctl_parse_size(const char *s, uint64_t *out);
 int ctl_parse_duration_ms(const char *s, uint64_t *out);
+int ctl_parse_duration_us(const char *s, uint64_t *out);
+/* Numeric "a.b.c.d:port" or "[v6]:port" ("[fe80::1%eth0]:25" too); port
+ * 1..65535; no name lookup. */
 int ctl_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 #endif

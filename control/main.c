@@ -87,8 +87,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (cfg.transport != CTL_TRANSPORT_KERNEL) {
-		fprintf(stderr, "sluiced: %s: server.transport: only 'kernel' is available in this build\n",
-		        path);
+		fprintf(stderr, "sluiced: %s:%u: server.transport: only 'kernel' is available in this "
+		        "build (the DPDK transport is not built yet)\n",
+		        path, ctl_config_key_line(&cfg, "server.transport"));
 		ctl_config_free(&cfg);
 		return 1;
 	}

@@ -1,0 +1,1326 @@
+/*
+ * config.c - sluiced configuration; the contract is in config.h, the
+ * reference of every key in docs/CONFIG.md.
+ *
+ * The file is loaded with libyaml's document API so that every node keeps
+ * its line. The schema is one table of dotted keys; a mapping is walked
+ * against it with the dotted prefix of where it sits, so unknown keys,
+ * duplicates and misplaced sections are found the same way at every depth.
+ * The first error stops the load: one clear message beats a cascade.
+ */
+#include "control/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <yaml.h>
+
+#define CFG_FILE_MAX (1u << 20)
+#define CFG_SHOW_MAX 40          /* bytes of a bad value quoted in a message */
+#define CFG_SUGGEST_LEN 64       /* keys longer than this get no suggestion */
+
+#define MS_S  1000ull
+#define MS_M  (60 * MS_S)
+#define MS_H  (60 * MS_M)
+#define MS_D  (24 * MS_H)
+
+enum kt {
+	KT_SECTION,      /* a mapping of further keys */
+	KT_LISTEN,       /* the listen list */
+	KT_HOSTNAME,     /* char *, a domain or an address literal */
+	KT_TEXT,         /* char *, printable text (banner) */
+	KT_PATH,         /* char *, "" stores NULL */
+	KT_U32,          /* uint32_t / unsigned */
+	KT_SIZE,         /* uint64_t bytes */
+	KT_DUR_MS,       /* uint64_t ms */
+	KT_DUR_US32,     /* uint32_t us */
+	KT_BOOL,
+	KT_ENUM,         /* int-sized enum, value = index in names */
+};
+
+struct key {
+	const char *name;            /* dotted */
+	enum kt type;
+	size_t off;
+	uint64_t min, max;           /* inclusive, in the field's unit */
+	const char *const *names;    /* KT_ENUM, NULL-terminated */
+	const char *why;             /* appended to a range error */
+};
+
+static const char *const transport_names[] = { "kernel", "dpdk", NULL };
+static const char *const delivery_names[] = { "maildir", "discard", NULL };
+static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
+
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as a uint32_t");
+_Static_assert(sizeof(enum ctl_transport) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum ctl_delivery_method) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum ctl_log_level) == sizeof(int), "enums are stored as int");
+_Static_assert(CTL_DELIVER_MAILDIR == 0 && CTL_DELIVER_DISCARD == 1, "delivery_names order");
+_Static_assert(CTL_TRANSPORT_KERNEL == 0 && CTL_TRANSPORT_DPDK == 1, "transport_names order");
+_Static_assert(CTL_LOG_ERR == 0 && CTL_LOG_DEBUG == 3, "level_names order");
+
+#define OFF(f) offsetof(struct ctl_config, f)
+
+static const struct key keys[] = {
+	{ "server", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "server.hostname", KT_HOSTNAME, OFF(hostname), 0, 0, NULL, NULL },
+	{ "server.workers", KT_U32, OFF(workers), 1, 64, NULL, NULL },
+	{ "server.transport", KT_ENUM, OFF(transport), 0, 0, transport_names, NULL },
+	{ "listen", KT_LISTEN, 0, 0, 0, NULL, NULL },
+	{ "smtp", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "smtp.banner", KT_TEXT, OFF(banner), 0, 0, NULL, NULL },
+	{ "smtp.command_line_max", KT_U32, OFF(cmd_line_max), 512, 65536, NULL,
+	  "RFC 5321 4.5.3.1.4 sets 512" },
+	{ "smtp.text_line_max", KT_U32, OFF(text_line_max), 1000, 1000000, NULL,
+	  "RFC 5321 4.5.3.1.6 sets 1000" },
+	{ "smtp.message_size_max", KT_SIZE, OFF(message_size_max), 1024, 1ull << 40, NULL, NULL },
+	{ "smtp.recipients_max", KT_U32, OFF(rcpt_max), 1, 100000, NULL, NULL },
+	{ "smtp.errors_max", KT_U32, OFF(errors_max), 1, 10000, NULL, NULL },
+	{ "smtp.connections_max", KT_U32, OFF(connections_max), 1, 10000000, NULL, NULL },
+	{ "smtp.greet_pause", KT_DUR_MS, OFF(greet_pause_ms), 0, 5 * MS_M - 1, NULL,
+	  "clients wait 5m for the greeting, RFC 5321 4.5.3.2.1" },
+	{ "smtp.timeouts", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "smtp.timeouts.command", KT_DUR_MS, OFF(timeout_command_ms), 1, MS_D, NULL, NULL },
+	{ "smtp.timeouts.data", KT_DUR_MS, OFF(timeout_data_ms), 1, MS_D, NULL, NULL },
+	{ "smtp.timeouts.tls_handshake", KT_DUR_MS, OFF(timeout_tls_ms), 1, MS_D, NULL, NULL },
+	{ "tls", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "tls.certificate", KT_PATH, OFF(tls_cert), 0, 0, NULL, NULL },
+	{ "tls.key", KT_PATH, OFF(tls_key), 0, 0, NULL, NULL },
+	{ "spool", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "spool.directory", KT_PATH, OFF(spool_dir), 0, 0, NULL, NULL },
+	{ "spool.segment_size", KT_SIZE, OFF(spool_segment_max), 64ull << 10, 64ull << 30, NULL, NULL },
+	{ "spool.commit_delay", KT_DUR_US32, OFF(spool_commit_delay_us), 0, 1000000, NULL, NULL },
+	{ "spool.commit_batch", KT_U32, OFF(spool_commit_batch_max), 1, 1000000, NULL, NULL },
+	{ "spool.sync", KT_BOOL, OFF(spool_sync), 0, 0, NULL, NULL },
+	{ "delivery", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "delivery.method", KT_ENUM, OFF(delivery), 0, 0, delivery_names, NULL },
+	{ "delivery.maildir", KT_PATH, OFF(maildir), 0, 0, NULL, NULL },
+	{ "delivery.retry_min", KT_DUR_MS, OFF(retry_min_ms), MS_S, MS_D, NULL, NULL },
+	{ "delivery.retry_max", KT_DUR_MS, OFF(retry_max_ms), MS_S, 30 * MS_D, NULL, NULL },
+	{ "delivery.max_age", KT_DUR_MS, OFF(max_age_ms), MS_M, 365 * MS_D, NULL, NULL },
+	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
+	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NKEYS <= CTL_CONFIG_KEYS_MAX, "raise CTL_CONFIG_KEYS_MAX");
+
+/* ---------------------------------------------------------------------- */
+/* Value parsers                                                           */
+
+/* Decimal digits into *v with overflow check; returns the end. */
+static const char *parse_u64(const char *s, uint64_t *v, bool *ok)
+{
+	uint64_t x = 0;
+	const char *p = s;
+
+	*ok = false;
+	while (*p >= '0' && *p <= '9') {
+		unsigned d = (unsigned)(*p - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			return p;
+		x = x * 10 + d;
+		p++;
+	}
+	if (p == s)
+		return p;
+	*v = x;
+	*ok = true;
+	return p;
+}
+
+/* -ERANGE on overflow, so that the loader can tell "too big" from "what?". */
+static int mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+	if (b != 0 && a > UINT64_MAX / b)
+		return -ERANGE;
+	*out = a * b;
+	return 0;
+}
+
+/* The digits of a number; -ERANGE if they overflow, -EINVAL if none. */
+static const char *number(const char *s, uint64_t *v, int *r)
+{
+	bool ok;
+	const char *p = parse_u64(s, v, &ok);
+
+	*r = 0;
+	if (!ok) {
+		*r = p == s ? -EINVAL : -ERANGE;
+		if (*r == -ERANGE)
+			while (*p >= '0' && *p <= '9')
+				p++;
+	}
+	return p;
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v, mul = 1;
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	const char *p = number(s, &v, &r);
+	if (r == -EINVAL)
+		return r;
+	const char *digits_end = p;
+	while (*p == ' ')
+		p++;
+	if (*p == '\0' && p != digits_end)
+		return -EINVAL; /* trailing blanks */
+	switch (*p) {
+	case 'k': case 'K': mul = 1ull << 10; p++; break;
+	case 'm': case 'M': mul = 1ull << 20; p++; break;
+	case 'g': case 'G': mul = 1ull << 30; p++; break;
+	default: break;
+	}
+	if (*p == 'b' || *p == 'B')
+		p++;
+	if (*p != '\0')
+		return -EINVAL;
+	return r < 0 ? r : mul_ok(v, mul, out);
+}
+
+int ctl_parse_size(const char *s, uint64_t *out)
+{
+	return parse_size(s, out) < 0 ? -EINVAL : 0;
+}
+
+static int parse_duration_us(const char *s, uint64_t *out)
+{
+	static const struct { const char *unit; uint64_t us; } units[] = {
+		{ "us", 1 }, { "ms", 1000 }, { "s", 1000000 }, { "m", 60000000 },
+		{ "h", 3600000000ull }, { "d", 86400000000ull },
+	};
+	uint64_t v, mul = 1000000; /* bare number: seconds */
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	const char *p = number(s, &v, &r);
+	if (r == -EINVAL)
+		return r;
+	const char *digits_end = p;
+	while (*p == ' ')
+		p++;
+	if (*p == '\0' && p != digits_end)
+		return -EINVAL; /* trailing blanks */
+	if (*p != '\0') {
+		size_t i;
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (strcasecmp(p, units[i].unit) == 0)
+				break;
+		if (i == sizeof(units) / sizeof(units[0]))
+			return -EINVAL;
+		mul = units[i].us;
+	}
+	return r < 0 ? r : mul_ok(v, mul, out);
+}
+
+int ctl_parse_duration_us(const char *s, uint64_t *out)
+{
+	return parse_duration_us(s, out) < 0 ? -EINVAL : 0;
+}
+
+int ctl_parse_duration_ms(const char *s, uint64_t *out)
+{
+	uint64_t us;
+	int r = ctl_parse_duration_us(s, &us);
+
+	if (r < 0)
+		return r;
+	if (us % 1000 != 0)
+		return -EINVAL; /* finer than the field can hold */
+	*out = us / 1000;
+	return 0;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	uint64_t v;
+	bool ok;
+	const char *end = parse_u64(s, &v, &ok);
+
+	if (!ok || *end != '\0' || end - s > 5 || v == 0 || v > 65535)
+		return -EINVAL;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+int ctl_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	const char *colon, *port_s;
+	uint16_t port;
+
+	if (!s)
+		return -EINVAL;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		size_t hl = (size_t)(close - s - 1);
+		if (hl == 0 || hl >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, hl);
+		host[hl] = '\0';
+		port_s = close + 2;
+		if (parse_port(port_s, &port) < 0)
+			return -EINVAL;
+
+		struct sockaddr_in6 sin6;
+		memset(&sin6, 0, sizeof(sin6));
+		sin6.sin6_family = AF_INET6;
+		sin6.sin6_port = htons(port);
+		char *pct = strchr(host, '%');
+		if (pct) { /* zone: an interface name or index (RFC 4007 11.2) */
+			uint64_t idx;
+			bool ok;
+			*pct++ = '\0';
+			const char *end = parse_u64(pct, &idx, &ok);
+			if (ok && *end == '\0' && idx <= UINT32_MAX)
+				sin6.sin6_scope_id = (uint32_t)idx;
+			else if (*pct)
+				sin6.sin6_scope_id = if_nametoindex(pct);
+			if (sin6.sin6_scope_id == 0)
+				return -EINVAL;
+		}
+		if (inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1)
+			return -EINVAL;
+		memset(ss, 0, sizeof(*ss));
+		memcpy(ss, &sin6, sizeof(sin6));
+		*len = sizeof(sin6);
+		return 0;
+	}
+	colon = strrchr(s, ':');
+	if (!colon || (size_t)(colon - s) >= sizeof(host) || colon == s)
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	if (parse_port(colon + 1, &port) < 0)
+		return -EINVAL;
+
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(port);
+	if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+		return -EINVAL;
+	memset(ss, 0, sizeof(*ss));
+	memcpy(ss, &sin, sizeof(sin));
+	*len = sizeof(sin);
+	return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* RFC 1035 / 5321 4.1.2 Domain: labels of letters, digits and inner hyphens;
+ * or an address literal. It lands in the banner and EHLO reply verbatim. */
+static bool valid_hostname(const char *s)
+{
+	size_t n = strlen(s), label = 0;
+
+	if (n == 0 || n > 253)
+		return false;
+	if (s[0] == '[') {
+		char buf[INET6_ADDRSTRLEN + 6];
+		unsigned char a[16];
+		if (s[n - 1] != ']' || n - 2 >= sizeof(buf))
+			return false;
+		memcpy(buf, s + 1, n - 2);
+		buf[n - 2] = '\0';
+		if (strncasecmp(buf, "IPv6:", 5) == 0)
+			return inet_pton(AF_INET6, buf + 5, a) == 1;
+		return inet_pton(AF_INET, buf, a) == 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (ch == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		             (ch >= '0' && ch <= '9');
+		if (!alnum && (ch != '-' || label == 0))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0 && s[n - 1] != '-';
+}
+
+/* ---------------------------------------------------------------------- */
+/* Defaults, free, lines                                                   */
+
+void ctl_config_defaults(struct ctl_config *c)
+{
+	char host[256];
+
+	memset(c, 0, sizeof(*c));
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	c->hostname = strdup(host);
+	c->workers = 1;
+	c->transport = CTL_TRANSPORT_KERNEL;
+	c->nlisten = 1;
+	ctl_parse_addr("127.0.0.1:2525", &c->listen[0].addr, &c->listen[0].addrlen);
+	c->listen[0].text = strdup("127.0.0.1:2525");
+	c->banner = strdup("ESMTP sluice");
+	c->cmd_line_max = 1024;
+	c->text_line_max = 1000;
+	c->message_size_max = 50ull << 20;
+	c->rcpt_max = 100;
+	c->errors_max = 10;
+	c->connections_max = 10000;
+	c->greet_pause_ms = 0;
+	c->timeout_command_ms = 5 * MS_M;
+	c->timeout_data_ms = 3 * MS_M;
+	c->timeout_tls_ms = 1 * MS_M;
+	c->spool_dir = strdup("var/spool");
+	c->spool_segment_max = 64ull << 20;
+	c->spool_commit_delay_us = 0;
+	c->spool_commit_batch_max = 1024;
+	c->spool_sync = true;
+	c->delivery = CTL_DELIVER_MAILDIR;
+	c->maildir = strdup("var/Maildir");
+	c->retry_min_ms = 1 * MS_M;
+	c->retry_max_ms = 1 * MS_H;
+	c->max_age_ms = 7 * MS_D;
+	c->log_level = CTL_LOG_INFO;
+	c->log_file = NULL;
+}
+
+void ctl_config_free(struct ctl_config *c)
+{
+	if (!c)
+		return;
+	free(c->path);
+	free(c->hostname);
+	for (unsigned i = 0; i < c->nlisten && i < CTL_LISTEN_MAX; i++)
+		free(c->listen[i].text);
+	free(c->banner);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->spool_dir);
+	free(c->maildir);
+	free(c->log_file);
+	memset(c, 0, sizeof(*c));
+}
+
+static int key_index(const char *name, size_t len)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strlen(keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+unsigned ctl_config_key_line(const struct ctl_config *c, const char *key)
+{
+	int i = key ? key_index(key, strlen(key)) : -1;
+	return i < 0 ? 0 : c->key_line[i];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Loading                                                                 */
+
+struct ld {
+	const char *name;
+	yaml_document_t *doc;
+	struct ctl_config *c;
+	char *err;
+	size_t errlen;
+};
+
+static unsigned node_line(const yaml_node_t *n)
+{
+	return n ? (unsigned)n->start_mark.line + 1 : 0;
+}
+
+static int errf(char *err, size_t errlen, const char *name, unsigned line,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int errf(char *err, size_t errlen, const char *name, unsigned line,
+                const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (!err || errlen == 0)
+		return -EINVAL;
+	if (line)
+		k = snprintf(err, errlen, "%s:%u: ", name, line);
+	else
+		k = snprintf(err, errlen, "%s: ", name);
+	if (k < 0 || (size_t)k >= errlen)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+#define FAIL(ld, node, ...) errf((ld)->err, (ld)->errlen, (ld)->name, node_line(node), __VA_ARGS__)
+
+/* A bad value, quoted for a message: printable ASCII, cut at CFG_SHOW_MAX. */
+static const char *show(const yaml_node_t *n, char *buf, size_t cap)
+{
+	size_t o = 0, len = n->data.scalar.length;
+	const unsigned char *v = n->data.scalar.value;
+
+	for (size_t i = 0; i < len && o + 5 < cap; i++) {
+		if (i == CFG_SHOW_MAX) {
+			o += (size_t)snprintf(buf + o, cap - o, "...");
+			break;
+		}
+		if (v[i] >= 0x20 && v[i] < 0x7f && v[i] != '\\')
+			buf[o++] = (char)v[i];
+		else
+			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", v[i]);
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+static const char *kind(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE: return "a scalar";
+	case YAML_SEQUENCE_NODE: return "a list";
+	case YAML_MAPPING_NODE: return "a mapping";
+	default: return "nothing";
+	}
+}
+
+/* A plain empty, "~" or "null" scalar: the key is present with no value. */
+static bool is_null(const yaml_node_t *n)
+{
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	const char *v = (const char *)n->data.scalar.value;
+	return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+	       strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+}
+
+/* The scalar's text, refusing embedded NULs ("\0" escapes) and non-scalars. */
+static int scalar(struct ld *ld, const char *key, const yaml_node_t *n, const char **out)
+{
+	if (n->type != YAML_SCALAR_NODE)
+		return FAIL(ld, n, "%s: expected a scalar value, got %s", key, kind(n));
+	if (memchr(n->data.scalar.value, '\0', n->data.scalar.length))
+		return FAIL(ld, n, "%s: value contains a NUL byte", key);
+	*out = (const char *)n->data.scalar.value;
+	return 0;
+}
+
+static void fmt_dur_ms(uint64_t ms, char *buf, size_t cap)
+{
+	static const struct { const char *u; uint64_t ms; } u[] = {
+		{ "d", MS_D }, { "h", MS_H }, { "m", MS_M }, { "s", MS_S },
+	};
+	for (size_t i = 0; i < 4; i++)
+		if (ms != 0 && ms % u[i].ms == 0) {
+			snprintf(buf, cap, "%llu%s", (unsigned long long)(ms / u[i].ms), u[i].u);
+			return;
+		}
+	snprintf(buf, cap, "%llums", (unsigned long long)ms);
+}
+
+static void fmt_size(uint64_t b, char *buf, size_t cap)
+{
+	static const char sfx[] = "gmk";
+	for (int i = 0; i < 3; i++) {
+		uint64_t unit = 1ull << (10 * (3 - i));
+		if (b != 0 && b % unit == 0) {
+			snprintf(buf, cap, "%llu%c", (unsigned long long)(b / unit), sfx[i]);
+			return;
+		}
+	}
+	snprintf(buf, cap, "%llu", (unsigned long long)b);
+}
+
+static int range_err(struct ld *ld, const struct key *k, const yaml_node_t *n)
+{
+	char lo[32], hi[32], v[CFG_SHOW_MAX * 4 + 8];
+
+	switch (k->type) {
+	case KT_SIZE:
+		fmt_size(k->min, lo, sizeof(lo));
+		fmt_size(k->max, hi, sizeof(hi));
+		break;
+	case KT_DUR_MS:
+		fmt_dur_ms(k->min, lo, sizeof(lo));
+		fmt_dur_ms(k->max, hi, sizeof(hi));
+		break;
+	case KT_DUR_US32:
+		snprintf(lo, sizeof(lo), "%lluus", (unsigned long long)k->min);
+		fmt_dur_ms(k->max / 1000, hi, sizeof(hi));
+		break;
+	default:
+		snprintf(lo, sizeof(lo), "%llu", (unsigned long long)k->min);
+		snprintf(hi, sizeof(hi), "%llu", (unsigned long long)k->max);
+		break;
+	}
+	return FAIL(ld, n, "%s: %s is out of range %s..%s%s%s%s", k->name,
+	            show(n, v, sizeof(v)), lo, hi,
+	            k->why ? " (" : "", k->why ? k->why : "", k->why ? ")" : "");
+}
+
+static int set_str(struct ld *ld, char **slot, const char *v)
+{
+	char *d = NULL;
+
+	if (v) {
+		d = strdup(v);
+		if (!d) {
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	free(*slot);
+	*slot = d;
+	return 0;
+}
+
+static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
+{
+	char v[CFG_SHOW_MAX * 4 + 8];
+	void *field = (char *)ld->c + k->off;
+	const char *s;
+	uint64_t x;
+	int r;
+
+	if ((r = scalar(ld, k->name, n, &s)) < 0)
+		return r;
+	if (is_null(n))
+		s = ""; /* "key:", "key: ~" */
+	switch (k->type) {
+	case KT_HOSTNAME:
+		if (s[0] == '\0')
+			return 0; /* "": the default, gethostname() */
+		if (!valid_hostname(s))
+			return FAIL(ld, n, "%s: expected a domain name or an address literal, got '%s'",
+			            k->name, show(n, v, sizeof(v)));
+		return set_str(ld, field, s);
+	case KT_TEXT:
+		for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				return FAIL(ld, n, "%s: control characters are not allowed, got '%s'",
+				            k->name, show(n, v, sizeof(v)));
+		if (strlen(s) > 400)
+			return FAIL(ld, n, "%s: longer than 400 characters", k->name);
+		return set_str(ld, field, s);
+	case KT_PATH:
+		if (strlen(s) >= PATH_MAX)
+			return FAIL(ld, n, "%s: path longer than %d bytes", k->name, PATH_MAX - 1);
+		return set_str(ld, field, s[0] ? s : NULL);
+	case KT_U32: {
+		bool neg = s[0] == '-';
+		const char *end = number(s + neg, &x, &r);
+		if (r == -EINVAL || *end != '\0')
+			return FAIL(ld, n, "%s: expected an integer, got '%s'", k->name, show(n, v, sizeof(v)));
+		if (r < 0 || neg || x < k->min || x > k->max)
+			return range_err(ld, k, n);
+		*(uint32_t *)field = (uint32_t)x;
+		return 0;
+	}
+	case KT_SIZE:
+		r = parse_size(s, &x);
+		if (r == -EINVAL)
+			return FAIL(ld, n, "%s: expected a size (bytes, or a number with k, m or g), got '%s'",
+			            k->name, show(n, v, sizeof(v)));
+		if (r < 0 || x < k->min || x > k->max)
+			return range_err(ld, k, n);
+		*(uint64_t *)field = x;
+		return 0;
+	case KT_DUR_MS:
+	case KT_DUR_US32: {
+		uint64_t us;
+		r = parse_duration_us(s, &us);
+		if (r == -EINVAL)
+			return FAIL(ld, n, "%s: expected a duration (a number with %sms, s, m, h or d), got '%s'",
+			            k->name, k->type == KT_DUR_US32 ? "us, " : "", show(n, v, sizeof(v)));
+		if (r < 0)
+			return range_err(ld, k, n);
+		if (k->type == KT_DUR_US32) {
+			if (us < k->min || us > k->max)
+				return range_err(ld, k, n);
+			*(uint32_t *)field = (uint32_t)us;
+			return 0;
+		}
+		if (us % 1000 != 0)
+			return FAIL(ld, n, "%s: '%s' is finer than the millisecond this setting counts in",
+			            k->name, show(n, v, sizeof(v)));
+		if (us / 1000 < k->min || us / 1000 > k->max)
+			return range_err(ld, k, n);
+		*(uint64_t *)field = us / 1000;
+		return 0;
+	}
+	case KT_BOOL: {
+		bool b;
+		if (parse_bool(s, &b) < 0)
+			return FAIL(ld, n, "%s: expected a boolean (true/false, yes/no, on/off), got '%s'",
+			            k->name, show(n, v, sizeof(v)));
+		*(bool *)field = b;
+		return 0;
+	}
+	case KT_ENUM: {
+		char list[128];
+		size_t o = 0;
+		for (int i = 0; k->names[i]; i++) {
+			if (strcmp(s, k->names[i]) == 0) {
+				*(int *)field = i;
+				return 0;
+			}
+			o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", k->names[i]);
+		}
+		return FAIL(ld, n, "%s: expected one of %s, got '%s'", k->name, list, show(n, v, sizeof(v)));
+	}
+	default:
+		return FAIL(ld, n, "%s: internal error: bad key type", k->name);
+	}
+}
+
+/* Levenshtein distance, for "did you mean"; both strings are short. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[CFG_SUGGEST_LEN + 1];
+
+	if (la > CFG_SUGGEST_LEN || lb > CFG_SUGGEST_LEN)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The last component of a dotted name. */
+static const char *leaf_name(const char *dotted)
+{
+	const char *dot = strrchr(dotted, '.');
+	return dot ? dot + 1 : dotted;
+}
+
+/* Whether keys[i] is a direct child of prefix ("" for the top level). */
+static bool is_child(size_t i, const char *prefix, size_t plen)
+{
+	const char *name = keys[i].name;
+	if (plen) {
+		if (strncmp(name, prefix, plen) != 0 || name[plen] != '.')
+			return false;
+		name += plen + 1;
+	}
+	return strchr(name, '.') == NULL;
+}
+
+static int unknown_key(struct ld *ld, const yaml_node_t *kn, const char *prefix,
+                       const char *name)
+{
+	char v[CFG_SHOW_MAX * 4 + 8];
+	const char *best = NULL;
+	size_t plen = strlen(prefix), bestd = 3; /* suggest at distance <= 2 */
+
+	show(kn, v, sizeof(v));
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (!is_child(i, prefix, plen))
+			continue;
+		size_t d = edit_distance(name, leaf_name(keys[i].name));
+		if (d < bestd) {
+			bestd = d;
+			best = keys[i].name;
+		}
+	}
+	if (!best && strchr(name, '.') && plen + 1 + strlen(name) < 128) {
+		char full[128];
+		snprintf(full, sizeof(full), "%s%s%s", prefix, plen ? "." : "", name);
+		if (key_index(full, strlen(full)) >= 0)
+			return FAIL(ld, kn, "unknown key '%s': dotted names are not expanded, "
+			            "nest the keys instead", full);
+	}
+	if (!best) /* the right key in the wrong section? */
+		for (size_t i = 0; i < NKEYS; i++)
+			if (strcmp(leaf_name(keys[i].name), name) == 0 && keys[i].type != KT_SECTION) {
+				best = keys[i].name;
+				break;
+			}
+	if (best)
+		return FAIL(ld, kn, "unknown key '%s%s%s' (did you mean '%s'?)",
+		            prefix, plen ? "." : "", v, best);
+	return FAIL(ld, kn, "unknown key '%s%s%s'", prefix, plen ? "." : "", v);
+}
+
+static int load_listen(struct ld *ld, const yaml_node_t *n);
+
+static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *map)
+{
+	char full[128];
+	size_t plen = strlen(prefix);
+
+	if (map->type != YAML_MAPPING_NODE) {
+		if (is_null(map))
+			return 0; /* "smtp:" with nothing under it */
+		if (plen)
+			return FAIL(ld, map, "%s: expected a mapping of keys, got %s", prefix, kind(map));
+		return FAIL(ld, map, "expected a mapping of sections (server, listen, smtp, ...), got %s",
+		            kind(map));
+	}
+	for (yaml_node_pair_t *pr = map->data.mapping.pairs.start;
+	     pr < map->data.mapping.pairs.top; pr++) {
+		yaml_node_t *kn = yaml_document_get_node(ld->doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(ld->doc, pr->value);
+		int r;
+
+		if (!kn || !vn)
+			return FAIL(ld, map, "internal error: dangling node");
+		if (kn->type != YAML_SCALAR_NODE)
+			return FAIL(ld, kn, "%s%skeys must be plain names, got %s",
+			            prefix, plen ? ": " : "", kind(kn));
+		const char *name = (const char *)kn->data.scalar.value;
+		size_t nlen = kn->data.scalar.length;
+		int idx = -1;
+		if (!memchr(name, '\0', nlen) && !memchr(name, '.', nlen) &&
+		    plen + 1 + nlen < sizeof(full)) {
+			snprintf(full, sizeof(full), "%s%s%s", prefix, plen ? "." : "", name);
+			idx = key_index(full, strlen(full));
+		}
+		if (idx < 0)
+			return unknown_key(ld, kn, prefix, name);
+		const struct key *k = &keys[idx];
+		if (ld->c->key_line[idx])
+			return FAIL(ld, kn, "duplicate key '%s' (first set on line %u)",
+			            k->name, ld->c->key_line[idx]);
+		ld->c->key_line[idx] = node_line(kn);
+		if (k->type == KT_SECTION)
+			r = load_mapping(ld, k->name, vn);
+		else if (k->type == KT_LISTEN)
+			r = load_listen(ld, vn);
+		else
+			r = set_leaf(ld, k, vn);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int load_listen_entry(struct ld *ld, unsigned i, const yaml_node_t *en,
+                             struct ctl_listen *l)
+{
+	char v[CFG_SHOW_MAX * 4 + 8];
+	const yaml_node_t *addr = NULL;
+	bool seen_proxy = false;
+	const char *s;
+	int r;
+
+	l->line = node_line(en);
+	if (en->type == YAML_SCALAR_NODE) {
+		addr = en; /* "- 127.0.0.1:25" shorthand */
+	} else if (en->type == YAML_MAPPING_NODE) {
+		for (yaml_node_pair_t *pr = en->data.mapping.pairs.start;
+		     pr < en->data.mapping.pairs.top; pr++) {
+			yaml_node_t *kn = yaml_document_get_node(ld->doc, pr->key);
+			yaml_node_t *vn = yaml_document_get_node(ld->doc, pr->value);
+			if (!kn || !vn)
+				return FAIL(ld, en, "internal error: dangling node");
+			const char *name = kn->type == YAML_SCALAR_NODE ?
+			                   (const char *)kn->data.scalar.value : "";
+			if (kn->type == YAML_SCALAR_NODE && strcmp(name, "address") == 0) {
+				if (addr)
+					return FAIL(ld, kn, "duplicate key 'listen[%u].address'", i);
+				addr = vn;
+			} else if (kn->type == YAML_SCALAR_NODE && strcmp(name, "proxy_protocol") == 0) {
+				char key[48];
+				if (seen_proxy)
+					return FAIL(ld, kn, "duplicate key 'listen[%u].proxy_protocol'", i);
+				seen_proxy = true;
+				snprintf(key, sizeof(key), "listen[%u].proxy_protocol", i);
+				if ((r = scalar(ld, key, vn, &s)) < 0)
+					return r;
+				if (parse_bool(s, &l->proxy_protocol) < 0)
+					return FAIL(ld, vn, "%s: expected a boolean (true/false, yes/no, on/off), got '%s'",
+					            key, show(vn, v, sizeof(v)));
+			} else if (kn->type != YAML_SCALAR_NODE) {
+				return FAIL(ld, kn, "listen[%u]: keys must be plain names, got %s", i, kind(kn));
+			} else {
+				size_t d1 = edit_distance(name, "address");
+				size_t d2 = edit_distance(name, "proxy_protocol");
+				const char *sug = d1 <= 2 ? "address" : d2 <= 2 ? "proxy_protocol" : NULL;
+				show(kn, v, sizeof(v));
+				if (sug)
+					return FAIL(ld, kn, "unknown key 'listen[%u].%s' (did you mean '%s'?)",
+					            i, v, sug);
+				return FAIL(ld, kn, "unknown key 'listen[%u].%s'", i, v);
+			}
+		}
+		if (!addr)
+			return FAIL(ld, en, "listen[%u]: 'address' is required", i);
+	} else {
+		return FAIL(ld, en, "listen[%u]: expected a mapping (address, proxy_protocol), got %s",
+		            i, kind(en));
+	}
+	char key[32];
+	snprintf(key, sizeof(key), "listen[%u].address", i);
+	if ((r = scalar(ld, key, addr, &s)) < 0)
+		return r;
+	if (ctl_parse_addr(s, &l->addr, &l->addrlen) < 0)
+		return FAIL(ld, addr, "%s: expected IPv4:port or [IPv6]:port with a port 1..65535, got '%s'",
+		            key, show(addr, v, sizeof(v)));
+	l->line = node_line(addr);
+	l->text = strdup(s);
+	if (!l->text) {
+		errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int load_listen(struct ld *ld, const yaml_node_t *n)
+{
+	struct ctl_config *c = ld->c;
+	unsigned count;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return FAIL(ld, n, "listen: expected a list of addresses, got %s", kind(n));
+	count = (unsigned)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count == 0)
+		return FAIL(ld, n, "listen: at least one address is needed");
+	if (count > CTL_LISTEN_MAX)
+		return FAIL(ld, n, "listen: at most %d addresses, got %u", CTL_LISTEN_MAX, count);
+	/* The default entry goes; the file's list replaces it whole. */
+	for (unsigned i = 0; i < c->nlisten; i++)
+		free(c->listen[i].text);
+	memset(c->listen, 0, sizeof(c->listen));
+	c->nlisten = 0;
+	for (unsigned i = 0; i < count; i++) {
+		yaml_node_t *en = yaml_document_get_node(ld->doc, n->data.sequence.items.start[i]);
+		struct ctl_listen *l = &c->listen[i];
+		if (!en)
+			return FAIL(ld, n, "internal error: dangling node");
+		c->nlisten = i + 1; /* so that free() sees a partly filled entry */
+		int r = load_listen_entry(ld, i, en, l);
+		if (r < 0)
+			return r;
+		for (unsigned j = 0; j < i; j++)
+			if (c->listen[j].addrlen == l->addrlen &&
+			    memcmp(&c->listen[j].addr, &l->addr, l->addrlen) == 0)
+				return errf(ld->err, ld->errlen, ld->name, l->line,
+				            "listen[%u].address: %s is already listed on line %u",
+				            i, l->text, c->listen[j].line);
+	}
+	return 0;
+}
+
+/* The line to cite for a key: where it was set, else its section's. */
+static unsigned cite(const struct ctl_config *c, const char *key)
+{
+	unsigned line = ctl_config_key_line(c, key);
+	const char *dot;
+	char sect[32];
+
+	if (line || !(dot = strchr(key, '.')) || (size_t)(dot - key) >= sizeof(sect))
+		return line;
+	memcpy(sect, key, (size_t)(dot - key));
+	sect[dot - key] = '\0';
+	return ctl_config_key_line(c, sect);
+}
+
+static int check_maildir_template(struct ld *ld, const char *t)
+{
+	for (const char *p = t; *p; p++) {
+		if (*p != '%')
+			continue;
+		if (p[1] != 'u' && p[1] != 'd' && p[1] != '%') {
+			if (p[1] == '\0')
+				return errf(ld->err, ld->errlen, ld->name, cite(ld->c, "delivery.maildir"),
+				            "delivery.maildir: '%%' at the end (write %%%% for a '%%')");
+			return errf(ld->err, ld->errlen, ld->name, cite(ld->c, "delivery.maildir"),
+			            "delivery.maildir: unknown escape '%%%c' (use %%u, %%d or %%%%)",
+			            (p[1] >= 0x20 && p[1] < 0x7f) ? p[1] : '?');
+		}
+		p++;
+	}
+	return 0;
+}
+
+/* Rules that tie keys together, once the file is read. */
+static int check_whole(struct ld *ld)
+{
+	struct ctl_config *c = ld->c;
+
+	if (!!c->tls_cert != !!c->tls_key) {
+		const char *set = c->tls_cert ? "tls.certificate" : "tls.key";
+		const char *unset = c->tls_cert ? "tls.key" : "tls.certificate";
+		return errf(ld->err, ld->errlen, ld->name, cite(c, set),
+		            "%s: set without %s (STARTTLS needs both)", set, unset);
+	}
+	if (!c->spool_dir)
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "spool.directory"),
+		            "spool.directory: must not be empty");
+	if (c->delivery == CTL_DELIVER_MAILDIR) {
+		if (!c->maildir)
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "delivery.maildir"),
+			            "delivery.maildir: must not be empty with delivery.method maildir");
+		int r = check_maildir_template(ld, c->maildir);
+		if (r < 0)
+			return r;
+	}
+	if (c->retry_max_ms < c->retry_min_ms) {
+		char a[32], b[32];
+		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));
+		fmt_dur_ms(c->retry_min_ms, b, sizeof(b));
+		return errf(ld->err, ld->errlen, ld->name,
+		            cite(c, ctl_config_key_line(c, "delivery.retry_max") ?
+		                    "delivery.retry_max" : "delivery.retry_min"),
+		            "delivery.retry_max: %s is less than delivery.retry_min %s", a, b);
+	}
+	return 0;
+}
+
+static int yaml_failure(struct ld *ld, const yaml_parser_t *ps)
+{
+	unsigned line;
+
+	if (ps->error == YAML_MEMORY_ERROR) {
+		errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+		return -ENOMEM;
+	}
+	line = (unsigned)(ps->error == YAML_READER_ERROR ? ps->mark.line : ps->problem_mark.line) + 1;
+	if (ps->error == YAML_READER_ERROR)
+		return errf(ld->err, ld->errlen, ld->name, line, "YAML: %s at byte %zu",
+		            ps->problem ? ps->problem : "cannot read", ps->problem_offset);
+	if (ps->context && ps->context_mark.line + 1 != line)
+		return errf(ld->err, ld->errlen, ld->name, line, "YAML: %s (%s that started on line %zu)",
+		            ps->problem ? ps->problem : "syntax error", ps->context,
+		            ps->context_mark.line + 1);
+	if (ps->context)
+		return errf(ld->err, ld->errlen, ld->name, line, "YAML: %s (%s)",
+		            ps->problem ? ps->problem : "syntax error", ps->context);
+	return errf(ld->err, ld->errlen, ld->name, line, "YAML: %s",
+	            ps->problem ? ps->problem : "syntax error");
+}
+
+int ctl_config_load_buffer(const char *name, const void *buf, size_t n,
+                           struct ctl_config *c, char *err, size_t errlen)
+{
+	struct ld ld = { .name = name ? name : "(config)", .c = c, .err = err, .errlen = errlen };
+	yaml_parser_t ps;
+	yaml_document_t doc, extra;
+	int r = 0;
+
+	if (err && errlen)
+		err[0] = '\0';
+	ctl_config_defaults(c);
+	c->path = strdup(ld.name);
+	if (!c->path || !c->hostname || !c->banner || !c->spool_dir || !c->maildir ||
+	    !c->listen[0].text) {
+		errf(err, errlen, ld.name, 0, "out of memory");
+		ctl_config_free(c);
+		return -ENOMEM;
+	}
+	if (n > CFG_FILE_MAX) {
+		errf(err, errlen, ld.name, 0, "larger than %u bytes", CFG_FILE_MAX);
+		ctl_config_free(c);
+		return -EINVAL;
+	}
+	if (!yaml_parser_initialize(&ps)) {
+		errf(err, errlen, ld.name, 0, "out of memory");
+		ctl_config_free(c);
+		return -ENOMEM;
+	}
+	yaml_parser_set_input_string(&ps, buf, n);
+	if (!yaml_parser_load(&ps, &doc)) {
+		r = yaml_failure(&ld, &ps);
+		yaml_parser_delete(&ps);
+		ctl_config_free(c);
+		return r;
+	}
+	ld.doc = &doc;
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	if (root) {
+		/* A second document would be silently ignored: refuse it. */
+		if (!yaml_parser_load(&ps, &extra)) {
+			r = yaml_failure(&ld, &ps);
+		} else {
+			yaml_node_t *x = yaml_document_get_root_node(&extra);
+			if (x)
+				r = FAIL(&ld, x, "only one YAML document is allowed");
+			yaml_document_delete(&extra);
+		}
+		if (r == 0)
+			r = load_mapping(&ld, "", root);
+	}
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&ps);
+	if (r == 0)
+		r = check_whole(&ld);
+	if (r < 0)
+		ctl_config_free(c);
+	return r;
+}
+
+int ctl_config_load(const char *path, struct ctl_config *c, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf;
+	size_t len = 0;
+	int fd, r;
+
+	if (err && errlen)
+		err[0] = '\0';
+	memset(c, 0, sizeof(*c));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		errf(err, errlen, path, 0, "cannot open: %s", strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		errf(err, errlen, path, 0, "cannot stat: %s", strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errf(err, errlen, path, 0, "not a regular file");
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	if ((uint64_t)st.st_size > CFG_FILE_MAX) {
+		errf(err, errlen, path, 0, "larger than %u bytes", CFG_FILE_MAX);
+		close(fd);
+		return -EINVAL;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		errf(err, errlen, path, 0, "out of memory");
+		return -ENOMEM;
+	}
+	/* Read to EOF (the file may change size under us; stay bounded). */
+	for (;;) {
+		ssize_t k = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = -errno;
+			errf(err, errlen, path, 0, "cannot read: %s", strerror(-r));
+			free(buf);
+			close(fd);
+			return r;
+		}
+		if (k == 0)
+			break;
+		len += (size_t)k;
+		if (len > (size_t)st.st_size) {
+			errf(err, errlen, path, 0, "changed while being read");
+			free(buf);
+			close(fd);
+			return -EINVAL;
+		}
+	}
+	close(fd);
+	r = ctl_config_load_buffer(path, buf, len, c, err, errlen);
+	free(buf);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* --check: the files the configuration names                              */
+
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf; (void)size; (void)rwflag; (void)u;
+	return 0;
+}
+
+static int check_tls(const struct ctl_config *c, char *err, size_t errlen)
+{
+	X509 *x = NULL;
+	EVP_PKEY *k = NULL;
+	FILE *f;
+	int r = 0;
+
+	f = fopen(c->tls_cert, "r");
+	if (!f)
+		return errf(err, errlen, c->path, cite(c, "tls.certificate"),
+		            "tls.certificate: cannot read %s: %s", c->tls_cert, strerror(errno));
+	x = PEM_read_X509(f, NULL, no_password, NULL);
+	fclose(f);
+	if (!x) {
+		ERR_clear_error();
+		return errf(err, errlen, c->path, cite(c, "tls.certificate"),
+		            "tls.certificate: %s holds no PEM certificate", c->tls_cert);
+	}
+	f = fopen(c->tls_key, "r");
+	if (!f) {
+		r = errf(err, errlen, c->path, cite(c, "tls.key"),
+		         "tls.key: cannot read %s: %s", c->tls_key, strerror(errno));
+		goto out;
+	}
+	k = PEM_read_PrivateKey(f, NULL, no_password, NULL);
+	fclose(f);
+	if (!k) {
+		r = errf(err, errlen, c->path, cite(c, "tls.key"),
+		         "tls.key: %s holds no unencrypted PEM private key", c->tls_key);
+		goto out;
+	}
+	if (X509_check_private_key(x, k) != 1)
+		r = errf(err, errlen, c->path, cite(c, "tls.key"),
+		         "tls.key: %s does not match the certificate in %s", c->tls_key, c->tls_cert);
+out:
+	ERR_clear_error();
+	EVP_PKEY_free(k);
+	X509_free(x);
+	return r;
+}
+
+/* A directory that exists and is writable, or whose nearest existing
+ * ancestor is a writable directory (it will be created). */
+static int check_dir(const struct ctl_config *c, const char *key, const char *dir,
+                     char *err, size_t errlen)
+{
+	char p[PATH_MAX];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s", dir);
+	for (;;) {
+		if (stat(p, &st) == 0) {
+			if (!S_ISDIR(st.st_mode))
+				return errf(err, errlen, c->path, cite(c, key), "%s: %s is not a directory",
+				            key, p);
+			if (access(p, W_OK | X_OK) != 0)
+				return errf(err, errlen, c->path, cite(c, key), "%s: cannot write in %s: %s",
+				            key, p, strerror(errno));
+			return 0;
+		}
+		if (errno != ENOENT && errno != ENOTDIR)
+			return errf(err, errlen, c->path, cite(c, key), "%s: cannot access %s: %s",
+			            key, p, strerror(errno));
+		/* Climb to the parent: strip trailing slashes, then one component. */
+		size_t n = strlen(p);
+		while (n > 1 && p[n - 1] == '/')
+			p[--n] = '\0';
+		char *slash = strrchr(p, '/');
+		if (!slash) {
+			snprintf(p, sizeof(p), ".");
+		} else if (slash == p) {
+			p[1] = '\0';
+		} else {
+			*slash = '\0';
+		}
+	}
+}
+
+static int check_log_file(const struct ctl_config *c, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(c->log_file, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return errf(err, errlen, c->path, cite(c, "log.file"), "log.file: %s is a directory",
+			            c->log_file);
+		if (access(c->log_file, W_OK) != 0)
+			return errf(err, errlen, c->path, cite(c, "log.file"), "log.file: cannot write %s: %s",
+			            c->log_file, strerror(errno));
+		return 0;
+	}
+	if (errno != ENOENT)
+		return errf(err, errlen, c->path, cite(c, "log.file"), "log.file: cannot access %s: %s",
+		            c->log_file, strerror(errno));
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", c->log_file);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return errf(err, errlen, c->path, cite(c, "log.file"),
+		            "log.file: directory %s does not exist", dir);
+	if (access(dir, W_OK | X_OK) != 0)
+		return errf(err, errlen, c->path, cite(c, "log.file"), "log.file: cannot create a file in %s: %s",
+		            dir, strerror(errno));
+	return 0;
+}
+
+int ctl_config_check_files(const struct ctl_config *c, char *err, size_t errlen)
+{
+	int r;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (c->tls_cert && c->tls_key && (r = check_tls(c, err, errlen)) < 0)
+		return r;
+	if (c->spool_dir && (r = check_dir(c, "spool.directory", c->spool_dir, err, errlen)) < 0)
+		return r;
+	if (c->delivery == CTL_DELIVER_MAILDIR && c->maildir) {
+		/* The fixed part before the first escape is what exists today. */
+		char root[PATH_MAX];
+		snprintf(root, sizeof(root), "%s", c->maildir);
+		char *pct = strchr(root, '%');
+		if (pct) {
+			*pct = '\0';
+			char *slash = strrchr(root, '/');
+			if (slash)
+				slash[slash == root] = '\0';
+			else
+				snprintf(root, sizeof(root), ".");
+		}
+		if ((r = check_dir(c, "delivery.maildir", root, err, errlen)) < 0)
+			return r;
+	}
+	if (c->log_file && (r = check_log_file(c, err, errlen)) < 0)
+		return r;
+	return 0;
+}
