@@ -57,6 +57,12 @@ struct smtp_server_conf {
 	uint64_t timeout_data_ms;      /* between data blocks (4.5.3.2.5) */
 	uint64_t timeout_tls_ms;       /* TLS handshake */
 	SSL_CTX *tls_ctx;              /* NULL: STARTTLS not offered */
+	/* Added by the engine; zero keeps the behaviour above. */
+	uint32_t junk_max;             /* NOOP/RSET/VRFY/EXPN/HELP per accepted
+	                                  message before each counts as an error;
+	                                  0: no limit */
+	bool tls_required;             /* with tls_ctx: only EHLO, HELO, STARTTLS,
+	                                  NOOP, RSET, QUIT before TLS (530 5.7.0) */
 };
 
 /* Per-listener options given at session init. */
@@ -165,6 +171,10 @@ struct smtp_hooks {
 #define SMTP_ST_PARKED 0x1u  /* waiting for smtp_session_resume() */
 #define SMTP_ST_CLOSE  0x2u  /* close once the output is flushed */
 #define SMTP_ST_DATA   0x4u  /* inside DATA or BDAT content */
+#define SMTP_ST_OUTFULL 0x8u /* output over its high-water mark (or input held
+                                inside the engine): after smtp_session_sent()
+                                drains it, call smtp_session_input() again,
+                                with the held rest or with n = 0 */
 
 size_t smtp_session_size(const struct smtp_server_conf *conf);
 
@@ -179,7 +189,10 @@ void smtp_session_init(struct smtp_session *s, const struct smtp_server_conf *co
 void smtp_session_start(struct smtp_session *s, uint64_t now);
 
 /* Offer received bytes; returns how many were consumed. Less than n only
- * while parked or closing: offer the rest again after resume. */
+ * while parked, closing, or with the output full (SMTP_ST_OUTFULL): offer
+ * the rest again after resume / after the output was sent. Bytes before the
+ * banner (early talker) are kept inside, up to 1 KB, and run as commands
+ * once the banner is queued. n = 0 is allowed (a kick after OUTFULL). */
 size_t smtp_session_input(struct smtp_session *s, const uint8_t *p, size_t n, uint64_t now);
 
 /* Bytes waiting to be sent (network bytes: ciphertext under TLS). */
