@@ -574,7 +574,15 @@ static void
 op_sent(void *conn_app, size_t n)
 {
 	struct srv_conn *c = conn_app;
-	smtp_session_sent(conn_sess(c), n);
+	struct smtp_session *s = conn_sess(c);
+	bool was_full = smtp_session_status(s) & SMTP_ST_OUTFULL;
+	smtp_session_sent(s, n);
+	if (was_full) {
+		/* The engine may hold input it could not answer while its
+		 * output was full (under TLS); let it run now. */
+		smtp_session_input(s, NULL, 0, now_ms(c->w));
+		conn_post(c);
+	}
 }
 
 static void

@@ -171,13 +171,17 @@ conn_write(struct dp_conn *c)
 				continue;
 			return -errno;
 		}
+		c->in_cb++;
 		ops->sent(c->app, (size_t)r);
+		c->in_cb--;
 		if ((size_t)r < n) {
 			c->out_blocked = true;
 			return 0;
 		}
 	}
 }
+
+static void conn_offer_hold(struct dp_conn *c);
 
 /* After any callback into the application: send, then decide interest or
  * close. Never called while a callback for c is running. */
@@ -187,6 +191,17 @@ conn_settle(struct dp_conn *c)
 	if (c->aborting) {
 		conn_release(c, 0);
 		return;
+	}
+	/* Held bytes are offered again after every callback: a timer, a
+	 * wake-up or sent output may have made the application ready. */
+	if (c->hold != NULL && !c->closing) {
+		c->in_cb++;
+		conn_offer_hold(c);
+		c->in_cb--;
+		if (c->aborting) {
+			conn_release(c, 0);
+			return;
+		}
 	}
 	int err = conn_write(c);
 	if (err < 0) {
@@ -299,12 +314,7 @@ void
 dp_conn_rx_resume(struct dp_conn *c)
 {
 	if (c->in_cb > 0)
-		return;  /* the settle after the running callback sends */
-	if (c->hold != NULL) {
-		c->in_cb++;
-		conn_offer_hold(c);
-		c->in_cb--;
-	}
+		return;  /* the settle after the running callback does it */
 	conn_settle(c);
 }
 

@@ -12,8 +12,11 @@
  *                state, or NULL to refuse (the transport closes at once).
  *     recv()     bytes arrived; the application returns how many it took.
  *                The rest stay in the transport's receive buffer and are
- *                offered again after dp_conn_rx_resume(); while bytes are held
- *                the transport stops reading from the peer (backpressure).
+ *                offered again after every later callback for the connection
+ *                and on dp_conn_rx_resume(); while bytes are held the
+ *                transport stops reading from the peer (backpressure). So an
+ *                application keeps a partial line itself, and declines bytes
+ *                only when it cannot take any more now.
  *     pull()     the transport asks for bytes to send; the application points
  *                *p at them and returns their number (0: nothing to send), then
  *                sent() tells how many left. The transport pulls after every

@@ -352,14 +352,15 @@ ehlo_reply(struct smtp_session *s)
 	const char *ext[10];
 	char size[32];
 	size_t next = 0, n;
+	size_t hl = strnlen(c->hostname, 255);
 	if (!s->info.esmtp) {
-		n = (size_t)snprintf(buf, sizeof(buf), "250 %.255s\r\n", c->hostname);
-		smtp_out_put(s, buf, n);
+		smtp_reply_parts(s, "250 ", 4, c->hostname, hl, "", 0);
 		return;
 	}
 	ext[next++] = "PIPELINING";
 	if (c->message_size_max != 0) {
-		snprintf(size, sizeof(size), "SIZE %llu", (unsigned long long)c->message_size_max);
+		memcpy(size, "SIZE ", 5);
+		size[5 + smtp_u64_str(size + 5, c->message_size_max)] = '\0';
 		ext[next++] = size;
 	} else {
 		ext[next++] = "SIZE";
@@ -371,7 +372,10 @@ ehlo_reply(struct smtp_session *s)
 	ext[next++] = "DSN";
 	ext[next++] = "SMTPUTF8";
 	ext[next++] = "CHUNKING";
-	n = (size_t)snprintf(buf, sizeof(buf), "250-%.255s\r\n", c->hostname);
+	memcpy(buf, "250-", 4);
+	memcpy(buf + 4, c->hostname, hl);
+	memcpy(buf + 4 + hl, "\r\n", 2);
+	n = hl + 6;
 	for (size_t i = 0; i < next; i++) {
 		size_t k = strlen(ext[i]);
 		memcpy(buf + n, i + 1 < next ? "250-" : "250 ", 4);
@@ -500,6 +504,10 @@ greet(struct smtp_session *s, const char *a, size_t n, bool esmtp)
 		n = (size_t)((const char *)memchr(a, ' ', n) - a);
 	if (n > sizeof(s->info.helo) - 1)
 		n = sizeof(s->info.helo) - 1;
+	if (memchr(a, '\0', n) != NULL) {
+		smtp_reply_cmd(s, 501, "5.5.4", "Syntax error: NUL in hostname");
+		return;
+	}
 	/* RFC 5321 4.1.4: HELO/EHLO clears any transaction. */
 	smtp_txn_reset(s, SMTP_EV_ABORT_RSET);
 	memcpy(s->info.helo, a, n);
@@ -870,8 +878,7 @@ static void
 do_line(struct smtp_session *s, const uint8_t *l, size_t len)
 {
 	/* len counts the LF; only CRLF ends a line. */
-	if (len < 2 || l[len - 2] != '\r' || memchr(l, '\r', len - 2) != NULL ||
-	    memchr(l, '\0', len - 2) != NULL) {
+	if (len < 2 || l[len - 2] != '\r' || memchr(l, '\r', len - 2) != NULL) {
 		smtp_reply_cmd(s, 500, "5.5.2", "Syntax error: bare CR or LF in command line");
 		return;
 	}

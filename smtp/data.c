@@ -117,11 +117,14 @@ scan(struct smtp_session *s, const uint8_t *p, size_t n, bool dot, bool *end)
 				size_t l = (size_t)(lf - q);
 				const uint8_t *cr = l > 0 ? memchr(q, '\r', l) : NULL;
 				if (cr != NULL && cr == lf - 1) {
-					line_len_check(s, ll + l + 1);
+					if (s->text_max != 0 && ll + l + 1 > s->text_max)
+						fail(s, SMTP_EV_ABORT_LINE_LENGTH);
 					ll = 0;
 					pos += l + 1;
-					if (dot)
+					/* BOL without a dot is TEXT again: skip the round trip */
+					if (dot && (pos == n || p[pos] == '.'))
 						d->ds = SMTP_DS_BOL;
+					continue;
 				} else if (cr == NULL) {
 					fail(s, SMTP_EV_ABORT_BARE_EOL);  /* bare LF */
 					ll += l + 1;
@@ -266,7 +269,9 @@ smtp_bdat_chunk_done(struct smtp_session *s)
 	}
 	if (!d->last) {
 		s->state = SMTP_S_BDATX;
-		smtp_reply_fmt(s, 250, "2.0.0", "%llu octets received", (unsigned long long)d->chunk_size);
+		char num[24];
+		size_t k = smtp_u64_str(num, d->chunk_size);
+		smtp_reply_parts(s, "250 2.0.0 ", 10, num, k, " octets received", 16);
 		return;
 	}
 	if (d->ds == SMTP_DS_CR)

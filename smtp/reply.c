@@ -40,6 +40,36 @@ smtp_out_put(struct smtp_session *s, const void *p, size_t n)
 	s->out_len += (uint32_t)n;
 }
 
+/* Decimal digits of v into buf (at least 20 octets); returns their number. */
+size_t
+smtp_u64_str(char *buf, uint64_t v)
+{
+	char t[20];
+	size_t n = 0;
+	do {
+		t[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = t[n - 1 - i];
+	return n;
+}
+
+/* One reply line from three pieces plus CRLF, no formatting (hot paths). */
+void
+smtp_reply_parts(struct smtp_session *s, const char *a, size_t an, const char *b, size_t bn,
+                 const char *c, size_t cn)
+{
+	char buf[600];
+	if (an + bn + cn + 2 > sizeof(buf))
+		return;
+	memcpy(buf, a, an);
+	memcpy(buf + an, b, bn);
+	memcpy(buf + an + bn, c, cn);
+	memcpy(buf + an + bn + cn, "\r\n", 2);
+	smtp_out_put(s, buf, an + bn + cn + 2);
+}
+
 /* "code enh text\r\n"; enh NULL or "" leaves the enhanced code out. */
 void
 smtp_reply(struct smtp_session *s, unsigned code, const char *enh, const char *text)

@@ -157,8 +157,12 @@ smtp_txn_reset(struct smtp_session *s, enum smtp_event why)
 static void
 queue_banner(struct smtp_session *s)
 {
-	smtp_reply_fmt(s, 220, NULL, "%s %s", s->conf->hostname,
-	               s->conf->banner != NULL ? s->conf->banner : "ESMTP");
+	const char *h = s->conf->hostname, *b = s->conf->banner != NULL ? s->conf->banner : "ESMTP";
+	char host[260];
+	size_t hl = strnlen(h, 255);
+	memcpy(host, h, hl);
+	host[hl++] = ' ';
+	smtp_reply_parts(s, "220 ", 4, host, hl, b, strnlen(b, 200));
 	s->mode = SMTP_M_CMD;
 	/* Early-talker bytes wait in hold; they are commands now. */
 	smtp_pump(s);

@@ -158,8 +158,9 @@ struct smtp_hooks {
 	/* Whole clean message received. Usually PENDING until durably spooled;
 	 * the engine's OK reply is "250 2.0.0 Ok". */
 	int (*data_end)(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r);
-	/* The message will not be accepted (reason SMTP_EV_ABORT_*); no more
-	 * data calls follow for it. */
+	/* The message will not be accepted (reason SMTP_EV_ABORT_*; also
+	 * SMTP_EV_TIMEOUT or SMTP_EV_QUIT when the session ends mid-message);
+	 * no more data calls follow for it. */
 	void (*data_abort)(void *ctx, struct smtp_session *s, const struct smtp_txn *t, enum smtp_event why);
 	/* Transaction state cleared (RSET, HELO/EHLO, after data end, STARTTLS). */
 	void (*reset)(void *ctx, struct smtp_session *s);

@@ -77,7 +77,6 @@ struct smtp_data_state {
 	uint8_t ds;            /* enum smtp_ds */
 	uint8_t err;           /* first enum smtp_event abort reason, 0 = clean */
 	bool started;          /* data_start accepted, data_end/abort not yet called */
-	bool discard;          /* BDAT chunk read only to be thrown away */
 	bool last;             /* BDAT LAST */
 	bool refused;          /* chunk_reply holds the answer to this BDAT */
 	bool reset_after;      /* refused first chunk: drop the transaction */
@@ -159,6 +158,9 @@ void smtp_reply_cmd(struct smtp_session *s, unsigned code, const char *enh, cons
 void smtp_reply_hook(struct smtp_session *s, const struct smtp_reply *r, const char *dflt_enh, bool cmd);
 int smtp_hook_norm(struct smtp_reply *r);
 void smtp_count_error(struct smtp_session *s);
+size_t smtp_u64_str(char *buf, uint64_t v);
+void smtp_reply_parts(struct smtp_session *s, const char *a, size_t an, const char *b, size_t bn,
+                      const char *c, size_t cn);
 
 /* cmd.c */
 size_t smtp_cmd_input(struct smtp_session *s, const uint8_t *p, size_t n);
