@@ -30,6 +30,8 @@
 #include <openssl/x509.h>
 #include <yaml.h>
 
+#include "control/lmtp.h"
+
 #define CFG_FILE_MAX (1u << 20)
 #define CFG_SHOW_MAX 40          /* bytes of a bad value quoted in a message */
 #define CFG_SUGGEST_LEN 64       /* keys longer than this get no suggestion */
@@ -51,6 +53,8 @@ enum kt {
 	KT_DUR_US32,     /* uint32_t us */
 	KT_BOOL,
 	KT_ENUM,         /* int-sized enum, value = index in names */
+	KT_BACKEND,      /* char *, an LMTP target: "unix:/path" or address */
+	KT_ROUTES,       /* the lmtp.routes mapping: domain -> backend */
 };
 
 struct key {
@@ -63,14 +67,15 @@ struct key {
 };
 
 static const char *const transport_names[] = { "kernel", "dpdk", NULL };
-static const char *const delivery_names[] = { "maildir", "discard", NULL };
+static const char *const delivery_names[] = { "maildir", "discard", "lmtp", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as a uint32_t");
 _Static_assert(sizeof(enum ctl_transport) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum ctl_delivery_method) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum ctl_log_level) == sizeof(int), "enums are stored as int");
-_Static_assert(CTL_DELIVER_MAILDIR == 0 && CTL_DELIVER_DISCARD == 1, "delivery_names order");
+_Static_assert(CTL_DELIVER_MAILDIR == 0 && CTL_DELIVER_DISCARD == 1 && CTL_DELIVER_LMTP == 2,
+               "delivery_names order");
 _Static_assert(CTL_TRANSPORT_KERNEL == 0 && CTL_TRANSPORT_DPDK == 1, "transport_names order");
 _Static_assert(CTL_LOG_ERR == 0 && CTL_LOG_DEBUG == 3, "level_names order");
 
@@ -107,12 +112,18 @@ static const struct key keys[] = {
 	{ "spool.commit_delay", KT_DUR_US32, OFF(spool_commit_delay_us), 0, 1000000, NULL, NULL },
 	{ "spool.commit_batch", KT_U32, OFF(spool_commit_batch_max), 1, 1000000, NULL, NULL },
 	{ "spool.sync", KT_BOOL, OFF(spool_sync), 0, 0, NULL, NULL },
+	{ "spool.limit", KT_SIZE, OFF(spool_limit), 0, 1ull << 50, NULL, NULL },
 	{ "delivery", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "delivery.method", KT_ENUM, OFF(delivery), 0, 0, delivery_names, NULL },
 	{ "delivery.maildir", KT_PATH, OFF(maildir), 0, 0, NULL, NULL },
 	{ "delivery.retry_min", KT_DUR_MS, OFF(retry_min_ms), MS_S, MS_D, NULL, NULL },
 	{ "delivery.retry_max", KT_DUR_MS, OFF(retry_max_ms), MS_S, 30 * MS_D, NULL, NULL },
 	{ "delivery.max_age", KT_DUR_MS, OFF(max_age_ms), MS_M, 365 * MS_D, NULL, NULL },
+	{ "delivery.bounce_return_max", KT_SIZE, OFF(bounce_return_max), 1024, 1ull << 30, NULL, NULL },
+	{ "lmtp", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "lmtp.default", KT_BACKEND, OFF(lmtp_default), 0, 0, NULL, NULL },
+	{ "lmtp.routes", KT_ROUTES, 0, 0, 0, NULL, NULL },
+	{ "lmtp.timeout", KT_DUR_MS, OFF(lmtp_timeout_ms), MS_S, MS_H, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -422,6 +433,10 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->retry_min_ms = 1 * MS_M;
 	c->retry_max_ms = 1 * MS_H;
 	c->max_age_ms = 7 * MS_D;
+	c->bounce_return_max = 256ull << 10;
+	c->spool_limit = 0;
+	c->lmtp_default = NULL;
+	c->lmtp_timeout_ms = 5 * MS_M;
 	c->log_level = CTL_LOG_INFO;
 	c->log_file = NULL;
 }
@@ -440,6 +455,12 @@ void ctl_config_free(struct ctl_config *c)
 	free(c->spool_dir);
 	free(c->maildir);
 	free(c->log_file);
+	free(c->lmtp_default);
+	for (unsigned i = 0; i < c->nroutes; i++) {
+		free(c->routes[i].domain);
+		free(c->routes[i].backend);
+	}
+	free(c->routes);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -646,6 +667,15 @@ static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
 		if (strlen(s) > 400)
 			return FAIL(ld, n, "%s: longer than 400 characters", k->name);
 		return set_str(ld, field, s);
+	case KT_BACKEND: {
+		struct ctl_lmtp_target t;
+		if (s[0] == '\0')
+			return set_str(ld, field, NULL);
+		if (ctl_lmtp_target_parse(s, &t) < 0)
+			return FAIL(ld, n, "%s: expected unix:/path, IPv4:port or [IPv6]:port, got '%s'",
+			            k->name, show(n, v, sizeof(v)));
+		return set_str(ld, field, s);
+	}
 	case KT_PATH:
 		if (strlen(s) >= PATH_MAX)
 			return FAIL(ld, n, "%s: path longer than %d bytes", k->name, PATH_MAX - 1);
@@ -800,6 +830,7 @@ static int unknown_key(struct ld *ld, const yaml_node_t *kn, const char *prefix,
 }
 
 static int load_listen(struct ld *ld, const yaml_node_t *n);
+static int load_routes(struct ld *ld, const yaml_node_t *n);
 
 static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *map)
 {
@@ -844,6 +875,8 @@ static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *ma
 			r = load_mapping(ld, k->name, vn);
 		else if (k->type == KT_LISTEN)
 			r = load_listen(ld, vn);
+		else if (k->type == KT_ROUTES)
+			r = load_routes(ld, vn);
 		else
 			r = set_leaf(ld, k, vn);
 		if (r < 0)
@@ -959,6 +992,66 @@ static int load_listen(struct ld *ld, const yaml_node_t *n)
 	return 0;
 }
 
+/* lmtp.routes: "example.org: unix:/run/lmtp" or ".example.org: ..." (its
+ * subdomains). Domains are kept lowercased; each may appear once. */
+static int load_routes(struct ld *ld, const yaml_node_t *n)
+{
+	struct ctl_config *c = ld->c;
+	char v[CFG_SHOW_MAX * 4 + 8];
+
+	if (is_null(n))
+		return 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return FAIL(ld, n, "lmtp.routes: expected a mapping of domain: backend, got %s", kind(n));
+	size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	if (count > CTL_ROUTES_MAX)
+		return FAIL(ld, n, "lmtp.routes: at most %d routes, got %zu", CTL_ROUTES_MAX, count);
+	if (count == 0)
+		return 0;
+	if ((c->routes = calloc(count, sizeof(*c->routes))) == NULL) {
+		errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+		return -ENOMEM;
+	}
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+		yaml_node_t *kn = yaml_document_get_node(ld->doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(ld->doc, pr->value);
+		const char *dom, *be;
+		struct ctl_lmtp_target t;
+		int r;
+
+		if (!kn || !vn)
+			return FAIL(ld, n, "internal error: dangling node");
+		if ((r = scalar(ld, "lmtp.routes", kn, &dom)) < 0)
+			return r;
+		const char *bare = dom[0] == '.' ? dom + 1 : dom;
+		if (!valid_hostname(bare) || bare[0] == '[')
+			return FAIL(ld, kn, "lmtp.routes: expected a domain (or .domain for its subdomains), "
+			            "got '%s'", show(kn, v, sizeof(v)));
+		if ((r = scalar(ld, "lmtp.routes", vn, &be)) < 0)
+			return r;
+		if (ctl_lmtp_target_parse(be, &t) < 0)
+			return FAIL(ld, vn, "lmtp.routes.%s: expected unix:/path, IPv4:port or [IPv6]:port, "
+			            "got '%s'", dom, show(vn, v, sizeof(v)));
+		for (unsigned j = 0; j < c->nroutes; j++)
+			if (strcasecmp(c->routes[j].domain, dom) == 0)
+				return FAIL(ld, kn, "lmtp.routes: duplicate domain '%s' (first on line %u)",
+				            dom, c->routes[j].line);
+		struct ctl_route *rt = &c->routes[c->nroutes];
+		rt->domain = strdup(dom);
+		rt->backend = strdup(be);
+		rt->line = node_line(kn);
+		c->nroutes++;
+		if (!rt->domain || !rt->backend) {
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		for (char *p = rt->domain; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+	}
+	return 0;
+}
+
 /* The line to cite for a key: where it was set, else its section's. */
 static unsigned cite(const struct ctl_config *c, const char *key)
 {
@@ -1013,6 +1106,12 @@ static int check_whole(struct ld *ld)
 		if (r < 0)
 			return r;
 	}
+	if (c->delivery == CTL_DELIVER_LMTP && !c->lmtp_default)
+		return errf(ld->err, ld->errlen, ld->name,
+		            cite(c, ctl_config_key_line(c, "lmtp.default") ? "lmtp.default" :
+		                    "delivery.method"),
+		            "lmtp.default: must be set with delivery.method lmtp (the backend for "
+		            "domains without a route)");
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];
 		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));

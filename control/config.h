@@ -52,6 +52,7 @@ struct ctl_listen {
 
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
 #define CTL_CONFIG_KEYS_MAX 64
+#define CTL_ROUTES_MAX 4096
 
 struct ctl_config {
 	char *path;                    /* the file loaded */
@@ -89,6 +90,13 @@ struct ctl_config {
 	uint64_t retry_min_ms;
 	uint64_t retry_max_ms;
 	uint64_t max_age_ms;
+	uint64_t bounce_return_max;    /* bytes of a message returned in a DSN */
+	uint64_t spool_limit;          /* bytes; 0: no limit (backpressure) */
+	/* lmtp */
+	char *lmtp_default;            /* backend for unrouted domains, or NULL */
+	struct ctl_route *routes;      /* lmtp.routes, in file order */
+	unsigned nroutes;
+	uint64_t lmtp_timeout_ms;
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */

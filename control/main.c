@@ -53,6 +53,32 @@ abs_path(const char *p, char *buf, size_t cap)
 	return buf;
 }
 
+static const char *
+delivery_name(enum ctl_delivery_method m)
+{
+	return m == CTL_DELIVER_MAILDIR ? "maildir" : m == CTL_DELIVER_LMTP ? "lmtp" : "discard";
+}
+
+/* Where mail goes, for the start-up lines: the Maildir path, the default
+ * LMTP backend, or nowhere. */
+static const char *
+delivery_target(const struct ctl_config *cfg, char *buf, size_t cap)
+{
+	switch (cfg->delivery) {
+	case CTL_DELIVER_MAILDIR: {
+		const char *p = abs_path(cfg->maildir, buf, cap);
+		if (p != buf)
+			snprintf(buf, cap, "%s", p);
+		return buf;
+	}
+	case CTL_DELIVER_LMTP:
+		snprintf(buf, cap, "lmtp:%s (and routes)", cfg->lmtp_default ? cfg->lmtp_default : "-");
+		return buf;
+	default:
+		return "nowhere (delivery.method: discard)";
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -115,14 +141,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	struct ctl_queue_conf qc = {
-		.method = cfg.delivery,
-		.maildir = cfg.maildir,
-		.retry_min_ms = cfg.retry_min_ms,
-		.retry_max_ms = cfg.retry_max_ms,
-		.max_age_ms = cfg.max_age_ms,
-		.sync = cfg.spool_sync,
-	};
+	struct ctl_queue_conf qc;
+	ctl_queue_conf_from_config(&qc, &cfg);
 	struct ctl_queue *q = ctl_queue_open(&qc);
 	if (q == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=queue error=%s", strerror(errno));
@@ -142,6 +162,7 @@ main(int argc, char **argv)
 		ctl_queue_close(q);
 		return 1;
 	}
+	ctl_queue_set_spool(q, sp);  /* bounces go back into the spool */
 	struct ctl_spool_stats st;
 	ctl_spool_stats(sp, &st);
 
@@ -150,6 +171,7 @@ main(int argc, char **argv)
 		tls = ctl_tls_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
 		if (tls == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
+			ctl_queue_set_spool(q, NULL);
 			ctl_spool_close(sp);
 			ctl_queue_close(q);
 			return 1;
@@ -159,6 +181,7 @@ main(int argc, char **argv)
 	struct ctl_server *srv = ctl_server_start(&cfg, sp, tls, err, sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		ctl_queue_set_spool(q, NULL);
 		ctl_spool_close(sp);
 		ctl_queue_close(q);
 		return 1;
@@ -171,14 +194,12 @@ main(int argc, char **argv)
 		         i ? "," : "", cfg.listen[i].text, cfg.listen[i].proxy_protocol ? "(proxy)" : "");
 	ctl_log(CTL_LOG_INFO,
 	        "event=start version=%s transport=kernel workers=%u listen=%s starttls=%s "
-	        "spool=%s recovered=%llu delivery=%s maildir=%s",
+	        "spool=%s recovered=%llu delivery=%s to=%s",
 	        SLUICE_VERSION, cfg.workers, listen, tls ? "yes" : "no",
 	        abs_path(cfg.spool_dir, buf1, sizeof(buf1)), (unsigned long long)st.recovered,
-	        cfg.delivery == CTL_DELIVER_MAILDIR ? "maildir" : "discard",
-	        cfg.delivery == CTL_DELIVER_MAILDIR ? abs_path(cfg.maildir, buf2, sizeof(buf2)) : "-");
+	        delivery_name(cfg.delivery), delivery_target(&cfg, buf2, sizeof(buf2)));
 	fprintf(stderr, "sluiced: listening on %s; mail is delivered to %s\n", listen,
-	        cfg.delivery == CTL_DELIVER_MAILDIR ? abs_path(cfg.maildir, buf2, sizeof(buf2))
-	                                            : "nowhere (delivery.method: discard)");
+	        delivery_target(&cfg, buf2, sizeof(buf2)));
 
 	for (;;) {
 		int sig = 0;
@@ -194,6 +215,7 @@ main(int argc, char **argv)
 	}
 
 	srv = ctl_server_stop(srv);
+	ctl_queue_set_spool(q, NULL);
 	sp = ctl_spool_close(sp);
 	struct ctl_queue_stats qs;
 	ctl_queue_stats(q, &qs);

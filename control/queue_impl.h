@@ -43,6 +43,18 @@
  * u32 magic. */
 #define CTL_MARK_MAGIC 0x454e4f44u /* "DONE" */
 #define CTL_MARK_LEN 16u
+/* Per-recipient mark, same file and size: u64 record offset, u32 recipient
+ * index, u32 magic. The recipient got a final outcome (delivered, or
+ * bounced); a restart does not deliver to it again. */
+#define CTL_RMARK_MAGIC 0x54504352u /* "RCPT" */
+
+/* Admin requests (sluice-queue), docs/SPOOL.md "Admin": files in DIR/ctl/.
+ * A request "req.NAME" holds lines "flush", "list", "delete QID"; the queue
+ * thread polls the directory every CTL_CTL_POLL_MS, removes the request and
+ * answers in "res.NAME" (written as ".res.NAME", then renamed). */
+#define CTL_CTL_DIR "ctl"
+#define CTL_CTL_POLL_MS 500u
+#define CTL_CTL_REQ_MAX 65536u
 
 #define CTL_ENV_VERSION 1u
 #define CTL_REC_MAX (UINT64_C(1) << 40) /* sanity cap for a record's length */

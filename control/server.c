@@ -30,7 +30,8 @@
 struct srv_chunk {
 	struct srv_chunk *next;
 	uint32_t len;
-	uint8_t data[SRV_CHUNK_BYTES - 16];
+	/* aligned: a chunk also carries the iovec array of a message */
+	_Alignas(16) uint8_t data[SRV_CHUNK_BYTES - 16];
 };
 
 struct srv_worker;
@@ -291,10 +292,31 @@ hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 	return SMTP_HOOK_OK;
 }
 
+/* Backpressure: near spool.limit new mail waits at the client (RFC 5321
+ * 4.5.3.1.10 lets a server answer 452 for lack of storage). */
+static int
+refuse_if_spool_full(struct srv_conn *c, struct smtp_reply *r)
+{
+	if (!ctl_spool_full(c->w->srv->spool))
+		return SMTP_HOOK_OK;
+	r->code = 452;
+	snprintf(r->enh, sizeof(r->enh), "4.3.1");
+	snprintf(r->text, sizeof(r->text), "Insufficient system storage, try again later");
+	return SMTP_HOOK_REPLY;
+}
+
+static int
+hook_mail(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r)
+{
+	return refuse_if_spool_full(ctx, r);
+}
+
 static int
 hook_data_start(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r)
 {
 	struct srv_conn *c = ctx;
+	if (refuse_if_spool_full(c, r) != SMTP_HOOK_OK)
+		return SMTP_HOOK_REPLY;
 	msg_clear(c);
 	c->t_data = now_ms(c->w);
 	make_qid(c, c->msg.env.qid);
@@ -680,6 +702,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, SSL_CTX *tl
 	};
 	srv->hooks = (struct smtp_hooks){
 		.connect = hook_connect,
+		.mail = hook_mail,
 		.data_start = hook_data_start,
 		.data = hook_data,
 		.data_end = hook_data_end,

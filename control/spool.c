@@ -1094,3 +1094,9 @@ void ctl_spool_stats(const struct ctl_spool *sp, struct ctl_spool_stats *st)
 	st->errors = atomic_load_explicit(&s->st_errors, memory_order_relaxed);
 	st->recovered = atomic_load_explicit(&s->st_recovered, memory_order_relaxed);
 }
+
+bool
+ctl_spool_full(const struct ctl_spool *sp)
+{
+	return ctl_queue_full(sp->q);
+}

@@ -42,15 +42,30 @@ struct ctl_spool_conf {
 	bool sync;                     /* false: never fsync (protocol benchmarks) */
 };
 
-enum ctl_delivery_method { CTL_DELIVER_MAILDIR = 0, CTL_DELIVER_DISCARD };
+enum ctl_delivery_method { CTL_DELIVER_MAILDIR = 0, CTL_DELIVER_DISCARD, CTL_DELIVER_LMTP };
+
+/* An LMTP route: recipients of domain go to backend. */
+struct ctl_route {
+	char *domain;                  /* lowercase; ".example.org": its subdomains */
+	char *backend;                 /* "unix:/path", "IPv4:port" or "[IPv6]:port" */
+	unsigned line;                 /* in the configuration file; 0: not from one */
+};
 
 struct ctl_queue_conf {
 	enum ctl_delivery_method method;
 	const char *maildir;           /* path; may hold %u (local part), %d (domain) */
 	uint64_t retry_min_ms;         /* first retry interval; doubles each time */
 	uint64_t retry_max_ms;         /* interval cap */
-	uint64_t max_age_ms;           /* give up after this (DSN comes with LMTP) */
+	uint64_t max_age_ms;           /* give up after this (LMTP: with a DSN) */
 	bool sync;                     /* fsync Maildir files and dirs */
+	/* LMTP (method CTL_DELIVER_LMTP); copied by ctl_queue_open */
+	const char *lmtp_default;      /* backend for domains without a route */
+	const struct ctl_route *routes;
+	unsigned nroutes;
+	uint64_t lmtp_timeout_ms;      /* per protocol step; 0: 5 minutes */
+	const char *hostname;          /* LHLO name, Reporting-MTA of DSNs */
+	uint64_t bounce_return_max;    /* bytes of the original in a DSN; 0: 256 KiB */
+	uint64_t spool_limit;          /* bytes of spool segments; 0: no limit */
 };
 
 /* The envelope stored with a message. */
@@ -90,10 +105,18 @@ struct ctl_queue_stats {
 	uint64_t delivered;
 	uint64_t deferred;             /* delivery attempts that failed */
 	uint64_t queued;               /* waiting now */
+	uint64_t bounced;              /* recipients given up on (DSN or not) */
+	uint64_t spool_bytes;          /* bytes of live spool segments */
 };
 
 struct ctl_queue;
 struct ctl_spool;
+
+struct ctl_config;
+
+/* Fill *qc from the configuration; its strings point into cfg, which must
+ * outlive ctl_queue_open() (the queue copies what it keeps). */
+void ctl_queue_conf_from_config(struct ctl_queue_conf *qc, const struct ctl_config *cfg);
 
 /* Start the delivery thread. NULL and errno on error. */
 struct ctl_queue *ctl_queue_open(const struct ctl_queue_conf *conf);
@@ -101,10 +124,23 @@ struct ctl_queue *ctl_queue_open(const struct ctl_queue_conf *conf);
  * NULL and errno on error (directory unusable, bad segment header). */
 struct ctl_spool *ctl_spool_open(const struct ctl_spool_conf *conf, struct ctl_queue *q);
 
+/* The spool that DSN bounces are submitted to: call with sp after
+ * ctl_spool_open, and with NULL before ctl_spool_close (it waits for a
+ * bounce being submitted). Without a spool, failed recipients wait (they
+ * are retried) until one is set. */
+void ctl_queue_set_spool(struct ctl_queue *q, struct ctl_spool *sp);
+
+/* Backpressure (spool_limit): true from 95 % of the limit until the spool
+ * drains below 90 %. One atomic load: callable from workers. */
+bool ctl_queue_full(const struct ctl_queue *q);
+
 /* Wait-free; callable from any thread. 0, or -EPIPE when closing. */
 int ctl_spool_submit(struct ctl_spool *sp, struct ctl_msg *m);
 
 void ctl_spool_stats(const struct ctl_spool *sp, struct ctl_spool_stats *st);
+/* Any thread, one atomic read: the spool is near spool.limit and new mail
+ * must get 452 until the queue drains (see ctl_queue_full). */
+bool ctl_spool_full(const struct ctl_spool *sp);
 void ctl_queue_stats(const struct ctl_queue *q, struct ctl_queue_stats *st);
 
 /* Commit everything submitted so far, stop the writer. */

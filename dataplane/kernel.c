@@ -192,9 +192,24 @@ conn_settle(struct dp_conn *c)
 		conn_release(c, 0);
 		return;
 	}
-	/* Held bytes are offered again after every callback: a timer, a
-	 * wake-up or sent output may have made the application ready. */
-	if (c->hold != NULL && !c->closing) {
+	/* Held bytes are offered again after every callback (a timer, a
+	 * wake-up or sent output may have made the application ready), and
+	 * again after each write while that makes progress: an application
+	 * whose output was full takes more once it has been sent. */
+	bool more = false;
+	for (int round = 0;; round++) {
+		int err = conn_write(c);
+		if (err < 0) {
+			conn_release(c, err);
+			return;
+		}
+		if (c->hold == NULL || c->closing || c->out_blocked)
+			break;
+		if (round == 16) {
+			more = true;  /* fairness: come back on the next loop */
+			break;
+		}
+		uint32_t left = c->hold->len - c->hold->off;
 		c->in_cb++;
 		conn_offer_hold(c);
 		c->in_cb--;
@@ -202,11 +217,8 @@ conn_settle(struct dp_conn *c)
 			conn_release(c, 0);
 			return;
 		}
-	}
-	int err = conn_write(c);
-	if (err < 0) {
-		conn_release(c, err);
-		return;
+		if (c->hold != NULL && c->hold->len - c->hold->off == left)
+			break;  /* no progress: the application is parked */
 	}
 	if (c->closing && !c->out_blocked) {
 		shutdown(c->fd, SHUT_WR);
@@ -220,7 +232,7 @@ conn_settle(struct dp_conn *c)
 	uint32_t want = 0;
 	if (c->hold == NULL && !c->closing && !c->eof)
 		want |= EPOLLIN | EPOLLRDHUP;
-	if (c->out_blocked)
+	if (c->out_blocked || more)
 		want |= EPOLLOUT;
 	conn_interest(c, want);
 }

@@ -315,8 +315,24 @@ static const struct bad bad[] = {
 	{ "server:\n  transport: netmap\n", 2,
 	  "server.transport: expected one of kernel, dpdk, got 'netmap'" },
 	{ "log:\n  level: trace\n", 2, "log.level: expected one of error, warn, info, debug, got 'trace'" },
+	{ "delivery:\n  method: smtp\n", 2,
+	  "delivery.method: expected one of maildir, discard, lmtp, got 'smtp'" },
 	{ "delivery:\n  method: lmtp\n", 2,
-	  "delivery.method: expected one of maildir, discard, got 'lmtp'" },
+	  "lmtp.default: must be set with delivery.method lmtp (the backend for domains without a route)" },
+	{ "lmtp:\n  default: localhost:24\n", 2,
+	  "lmtp.default: expected unix:/path, IPv4:port or [IPv6]:port, got 'localhost:24'" },
+	{ "lmtp:\n  routes: [a]\n", 2, "lmtp.routes: expected a mapping of domain: backend, got a list" },
+	{ "lmtp:\n  routes:\n    'bad domain': unix:/x\n", 3,
+	  "lmtp.routes: expected a domain (or .domain for its subdomains), got 'bad domain'" },
+	{ "lmtp:\n  routes:\n    a.test: 'unix:'\n", 3,
+	  "lmtp.routes.a.test: expected unix:/path, IPv4:port or [IPv6]:port, got 'unix:'" },
+	{ "lmtp:\n  routes:\n    a.test: unix:/x\n    A.Test: 127.0.0.1:24\n", 4,
+	  "lmtp.routes: duplicate domain 'A.Test' (first on line 3)" },
+	{ "lmtp:\n  timeout: 2h\n", 2, "lmtp.timeout: 2h is out of range 1s..1h" },
+	{ "spool:\n  limit: lots\n", 2,
+	  "spool.limit: expected a size (bytes, or a number with k, m or g), got 'lots'" },
+	{ "delivery:\n  bounce_return_max: 10\n", 2,
+	  "delivery.bounce_return_max: 10 is out of range 1k..1g" },
 	{ "smtp: 5\n", 1, "smtp: expected a mapping of keys, got a scalar" },
 	{ "- a\n- b\n", 1, "expected a mapping of sections (server, listen, smtp, ...), got a list" },
 	{ "server:\n  hostname: \"mx\\r\\n250 evil\"\n", 2,
@@ -627,6 +643,8 @@ static void test_sluice_conf(void **state)
 		"spool.directory", "spool.segment_size", "spool.commit_delay", "spool.commit_batch",
 		"spool.sync", "delivery.method", "delivery.maildir", "delivery.retry_min",
 		"delivery.retry_max", "delivery.max_age", "log.level", "log.file",
+		"spool.limit", "delivery.bounce_return_max", "lmtp.default", "lmtp.routes",
+		"lmtp.timeout",
 	};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (ctl_config_key_line(&c, all[i]) == 0)
@@ -643,6 +661,63 @@ static void test_sluice_conf(void **state)
 	assert_string_equal(c.hostname, d.hostname);
 	assert_string_equal(c.banner, d.banner);
 	ctl_config_free(&d);
+	ctl_config_free(&c);
+}
+
+/* LMTP delivery: routes, default, timeout; spool limit; bounce cap. */
+static void test_lmtp_keys(void **state)
+{
+	char path[PATH_MAX], err[512];
+	struct ctl_config c;
+	static const char text[] =
+		"spool:\n"
+		"  limit: 10g\n"
+		"delivery:\n"
+		"  method: lmtp\n"
+		"  bounce_return_max: 1m\n"
+		"lmtp:\n"
+		"  default: unix:/run/dovecot/lmtp\n"
+		"  timeout: 90s\n"
+		"  routes:\n"
+		"    Example.ORG: 192.0.2.10:24\n"
+		"    .example.org: \"[2001:db8::1]:24\"\n"
+		"    other.test: unix:/run/other/lmtp\n";
+
+	int r = load_text(text, &c, path, sizeof(path), err, sizeof(err));
+	if (r != 0)
+		FAILF("got %d (%s), want 0", r, err);
+	assert_int_equal(c.delivery, CTL_DELIVER_LMTP);
+	assert_int_equal(c.spool_limit, 10ull << 30);
+	assert_int_equal(c.bounce_return_max, 1ull << 20);
+	assert_string_equal(c.lmtp_default, "unix:/run/dovecot/lmtp");
+	assert_int_equal(c.lmtp_timeout_ms, 90000);
+	assert_int_equal(c.nroutes, 3);
+	assert_string_equal(c.routes[0].domain, "example.org");
+	assert_string_equal(c.routes[0].backend, "192.0.2.10:24");
+	assert_int_equal(c.routes[0].line, 10);
+	assert_string_equal(c.routes[1].domain, ".example.org");
+	assert_string_equal(c.routes[1].backend, "[2001:db8::1]:24");
+	assert_string_equal(c.routes[2].backend, "unix:/run/other/lmtp");
+	assert_int_equal(ctl_config_key_line(&c, "lmtp.routes"), 9);
+
+	struct ctl_queue_conf qc;
+	ctl_queue_conf_from_config(&qc, &c);
+	assert_int_equal(qc.method, CTL_DELIVER_LMTP);
+	assert_ptr_equal(qc.routes, c.routes);
+	assert_int_equal(qc.nroutes, 3);
+	assert_string_equal(qc.lmtp_default, "unix:/run/dovecot/lmtp");
+	assert_int_equal(qc.spool_limit, 10ull << 30);
+	assert_string_equal(qc.hostname, c.hostname);
+	ctl_config_free(&c);
+	ctl_config_free(&c);                 /* twice is harmless */
+
+	/* Defaults: no limit, 256k returned, 5m timeout, no routes. */
+	ctl_config_defaults(&c);
+	assert_int_equal(c.spool_limit, 0);
+	assert_int_equal(c.bounce_return_max, 256ull << 10);
+	assert_int_equal(c.lmtp_timeout_ms, 300000);
+	assert_null(c.lmtp_default);
+	assert_int_equal(c.nroutes, 0);
 	ctl_config_free(&c);
 }
 
@@ -781,6 +856,7 @@ int main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_addr),
 		cmocka_unit_test(test_sluice_conf),
+		cmocka_unit_test(test_lmtp_keys),
 		cmocka_unit_test(test_check_files),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
