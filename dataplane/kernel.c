@@ -80,6 +80,7 @@ struct dp_worker {
 struct dp_kernel {
 	struct dp_kernel_conf conf;
 	struct dp_listen listen[DP_K_LISTEN_MAX];
+	bool listen_wild[DP_K_LISTEN_MAX];
 	const struct dp_app_ops *ops;
 	void *app;
 	atomic_bool stop;
@@ -221,7 +222,6 @@ conn_settle(struct dp_conn *c)
 			break;  /* no progress: the application is parked */
 	}
 	if (c->closing && !c->out_blocked) {
-		shutdown(c->fd, SHUT_WR);
 		conn_release(c, 0);
 		return;
 	}
@@ -357,9 +357,13 @@ do_accept(struct dp_worker *w, unsigned li)
 			close(fd);
 			continue;
 		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		getsockname(fd, (struct sockaddr *)&local, &llen);
+		/* TCP_NODELAY comes from the listener (Linux copies it to
+		 * accepted sockets); the local address is the listener's
+		 * unless it listens on a wildcard address. */
+		if (k->listen_wild[li])
+			getsockname(fd, (struct sockaddr *)&local, &llen);
+		else
+			memcpy(&local, &k->listen[li].addr, sizeof(local));
 		struct dp_conn *c = w->free_conns;
 		if (c != NULL)
 			w->free_conns = c->next;
@@ -495,6 +499,7 @@ open_listener(const struct dp_listen *l, char *err, size_t errlen)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* inherited */
 	if (l->addr.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 || listen(fd, 4096) < 0) {
@@ -578,6 +583,14 @@ dp_kernel_start(const struct dp_kernel_conf *conf, const struct dp_app_ops *ops,
 	}
 	k->conf = *conf;
 	memcpy(k->listen, conf->listen, conf->nlisten * sizeof(conf->listen[0]));
+	for (unsigned i = 0; i < conf->nlisten; i++) {
+		const struct sockaddr_storage *a = &conf->listen[i].addr;
+		if (a->ss_family == AF_INET)
+			k->listen_wild[i] = ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+		else
+			k->listen_wild[i] = a->ss_family != AF_INET6 ||
+			    IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+	}
 	k->conf.listen = k->listen;
 	k->ops = ops;
 	k->app = app;
