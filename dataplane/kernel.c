@@ -43,7 +43,8 @@ struct dp_hold {
 	uint8_t buf[DP_K_HOLDBUF];
 };
 
-struct dp_conn {
+struct kconn {
+	struct dp_conn base;           /* first: the transport-neutral handle */
 	int fd;
 	uint32_t interest;             /* events registered with epoll */
 	uint16_t in_cb;                /* nesting of callbacks into the app */
@@ -51,14 +52,15 @@ struct dp_conn {
 	bool aborting;                 /* close at once with RST */
 	bool eof;                      /* peer closed its side */
 	bool out_blocked;              /* last write hit EAGAIN */
-	struct dp_worker *w;
+	struct kworker *w;
 	void *app;
 	struct dp_hold *hold;
 	struct dp_timer timer;
-	struct dp_conn *next, *prev;   /* live list, or free list (next) */
+	struct kconn *next, *prev;   /* live list, or free list (next) */
 };
 
-struct dp_worker {
+struct kworker {
+	struct dp_worker base;         /* first: the transport-neutral handle */
 	struct dp_kernel *k;
 	unsigned id;
 	pthread_t thread;
@@ -66,11 +68,10 @@ struct dp_worker {
 	int evfd;
 	atomic_int wake_pending;
 	int lfd[DP_K_LISTEN_MAX];
-	uint64_t now;
 	void *app;
 	struct dp_wheel wheel;
-	struct dp_conn *live;
-	struct dp_conn *free_conns;
+	struct kconn *live;
+	struct kconn *free_conns;
 	struct dp_hold *free_holds;
 	unsigned nconn;
 	uint64_t refused;              /* accepts closed at conn_max */
@@ -85,7 +86,7 @@ struct dp_kernel {
 	void *app;
 	atomic_bool stop;
 	unsigned nworkers;
-	struct dp_worker *w[];
+	struct kworker *w[];
 };
 
 static uint64_t
@@ -96,15 +97,10 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t
-dp_worker_now(const struct dp_worker *w)
+static void
+k_worker_wake(struct dp_worker *dw)
 {
-	return w->now;
-}
-
-void
-dp_worker_wake(struct dp_worker *w)
-{
+	struct kworker *w = (struct kworker *)dw;
 	if (atomic_exchange(&w->wake_pending, 1) == 0) {
 		uint64_t one = 1;
 		ssize_t r = write(w->evfd, &one, sizeof(one));
@@ -113,7 +109,7 @@ dp_worker_wake(struct dp_worker *w)
 }
 
 static void
-conn_interest(struct dp_conn *c, uint32_t want)
+conn_interest(struct kconn *c, uint32_t want)
 {
 	if (c->interest == want)
 		return;
@@ -123,9 +119,9 @@ conn_interest(struct dp_conn *c, uint32_t want)
 }
 
 static void
-conn_release(struct dp_conn *c, int err)
+conn_release(struct kconn *c, int err)
 {
-	struct dp_worker *w = c->w;
+	struct kworker *w = c->w;
 	if (c->aborting) {
 		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -153,7 +149,7 @@ conn_release(struct dp_conn *c, int err)
 /* Pull from the application and write until it has nothing or the socket
  * is full. Returns -errno on a dead socket. */
 static int
-conn_write(struct dp_conn *c)
+conn_write(struct kconn *c)
 {
 	const struct dp_app_ops *ops = c->w->k->ops;
 	c->out_blocked = false;
@@ -182,12 +178,12 @@ conn_write(struct dp_conn *c)
 	}
 }
 
-static void conn_offer_hold(struct dp_conn *c);
+static void conn_offer_hold(struct kconn *c);
 
 /* After any callback into the application: send, then decide interest or
  * close. Never called while a callback for c is running. */
 static void
-conn_settle(struct dp_conn *c)
+conn_settle(struct kconn *c)
 {
 	if (c->aborting) {
 		conn_release(c, 0);
@@ -238,9 +234,9 @@ conn_settle(struct dp_conn *c)
 }
 
 static void
-conn_hold(struct dp_conn *c, const uint8_t *p, size_t n)
+conn_hold(struct kconn *c, const uint8_t *p, size_t n)
 {
-	struct dp_worker *w = c->w;
+	struct kworker *w = c->w;
 	struct dp_hold *h = w->free_holds;
 	if (h != NULL) {
 		w->free_holds = h->next_free;
@@ -258,7 +254,7 @@ conn_hold(struct dp_conn *c, const uint8_t *p, size_t n)
 }
 
 static void
-conn_offer_hold(struct dp_conn *c)
+conn_offer_hold(struct kconn *c)
 {
 	struct dp_hold *h = c->hold;
 	size_t took = c->w->k->ops->recv(c->app, h->buf + h->off, h->len - h->off);
@@ -271,9 +267,9 @@ conn_offer_hold(struct dp_conn *c)
 }
 
 static void
-conn_read(struct dp_conn *c)
+conn_read(struct kconn *c)
 {
-	struct dp_worker *w = c->w;
+	struct kworker *w = c->w;
 	if (c->hold != NULL || c->closing)
 		return;
 	ssize_t n = recv(c->fd, w->rx, sizeof(w->rx), 0);
@@ -290,51 +286,68 @@ conn_read(struct dp_conn *c)
 	}
 }
 
-void
-dp_conn_flush(struct dp_conn *c)
+static void
+k_conn_flush(struct dp_conn *dc)
 {
+	struct kconn *c = (struct kconn *)dc;
 	if (c->in_cb == 0)
 		conn_settle(c);
 }
 
-void
-dp_conn_close(struct dp_conn *c)
+static void
+k_conn_close(struct dp_conn *dc)
 {
+	struct kconn *c = (struct kconn *)dc;
 	c->closing = true;
 	if (c->in_cb == 0)
 		conn_settle(c);
 }
 
-void
-dp_conn_abort(struct dp_conn *c)
+static void
+k_conn_abort(struct dp_conn *dc)
 {
+	struct kconn *c = (struct kconn *)dc;
 	c->aborting = true;
 	if (c->in_cb == 0)
 		conn_settle(c);
 }
 
-void
-dp_conn_timer(struct dp_conn *c, uint64_t deadline_ms)
+static void
+k_conn_timer(struct dp_conn *dc, uint64_t deadline_ms)
 {
+	struct kconn *c = (struct kconn *)dc;
 	if (deadline_ms == UINT64_MAX)
 		dp_timer_cancel(&c->w->wheel, &c->timer);
 	else if (!dp_timer_armed(&c->timer) || c->timer.deadline != deadline_ms)
 		dp_timer_arm(&c->w->wheel, &c->timer, deadline_ms);
 }
 
-void
-dp_conn_rx_resume(struct dp_conn *c)
+static void
+k_conn_rx_resume(struct dp_conn *dc)
 {
+	struct kconn *c = (struct kconn *)dc;
 	if (c->in_cb > 0)
 		return;  /* the settle after the running callback does it */
 	conn_settle(c);
 }
 
+static const struct dp_conn_ops k_conn_ops = {
+	.flush = k_conn_flush,
+	.close = k_conn_close,
+	.abort = k_conn_abort,
+	.timer = k_conn_timer,
+	.rx_resume = k_conn_rx_resume,
+};
+
+static const struct dp_worker_ops k_worker_ops = {
+	.wake = k_worker_wake,
+};
+
 static void
 timer_fire(struct dp_timer *t, void *arg)
 {
 	(void)arg;
-	struct dp_conn *c = (struct dp_conn *)((char *)t - offsetof(struct dp_conn, timer));
+	struct kconn *c = (struct kconn *)((char *)t - offsetof(struct kconn, timer));
 	c->in_cb++;
 	c->w->k->ops->timer(c->app);
 	c->in_cb--;
@@ -342,7 +355,7 @@ timer_fire(struct dp_timer *t, void *arg)
 }
 
 static void
-do_accept(struct dp_worker *w, unsigned li)
+do_accept(struct kworker *w, unsigned li)
 {
 	struct dp_kernel *k = w->k;
 	for (int i = 0; i < DP_K_ACCEPT_BURST; i++) {
@@ -364,7 +377,7 @@ do_accept(struct dp_worker *w, unsigned li)
 			getsockname(fd, (struct sockaddr *)&local, &llen);
 		else
 			memcpy(&local, &k->listen[li].addr, sizeof(local));
-		struct dp_conn *c = w->free_conns;
+		struct kconn *c = w->free_conns;
 		if (c != NULL)
 			w->free_conns = c->next;
 		else if ((c = malloc(sizeof(*c))) == NULL) {
@@ -372,6 +385,7 @@ do_accept(struct dp_worker *w, unsigned li)
 			continue;
 		}
 		memset(c, 0, sizeof(*c));
+		c->base.ops = &k_conn_ops;
 		c->fd = fd;
 		c->w = w;
 		c->interest = EPOLLIN | EPOLLRDHUP;
@@ -388,7 +402,7 @@ do_accept(struct dp_worker *w, unsigned li)
 		w->live = c;
 		w->nconn++;
 		c->in_cb++;
-		c->app = k->ops->accept(w->app, c, (struct sockaddr *)&peer,
+		c->app = k->ops->accept(w->app, &c->base, (struct sockaddr *)&peer,
 		                        (struct sockaddr *)&local, k->listen[li].flags);
 		c->in_cb--;
 		if (c->app == NULL) {
@@ -411,7 +425,7 @@ do_accept(struct dp_worker *w, unsigned li)
 }
 
 static void
-conn_event(struct dp_conn *c, uint32_t events)
+conn_event(struct kconn *c, uint32_t events)
 {
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR))
 		conn_read(c);
@@ -425,7 +439,7 @@ conn_event(struct dp_conn *c, uint32_t events)
 static void *
 worker_main(void *arg)
 {
-	struct dp_worker *w = arg;
+	struct kworker *w = arg;
 	struct dp_kernel *k = w->k;
 	struct epoll_event ev[DP_K_EVENTS];
 
@@ -435,14 +449,14 @@ worker_main(void *arg)
 		CPU_SET((unsigned)k->conf.cpu_first + w->id, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
-	w->now = mono_ms();
-	dp_wheel_init(&w->wheel, w->now);
-	w->app = k->ops->worker_init(k->app, w, w->id);
+	w->base.now = mono_ms();
+	dp_wheel_init(&w->wheel, w->base.now);
+	w->app = k->ops->worker_init(k->app, &w->base, w->id);
 
 	while (!atomic_load_explicit(&k->stop, memory_order_relaxed)) {
-		uint64_t idle = dp_wheel_idle_ms(&w->wheel, w->now, 200);
+		uint64_t idle = dp_wheel_idle_ms(&w->wheel, w->base.now, 200);
 		int n = epoll_wait(w->ep, ev, DP_K_EVENTS, (int)idle);
-		w->now = mono_ms();
+		w->base.now = mono_ms();
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = ev[i].data.u64;
 			if (tag == DP_K_TAG_WAKE) {
@@ -457,7 +471,7 @@ worker_main(void *arg)
 				conn_event(ev[i].data.ptr, ev[i].events);
 			}
 		}
-		dp_wheel_expire(&w->wheel, w->now, timer_fire, NULL);
+		dp_wheel_expire(&w->wheel, w->base.now, timer_fire, NULL);
 		if (k->ops->idle != NULL)
 			k->ops->idle(w->app);
 	}
@@ -469,7 +483,7 @@ worker_main(void *arg)
 			w->lfd[i] = -1;
 		}
 	while (w->live != NULL) {
-		struct dp_conn *c = w->live;
+		struct kconn *c = w->live;
 		c->aborting = true;
 		conn_release(c, -ESHUTDOWN);
 	}
@@ -511,15 +525,16 @@ open_listener(const struct dp_listen *l, char *err, size_t errlen)
 	return fd;
 }
 
-static struct dp_worker *
+static struct kworker *
 worker_new(struct dp_kernel *k, unsigned id, char *err, size_t errlen)
 {
-	struct dp_worker *w = aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
+	struct kworker *w = aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
 	if (w == NULL) {
 		snprintf(err, errlen, "out of memory for worker %u", id);
 		return NULL;
 	}
 	memset(w, 0, sizeof(*w));
+	w->base.ops = &k_worker_ops;
 	w->k = k;
 	w->id = id;
 	for (unsigned i = 0; i < DP_K_LISTEN_MAX; i++)
@@ -543,7 +558,7 @@ worker_new(struct dp_kernel *k, unsigned id, char *err, size_t errlen)
 }
 
 static void
-worker_free(struct dp_worker *w)
+worker_free(struct kworker *w)
 {
 	if (w == NULL)
 		return;
@@ -555,7 +570,7 @@ worker_free(struct dp_worker *w)
 	if (w->evfd >= 0)
 		close(w->evfd);
 	while (w->free_conns != NULL) {
-		struct dp_conn *c = w->free_conns;
+		struct kconn *c = w->free_conns;
 		w->free_conns = c->next;
 		free(c);
 	}
@@ -607,7 +622,7 @@ dp_kernel_start(const struct dp_kernel_conf *conf, const struct dp_app_ops *ops,
 			snprintf(err, errlen, "pthread_create: %s", strerror(rc));
 			atomic_store(&k->stop, true);
 			for (unsigned j = 0; j < i; j++) {
-				dp_worker_wake(k->w[j]);
+				k_worker_wake(&k->w[j]->base);
 				pthread_join(k->w[j]->thread, NULL);
 			}
 			k->nworkers = conf->workers;
@@ -630,7 +645,7 @@ dp_kernel_stop(struct dp_kernel *k)
 		return NULL;
 	atomic_store(&k->stop, true);
 	for (unsigned i = 0; i < k->nworkers; i++)
-		dp_worker_wake(k->w[i]);
+		k_worker_wake(&k->w[i]->base);
 	for (unsigned i = 0; i < k->nworkers; i++)
 		pthread_join(k->w[i]->thread, NULL);
 	for (unsigned i = 0; i < k->nworkers; i++)

@@ -43,6 +43,31 @@
 struct dp_conn;
 struct dp_worker;
 
+/* What a transport does for a connection and a worker. Every transport's
+ * connection object starts with struct dp_conn, every worker with struct
+ * dp_worker, so the calls below reach the right transport through one
+ * indirect call. */
+struct dp_conn_ops {
+	void (*flush)(struct dp_conn *c);
+	void (*close)(struct dp_conn *c);
+	void (*abort)(struct dp_conn *c);
+	void (*timer)(struct dp_conn *c, uint64_t deadline_ms);
+	void (*rx_resume)(struct dp_conn *c);
+};
+
+struct dp_worker_ops {
+	void (*wake)(struct dp_worker *w);
+};
+
+struct dp_conn {
+	const struct dp_conn_ops *ops;
+};
+
+struct dp_worker {
+	const struct dp_worker_ops *ops;
+	uint64_t now;                  /* ms, monotonic, read once per loop */
+};
+
 struct dp_app_ops {
 	void *(*worker_init)(void *app, struct dp_worker *w, unsigned worker_id);
 	void (*worker_fini)(void *worker_app);
@@ -63,19 +88,19 @@ struct dp_listen {
 	unsigned flags;                /* handed to accept() as listener_flags */
 };
 
-/* Connection calls: owning worker thread only. */
-/* Outside a callback these act at once and may end in closed(): do not
- * touch c after calling them there. */
-void dp_conn_flush(struct dp_conn *c);           /* pull and send now */
-void dp_conn_close(struct dp_conn *c);           /* after pending output is sent */
-void dp_conn_abort(struct dp_conn *c);           /* at once, RST */
-void dp_conn_timer(struct dp_conn *c, uint64_t deadline_ms); /* UINT64_MAX: none */
-/* The application is ready again: offer held bytes (if any), then send.
- * Outside a callback it may close c (closed() runs): do not touch c after. */
-void dp_conn_rx_resume(struct dp_conn *c);
+/* Connection calls: owning worker thread only. Outside a callback these
+ * act at once and may end in closed(): do not touch c after calling them
+ * there. */
+static inline void dp_conn_flush(struct dp_conn *c) { c->ops->flush(c); }       /* pull and send now */
+static inline void dp_conn_close(struct dp_conn *c) { c->ops->close(c); }       /* after pending output is sent */
+static inline void dp_conn_abort(struct dp_conn *c) { c->ops->abort(c); }       /* at once, RST */
+/* UINT64_MAX: no timer. */
+static inline void dp_conn_timer(struct dp_conn *c, uint64_t deadline_ms) { c->ops->timer(c, deadline_ms); }
+/* The application is ready again: offer held bytes (if any), then send. */
+static inline void dp_conn_rx_resume(struct dp_conn *c) { c->ops->rx_resume(c); }
 
-uint64_t dp_worker_now(const struct dp_worker *w);
-/* Any thread: make the worker call wake() soon. Async-signal-safe. */
-void dp_worker_wake(struct dp_worker *w);
+static inline uint64_t dp_worker_now(const struct dp_worker *w) { return w->now; }
+/* Any thread: make the worker call wake() soon. */
+static inline void dp_worker_wake(struct dp_worker *w) { w->ops->wake(w); }
 
 #endif
