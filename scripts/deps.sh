@@ -7,12 +7,13 @@ set -euo pipefail
 SLUICE_BUILD_PKGS=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libyaml-dev libcmocka-dev liburcu-dev libssl-dev libjemalloc-dev
-  libhyperscan-dev libpcre2-dev
+  libhyperscan-dev libpcre2-dev libclamav-dev
 )
 SLUICE_TEST_PKGS=(
   python3 python3-pytest openssl swaks libnet-ssleay-perl curl postfix
   dovecot-core dovecot-lmtpd
   spamassassin
+  clamav clamav-testfiles
 )
 
 sluice_missing() {

@@ -1,0 +1,1564 @@
+/*
+ * hs.c - per-target Hyperscan streaming databases, PCRE2 gated fallback,
+ * cache file, per-message state. See hs.h for the contract.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "scan/hs.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hs/hs.h>
+
+const char scan_hs_gtube[] =
+    "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+#define GATE_BIT 0x80000000u
+#define GTUBE_ID 0x7fffffffu
+#define CACHE_MAGIC "SLUICEHS"
+#define CACHE_VERSION 3u
+#define HDR_BUF (32u * 1024)
+#define MAX_KEYS 4096
+
+/* a header key: what one record in the header stream is */
+struct hkey {
+	char *name;             /* lower-case record name: "subject", "from:addr", "all" */
+	uint8_t hmod;
+	uint8_t exists_only;    /* "?name": only the seen bit, no record */
+};
+
+/* a header name as received (lower-case) and the keys it feeds */
+struct hname {
+	char *lname;
+	uint16_t key[SCAN_HMOD_COUNT];  /* key id + 1 per modifier, 0 none */
+	uint16_t pseudo[SCAN_HMOD_COUNT]; /* a pseudo-header key fed by this one */
+	uint16_t exists_key;    /* key id + 1 of exists:Name, 0 none */
+};
+
+/* a header rule resolved after the scan */
+struct hrule {
+	uint32_t rule;
+	uint16_t key;
+	uint8_t negate;
+	uint8_t exists;
+	uint8_t absent_hit;
+};
+
+struct tdb {
+	hs_database_t *db;
+	size_t stream_size;
+	unsigned npat;
+	uint32_t *always;       /* PCRE2 rules run on every message */
+	unsigned n_always;
+	unsigned n_gated;       /* GATED + PREFILTER rules */
+	size_t keep;            /* 0: this target keeps nothing */
+};
+
+struct scan_hs {
+	const struct scan_ruleset *rs;
+	uint8_t *cls;                   /* [rs->n] enum scan_hs_class */
+	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
+	uint8_t *multiple;              /* [rs->n] */
+	uint8_t *term_check;            /* [rs->n] :addr / :name header rules */
+	struct tdb t[SCAN_T_COUNT];
+	struct hkey *keys;
+	unsigned nkeys;
+	int key_all, key_all_raw;       /* ids or -1 */
+	struct hname *names;            /* open addressing */
+	unsigned names_cap;
+	struct hrule *hrules;
+	unsigned n_hrules;
+	uint32_t pcre_limit;
+	unsigned max_pending;
+	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
+	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
+};
+
+struct scan_hs_worker {
+	const struct scan_hs *e;
+	hs_scratch_t *scratch;
+	pcre2_match_data *md;
+	pcre2_match_context *mctx;
+	pcre2_jit_stack *jit;
+};
+
+struct scan_hs_msg_priv {
+	hs_stream_t *s[SCAN_T_COUNT];
+	uint8_t *keep[SCAN_T_COUNT];
+	size_t kept[SCAN_T_COUNT];
+	uint8_t *fired;                 /* [rs->n] gate fired */
+	uint32_t *pending;              /* rules whose gate fired */
+	unsigned npending;
+	uint64_t *seen;                 /* header keys fed */
+	uint8_t *hbuf;                  /* header records not yet scanned */
+	size_t hlen;
+	/* stream offsets of the line ends of :addr / :name records: a match
+	 * that takes that line end in is not a match (the value has none) */
+	uint64_t term[64];
+	unsigned nterm;
+	bool dirty;
+	bool failed;
+};
+
+struct cbctx {
+	struct scan_hs_msg *m;
+};
+
+static uint64_t
+fnv(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *s = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= s[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+const struct scan_ruleset *
+scan_hs_rules(const struct scan_hs *e)
+{
+	return e->rs;
+}
+
+unsigned
+scan_hs_rule_class(const struct scan_hs *e, uint32_t i)
+{
+	return i < e->rs->n ? e->cls[i] : SCAN_HS_C_NONE;
+}
+
+/* ---- header keys ---- */
+
+static int
+key_find(const struct scan_hs *e, const char *name, uint8_t hmod)
+{
+	for (unsigned i = 0; i < e->nkeys; i++)
+		if (e->keys[i].hmod == hmod && !strcmp(e->keys[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+static int
+key_add(struct scan_hs *e, const char *lname, uint8_t hmod)
+{
+	static const char *const sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name"};
+	char buf[300];
+	int i;
+
+	snprintf(buf, sizeof(buf), "%s%s", lname, sfx[hmod]);
+	i = key_find(e, buf, hmod);
+	if (i >= 0)
+		return i;
+	if (e->nkeys >= MAX_KEYS)
+		return -1;
+	struct hkey *k = realloc(e->keys, (e->nkeys + 1) * sizeof(*k));
+	if (!k)
+		return -1;
+	e->keys = k;
+	k[e->nkeys].name = strdup(buf);
+	k[e->nkeys].hmod = hmod;
+	k[e->nkeys].exists_only = lname[0] == '?';
+	if (!k[e->nkeys].name)
+		return -1;
+	return (int)e->nkeys++;
+}
+
+static uint32_t
+name_hash(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (uint8_t)tolower((unsigned char)s[i]);
+		h *= 0x100000001b3ull;
+	}
+	return (uint32_t)h;
+}
+
+/* The slot for a received header name (n bytes, any case), or NULL. */
+static const struct hname *
+name_lookup(const struct scan_hs *e, const char *s, size_t n)
+{
+	if (!e->names_cap)
+		return NULL;
+	uint32_t m = e->names_cap - 1;
+	for (uint32_t h = name_hash(s, n) & m;; h = (h + 1) & m) {
+		const struct hname *hn = &e->names[h];
+		if (!hn->lname)
+			return NULL;
+		if (!strncasecmp(hn->lname, s, n) && hn->lname[n] == '\0')
+			return hn;
+	}
+}
+
+static struct hname *
+name_slot(struct scan_hs *e, const char *lname)
+{
+	uint32_t m = e->names_cap - 1;
+	for (uint32_t h = name_hash(lname, strlen(lname)) & m;; h = (h + 1) & m) {
+		struct hname *hn = &e->names[h];
+		if (!hn->lname) {
+			hn->lname = strdup(lname);
+			return hn->lname ? hn : NULL;
+		}
+		if (!strcmp(hn->lname, lname))
+			return hn;
+	}
+}
+
+/* pseudo-headers that SpamAssassin builds from real ones */
+static const struct {
+	const char *pseudo;
+	const char *from[4];
+} pseudo_map[] = {
+	{"messageid", {"message-id", "resent-message-id", "x-message-id", NULL}},
+	{"tocc", {"to", "cc", NULL}},
+	{"envelopefrom", {"return-path", "x-envelope-from", NULL}},
+};
+
+static int
+setup_header_keys(struct scan_hs *e)
+{
+	const struct scan_ruleset *rs = e->rs;
+	unsigned nh = 0;
+
+	e->key_all = e->key_all_raw = -1;
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (r->defined && r->type == SCAN_RT_HEADER && r->state == SCAN_RS_ACTIVE && r->header)
+			nh++;
+	}
+	e->hrules = calloc(nh + 1, sizeof(*e->hrules));
+	e->names_cap = 64;
+	while (e->names_cap < (nh + 16) * 4)
+		e->names_cap *= 2;
+	e->names = calloc(e->names_cap, sizeof(*e->names));
+	if (!e->hrules || !e->names)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (!r->defined || r->type != SCAN_RT_HEADER || r->state != SCAN_RS_ACTIVE || !r->header)
+			continue;
+		char xname[300];
+		/* exists: looks for the header by its own name, never a pseudo-header */
+		snprintf(xname, sizeof(xname), "%s%s", r->exists ? "?" : "", r->header);
+		int k = key_add(e, xname, r->exists ? SCAN_HMOD_NONE : r->hmod);
+		if (k < 0)
+			return -ENOMEM;
+		struct hrule *h = &e->hrules[e->n_hrules++];
+		h->rule = i;
+		h->key = (uint16_t)k;
+		h->negate = r->negate;
+		h->exists = r->exists;
+		if (r->exists) {
+			struct hname *hn = name_slot(e, r->header);
+			if (!hn)
+				return -ENOMEM;
+			hn->exists_key = (uint16_t)(k + 1);
+			continue;
+		}
+		if (!strcmp(r->header, "all")) {
+			if (r->hmod == SCAN_HMOD_RAW)
+				e->key_all_raw = k;
+			else
+				e->key_all = k;
+			continue;
+		}
+		bool pseudo = false;
+		for (size_t p = 0; p < sizeof(pseudo_map) / sizeof(pseudo_map[0]); p++) {
+			if (strcmp(r->header, pseudo_map[p].pseudo))
+				continue;
+			pseudo = true;
+			for (int f = 0; pseudo_map[p].from[f]; f++) {
+				struct hname *hn = name_slot(e, pseudo_map[p].from[f]);
+				if (!hn)
+					return -ENOMEM;
+				hn->pseudo[r->hmod] = (uint16_t)(k + 1);
+			}
+		}
+		if (!pseudo) {
+			struct hname *hn = name_slot(e, r->header);
+			if (!hn)
+				return -ENOMEM;
+			hn->key[r->hmod] = (uint16_t)(k + 1);
+		}
+	}
+	return 0;
+}
+
+/* ---- expressions ---- */
+
+struct sbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+};
+
+static void
+sb_put(struct sbuf *b, const void *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->n + n + 1 > b->cap) {
+		size_t c = (b->n + n + 1) * 2;
+		char *q = realloc(b->p, c);
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->p = q;
+		b->cap = c;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+}
+
+static void
+sb_puts(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+static void
+sb_hex(struct sbuf *b, const uint8_t *s, size_t n)
+{
+	char x[5];
+
+	for (size_t i = 0; i < n; i++) {
+		if (isalnum(s[i]))
+			sb_put(b, &s[i], 1);
+		else {
+			snprintf(x, sizeof(x), "\\x%02x", s[i]);
+			sb_put(b, x, 4);
+		}
+	}
+}
+
+/*
+ * P with every start anchor (^ and \A outside a class) turned into \x02,
+ * the byte that starts each header value record; true if there was one.
+ * Hyperscan takes ^ only at the start of an expression.
+ */
+static bool
+anchors_to_mark(const char *re, struct sbuf *out)
+{
+	bool any = false;
+
+	for (const char *s = re; *s;) {
+		if (*s == '\\' && s[1]) {
+			if (s[1] == 'A') {
+				sb_puts(out, "\\x02");
+				any = true;
+			} else
+				sb_put(out, s, 2);
+			s += 2;
+			continue;
+		}
+		if (*s == '[') {
+			const char *b = s++;
+			if (*s == '^')
+				s++;
+			if (*s == ']')
+				s++;
+			while (*s && *s != ']') {
+				if (*s == '\\' && s[1])
+					s += 2;
+				else if (s[0] == '[' && s[1] == ':') {
+					const char *q = strstr(s + 2, ":]");
+					s = q ? q + 2 : s + 1;
+				} else
+					s++;
+			}
+			if (*s)
+				s++;
+			sb_put(out, b, (size_t)(s - b));
+			continue;
+		}
+		if (*s == '^') {
+			sb_puts(out, "\\x02");
+			any = true;
+		} else
+			sb_put(out, s, 1);
+		s++;
+	}
+	return any;
+}
+
+/* the key's record prefix, for named-header rules: "^\x01key\n" */
+static void
+header_prefix(struct sbuf *b, const struct scan_rule *r)
+{
+	static const char *const sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name"};
+	char buf[300];
+
+	snprintf(buf, sizeof(buf), "%s%s", r->header, sfx[r->hmod]);
+	sb_puts(b, "^\\x01");
+	sb_hex(b, (const uint8_t *)buf, strlen(buf));
+	sb_puts(b, "\\n");
+}
+
+/*
+ * The expression a rule compiles to (both engines), or NULL on ENOMEM.
+ * Header rule P on key K: ^\x01K\n\x02[^\n]*?(?:P); with start anchors,
+ * ^\x01K\n(?:\x02[^\n]*?)?(?:P') where P' has \x02 for each anchor.
+ */
+static char *
+rule_expr(const struct scan_hs *e, const struct scan_rule *r)
+{
+	struct sbuf b = {0};
+
+	(void)e;
+	sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
+	if (r->type == SCAN_RT_HEADER) {
+		struct sbuf p = {0}, h = {0};
+		bool anchored = anchors_to_mark(r->re, &p);
+		header_prefix(&h, r);
+		sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
+		sb_put(&h, b.p, b.n);
+		sb_puts(&h, p.p ? p.p : "");
+		free(p.p);
+		free(b.p);
+		if (p.oom)
+			h.oom = true;
+		b = h;
+	} else
+		sb_puts(&b, r->re);
+	sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
+static unsigned
+rule_hs_flags(const struct scan_rule *r, bool multiple)
+{
+	unsigned f = 0;
+
+	if (r->re_flags & SCAN_RE_I)
+		f |= HS_FLAG_CASELESS;
+	if (r->re_flags & SCAN_RE_S)
+		f |= HS_FLAG_DOTALL;
+	if ((r->re_flags & SCAN_RE_M) || r->type != SCAN_RT_FULL)
+		f |= HS_FLAG_MULTILINE;
+	if (!multiple)
+		f |= HS_FLAG_SINGLEMATCH;
+	return f;
+}
+
+static uint32_t
+rule_pcre_flags(const struct scan_rule *r)
+{
+	uint32_t f = 0;
+
+	if (r->re_flags & SCAN_RE_I)
+		f |= PCRE2_CASELESS;
+	if (r->re_flags & SCAN_RE_S)
+		f |= PCRE2_DOTALL;
+	if ((r->re_flags & SCAN_RE_M) || r->type != SCAN_RT_FULL)
+		f |= PCRE2_MULTILINE;
+	return f;
+}
+
+static void
+add_reason(struct scan_hs_stats *st, const char *why)
+{
+	char w[64];
+
+	snprintf(w, sizeof(w), "%s", why);
+	/* cut at the first index / digit so messages group */
+	for (char *c = w; *c; c++)
+		if (isdigit((unsigned char)*c)) {
+			*c = '\0';
+			break;
+		}
+	for (unsigned i = 0; i < st->n_reason; i++)
+		if (!strcmp(st->reason[i].why, w)) {
+			st->reason[i].count++;
+			return;
+		}
+	if (st->n_reason < SCAN_HS_REASONS) {
+		snprintf(st->reason[st->n_reason].why, sizeof(st->reason[0].why), "%s", w);
+		st->reason[st->n_reason++].count = 1;
+	}
+}
+
+/* one expression of a database under construction */
+struct item {
+	char *expr;
+	unsigned flags;
+	unsigned id;
+};
+
+struct items {
+	struct item *v;
+	unsigned n, cap;
+};
+
+static int
+items_add(struct items *it, char *expr, unsigned flags, unsigned id)
+{
+	if (!expr)
+		return -ENOMEM;
+	if (it->n == it->cap) {
+		unsigned c = it->cap ? it->cap * 2 : 256;
+		struct item *v = realloc(it->v, c * sizeof(*v));
+		if (!v) {
+			free(expr);
+			return -ENOMEM;
+		}
+		it->v = v;
+		it->cap = c;
+	}
+	it->v[it->n++] = (struct item){expr, flags, id};
+	return 0;
+}
+
+static void
+items_free(struct items *it)
+{
+	for (unsigned i = 0; i < it->n; i++)
+		free(it->v[i].expr);
+	free(it->v);
+	it->v = NULL;
+	it->n = it->cap = 0;
+}
+
+static bool
+hs_accepts(const char *expr, unsigned flags, struct scan_hs_stats *st)
+{
+	hs_expr_info_t *info = NULL;
+	hs_compile_error_t *err = NULL;
+
+	if (hs_expression_info(expr, flags, &info, &err) != HS_SUCCESS) {
+		if (st)
+			add_reason(st, err ? err->message : "?");
+		hs_free_compile_error(err);
+		return false;
+	}
+	free(info);
+	return true;
+}
+
+/*
+ * The cost model: a pattern compiled alone whose database or stream state
+ * is large (wide bounded repeats, many NFA states) slows the whole shared
+ * database and its compile; it goes to PCRE2 behind a gate instead.
+ */
+static bool
+hs_cheap(const char *expr, unsigned flags, struct scan_hs_stats *st)
+{
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+	size_t dbs = 0, ss = 0;
+	struct timespec c0, c1;
+
+	clock_gettime(CLOCK_MONOTONIC, &c0);
+	if (hs_compile(expr, flags, HS_MODE_STREAM, NULL, &db, &err) != HS_SUCCESS) {
+		if (st)
+			add_reason(st, err ? err->message : "?");
+		hs_free_compile_error(err);
+		return false;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &c1);
+	hs_database_size(db, &dbs);
+	hs_stream_size(db, &ss);
+	hs_free_database(db);
+	double secs = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+	if (getenv("SLUICE_HS_DEBUG"))
+		fprintf(stderr, "cost %.4fs db=%zu stream=%zu %.80s\n", secs, dbs, ss, expr);
+	if (dbs > SCAN_HS_COSTLY_DB || secs > SCAN_HS_COSTLY_SECONDS) {
+		if (st)
+			st->costly++;
+		return false;
+	}
+	return true;
+}
+
+/* The gate expression of a PCRE2 rule: its literal, or NULL (none long enough). */
+static char *
+gate_literal(const struct scan_hs *e, const struct scan_rule *r)
+{
+	uint8_t lit[256];
+	size_t n = scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit));
+	struct sbuf b = {0};
+
+	if (n < SCAN_HS_GATE_MIN)
+		return NULL;
+	if (r->type == SCAN_RT_HEADER) {
+		header_prefix(&b, r);
+		sb_puts(&b, "\\x02[^\\n]*?");
+	}
+	sb_hex(&b, lit, n);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
+/*
+ * Decides a PCRE2 rule's gate (cls GATED / PREFILTER / ALWAYS) and adds it
+ * to the items. classify: decide; else honour e->cls (cache load).
+ */
+static int
+add_gate(struct scan_hs *e, struct items *it, uint32_t i, const struct scan_hs_config *cfg,
+    bool classify)
+{
+	const struct scan_rule *r = &e->rs->rules[i];
+
+	if (classify || e->cls[i] == SCAN_HS_C_GATED) {
+		char *g = gate_literal(e, r);
+		if (g) {
+			e->cls[i] = SCAN_HS_C_GATED;
+			return items_add(it, g, HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH |
+			    (r->type == SCAN_RT_HEADER ? HS_FLAG_MULTILINE : 0), GATE_BIT | i);
+		}
+		if (!classify)
+			return -EINVAL;
+	}
+	if ((classify && !cfg->no_prefilter) || e->cls[i] == SCAN_HS_C_PREFILTER) {
+		char *x = rule_expr(e, r);
+		unsigned f = (rule_hs_flags(r, false) | HS_FLAG_PREFILTER);
+		if (!x)
+			return -ENOMEM;
+		if (!classify || (hs_accepts(x, f, NULL) && hs_cheap(x, f, NULL))) {
+			e->cls[i] = SCAN_HS_C_PREFILTER;
+			return items_add(it, x, f, GATE_BIT | i);
+		}
+		free(x);
+	}
+	e->cls[i] = SCAN_HS_C_ALWAYS;
+	return 0;
+}
+
+static bool
+target_rule(const struct scan_rule *r, unsigned t)
+{
+	return r->defined && r->state == SCAN_RS_ACTIVE && r->type == t && !r->exists &&
+	    r->type < SCAN_RT_META;
+}
+
+/* Builds the item list of target t from e->cls (classify: decide classes first). */
+static int
+make_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs_config *cfg,
+    bool classify, struct scan_hs_stats *st)
+{
+	const struct scan_ruleset *rs = e->rs;
+	int rc;
+
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (!target_rule(r, t))
+			continue;
+		if (classify) {
+			char *x = rule_expr(e, r);
+			unsigned f = rule_hs_flags(r, e->multiple[i] || e->term_check[i]);
+			if (!x)
+				return -ENOMEM;
+			if (hs_accepts(x, f, st) && hs_cheap(x, f, st))
+				e->cls[i] = SCAN_HS_C_HS;
+			else
+				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
+			free(x);
+		}
+		if (e->cls[i] == SCAN_HS_C_HS) {
+			if ((rc = items_add(it, rule_expr(e, r),
+			    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i)) < 0)
+				return rc;
+		} else if (e->cls[i] != SCAN_HS_C_FAILED) {
+			if ((rc = add_gate(e, it, i, cfg, classify)) < 0)
+				return rc;
+		}
+	}
+	if (t == SCAN_T_BODY && !cfg->no_gtube) {
+		struct sbuf b = {0};
+		sb_hex(&b, (const uint8_t *)scan_hs_gtube, strlen(scan_hs_gtube));
+		if ((rc = items_add(it, b.p, HS_FLAG_SINGLEMATCH, GTUBE_ID)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Compiles the items; on a per-expression failure demotes it and retries. */
+static int
+compile_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs_config *cfg,
+    struct scan_hs_stats *st)
+{
+	for (unsigned tries = 0; tries < 200; tries++) {
+		hs_compile_error_t *err = NULL;
+		const char **ex = malloc((it->n + 1) * sizeof(*ex));
+		unsigned *fl = malloc((it->n + 1) * sizeof(*fl));
+		unsigned *id = malloc((it->n + 1) * sizeof(*id));
+		if (!ex || !fl || !id) {
+			free(ex);
+			free(fl);
+			free(id);
+			return -ENOMEM;
+		}
+		for (unsigned k = 0; k < it->n; k++) {
+			ex[k] = it->v[k].expr;
+			fl[k] = it->v[k].flags;
+			id[k] = it->v[k].id;
+		}
+		struct timespec c0, c1;
+		clock_gettime(CLOCK_MONOTONIC, &c0);
+		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_STREAM, NULL,
+		    &e->t[t].db, &err);
+		clock_gettime(CLOCK_MONOTONIC, &c1);
+		if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "compile t=%u n=%u rc=%d %.2fs %s\n", t, it->n, rc,
+			    (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) / 1e9,
+			    err ? err->message : "");
+		free(ex);
+		free(fl);
+		free(id);
+		if (rc == HS_SUCCESS) {
+			e->t[t].npat = it->n;
+			return 0;
+		}
+		int bad = err ? err->expression : -1;
+		if (st)
+			add_reason(st, err ? err->message : "?");
+		hs_free_compile_error(err);
+		if (bad < 0 || (unsigned)bad >= it->n)
+			return -EIO;
+		/* demote the expression that failed, and rebuild */
+		unsigned bid = it->v[bad].id;
+		free(it->v[bad].expr);
+		it->v[bad] = it->v[--it->n];
+		if (bid == GTUBE_ID)
+			continue;
+		uint32_t ri = bid & ~GATE_BIT;
+		if (!(bid & GATE_BIT)) {
+			int r2 = add_gate(e, it, ri, cfg, true);
+			if (r2 < 0)
+				return r2;
+		} else
+			e->cls[ri] = SCAN_HS_C_ALWAYS;
+		/* keep item order deterministic for the cache: sort by id */
+		for (unsigned a = 1; a < it->n; a++)
+			for (unsigned b = a; b > 0 && it->v[b].id < it->v[b - 1].id; b--) {
+				struct item tmp = it->v[b];
+				it->v[b] = it->v[b - 1];
+				it->v[b - 1] = tmp;
+			}
+	}
+	return -EIO;
+}
+
+/* ---- cache ---- */
+
+static uint64_t
+cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
+{
+	uint64_t h = fnv(&e->rs->hash, sizeof(e->rs->hash), 0xcbf29ce484222325ull);
+	const char *v = hs_version();
+	uint8_t opt[2] = {cfg->no_prefilter, cfg->no_gtube};
+
+	h = fnv(v, strlen(v), h);
+	h = fnv(opt, sizeof(opt), h);
+	uint32_t ver = CACHE_VERSION;
+	h = fnv(&ver, sizeof(ver), h);
+	return h;
+}
+
+static int
+read_all(const char *path, uint8_t **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+
+	if (!f)
+		return -ENOENT;
+	if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) < 0) {
+		fclose(f);
+		return -EBADMSG;
+	}
+	*out = malloc((size_t)n + 1);
+	if (!*out) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	if (fread(*out, 1, (size_t)n, f) != (size_t)n) {
+		free(*out);
+		fclose(f);
+		return -EBADMSG;
+	}
+	fclose(f);
+	*len = (size_t)n;
+	return 0;
+}
+
+/* Loads classes and databases from the cache; 0, or -ENOENT/-ESTALE/-EBADMSG. */
+static int
+cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0, off = 0;
+	int rc = read_all(cfg->cache_path, &buf, &len);
+	uint64_t key, sum, n;
+
+	if (rc < 0)
+		return rc;
+#define TAKE(dst, sz) do { if (len - off < (sz)) { rc = -EBADMSG; goto out; } \
+	memcpy((dst), buf + off, (sz)); off += (sz); } while (0)
+	if (len < 8 + 8 || memcmp(buf, CACHE_MAGIC, 8)) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	memcpy(&sum, buf + len - 8, 8);
+	if (fnv(buf, len - 8, 0xcbf29ce484222325ull) != sum) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	len -= 8;
+	off = 8;
+	TAKE(&key, 8);
+	if (key != cache_key(e, cfg)) {
+		rc = -ESTALE;
+		goto out;
+	}
+	TAKE(&n, 8);
+	if (n != e->rs->n) {
+		rc = -ESTALE;
+		goto out;
+	}
+	TAKE(e->cls, (size_t)n);
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		uint64_t sz;
+		TAKE(&sz, 8);
+		if (!sz)
+			continue;
+		if (len - off < sz) {
+			rc = -EBADMSG;
+			goto out;
+		}
+		if (hs_deserialize_database((const char *)buf + off, (size_t)sz, &e->t[t].db) != HS_SUCCESS) {
+			rc = -EBADMSG;
+			goto out;
+		}
+		off += (size_t)sz;
+	}
+	rc = off == len ? 0 : -EBADMSG;
+out:
+#undef TAKE
+	free(buf);
+	if (rc < 0) {
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+			if (e->t[t].db) {
+				hs_free_database(e->t[t].db);
+				e->t[t].db = NULL;
+			}
+	}
+	return rc;
+}
+
+static void
+cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
+{
+	struct sbuf b = {0};
+	uint64_t key = cache_key(e, cfg), n = e->rs->n;
+	char tmp[4096];
+	int fd;
+
+	sb_put(&b, CACHE_MAGIC, 8);
+	sb_put(&b, &key, 8);
+	sb_put(&b, &n, 8);
+	sb_put(&b, e->cls, (size_t)n);
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		char *ser = NULL;
+		size_t sz = 0;
+		uint64_t s64 = 0;
+		if (e->t[t].db && hs_serialize_database(e->t[t].db, &ser, &sz) != HS_SUCCESS) {
+			free(b.p);
+			return;
+		}
+		s64 = sz;
+		sb_put(&b, &s64, 8);
+		if (ser)
+			sb_put(&b, ser, sz);
+		free(ser);
+	}
+	if (b.oom) {
+		free(b.p);
+		return;
+	}
+	uint64_t sum = fnv(b.p, b.n, 0xcbf29ce484222325ull);
+	sb_put(&b, &sum, 8);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", cfg->cache_path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0) {
+		bool ok = !b.oom && write(fd, b.p, b.n) == (ssize_t)b.n && fsync(fd) == 0;
+		close(fd);
+		if (!ok || rename(tmp, cfg->cache_path) < 0)
+			unlink(tmp);
+	}
+	free(b.p);
+}
+
+/* ---- build ---- */
+
+struct scan_hs *
+scan_hs_free(struct scan_hs *e)
+{
+	if (!e)
+		return NULL;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		if (e->t[t].db)
+			hs_free_database(e->t[t].db);
+		free(e->t[t].always);
+	}
+	if (e->code)
+		for (uint32_t i = 0; i < e->rs->n; i++)
+			if (e->code[i])
+				pcre2_code_free(e->code[i]);
+	free(e->code);
+	free(e->cls);
+	free(e->multiple);
+	free(e->term_check);
+	for (unsigned i = 0; i < e->nkeys; i++)
+		free(e->keys[i].name);
+	free(e->keys);
+	for (unsigned i = 0; i < e->names_cap; i++)
+		free(e->names[i].lname);
+	free(e->names);
+	free(e->hrules);
+	free(e);
+	return NULL;
+}
+
+static pcre2_code *
+pcre_compile(const char *x, uint32_t opts, char *why, size_t whylen)
+{
+	int err;
+	PCRE2_SIZE off;
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)x, PCRE2_ZERO_TERMINATED, opts, &err, &off, NULL);
+
+	if (!c) {
+		char m[128];
+		pcre2_get_error_message(err, (PCRE2_UCHAR *)m, sizeof(m));
+		snprintf(why, whylen, "pcre2: %s", m);
+		return NULL;
+	}
+	pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
+	return c;
+}
+
+/* A header rule on an absent header sees "" (or its [if-unset:] text). */
+static uint8_t
+absent_hit(const struct scan_rule *r)
+{
+	char why[160];
+	const char *v = r->unset ? r->unset : "";
+	struct sbuf b = {0};
+	bool m = false;
+
+	if (r->exists)
+		return 0;
+	sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
+	sb_puts(&b, r->re);
+	sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
+	pcre2_code *c = b.p ? pcre_compile(b.p, rule_pcre_flags(r), why, sizeof(why)) : NULL;
+	if (c) {
+		pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+		if (md)
+			m = pcre2_match(c, (PCRE2_SPTR)v, strlen(v), 0, 0, md, NULL) >= 0;
+		pcre2_match_data_free(md);
+		pcre2_code_free(c);
+	}
+	free(b.p);
+	return r->negate ? !m : m;
+}
+
+struct scan_hs *
+scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in,
+    struct scan_hs_stats *st_out)
+{
+	struct scan_hs_config cfg = {0};
+	struct scan_hs_stats stl, *st = st_out ? st_out : &stl;
+	struct scan_hs *e;
+	struct timespec t0, t1;
+	int rc = 0;
+
+	if (!rs || !rs->finished) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (cfg_in)
+		cfg = *cfg_in;
+	memset(st, 0, sizeof(*st));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	e->rs = rs;
+	e->pcre_limit = cfg.pcre_match_limit ? cfg.pcre_match_limit : 200000;
+	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
+	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
+	e->cls = calloc(rs->n + 1, 1);
+	e->code = calloc(rs->n + 1, sizeof(*e->code));
+	e->multiple = calloc(rs->n + 1, 1);
+	e->term_check = calloc(rs->n + 1, 1);
+	if (!e->cls || !e->code || !e->multiple || !e->term_check) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		e->multiple[i] = (r->tflags & SCAN_TF_MULTIPLE) != 0;
+		/* these need every match, not the first, to skip line-end ones */
+		e->term_check[i] = r->type == SCAN_RT_HEADER &&
+		    (r->hmod == SCAN_HMOD_ADDR || r->hmod == SCAN_HMOD_NAME);
+	}
+	if ((rc = setup_header_keys(e)) < 0)
+		goto fail;
+	st->header_keys = e->nkeys;
+
+	st->cache_status = -ENOENT;
+	bool cached = false;
+	if (cfg.cache_path) {
+		st->cache_status = cache_load(e, &cfg);
+		cached = st->cache_status == 0;
+		if (!cached)
+			memset(e->cls, 0, rs->n);
+	}
+	st->cache_hit = cached;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		struct items it = {0};
+		rc = make_items(e, t, &it, &cfg, !cached, st);
+		if (rc == 0 && !cached && it.n)
+			rc = compile_items(e, t, &it, &cfg, st);
+		if (rc == 0 && cached && it.n && !e->t[t].db)
+			rc = -EIO;
+		e->t[t].npat = it.n;
+		items_free(&it);
+		if (rc < 0)
+			goto fail;
+	}
+	/* exists rules are resolved from the header keys seen */
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (r->defined && r->state == SCAN_RS_ACTIVE && r->exists)
+			e->cls[i] = SCAN_HS_C_HS;
+	}
+	/* PCRE2 code for every rule that needs it */
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		unsigned c = e->cls[i];
+		if (c != SCAN_HS_C_GATED && c != SCAN_HS_C_PREFILTER && c != SCAN_HS_C_ALWAYS)
+			continue;
+		char why[160];
+		char *x = rule_expr(e, r);
+		if (!x) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		e->code[i] = pcre_compile(x, rule_pcre_flags(r), why, sizeof(why));
+		free(x);
+		if (!e->code[i]) {
+			add_reason(st, why);
+			e->cls[i] = SCAN_HS_C_FAILED;
+		}
+	}
+	for (unsigned h = 0; h < e->n_hrules; h++)
+		e->hrules[h].absent_hit = absent_hit(&rs->rules[e->hrules[h].rule]);
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		unsigned c = e->cls[i];
+		if (r->type >= SCAN_RT_META || !r->defined)
+			continue;
+		struct tdb *d = &e->t[r->type];
+		st->cls[r->type][c]++;
+		if (c == SCAN_HS_C_ALWAYS) {
+			uint32_t *a = realloc(d->always, (d->n_always + 1) * sizeof(*a));
+			if (!a) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+			d->always = a;
+			a[d->n_always++] = i;
+		} else if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER)
+			d->n_gated++;
+	}
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		struct tdb *d = &e->t[t];
+		if (d->db) {
+			hs_database_size(d->db, &st->db_bytes[t]);
+			hs_stream_size(d->db, &d->stream_size);
+		}
+		st->stream_bytes[t] = d->stream_size;
+		st->patterns[t] = d->npat;
+		if (d->n_always || d->n_gated)
+			d->keep = cfg.keep[t] ? cfg.keep[t] : SCAN_HS_KEEP_DEFAULT;
+		e->max_pending += d->n_gated;
+	}
+	if (cfg.cache_path && !cached)
+		cache_save(e, &cfg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	st->compile_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	return e;
+fail:
+	scan_hs_free(e);
+	errno = -rc;
+	return NULL;
+}
+
+/* ---- worker and message ---- */
+
+struct scan_hs_worker *
+scan_hs_worker_new(const struct scan_hs *e)
+{
+	struct scan_hs_worker *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->e = e;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (e->t[t].db && hs_alloc_scratch(e->t[t].db, &w->scratch) != HS_SUCCESS)
+			goto fail;
+	w->md = pcre2_match_data_create(1, NULL);
+	w->mctx = pcre2_match_context_create(NULL);
+	w->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
+	if (!w->md || !w->mctx || !w->jit)
+		goto fail;
+	pcre2_set_match_limit(w->mctx, e->pcre_limit);
+	pcre2_set_depth_limit(w->mctx, 10000);
+	pcre2_jit_stack_assign(w->mctx, NULL, w->jit);
+	return w;
+fail:
+	scan_hs_worker_free(w);
+	errno = ENOMEM;
+	return NULL;
+}
+
+struct scan_hs_worker *
+scan_hs_worker_free(struct scan_hs_worker *w)
+{
+	if (!w)
+		return NULL;
+	if (w->scratch)
+		hs_free_scratch(w->scratch);
+	pcre2_match_data_free(w->md);
+	pcre2_match_context_free(w->mctx);
+	pcre2_jit_stack_free(w->jit);
+	free(w);
+	return NULL;
+}
+
+struct scan_hs_msg *
+scan_hs_msg_free(struct scan_hs_msg *m)
+{
+	if (!m)
+		return NULL;
+	if (m->priv) {
+		struct scan_hs_msg_priv *p = m->priv;
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+			if (p->s[t])
+				hs_close_stream(p->s[t], NULL, NULL, NULL);
+			free(p->keep[t]);
+		}
+		free(p->fired);
+		free(p->pending);
+		free(p->seen);
+		free(p->hbuf);
+		free(p);
+	}
+	free(m->hits);
+	free(m);
+	return NULL;
+}
+
+struct scan_hs_msg *
+scan_hs_msg_new(const struct scan_hs *e)
+{
+	struct scan_hs_msg *m = calloc(1, sizeof(*m));
+	struct scan_hs_msg_priv *p;
+
+	if (!m)
+		return NULL;
+	m->e = e;
+	m->priv = p = calloc(1, sizeof(*p));
+	m->hits = calloc(e->rs->n + 1, sizeof(*m->hits));
+	if (!p || !m->hits)
+		goto fail;
+	p->fired = calloc(e->rs->n + 1, 1);
+	p->pending = calloc(e->max_pending + 1, sizeof(*p->pending));
+	p->seen = calloc(e->nkeys / 64 + 1, sizeof(*p->seen));
+	p->hbuf = malloc(HDR_BUF);
+	if (!p->fired || !p->pending || !p->seen || !p->hbuf)
+		goto fail;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		if (e->t[t].db && hs_open_stream(e->t[t].db, 0, &p->s[t]) != HS_SUCCESS)
+			goto fail;
+		if (e->t[t].keep && !(p->keep[t] = malloc(e->t[t].keep)))
+			goto fail;
+	}
+	return m;
+fail:
+	scan_hs_msg_free(m);
+	errno = ENOMEM;
+	return NULL;
+}
+
+void
+scan_hs_msg_begin(struct scan_hs_msg *m)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+
+	if (p->dirty) {
+		/* a message abandoned midway: drop its stream state silently */
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+			if (p->s[t])
+				hs_reset_stream(p->s[t], 0, NULL, NULL, NULL);
+	}
+	memset(m->hits, 0, e->rs->n * sizeof(*m->hits));
+	for (unsigned k = 0; k < p->npending; k++)
+		p->fired[p->pending[k]] = 0;
+	p->npending = 0;
+	memset(p->seen, 0, (e->nkeys / 64 + 1) * sizeof(*p->seen));
+	memset(p->kept, 0, sizeof(p->kept));
+	memset(m->bytes, 0, sizeof(m->bytes));
+	p->hlen = 0;
+	p->nterm = 0;
+	p->failed = false;
+	p->dirty = true;
+	m->gtube = false;
+	m->pcre_runs = m->pcre_limited = 0;
+}
+
+static bool
+ends_at_term(const struct scan_hs_msg_priv *p, unsigned long long to)
+{
+	for (unsigned k = 0; k < p->nterm; k++)
+		if (p->term[k] + 1 == to)
+			return true;
+	return false;
+}
+
+static int
+on_match(unsigned int id, unsigned long long from, unsigned long long to,
+    unsigned int flags, void *ctx)
+{
+	struct scan_hs_msg *m = ctx;
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+
+	(void)from;
+	(void)to;
+	(void)flags;
+	if (id == GTUBE_ID) {
+		m->gtube = true;
+		return 0;
+	}
+	uint32_t rid = id & ~GATE_BIT;
+	if (e->term_check[rid] && ends_at_term(p, to))
+		return 0;
+	if (id & GATE_BIT) {
+		uint32_t r = id & ~GATE_BIT;
+		if (!p->fired[r] && p->npending < e->max_pending) {
+			p->fired[r] = 1;
+			p->pending[p->npending++] = r;
+		}
+		return 0;
+	}
+	if (e->multiple[id]) {
+		uint32_t mx = e->rs->rules[id].maxhits;
+		if (!mx || m->hits[id] < mx)
+			m->hits[id]++;
+	} else
+		m->hits[id] = 1;
+	return 0;
+}
+
+static int
+feed_raw(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint8_t *b, size_t n)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+
+	m->bytes[t] += n;
+	if (p->keep[t] && p->kept[t] < e->t[t].keep) {
+		size_t k = e->t[t].keep - p->kept[t];
+		if (k > n)
+			k = n;
+		memcpy(p->keep[t] + p->kept[t], b, k);
+		p->kept[t] += k;
+	}
+	if (!p->s[t] || !n)
+		return 0;
+	while (n) {
+		/* Hyperscan takes unsigned int lengths */
+		unsigned c = n > 0x40000000u ? 0x40000000u : (unsigned)n;
+		if (hs_scan_stream(p->s[t], (const char *)b, c, 0, w->scratch, on_match, m) != HS_SUCCESS) {
+			p->failed = true;
+			return -EIO;
+		}
+		b += c;
+		n -= c;
+	}
+	return 0;
+}
+
+int
+scan_hs_feed(struct scan_hs_msg *m, struct scan_hs_worker *w, enum scan_target t,
+    const uint8_t *b, size_t n)
+{
+	if ((unsigned)t >= SCAN_T_COUNT)
+		return -EINVAL;
+	if (t == SCAN_T_HEADER && m->priv->hlen) {
+		int rc = feed_raw(m, w, t, m->priv->hbuf, m->priv->hlen);
+		m->priv->hlen = 0;
+		if (rc < 0)
+			return rc;
+	}
+	return feed_raw(m, w, t, b, n);
+}
+
+/* Appends one header record; flushes the batch when it would not fit. */
+static void
+hrec(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned key,
+    const char *pre, size_t pre_n, const uint8_t *v, size_t vn)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	const char *kn = e->keys[key].name;
+	size_t kl = strlen(kn);
+	size_t need = 1 + kl + 2 + pre_n + vn + 1;
+
+	p->seen[key / 64] |= 1ull << (key % 64);
+	if (!p->s[SCAN_T_HEADER] && !p->keep[SCAN_T_HEADER])
+		return;
+	if ((e->keys[key].hmod == SCAN_HMOD_ADDR || e->keys[key].hmod == SCAN_HMOD_NAME) &&
+	    p->nterm < sizeof(p->term) / sizeof(p->term[0]))
+		p->term[p->nterm++] = m->bytes[SCAN_T_HEADER] + p->hlen + need - 1 -
+		    (p->hlen + need > HDR_BUF && p->hlen ? p->hlen : 0);
+	if (p->hlen + need > HDR_BUF && p->hlen) {
+		feed_raw(m, w, SCAN_T_HEADER, p->hbuf, p->hlen);
+		p->hlen = 0;
+	}
+	if (need > HDR_BUF) {
+		feed_raw(m, w, SCAN_T_HEADER, (const uint8_t *)"\x01", 1);
+		feed_raw(m, w, SCAN_T_HEADER, (const uint8_t *)kn, kl);
+		feed_raw(m, w, SCAN_T_HEADER, (const uint8_t *)"\n\x02", 2);
+		feed_raw(m, w, SCAN_T_HEADER, (const uint8_t *)pre, pre_n);
+		feed_raw(m, w, SCAN_T_HEADER, v, vn);
+		feed_raw(m, w, SCAN_T_HEADER, (const uint8_t *)"\n", 1);
+		return;
+	}
+	uint8_t *d = p->hbuf + p->hlen;
+	*d++ = 0x01;
+	memcpy(d, kn, kl);
+	d += kl;
+	*d++ = '\n';
+	*d++ = 0x02;
+	memcpy(d, pre, pre_n);
+	d += pre_n;
+	memcpy(d, v, vn);
+	d += vn;
+	*d++ = '\n';
+	p->hlen += need;
+}
+
+/* The first address of a header value: inside <...>, else the first word with '@'. */
+static void
+value_addr(const uint8_t *v, size_t n, const uint8_t **a, size_t *an)
+{
+	const uint8_t *lt = memchr(v, '<', n);
+
+	if (lt) {
+		const uint8_t *gt = memchr(lt, '>', n - (size_t)(lt - v));
+		*a = lt + 1;
+		*an = gt ? (size_t)(gt - lt - 1) : n - (size_t)(lt - v) - 1;
+		return;
+	}
+	size_t i = 0;
+	while (i < n) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',' || v[i] == '\n'))
+			i++;
+		size_t b = i;
+		while (i < n && v[i] != ' ' && v[i] != '\t' && v[i] != ',' && v[i] != '\n')
+			i++;
+		if (memchr(v + b, '@', i - b) || i >= n) {
+			*a = v + b;
+			*an = i - b;
+			return;
+		}
+	}
+	*a = v;
+	*an = 0;
+}
+
+/* The display name: before '<' (quotes dropped), else a (comment). */
+static void
+value_name(const uint8_t *v, size_t n, const uint8_t **a, size_t *an)
+{
+	const uint8_t *lt = memchr(v, '<', n);
+	const uint8_t *b = v, *e;
+
+	if (lt)
+		e = lt;
+	else {
+		const uint8_t *po = memchr(v, '(', n);
+		const uint8_t *pc = po ? memchr(po, ')', n - (size_t)(po - v)) : NULL;
+		if (!po || !pc) {
+			*a = v;
+			*an = 0;
+			return;
+		}
+		b = po + 1;
+		e = pc;
+	}
+	while (b < e && (*b == ' ' || *b == '\t' || *b == '"'))
+		b++;
+	while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '"'))
+		e--;
+	*a = b;
+	*an = (size_t)(e - b);
+}
+
+static void
+hrec_mod(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned key, uint8_t hmod,
+    const uint8_t *v, size_t vn, const uint8_t *raw, size_t rn)
+{
+	const uint8_t *a;
+	size_t an;
+
+	switch (hmod) {
+	case SCAN_HMOD_RAW:
+		hrec(m, w, key, "", 0, raw ? raw : v, raw ? rn : vn);
+		break;
+	case SCAN_HMOD_ADDR:
+		value_addr(v, vn, &a, &an);
+		hrec(m, w, key, "", 0, a, an);
+		break;
+	case SCAN_HMOD_NAME:
+		value_name(v, vn, &a, &an);
+		hrec(m, w, key, "", 0, a, an);
+		break;
+	default:
+		hrec(m, w, key, "", 0, v, vn);
+	}
+}
+
+void
+scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name, size_t nn,
+    const uint8_t *v, size_t vn, const uint8_t *raw, size_t rn)
+{
+	const struct scan_hs *e = m->e;
+	char pre[300];
+
+	/* SpamAssassin's values start after the blanks that follow the colon */
+	while (vn && (*v == ' ' || *v == '\t')) {
+		v++;
+		vn--;
+	}
+	if (nn > 250)
+		nn = 250;
+	if (e->key_all >= 0 || e->key_all_raw >= 0) {
+		memcpy(pre, name, nn);
+		pre[nn] = ':';
+		pre[nn + 1] = ' ';
+		if (e->key_all >= 0)
+			hrec(m, w, (unsigned)e->key_all, pre, nn + 2, v, vn);
+		if (e->key_all_raw >= 0)
+			hrec(m, w, (unsigned)e->key_all_raw, pre, nn + 1, raw ? raw : v, raw ? rn : vn);
+	}
+	const struct hname *hn = name_lookup(e, name, nn);
+	if (!hn)
+		return;
+	if (hn->exists_key) {
+		unsigned k = hn->exists_key - 1u;
+		m->priv->seen[k / 64] |= 1ull << (k % 64);
+	}
+	for (uint8_t k = 0; k < SCAN_HMOD_COUNT; k++) {
+		if (hn->key[k])
+			hrec_mod(m, w, hn->key[k] - 1u, k, v, vn, raw, rn);
+		if (hn->pseudo[k])
+			hrec_mod(m, w, hn->pseudo[k] - 1u, k, v, vn, raw, rn);
+	}
+}
+
+static void
+run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	const struct scan_rule *r = &e->rs->rules[ri];
+	unsigned t = r->type;
+	const pcre2_code *c = e->code[ri];
+	size_t off = 0, n = p->kept[t];
+	uint32_t mx = e->multiple[ri] ? (r->maxhits ? r->maxhits : 1000) : 1;
+	uint32_t hits = 0;
+
+	if (!c || !p->keep[t])
+		return;
+	m->pcre_runs++;
+	while (hits < mx && off <= n) {
+		int rc = pcre2_match(c, p->keep[t], n, off, 0, w->md, w->mctx);
+		if (rc < 0) {
+			if (rc != PCRE2_ERROR_NOMATCH)
+				m->pcre_limited++;
+			break;
+		}
+		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
+		if (e->term_check[ri] && ends_at_term(p, ov[1])) {
+			off = ov[0] + 1;
+			continue;
+		}
+		hits++;
+		off = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
+	}
+	if (hits > m->hits[ri])
+		m->hits[ri] = hits;
+}
+
+int
+scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	int rc = 0;
+
+	if (p->hlen) {
+		feed_raw(m, w, SCAN_T_HEADER, p->hbuf, p->hlen);
+		p->hlen = 0;
+	}
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (p->s[t] && hs_reset_stream(p->s[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
+			p->failed = true;
+	p->dirty = false;
+	if (p->failed)
+		rc = -EIO;
+	for (unsigned k = 0; k < p->npending && !e->skip_gated; k++)
+		run_pcre(m, w, p->pending[k]);
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		for (unsigned k = 0; k < e->t[t].n_always && !e->skip_always; k++)
+			run_pcre(m, w, e->t[t].always[k]);
+	for (unsigned h = 0; h < e->n_hrules; h++) {
+		const struct hrule *hr = &e->hrules[h];
+		bool seen = (p->seen[hr->key / 64] >> (hr->key % 64)) & 1;
+		uint32_t *x = &m->hits[hr->rule];
+		if (hr->exists)
+			*x = seen;
+		else if (!seen)
+			*x = hr->absent_hit;
+		else if (hr->negate)
+			*x = *x == 0;
+	}
+	scan_rules_meta_eval(e->rs, m->hits);
+	return rc;
+}

@@ -1,0 +1,152 @@
+/*
+ * hs.h - the rule engine: per-target Hyperscan streaming databases with a
+ * gated PCRE2 fallback, a checked cache file, per-message scan state.
+ *
+ * Contract
+ *   Build (control plane, may take seconds; allocates):
+ *     e = scan_hs_build(rs, &cfg, &err)   rs finished and kept alive by the
+ *                                         caller for as long as e lives
+ *     e = scan_hs_free(e)
+ *   With cfg.cache_path set, the build first tries the cache file: it is
+ *   used when its key (rule-set hash, engine options, Hyperscan version)
+ *   matches and every checksum holds; otherwise (missing, stale, corrupt)
+ *   the databases are compiled and the file rewritten atomically
+ *   (tmp + rename). A cache that cannot be written is not an error.
+ *
+ *   Scan (a worker; no allocation, no locks, no blocking):
+ *     w = scan_hs_worker_new(e)           once per worker (scratch, PCRE2 data)
+ *     m = scan_hs_msg_new(e)              once per pool slot: every stream
+ *                                         is opened here and only reset later
+ *     per message:
+ *       scan_hs_msg_begin(m)
+ *       scan_hs_header(m, w, ...)*        top-level header fields, in order
+ *       scan_hs_feed(m, w, target, p, n)* any target, any split, interleaved
+ *       scan_hs_msg_end(m, w)             ends every stream (end-of-data
+ *                                         matches), runs the PCRE2 rules whose
+ *                                         gate fired, resolves header rules
+ *                                         (negation, absent headers), metas
+ *       m->hits[i]                        hit count of rule i (metas 0/1)
+ *   Free with scan_hs_msg_free / scan_hs_worker_free (control plane). A slot
+ *   and a worker belong to one engine: after a reload, make new ones.
+ *
+ *   Targets and what they see (the differences from SpamAssassin are in
+ *   docs/SCAN-RULES.md):
+ *     HEADER   records "\x01key\n\x02" value "\n", one per wanted header key;
+ *              a named-header rule P becomes ^\x01key\n\x02[^\n]*?(?:P) with
+ *              HS_FLAG_MULTILINE; start anchors in P (Hyperscan takes ^
+ *              only at the start) become \x02, the value's first byte, and
+ *              the prefix ^\x01key\n(?:\x02[^\n]*?)?; $ ends the value.
+ *     BODY     decoded text (UTF-8) of text/ parts, the Subject first
+ *     RAWBODY  decoded text parts, HTML intact (SpamAssassin's rawbody)
+ *     FULL     the whole message as received
+ *     URI      one URI per line
+ *   BODY, RAWBODY and URI rules run with HS_FLAG_MULTILINE (SpamAssassin
+ *   matches them line by line); FULL keeps the rule's own flags.
+ *
+ *   PCRE2 fallback: a rule Hyperscan rejects (look-arounds, back-references,
+ *   atomic groups, possessive quantifiers, \K, ...) runs in PCRE2 (JIT) on
+ *   the first cfg.keep[target] bytes of its target, and only when its gate
+ *   fired: a literal of >= 3 bytes that every match must contain, matched
+ *   caselessly by Hyperscan in the same database; without such a literal,
+ *   the pattern compiled with HS_FLAG_PREFILTER; failing both, on every
+ *   message (class ALWAYS). Match and backtracking limits bound PCRE2.
+ */
+#ifndef SCAN_HS_H
+#define SCAN_HS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scan/rules.h"
+
+#define SCAN_HS_KEEP_DEFAULT (256u * 1024)      /* bytes of a target kept for PCRE2 */
+#define SCAN_HS_GATE_MIN 3                      /* shortest gate literal */
+/* cost model: a pattern that alone compiles bigger or slower goes to PCRE2 */
+#define SCAN_HS_COSTLY_DB (64u * 1024)
+#define SCAN_HS_COSTLY_SECONDS 0.05
+
+/* how a regex rule runs */
+enum scan_hs_class {
+	SCAN_HS_C_NONE = 0,     /* not a regex rule of an active kind */
+	SCAN_HS_C_HS,           /* in the Hyperscan database */
+	SCAN_HS_C_GATED,        /* PCRE2 after its literal matched */
+	SCAN_HS_C_PREFILTER,    /* PCRE2 after its HS_FLAG_PREFILTER form matched */
+	SCAN_HS_C_ALWAYS,       /* PCRE2 on every message */
+	SCAN_HS_C_FAILED,       /* neither engine takes it: skipped */
+	SCAN_HS_C_COUNT
+};
+
+struct scan_hs_config {
+	const char *cache_path;         /* NULL: no cache */
+	size_t keep[SCAN_T_COUNT];      /* 0: SCAN_HS_KEEP_DEFAULT */
+	uint32_t pcre_match_limit;      /* 0: 200000 */
+	bool no_prefilter;              /* measure: no HS_FLAG_PREFILTER gates */
+	bool no_gtube;                  /* tests only */
+};
+
+#define SCAN_HS_REASONS 24
+
+struct scan_hs_stats {
+	unsigned cls[SCAN_T_COUNT][SCAN_HS_C_COUNT];
+	unsigned patterns[SCAN_T_COUNT];        /* expressions in each database */
+	size_t db_bytes[SCAN_T_COUNT];
+	size_t stream_bytes[SCAN_T_COUNT];
+	unsigned header_keys;
+	unsigned costly;                /* compilable, but sent to PCRE2 by the cost model */
+	bool cache_hit;
+	int cache_status;               /* 0 hit, -ENOENT none, -ESTALE other key, -EBADMSG corrupt */
+	double compile_seconds;
+	/* why Hyperscan refused patterns: message prefix and count */
+	struct {
+		char why[64];
+		unsigned count;
+	} reason[SCAN_HS_REASONS];
+	unsigned n_reason;
+};
+
+struct scan_hs;
+struct scan_hs_worker;
+
+struct scan_hs_msg {
+	const struct scan_hs *e;
+	uint32_t *hits;                 /* [rs->n] */
+	bool gtube;
+	uint64_t bytes[SCAN_T_COUNT];   /* fed this message */
+	uint32_t pcre_runs;             /* PCRE2 rules run this message */
+	uint32_t pcre_limited;          /* ... that hit a match limit */
+	struct scan_hs_msg_priv *priv;
+};
+
+/* NULL with errno (EINVAL: rs not finished; ENOMEM; EIO: Hyperscan failed). */
+struct scan_hs *scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg,
+    struct scan_hs_stats *st);
+struct scan_hs *scan_hs_free(struct scan_hs *e);
+const struct scan_ruleset *scan_hs_rules(const struct scan_hs *e);
+/* The class of rule i (enum scan_hs_class). */
+unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
+
+struct scan_hs_worker *scan_hs_worker_new(const struct scan_hs *e);
+struct scan_hs_worker *scan_hs_worker_free(struct scan_hs_worker *w);
+
+struct scan_hs_msg *scan_hs_msg_new(const struct scan_hs *e);
+struct scan_hs_msg *scan_hs_msg_free(struct scan_hs_msg *m);
+
+void scan_hs_msg_begin(struct scan_hs_msg *m);
+/*
+ * One header field of the message itself: name as received, value
+ * unfolded and decoded, raw as received after the colon (may be NULL).
+ */
+void scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w,
+    const char *name, size_t name_len, const uint8_t *value, size_t value_len,
+    const uint8_t *raw, size_t raw_len);
+/* Bytes of a target. Returns 0, or -EIO if Hyperscan failed (the message then tempfails). */
+int scan_hs_feed(struct scan_hs_msg *m, struct scan_hs_worker *w, enum scan_target t,
+    const uint8_t *p, size_t n);
+/* Ends the message: afterwards m->hits is final. 0 or -EIO. */
+int scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w);
+
+/* The standard GTUBE test string. */
+extern const char scan_hs_gtube[];
+
+#endif

@@ -1,0 +1,1955 @@
+/*
+ * rules.c - SpamAssassin rule files: line parser, ReplaceTags, meta
+ * expressions compiled to RPN and evaluated in dependency order.
+ * Control plane only (allocates); see rules.h for the dialect.
+ */
+#include "scan/rules.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define COND_MAX 32
+
+struct tag {
+	char *name;
+	char *val;
+};
+
+struct scan_rules_priv {
+	uint32_t *tab;          /* open addressing: index + 1, 0 empty */
+	uint32_t tab_cap;
+	uint32_t cap;
+	char **files;
+	unsigned n_files;
+	struct tag *tags[4];    /* tag, pre, inter, post */
+	unsigned n_tags[4];
+	unsigned skips_cap;
+	/* conditional stack: 1 = lines taken */
+	uint8_t cond[COND_MAX];
+	uint8_t cond_parent[COND_MAX];
+	unsigned ncond;
+	unsigned cond_overflow;
+};
+
+enum { TAG_TAG = 0, TAG_PRE, TAG_INTER, TAG_POST };
+
+static const char *const type_names[SCAN_RT_COUNT] = {
+	"header", "body", "rawbody", "full", "uri", "meta",
+};
+
+const char *
+scan_rules_type_name(unsigned type)
+{
+	return type < SCAN_RT_COUNT ? type_names[type] : "?";
+}
+
+static uint64_t
+fnv(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *s = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= s[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static char *
+xstrndup(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+
+	if (d) {
+		memcpy(d, s, n);
+		d[n] = '\0';
+	}
+	return d;
+}
+
+static void
+diag(struct scan_ruleset *rs, const char *file, unsigned line, const char *fmt, ...)
+{
+	char msg[512];
+	int k;
+	va_list ap;
+
+	rs->st.errors++;
+	if (rs->n_diag >= SCAN_RULES_DIAG_MAX)
+		return;
+	k = snprintf(msg, sizeof(msg), "%s:%u: ", file, line);
+	if (k < 0 || (size_t)k >= sizeof(msg))
+		k = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg + k, sizeof(msg) - (size_t)k, fmt, ap);
+	va_end(ap);
+	char **d = realloc(rs->diag, (rs->n_diag + 1) * sizeof(*d));
+	if (!d)
+		return;
+	rs->diag = d;
+	d[rs->n_diag] = strdup(msg);
+	if (d[rs->n_diag])
+		rs->n_diag++;
+}
+
+static void
+count_skip(struct scan_ruleset *rs, const char *name, size_t n)
+{
+	struct scan_rules_priv *p = rs->priv;
+
+	rs->st.skipped_directives++;
+	if (n >= sizeof(rs->skips[0].name))
+		n = sizeof(rs->skips[0].name) - 1;
+	for (unsigned i = 0; i < rs->n_skips; i++)
+		if (strlen(rs->skips[i].name) == n && !memcmp(rs->skips[i].name, name, n)) {
+			rs->skips[i].count++;
+			return;
+		}
+	if (rs->n_skips == p->skips_cap) {
+		unsigned c = p->skips_cap ? p->skips_cap * 2 : 16;
+		struct scan_rules_skip *s = realloc(rs->skips, c * sizeof(*s));
+		if (!s)
+			return;
+		rs->skips = s;
+		p->skips_cap = c;
+	}
+	memcpy(rs->skips[rs->n_skips].name, name, n);
+	rs->skips[rs->n_skips].name[n] = '\0';
+	rs->skips[rs->n_skips].count = 1;
+	rs->n_skips++;
+}
+
+struct scan_ruleset *
+scan_rules_new(void)
+{
+	struct scan_ruleset *rs = calloc(1, sizeof(*rs));
+
+	if (!rs)
+		return NULL;
+	rs->priv = calloc(1, sizeof(*rs->priv));
+	if (!rs->priv) {
+		free(rs);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return rs;
+}
+
+struct scan_ruleset *
+scan_rules_free(struct scan_ruleset *rs)
+{
+	if (!rs)
+		return NULL;
+	for (uint32_t i = 0; i < rs->n; i++) {
+		struct scan_rule *r = &rs->rules[i];
+		free(r->name);
+		free(r->header);
+		free(r->re);
+		free(r->unset);
+		free(r->meta_src);
+		free(r->meta);
+		free(r->describe);
+	}
+	free(rs->rules);
+	free(rs->meta_order);
+	for (unsigned i = 0; i < rs->n_diag; i++)
+		free(rs->diag[i]);
+	free(rs->diag);
+	free(rs->skips);
+	if (rs->priv) {
+		struct scan_rules_priv *p = rs->priv;
+		free(p->tab);
+		for (unsigned i = 0; i < p->n_files; i++)
+			free(p->files[i]);
+		free(p->files);
+		for (int k = 0; k < 4; k++) {
+			for (unsigned i = 0; i < p->n_tags[k]; i++) {
+				free(p->tags[k][i].name);
+				free(p->tags[k][i].val);
+			}
+			free(p->tags[k]);
+		}
+		free(p);
+	}
+	free(rs);
+	return NULL;
+}
+
+/* ---- name table ---- */
+
+static int
+find_n(const struct scan_ruleset *rs, const char *name, size_t n)
+{
+	const struct scan_rules_priv *p = rs->priv;
+
+	if (!p->tab_cap)
+		return -1;
+	uint32_t m = p->tab_cap - 1;
+	for (uint32_t h = (uint32_t)fnv(name, n, 0xcbf29ce484222325ull) & m;; h = (h + 1) & m) {
+		uint32_t v = p->tab[h];
+		if (!v)
+			return -1;
+		const char *s = rs->rules[v - 1].name;
+		if (!strncmp(s, name, n) && s[n] == '\0')
+			return (int)(v - 1);
+	}
+}
+
+int
+scan_rules_find(const struct scan_ruleset *rs, const char *name)
+{
+	return find_n(rs, name, strlen(name));
+}
+
+static int
+tab_insert(struct scan_ruleset *rs, uint32_t idx)
+{
+	struct scan_rules_priv *p = rs->priv;
+
+	if ((rs->n + 1) * 2 > p->tab_cap) {
+		uint32_t c = p->tab_cap ? p->tab_cap * 2 : 1024;
+		uint32_t *t = calloc(c, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		free(p->tab);
+		p->tab = t;
+		p->tab_cap = c;
+		for (uint32_t i = 0; i < rs->n; i++)
+			if (i != idx) {
+				const char *s = rs->rules[i].name;
+				uint32_t h = (uint32_t)fnv(s, strlen(s), 0xcbf29ce484222325ull) & (c - 1);
+				while (t[h])
+					h = (h + 1) & (c - 1);
+				t[h] = i + 1;
+			}
+	}
+	const char *s = rs->rules[idx].name;
+	uint32_t m = p->tab_cap - 1;
+	uint32_t h = (uint32_t)fnv(s, strlen(s), 0xcbf29ce484222325ull) & m;
+	while (p->tab[h])
+		h = (h + 1) & m;
+	p->tab[h] = idx + 1;
+	return 0;
+}
+
+/* The rule called name (n bytes), created undefined when new; NULL: ENOMEM. */
+static struct scan_rule *
+rule_get(struct scan_ruleset *rs, const char *name, size_t n)
+{
+	struct scan_rules_priv *p = rs->priv;
+	int i = find_n(rs, name, n);
+
+	if (i >= 0)
+		return &rs->rules[i];
+	if (rs->n == p->cap) {
+		uint32_t c = p->cap ? p->cap * 2 : 512;
+		struct scan_rule *r = realloc(rs->rules, c * sizeof(*r));
+		if (!r)
+			return NULL;
+		rs->rules = r;
+		p->cap = c;
+	}
+	struct scan_rule *r = &rs->rules[rs->n];
+	memset(r, 0, sizeof(*r));
+	r->name = xstrndup(name, n);
+	if (!r->name)
+		return NULL;
+	r->state = SCAN_RS_UNDEFINED;
+	r->type = SCAN_RT_COUNT;
+	rs->n++;
+	if (tab_insert(rs, rs->n - 1) < 0) {
+		free(r->name);
+		rs->n--;
+		return NULL;
+	}
+	return r;
+}
+
+static void
+rule_clear_def(struct scan_rule *r)
+{
+	free(r->header);
+	free(r->re);
+	free(r->unset);
+	free(r->meta_src);
+	free(r->meta);
+	r->header = r->re = r->unset = r->meta_src = NULL;
+	r->meta = NULL;
+	r->meta_n = 0;
+	r->hmod = r->negate = r->exists = 0;
+	r->re_flags = 0;
+}
+
+/* ---- lexing helpers ---- */
+
+static const char *
+skip_ws(const char *s, const char *e)
+{
+	while (s < e && (*s == ' ' || *s == '\t'))
+		s++;
+	return s;
+}
+
+static const char *
+word_end(const char *s, const char *e)
+{
+	while (s < e && *s != ' ' && *s != '\t')
+		s++;
+	return s;
+}
+
+static bool
+valid_name(const char *s, size_t n)
+{
+	if (!n || n > 200)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+			return false;
+	return true;
+}
+
+/*
+ * Parses a Perl match operator at s: /re/flags, m/re/flags or m{re}flags
+ * (any punctuation delimiter). On success *re / *flags are set and the
+ * pointer after the flags is returned; NULL with *why on a malformed one.
+ */
+static const char *
+parse_regex(const char *s, const char *e, char **re, uint32_t *flags, const char **why)
+{
+	char open, close;
+	int depth = 0;
+
+	if (s < e && *s == 'm' && s + 1 < e && ispunct((unsigned char)s[1]) && s[1] != '_')
+		s++;
+	if (s >= e || !ispunct((unsigned char)*s)) {
+		*why = "regex must start with / or m";
+		return NULL;
+	}
+	open = *s++;
+	switch (open) {
+	case '{': close = '}'; break;
+	case '(': close = ')'; break;
+	case '[': close = ']'; break;
+	case '<': close = '>'; break;
+	default: close = open; break;
+	}
+	const char *b = s;
+	for (; s < e; s++) {
+		if (*s == '\\' && s + 1 < e) {
+			s++;
+			continue;
+		}
+		if (open != close && *s == open)
+			depth++;
+		else if (*s == close) {
+			if (depth == 0)
+				break;
+			depth--;
+		}
+	}
+	if (s >= e) {
+		*why = "unterminated regex";
+		return NULL;
+	}
+	size_t len = (size_t)(s - b);
+	s++;
+	*flags = 0;
+	for (; s < e && isalpha((unsigned char)*s); s++) {
+		switch (*s) {
+		case 'i': *flags |= SCAN_RE_I; break;
+		case 'm': *flags |= SCAN_RE_M; break;
+		case 's': *flags |= SCAN_RE_S; break;
+		case 'x': *flags |= SCAN_RE_X; break;
+		case 'g': case 'o': break;
+		default:
+			*why = "unsupported regex flag";
+			return NULL;
+		}
+	}
+	if (!len) {
+		*why = "empty regex";
+		return NULL;
+	}
+	*re = xstrndup(b, len);
+	if (!*re) {
+		*why = "out of memory";
+		return NULL;
+	}
+	return s;
+}
+
+/* ---- conditionals ---- */
+
+static bool
+plugin_loaded(const char *s, size_t n)
+{
+	static const char *const loaded[] = {
+		"Mail::SpamAssassin::Plugin::Check",
+		"Mail::SpamAssassin::Plugin::ReplaceTags",
+	};
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
+		if (strlen(loaded[i]) == n && !memcmp(loaded[i], s, n))
+			return true;
+	return false;
+}
+
+static bool
+can_feature(const char *s, size_t n)
+{
+	static const char *const yes[] = {
+		"Mail::SpamAssassin::Conf::feature_bug6558_free",
+		"Mail::SpamAssassin::Conf::perl_min_version_5010000",
+	};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (strlen(yes[i]) == n && !memcmp(yes[i], s, n))
+			return true;
+	return false;
+}
+
+struct cexpr {
+	const char *s, *e;
+	bool bad;
+};
+
+static double cx_or(struct cexpr *c);
+
+static void
+cx_ws(struct cexpr *c)
+{
+	c->s = skip_ws(c->s, c->e);
+}
+
+static bool
+cx_eat(struct cexpr *c, const char *tok)
+{
+	size_t n = strlen(tok);
+
+	cx_ws(c);
+	if ((size_t)(c->e - c->s) >= n && !memcmp(c->s, tok, n)) {
+		c->s += n;
+		return true;
+	}
+	return false;
+}
+
+static double
+cx_primary(struct cexpr *c)
+{
+	cx_ws(c);
+	if (c->s >= c->e) {
+		c->bad = true;
+		return 0;
+	}
+	if (*c->s == '!' && !(c->s + 1 < c->e && c->s[1] == '=')) {
+		c->s++;
+		return !cx_primary(c);
+	}
+	if (*c->s == '(') {
+		c->s++;
+		double v = cx_or(c);
+		if (!cx_eat(c, ")"))
+			c->bad = true;
+		return v;
+	}
+	if (isdigit((unsigned char)*c->s)) {
+		char *end;
+		double v = strtod(c->s, &end);
+		c->s = end;
+		return v;
+	}
+	if (cx_eat(c, "version"))
+		return 4.000000;
+	if (cx_eat(c, "perl_version"))
+		return 5.036;
+	bool is_plugin = cx_eat(c, "plugin");
+	if (is_plugin || cx_eat(c, "can") || cx_eat(c, "has")) {
+		if (!cx_eat(c, "(")) {
+			c->bad = true;
+			return 0;
+		}
+		cx_ws(c);
+		const char *b = c->s;
+		while (c->s < c->e && *c->s != ')')
+			c->s++;
+		size_t n = (size_t)(c->s - b);
+		while (n && (b[n - 1] == ' ' || b[n - 1] == '\t'))
+			n--;
+		if (!cx_eat(c, ")"))
+			c->bad = true;
+		return is_plugin ? plugin_loaded(b, n) : can_feature(b, n);
+	}
+	c->bad = true;
+	return 0;
+}
+
+static double
+cx_cmp(struct cexpr *c)
+{
+	double a = cx_primary(c);
+
+	for (;;) {
+		if (cx_eat(c, ">="))
+			a = a >= cx_primary(c);
+		else if (cx_eat(c, "<="))
+			a = a <= cx_primary(c);
+		else if (cx_eat(c, "=="))
+			a = a == cx_primary(c);
+		else if (cx_eat(c, "!="))
+			a = a != cx_primary(c);
+		else if (cx_eat(c, ">"))
+			a = a > cx_primary(c);
+		else if (cx_eat(c, "<"))
+			a = a < cx_primary(c);
+		else
+			return a;
+	}
+}
+
+static double
+cx_and(struct cexpr *c)
+{
+	double a = cx_cmp(c);
+
+	while (cx_eat(c, "&&")) {
+		double b = cx_cmp(c);
+		a = a && b;
+	}
+	return a;
+}
+
+static double
+cx_or(struct cexpr *c)
+{
+	double a = cx_and(c);
+
+	while (cx_eat(c, "||")) {
+		double b = cx_and(c);
+		a = a || b;
+	}
+	return a;
+}
+
+static bool
+cond_active(const struct scan_rules_priv *p)
+{
+	return p->ncond == 0 || p->cond[p->ncond - 1];
+}
+
+/* ---- ReplaceTags ---- */
+
+static int
+tag_set(struct scan_ruleset *rs, int kind, const char *name, size_t nn, const char *val, size_t vn)
+{
+	struct scan_rules_priv *p = rs->priv;
+	struct tag *t;
+
+	for (unsigned i = 0; i < p->n_tags[kind]; i++) {
+		t = &p->tags[kind][i];
+		if (strlen(t->name) == nn && !memcmp(t->name, name, nn)) {
+			char *v = xstrndup(val, vn);
+			if (!v)
+				return -ENOMEM;
+			free(t->val);
+			t->val = v;
+			return 0;
+		}
+	}
+	t = realloc(p->tags[kind], (p->n_tags[kind] + 1) * sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	p->tags[kind] = t;
+	t = &t[p->n_tags[kind]];
+	t->name = xstrndup(name, nn);
+	t->val = xstrndup(val, vn);
+	if (!t->name || !t->val) {
+		free(t->name);
+		free(t->val);
+		return -ENOMEM;
+	}
+	p->n_tags[kind]++;
+	return 0;
+}
+
+static const char *
+tag_get(const struct scan_rules_priv *p, int kind, const char *name, size_t n)
+{
+	for (unsigned i = 0; i < p->n_tags[kind]; i++)
+		if (strlen(p->tags[kind][i].name) == n && !memcmp(p->tags[kind][i].name, name, n))
+			return p->tags[kind][i].val;
+	return NULL;
+}
+
+struct sbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+};
+
+static void
+sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->n + n + 1 > b->cap) {
+		size_t c = (b->n + n + 1) * 2;
+		char *q = realloc(b->p, c);
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->p = q;
+		b->cap = c;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+}
+
+static void
+sb_puts(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+/*
+ * Expands <TAG> references in s; pre/post wrap each expansion, inter goes
+ * between two adjacent ones (the ReplaceTags plugin's rules). depth bounds
+ * tags that name tags.
+ */
+static void
+expand_tags(const struct scan_rules_priv *p, const char *s, struct sbuf *out,
+    const char *pre, const char *inter, const char *post, int depth)
+{
+	const char *last_end = NULL;
+
+	while (*s) {
+		if (*s == '\\' && s[1]) {
+			sb_put(out, s, 2);
+			s += 2;
+			continue;
+		}
+		if (*s == '<') {
+			const char *q = s + 1;
+			while (*q && (isalnum((unsigned char)*q) || *q == '_'))
+				q++;
+			const char *v = NULL;
+			if (*q == '>' && q > s + 1)
+				v = tag_get(p, TAG_TAG, s + 1, (size_t)(q - s - 1));
+			if (v && depth < 8) {
+				if (last_end == s && inter)
+					sb_puts(out, inter);
+				if (pre)
+					sb_puts(out, pre);
+				sb_puts(out, "(?:");
+				expand_tags(p, v, out, NULL, NULL, NULL, depth + 1);
+				sb_puts(out, ")");
+				if (post)
+					sb_puts(out, post);
+				s = q + 1;
+				last_end = s;
+				continue;
+			}
+		}
+		sb_put(out, s, 1);
+		s++;
+	}
+}
+
+/* Applies replace tags to a rule's regex; -1 and a diagnostic on an unknown pre/post/inter. */
+static int
+replace_rule(struct scan_ruleset *rs, struct scan_rule *r)
+{
+	const struct scan_rules_priv *p = rs->priv;
+	const char *pre = NULL, *inter = NULL, *post = NULL;
+	struct sbuf stripped = {0}, out = {0};
+	const char *s = r->re;
+
+	while (*s) {
+		static const char *const kw[3] = {"<pre ", "<inter ", "<post "};
+		int k;
+		for (k = 0; k < 3; k++)
+			if (!strncmp(s, kw[k], strlen(kw[k])))
+				break;
+		if (k < 3) {
+			const char *n = s + strlen(kw[k]);
+			const char *q = strchr(n, '>');
+			if (q) {
+				const char *v = tag_get(p, k == 0 ? TAG_PRE : k == 1 ? TAG_INTER : TAG_POST,
+				    n, (size_t)(q - n));
+				if (!v) {
+					diag(rs, r->file, r->line, "%s: unknown replace tag %.*s",
+					    r->name, (int)(q - s + 1), s);
+					free(stripped.p);
+					return -1;
+				}
+				if (k == 0)
+					pre = v;
+				else if (k == 1)
+					inter = v;
+				else
+					post = v;
+				s = q + 1;
+				continue;
+			}
+		}
+		if (*s == '\\' && s[1]) {
+			sb_put(&stripped, s, 2);
+			s += 2;
+			continue;
+		}
+		sb_put(&stripped, s, 1);
+		s++;
+	}
+	if (!stripped.p)
+		sb_put(&stripped, "", 0);
+	expand_tags(p, stripped.p ? stripped.p : "", &out, pre, inter, post, 0);
+	free(stripped.p);
+	if (out.oom || !out.p) {
+		free(out.p);
+		return -1;
+	}
+	free(r->re);
+	r->re = out.p;
+	return 0;
+}
+
+/* ---- directives ---- */
+
+struct line {
+	const char *file;
+	unsigned no;
+};
+
+static int
+def_regex_rule(struct scan_ruleset *rs, const struct line *ln, int type,
+    const char *name, size_t nn, const char *s, const char *e)
+{
+	struct scan_rule *r;
+	const char *why = NULL;
+	char *re = NULL;
+	uint32_t flags = 0;
+
+	if (!valid_name(name, nn)) {
+		diag(rs, ln->file, ln->no, "bad rule name");
+		return 0;
+	}
+	r = rule_get(rs, name, nn);
+	if (!r)
+		return -ENOMEM;
+	if (r->defined) {
+		rs->st.redefined++;
+		rs->st.defined[r->type]--;
+	}
+	rule_clear_def(r);
+	r->defined = 1;
+	r->type = (uint8_t)type;
+	r->file = ln->file;
+	r->line = ln->no;
+	r->state = SCAN_RS_ACTIVE;
+	rs->st.defined[type]++;
+
+	s = skip_ws(s, e);
+	if ((size_t)(e - s) >= 5 && !memcmp(s, "eval:", 5)) {
+		r->state = SCAN_RS_EVAL;
+		return 0;
+	}
+	if (type == SCAN_RT_HEADER) {
+		const char *he;
+		if ((size_t)(e - s) >= 7 && !memcmp(s, "exists:", 7)) {
+			s += 7;
+			he = word_end(s, e);
+			if (he == s) {
+				diag(rs, ln->file, ln->no, "%s: exists: without a header name", r->name);
+				r->state = SCAN_RS_BROKEN;
+				return 0;
+			}
+			r->header = xstrndup(s, (size_t)(he - s));
+			if (!r->header)
+				return -ENOMEM;
+			for (char *c = r->header; *c; c++)
+				*c = (char)tolower((unsigned char)*c);
+			r->exists = 1;
+			return 0;
+		}
+		he = s;
+		while (he < e && *he != ' ' && *he != '\t' && *he != '=' && *he != '!')
+			he++;
+		const char *colon = memchr(s, ':', (size_t)(he - s));
+		const char *hn_end = colon ? colon : he;
+		if (hn_end == s) {
+			diag(rs, ln->file, ln->no, "%s: no header name", r->name);
+			r->state = SCAN_RS_BROKEN;
+			return 0;
+		}
+		if (colon) {
+			size_t mn = (size_t)(he - colon - 1);
+			/* :addr:raw and :name:raw are taken as :addr / :name */
+			if (mn == 3 && !memcmp(colon + 1, "raw", 3))
+				r->hmod = SCAN_HMOD_RAW;
+			else if ((mn == 4 || mn == 8) && !memcmp(colon + 1, "addr", 4) &&
+			    (mn == 4 || !memcmp(colon + 5, ":raw", 4)))
+				r->hmod = SCAN_HMOD_ADDR;
+			else if ((mn == 4 || mn == 8) && !memcmp(colon + 1, "name", 4) &&
+			    (mn == 4 || !memcmp(colon + 5, ":raw", 4)))
+				r->hmod = SCAN_HMOD_NAME;
+			else {
+				diag(rs, ln->file, ln->no, "%s: unsupported header modifier :%.*s",
+				    r->name, (int)mn, colon + 1);
+				r->state = SCAN_RS_BROKEN;
+				return 0;
+			}
+		}
+		r->header = xstrndup(s, (size_t)(hn_end - s));
+		if (!r->header)
+			return -ENOMEM;
+		for (char *c = r->header; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		s = skip_ws(he, e);
+		if ((size_t)(e - s) >= 2 && s[0] == '=' && s[1] == '~')
+			s += 2;
+		else if ((size_t)(e - s) >= 2 && s[0] == '!' && s[1] == '~') {
+			r->negate = 1;
+			s += 2;
+		} else {
+			diag(rs, ln->file, ln->no, "%s: expected =~ or !~", r->name);
+			r->state = SCAN_RS_BROKEN;
+			return 0;
+		}
+		s = skip_ws(s, e);
+	}
+	s = parse_regex(s, e, &re, &flags, &why);
+	if (!s) {
+		diag(rs, ln->file, ln->no, "%s: %s", r->name, why);
+		r->state = SCAN_RS_BROKEN;
+		return why && !strcmp(why, "out of memory") ? -ENOMEM : 0;
+	}
+	r->re = re;
+	r->re_flags = flags;
+	s = skip_ws(s, e);
+	if (type == SCAN_RT_HEADER && (size_t)(e - s) >= 11 && !memcmp(s, "[if-unset:", 10)) {
+		const char *b = skip_ws(s + 10, e);
+		const char *q = e;
+		while (q > b && q[-1] != ']')
+			q--;
+		if (q > b) {
+			q--;
+			while (q > b && (q[-1] == ' ' || q[-1] == '\t'))
+				q--;
+			r->unset = xstrndup(b, (size_t)(q - b));
+			if (!r->unset)
+				return -ENOMEM;
+		}
+		s = e;
+	}
+	if (s < e)
+		diag(rs, ln->file, ln->no, "%s: trailing text after regex ignored", r->name);
+	return 0;
+}
+
+static int
+def_meta(struct scan_ruleset *rs, const struct line *ln, const char *name, size_t nn,
+    const char *s, const char *e)
+{
+	struct scan_rule *r;
+
+	if (!valid_name(name, nn)) {
+		diag(rs, ln->file, ln->no, "bad rule name");
+		return 0;
+	}
+	r = rule_get(rs, name, nn);
+	if (!r)
+		return -ENOMEM;
+	if (r->defined) {
+		rs->st.redefined++;
+		rs->st.defined[r->type]--;
+	}
+	rule_clear_def(r);
+	r->defined = 1;
+	r->type = SCAN_RT_META;
+	r->file = ln->file;
+	r->line = ln->no;
+	r->state = SCAN_RS_ACTIVE;
+	rs->st.defined[SCAN_RT_META]++;
+	s = skip_ws(s, e);
+	r->meta_src = xstrndup(s, (size_t)(e - s));
+	return r->meta_src ? 0 : -ENOMEM;
+}
+
+static int
+set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
+    const char *name, size_t nn, const char *s, const char *e)
+{
+	struct scan_rule *r;
+
+	if (!valid_name(name, nn)) {
+		diag(rs, ln->file, ln->no, "%s: bad rule name", dir);
+		return 0;
+	}
+	r = rule_get(rs, name, nn);
+	if (!r)
+		return -ENOMEM;
+	s = skip_ws(s, e);
+	if (!strcmp(dir, "score")) {
+		char *end;
+		const char *b = s;
+		if (s < e && *s == '(')
+			b++;
+		double v = strtod(b, &end);
+		if (end == b || end > e) {
+			diag(rs, ln->file, ln->no, "score %s: not a number", r->name);
+			return 0;
+		}
+		r->score = v;
+		r->has_score = 1;
+		rs->st.scores++;
+	} else if (!strcmp(dir, "describe")) {
+		char *d = xstrndup(s, (size_t)(e - s));
+		if (!d)
+			return -ENOMEM;
+		free(r->describe);
+		r->describe = d;
+		rs->st.describes++;
+	} else { /* tflags */
+		rs->st.tflags_lines++;
+		r->tflags = 0;
+		r->maxhits = 0;
+		while (s < e) {
+			const char *w = word_end(s, e);
+			size_t n = (size_t)(w - s);
+			if (n == 8 && !memcmp(s, "multiple", 8))
+				r->tflags |= SCAN_TF_MULTIPLE;
+			else if (n > 8 && !memcmp(s, "maxhits=", 8))
+				r->maxhits = (uint32_t)strtoul(s + 8, NULL, 10);
+			else {
+				rs->st.tflags_ignored++;
+				if (n == 4 && !memcmp(s, "nice", 4))
+					r->tflags |= SCAN_TF_NICE;
+				else if (n == 3 && !memcmp(s, "net", 3))
+					r->tflags |= SCAN_TF_NET;
+				else if (n == 5 && !memcmp(s, "learn", 5))
+					r->tflags |= SCAN_TF_LEARN;
+				else if (n == 8 && !memcmp(s, "userconf", 8))
+					r->tflags |= SCAN_TF_USERCONF;
+				else if (n == 11 && !memcmp(s, "noautolearn", 11))
+					r->tflags |= SCAN_TF_NOAUTOLEARN;
+				else if (n == 7 && !memcmp(s, "publish", 7))
+					r->tflags |= SCAN_TF_PUBLISH;
+				else
+					r->tflags |= SCAN_TF_OTHER;
+			}
+			s = skip_ws(w, e);
+		}
+	}
+	return 0;
+}
+
+static int
+do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const char *e)
+{
+	struct scan_rules_priv *p = rs->priv;
+	const char *w = word_end(s, e);
+	size_t dn = (size_t)(w - s);
+	char dir[32];
+
+	if (dn >= sizeof(dir)) {
+		if (cond_active(p))
+			count_skip(rs, s, dn);
+		else
+			rs->st.cond_skipped++;
+		return 0;
+	}
+	for (size_t i = 0; i < dn; i++)
+		dir[i] = (char)tolower((unsigned char)s[i]);
+	dir[dn] = '\0';
+	const char *a = skip_ws(w, e);
+
+	/* conditionals are tracked even inside a false branch */
+	if (!strcmp(dir, "ifplugin") || !strcmp(dir, "if")) {
+		bool v;
+		if (dir[2] == 'p')
+			v = plugin_loaded(a, (size_t)(e - a));
+		else {
+			struct cexpr c = {a, e, false};
+			v = cx_or(&c) != 0;
+			cx_ws(&c);
+			if (c.bad || c.s != c.e) {
+				diag(rs, ln->file, ln->no, "if: cannot evaluate \"%.*s\", taken as false",
+				    (int)(e - a), a);
+				v = false;
+			}
+		}
+		if (p->ncond == COND_MAX) {
+			p->cond_overflow++;
+			diag(rs, ln->file, ln->no, "conditionals nested too deep");
+			return 0;
+		}
+		p->cond_parent[p->ncond] = cond_active(p);
+		p->cond[p->ncond] = p->cond_parent[p->ncond] && v;
+		p->ncond++;
+		return 0;
+	}
+	if (!strcmp(dir, "else")) {
+		if (!p->ncond)
+			diag(rs, ln->file, ln->no, "else without if");
+		else
+			p->cond[p->ncond - 1] = p->cond_parent[p->ncond - 1] && !p->cond[p->ncond - 1];
+		return 0;
+	}
+	if (!strcmp(dir, "endif")) {
+		if (p->cond_overflow)
+			p->cond_overflow--;
+		else if (!p->ncond)
+			diag(rs, ln->file, ln->no, "endif without if");
+		else
+			p->ncond--;
+		return 0;
+	}
+	if (!cond_active(p)) {
+		rs->st.cond_skipped++;
+		return 0;
+	}
+	if (!strcmp(dir, "lang")) {
+		rs->st.lang_skipped++;
+		return 0;
+	}
+	if (!strcmp(dir, "include")) {
+		rs->st.includes_skipped++;
+		diag(rs, ln->file, ln->no, "include not followed (load the file explicitly)");
+		return 0;
+	}
+
+	const char *ne = word_end(a, e);
+	const char *rest = skip_ws(ne, e);
+	size_t nn = (size_t)(ne - a);
+	int type = -1;
+
+	if (!strcmp(dir, "header"))
+		type = SCAN_RT_HEADER;
+	else if (!strcmp(dir, "body"))
+		type = SCAN_RT_BODY;
+	else if (!strcmp(dir, "rawbody"))
+		type = SCAN_RT_RAWBODY;
+	else if (!strcmp(dir, "full"))
+		type = SCAN_RT_FULL;
+	else if (!strcmp(dir, "uri"))
+		type = SCAN_RT_URI;
+	if (type >= 0) {
+		if (!nn || rest >= e) {
+			diag(rs, ln->file, ln->no, "%s: missing name or pattern", dir);
+			return 0;
+		}
+		return def_regex_rule(rs, ln, type, a, nn, rest, e);
+	}
+	if (!strcmp(dir, "meta")) {
+		if (!nn || rest >= e) {
+			diag(rs, ln->file, ln->no, "meta: missing name or expression");
+			return 0;
+		}
+		return def_meta(rs, ln, a, nn, rest, e);
+	}
+	if (!strcmp(dir, "score") || !strcmp(dir, "describe") || !strcmp(dir, "tflags")) {
+		if (!nn) {
+			diag(rs, ln->file, ln->no, "%s: missing rule name", dir);
+			return 0;
+		}
+		return set_attr(rs, ln, dir, a, nn, rest, e);
+	}
+	if (!strcmp(dir, "replace_tag") || !strcmp(dir, "replace_pre") ||
+	    !strcmp(dir, "replace_inter") || !strcmp(dir, "replace_post")) {
+		int kind = dir[8] == 't' ? TAG_TAG : dir[8] == 'p' && dir[9] == 'r' ? TAG_PRE :
+		    dir[8] == 'i' ? TAG_INTER : TAG_POST;
+		if (!nn || rest >= e) {
+			diag(rs, ln->file, ln->no, "%s: missing name or value", dir);
+			return 0;
+		}
+		rs->st.replace_tags++;
+		return tag_set(rs, kind, a, nn, rest, (size_t)(e - rest));
+	}
+	if (!strcmp(dir, "replace_rules")) {
+		const char *q = a;
+		while (q < e) {
+			const char *qe = word_end(q, e);
+			if (valid_name(q, (size_t)(qe - q))) {
+				struct scan_rule *r = rule_get(rs, q, (size_t)(qe - q));
+				if (!r)
+					return -ENOMEM;
+				r->replace = 1;
+				rs->st.replace_rules++;
+			}
+			q = skip_ws(qe, e);
+		}
+		return 0;
+	}
+	count_skip(rs, dir, dn);
+	return 0;
+}
+
+static const char *
+intern_file(struct scan_ruleset *rs, const char *fname)
+{
+	struct scan_rules_priv *p = rs->priv;
+
+	for (unsigned i = 0; i < p->n_files; i++)
+		if (!strcmp(p->files[i], fname))
+			return p->files[i];
+	char **f = realloc(p->files, (p->n_files + 1) * sizeof(*f));
+	if (!f)
+		return NULL;
+	p->files = f;
+	f[p->n_files] = strdup(fname);
+	if (!f[p->n_files])
+		return NULL;
+	return f[p->n_files++];
+}
+
+int
+scan_rules_load_text(struct scan_ruleset *rs, const char *fname, const char *text, size_t len)
+{
+	struct scan_rules_priv *p = rs->priv;
+	struct line ln;
+	const char *s = text, *end = text + len;
+	char *buf = NULL;
+	size_t bcap = 0;
+	int rc = 0;
+
+	ln.file = intern_file(rs, fname);
+	if (!ln.file)
+		return -ENOMEM;
+	ln.no = 0;
+	rs->st.files++;
+	p->ncond = 0;
+	p->cond_overflow = 0;
+	while (s < end && rc == 0) {
+		const char *nl = memchr(s, '\n', (size_t)(end - s));
+		const char *le = nl ? nl : end;
+		size_t n = (size_t)(le - s);
+		ln.no++;
+		rs->st.lines++;
+		if (n + 1 > bcap) {
+			bcap = n + 1 + 256;
+			char *b = realloc(buf, bcap);
+			if (!b) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = b;
+		}
+		/* strip comments: an unescaped '#' ends the line; then \# -> # */
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++) {
+			char c = s[i];
+			if (c == '#' && (i == 0 || s[i - 1] != '\\'))
+				break;
+			if (c == '\\' && i + 1 < n && s[i + 1] == '#')
+				continue;
+			if (c == '\r' && i + 1 == n)
+				break;
+			buf[k++] = c;
+		}
+		const char *b = skip_ws(buf, buf + k);
+		while (k && (buf[k - 1] == ' ' || buf[k - 1] == '\t' || buf[k - 1] == '\r'))
+			k--;
+		buf[k] = '\0';         /* strtod() & co. must stop at the line end */
+		const char *e = buf + k;
+		if (e > b)
+			rc = do_line(rs, &ln, b, e);
+		s = nl ? nl + 1 : end;
+	}
+	if (p->ncond && rc == 0)
+		diag(rs, ln.file, ln.no, "%u conditional(s) not closed at end of file", p->ncond);
+	p->ncond = 0;
+	free(buf);
+	return rc;
+}
+
+static int
+load_file(struct scan_ruleset *rs, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+	int rc;
+
+	if (!f)
+		return -errno;
+	if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) < 0) {
+		rc = -errno;
+		fclose(f);
+		return rc;
+	}
+	buf = malloc((size_t)n + 1);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	rc = scan_rules_load_text(rs, path, buf, (size_t)n);
+	free(buf);
+	return rc;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int
+scan_rules_load_path(struct scan_ruleset *rs, const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) < 0)
+		return -errno;
+	if (!S_ISDIR(sb.st_mode))
+		return load_file(rs, path);
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (l < 4 || strcmp(de->d_name + l - 3, ".cf"))
+			continue;
+		char **nn = realloc(names, (n + 1) * sizeof(*nn));
+		if (!nn) {
+			rc = -ENOMEM;
+			break;
+		}
+		names = nn;
+		names[n] = malloc(strlen(path) + l + 2);
+		if (!names[n]) {
+			rc = -ENOMEM;
+			break;
+		}
+		sprintf(names[n], "%s/%s", path, de->d_name);
+		n++;
+	}
+	closedir(d);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0) {
+			int r = load_file(rs, names[i]);
+			if (r == -ENOMEM)
+				rc = r;
+			else if (r < 0)
+				diag(rs, names[i], 0, "cannot read: %s", strerror(-r));
+		}
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+/* ---- meta expressions ---- */
+
+enum { PREC_OR = 1, PREC_AND, PREC_EQ, PREC_REL, PREC_ADD, PREC_MUL, PREC_UNARY };
+
+static int
+op_prec(int op)
+{
+	switch (op) {
+	case SCAN_MO_OR: return PREC_OR;
+	case SCAN_MO_AND: return PREC_AND;
+	case SCAN_MO_EQ: case SCAN_MO_NE: return PREC_EQ;
+	case SCAN_MO_LT: case SCAN_MO_LE: case SCAN_MO_GT: case SCAN_MO_GE: return PREC_REL;
+	case SCAN_MO_ADD: case SCAN_MO_SUB: return PREC_ADD;
+	case SCAN_MO_MUL: case SCAN_MO_DIV: return PREC_MUL;
+	default: return PREC_UNARY;
+	}
+}
+
+#define OPEN_PAREN 255
+
+/* Compiles r->meta_src into RPN (shunting-yard); -1 with a diagnostic. */
+static int
+meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
+{
+	const char *s = r->meta_src;
+	size_t cap = strlen(s) + 2;
+	struct scan_meta_op *out = calloc(cap, sizeof(*out));
+	uint8_t *ops = malloc(cap);
+	size_t no = 0, nops = 0;
+	int depth = 0;          /* operands on the stack, for validation */
+	bool want_operand = true;
+	const char *why = NULL;
+
+	if (!out || !ops) {
+		free(out);
+		free(ops);
+		return -1;
+	}
+	while (*s && !why) {
+		if (*s == ' ' || *s == '\t') {
+			s++;
+			continue;
+		}
+		if (want_operand) {
+			if (*s == '(') {
+				ops[nops++] = OPEN_PAREN;
+				s++;
+			} else if (*s == '!' && s[1] != '=') {
+				ops[nops++] = SCAN_MO_NOT;
+				s++;
+			} else if (*s == '-') {
+				ops[nops++] = SCAN_MO_NEG;
+				s++;
+			} else if (*s == '+') {
+				s++;
+			} else if (isdigit((unsigned char)*s) || *s == '.') {
+				char *e;
+				out[no].op = SCAN_MO_NUM;
+				out[no++].num = strtod(s, &e);
+				if (e == s)
+					why = "bad number";
+				s = e;
+				depth++;
+				want_operand = false;
+			} else if (isalpha((unsigned char)*s) || *s == '_') {
+				const char *b = s;
+				while (isalnum((unsigned char)*s) || *s == '_')
+					s++;
+				int i = find_n(rs, b, (size_t)(s - b));
+				if (i < 0 || !rs->rules[i].defined) {
+					rs->st.meta_unknown_refs++;
+					out[no].op = SCAN_MO_NUM;
+					out[no++].num = 0;
+				} else {
+					out[no].op = SCAN_MO_RULE;
+					out[no++].rule = (uint32_t)i;
+				}
+				depth++;
+				want_operand = false;
+			} else
+				why = "operand expected";
+			continue;
+		}
+		/* an operator or ')' */
+		int op = -1;
+		if (*s == ')') {
+			while (nops && ops[nops - 1] != OPEN_PAREN) {
+				out[no++].op = ops[--nops];
+				if (out[no - 1].op != SCAN_MO_NOT && out[no - 1].op != SCAN_MO_NEG)
+					depth--;
+			}
+			if (!nops) {
+				why = "unbalanced )";
+				break;
+			}
+			nops--;
+			s++;
+			continue;
+		}
+		if (s[0] == '&' && s[1] == '&') { op = SCAN_MO_AND; s += 2; }
+		else if (s[0] == '|' && s[1] == '|') { op = SCAN_MO_OR; s += 2; }
+		else if (s[0] == '>' && s[1] == '=') { op = SCAN_MO_GE; s += 2; }
+		else if (s[0] == '<' && s[1] == '=') { op = SCAN_MO_LE; s += 2; }
+		else if (s[0] == '=' && s[1] == '=') { op = SCAN_MO_EQ; s += 2; }
+		else if (s[0] == '!' && s[1] == '=') { op = SCAN_MO_NE; s += 2; }
+		else if (*s == '>') { op = SCAN_MO_GT; s++; }
+		else if (*s == '<') { op = SCAN_MO_LT; s++; }
+		else if (*s == '+') { op = SCAN_MO_ADD; s++; }
+		else if (*s == '-') { op = SCAN_MO_SUB; s++; }
+		else if (*s == '*') { op = SCAN_MO_MUL; s++; }
+		else if (*s == '/') { op = SCAN_MO_DIV; s++; }
+		else {
+			why = "operator expected";
+			break;
+		}
+		while (nops && ops[nops - 1] != OPEN_PAREN && op_prec(ops[nops - 1]) >= op_prec(op)) {
+			out[no++].op = ops[--nops];
+			if (out[no - 1].op != SCAN_MO_NOT && out[no - 1].op != SCAN_MO_NEG)
+				depth--;
+		}
+		ops[nops++] = (uint8_t)op;
+		want_operand = true;
+	}
+	if (!why && want_operand)
+		why = "expression ends without an operand";
+	while (!why && nops) {
+		uint8_t op = ops[--nops];
+		if (op == OPEN_PAREN) {
+			why = "unbalanced (";
+			break;
+		}
+		out[no++].op = op;
+		if (op != SCAN_MO_NOT && op != SCAN_MO_NEG)
+			depth--;
+	}
+	if (!why && depth != 1)
+		why = "malformed expression";
+	free(ops);
+	if (why) {
+		diag(rs, r->file, r->line, "meta %s: %s", r->name, why);
+		free(out);
+		return -1;
+	}
+	r->meta = out;
+	r->meta_n = (uint32_t)no;
+	return 0;
+}
+
+double
+scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits)
+{
+	double st[64];
+	double *stack = r->meta_n <= 64 ? st : malloc(r->meta_n * sizeof(double));
+	size_t sp = 0;
+	double v;
+
+	if (!stack)
+		return 0;
+	for (uint32_t i = 0; i < r->meta_n; i++) {
+		const struct scan_meta_op *o = &r->meta[i];
+		double a, b;
+		switch (o->op) {
+		case SCAN_MO_NUM: stack[sp++] = o->num; continue;
+		case SCAN_MO_RULE: stack[sp++] = hits[o->rule]; continue;
+		case SCAN_MO_NOT: stack[sp - 1] = !stack[sp - 1]; continue;
+		case SCAN_MO_NEG: stack[sp - 1] = -stack[sp - 1]; continue;
+		default: break;
+		}
+		b = stack[--sp];
+		a = stack[sp - 1];
+		switch (o->op) {
+		case SCAN_MO_MUL: a = a * b; break;
+		case SCAN_MO_DIV: a = b != 0 ? a / b : 0; break;
+		case SCAN_MO_ADD: a = a + b; break;
+		case SCAN_MO_SUB: a = a - b; break;
+		case SCAN_MO_LT: a = a < b; break;
+		case SCAN_MO_LE: a = a <= b; break;
+		case SCAN_MO_GT: a = a > b; break;
+		case SCAN_MO_GE: a = a >= b; break;
+		case SCAN_MO_EQ: a = a == b; break;
+		case SCAN_MO_NE: a = a != b; break;
+		case SCAN_MO_AND: a = a && b; break;
+		case SCAN_MO_OR: a = a || b; break;
+		}
+		stack[sp - 1] = a;
+	}
+	v = sp ? stack[0] : 0;
+	if (stack != st)
+		free(stack);
+	return v;
+}
+
+void
+scan_rules_meta_eval(const struct scan_ruleset *rs, uint32_t *hits)
+{
+	for (uint32_t k = 0; k < rs->n_meta; k++) {
+		const struct scan_rule *r = &rs->rules[rs->meta_order[k]];
+		hits[rs->meta_order[k]] = scan_rules_meta_value(r, hits) != 0;
+	}
+}
+
+/* DFS over meta dependencies: 0 unvisited, 1 on the stack, 2 done. */
+static int
+meta_visit(struct scan_ruleset *rs, uint32_t i, uint8_t *mark)
+{
+	struct scan_rule *r = &rs->rules[i];
+
+	if (mark[i] == 2)
+		return 0;
+	if (mark[i] == 1)
+		return -1;
+	mark[i] = 1;
+	for (uint32_t k = 0; k < r->meta_n; k++) {
+		if (r->meta[k].op != SCAN_MO_RULE)
+			continue;
+		struct scan_rule *d = &rs->rules[r->meta[k].rule];
+		if (d->type != SCAN_RT_META || d->state != SCAN_RS_ACTIVE)
+			continue;
+		if (meta_visit(rs, r->meta[k].rule, mark) < 0) {
+			mark[i] = 2;
+			return -1;
+		}
+	}
+	mark[i] = 2;
+	rs->meta_order[rs->n_meta++] = i;
+	return 0;
+}
+
+/* Every rule's compile input, for the cache key of scan/hs.c. */
+static uint64_t
+ruleset_hash(const struct scan_ruleset *rs)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (r->state != SCAN_RS_ACTIVE || r->type == SCAN_RT_META)
+			continue;
+		uint8_t hdr[8] = {r->type, r->hmod, r->negate, r->exists,
+		    (uint8_t)r->re_flags, (uint8_t)(r->tflags & SCAN_TF_MULTIPLE),
+		    (uint8_t)r->maxhits, (uint8_t)(r->maxhits >> 8)};
+		uint32_t idx = i;
+		h = fnv(&idx, sizeof(idx), h);
+		h = fnv(hdr, sizeof(hdr), h);
+		if (r->header)
+			h = fnv(r->header, strlen(r->header) + 1, h);
+		if (r->re)
+			h = fnv(r->re, strlen(r->re) + 1, h);
+	}
+	return h;
+}
+
+int
+scan_rules_finish(struct scan_ruleset *rs)
+{
+	uint8_t *mark;
+
+	if (rs->finished)
+		return 0;
+	for (uint32_t i = 0; i < rs->n; i++) {
+		struct scan_rule *r = &rs->rules[i];
+		bool sub = r->name[0] == '_' && r->name[1] == '_';
+		if (!r->defined) {
+			if (r->has_score || r->describe || r->tflags)
+				rs->st.orphan_attrs++;
+			continue;
+		}
+		if (!r->has_score)
+			r->score = sub ? 0 : 1.0;
+		if (sub)
+			r->score = 0;
+		if (r->state == SCAN_RS_ACTIVE && r->replace && r->re && replace_rule(rs, r) < 0)
+			r->state = SCAN_RS_BROKEN;
+		if (r->state == SCAN_RS_ACTIVE && r->type == SCAN_RT_META && meta_compile(rs, r) < 0)
+			r->state = SCAN_RS_BROKEN;
+		if (r->state == SCAN_RS_ACTIVE && !sub && r->has_score && r->score == 0)
+			r->state = SCAN_RS_DISABLED;
+	}
+	rs->meta_order = calloc(rs->n + 1, sizeof(uint32_t));
+	mark = calloc(rs->n + 1, 1);
+	if (!rs->meta_order || !mark) {
+		free(mark);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < rs->n; i++) {
+		struct scan_rule *r = &rs->rules[i];
+		if (r->type != SCAN_RT_META || r->state != SCAN_RS_ACTIVE || mark[i])
+			continue;
+		uint32_t before = rs->n_meta;
+		if (meta_visit(rs, i, mark) < 0) {
+			rs->st.meta_cycles++;
+			diag(rs, r->file, r->line, "meta %s: circular dependency, disabled", r->name);
+			/* drop whatever this walk ordered; the rules in the cycle break */
+			for (uint32_t k = before; k < rs->n_meta; k++)
+				mark[rs->meta_order[k]] = 2;
+			r->state = SCAN_RS_BROKEN;
+		}
+	}
+	/* a meta broken after ordering must not run */
+	uint32_t w = 0;
+	for (uint32_t k = 0; k < rs->n_meta; k++)
+		if (rs->rules[rs->meta_order[k]].state == SCAN_RS_ACTIVE)
+			rs->meta_order[w++] = rs->meta_order[k];
+	rs->n_meta = w;
+	free(mark);
+	for (uint32_t i = 0; i < rs->n; i++) {
+		struct scan_rule *r = &rs->rules[i];
+		if (!r->defined)
+			continue;
+		switch (r->state) {
+		case SCAN_RS_ACTIVE:
+			rs->st.active[r->type]++;
+			if (r->exists)
+				rs->st.exists++;
+			if (r->negate)
+				rs->st.negated++;
+			break;
+		case SCAN_RS_EVAL: rs->st.eval[r->type]++; break;
+		case SCAN_RS_DISABLED: rs->st.disabled[r->type]++; break;
+		case SCAN_RS_BROKEN: rs->st.broken[r->type]++; break;
+		}
+	}
+	/* most frequent skipped directives first */
+	for (unsigned i = 1; i < rs->n_skips; i++)
+		for (unsigned j = i; j > 0 && rs->skips[j].count > rs->skips[j - 1].count; j--) {
+			struct scan_rules_skip t = rs->skips[j];
+			rs->skips[j] = rs->skips[j - 1];
+			rs->skips[j - 1] = t;
+		}
+	rs->hash = ruleset_hash(rs);
+	rs->finished = true;
+	return 0;
+}
+
+/* ---- required literal ---- */
+
+/*
+ * A walk over the Perl pattern that tracks the current run of bytes every
+ * match must contain in order; anything that is not a plain byte (class,
+ * dot, alternation, optional element) ends the run. Zero-width items
+ * (anchors, \b, look-arounds) are skipped: the consumed text stays
+ * contiguous around them. A group that is required once contributes its
+ * best inner run but breaks the outer run; groups with alternation give
+ * nothing. Exact when in doubt: a shorter literal is always safe.
+ */
+struct lit {
+	const char *s, *e;
+	bool x;                 /* /x: whitespace and # comments ignored */
+	uint8_t best[256];
+	size_t nbest;
+	uint8_t cur[256];
+	size_t ncur;
+};
+
+static void
+lit_end_run(struct lit *L)
+{
+	if (L->ncur > L->nbest) {
+		memcpy(L->best, L->cur, L->ncur);
+		L->nbest = L->ncur;
+	}
+	L->ncur = 0;
+}
+
+/* Skips a quantifier at L->s; returns its minimum count (-1 none). */
+static int
+lit_quant(struct lit *L, bool *exact_one)
+{
+	int min = -1;
+
+	*exact_one = false;
+	if (L->s >= L->e)
+		return -1;
+	char c = *L->s;
+	if (c == '*' || c == '?') {
+		L->s++;
+		min = 0;
+	} else if (c == '+') {
+		L->s++;
+		min = 1;
+	} else if (c == '{') {
+		const char *q = L->s + 1;
+		if (q < L->e && isdigit((unsigned char)*q)) {
+			int lo = 0, hi = -1;
+			while (q < L->e && isdigit((unsigned char)*q))
+				lo = lo * 10 + (*q++ - '0');
+			if (q < L->e && *q == '}')
+				hi = lo;
+			else if (q < L->e && *q == ',') {
+				q++;
+				if (q < L->e && isdigit((unsigned char)*q)) {
+					hi = 0;
+					while (q < L->e && isdigit((unsigned char)*q))
+						hi = hi * 10 + (*q++ - '0');
+				} else
+					hi = -2;
+			}
+			if (q < L->e && *q == '}') {
+				L->s = q + 1;
+				min = lo > 1 ? 1 : lo;
+				*exact_one = lo == 1 && hi == 1;
+			}
+		}
+	}
+	if (min >= 0 && L->s < L->e && (*L->s == '?' || *L->s == '+'))
+		L->s++;
+	return min;
+}
+
+static void lit_seq(struct lit *L, int depth);
+
+/* Skips a character class starting after '['. */
+static void
+lit_skip_class(struct lit *L)
+{
+	if (L->s < L->e && *L->s == '^')
+		L->s++;
+	if (L->s < L->e && *L->s == ']')
+		L->s++;
+	while (L->s < L->e && *L->s != ']') {
+		if (*L->s == '\\' && L->s + 1 < L->e)
+			L->s += 2;
+		else if (*L->s == '[' && L->s + 1 < L->e && L->s[1] == ':') {
+			const char *q = strstr(L->s + 2, ":]");
+			L->s = q && q < L->e ? q + 2 : L->s + 1;
+		} else
+			L->s++;
+	}
+	if (L->s < L->e)
+		L->s++;
+}
+
+/* Skips to the ')' that closes the group we are in (after its '('). */
+static void
+lit_skip_group(struct lit *L)
+{
+	int d = 1;
+
+	while (L->s < L->e && d) {
+		char c = *L->s;
+		if (c == '\\' && L->s + 1 < L->e) {
+			L->s += 2;
+			continue;
+		}
+		if (c == '[') {
+			L->s++;
+			lit_skip_class(L);
+			continue;
+		}
+		if (c == '(')
+			d++;
+		else if (c == ')')
+			d--;
+		L->s++;
+	}
+}
+
+/*
+ * One atom: returns 1 with *byte set for a literal byte, 0 for a zero-width
+ * item, 2 for something else consumed (class, dot, group handled inside).
+ */
+static int
+lit_atom(struct lit *L, uint8_t *byte, int depth)
+{
+	char c = *L->s++;
+
+	switch (c) {
+	case '^': case '$':
+		return 0;
+	case '.':
+		return 2;
+	case '[':
+		lit_skip_class(L);
+		return 2;
+	case '(': {
+		if (L->s < L->e && *L->s == '?') {
+			const char *q = L->s + 1;
+			if (q < L->e && (*q == '=' || *q == '!' || *q == '#' ||
+			    (*q == '<' && q + 1 < L->e && (q[1] == '=' || q[1] == '!')))) {
+				lit_skip_group(L);
+				return 0;
+			}
+			/* (?flags) alone, or (?flags: ... ) / (?: / (?> / (?| */
+			while (q < L->e && (isalpha((unsigned char)*q) || *q == '-' || *q == '^'))
+				q++;
+			if (q < L->e && *q == ')') {
+				L->s = q + 1;
+				return 0;
+			}
+			if (q < L->e && (*q == ':' || *q == '>'))
+				L->s = q + 1;
+			else if (q < L->e && *q == '<' ) {
+				/* named group (?<name> */
+				while (q < L->e && *q != '>')
+					q++;
+				L->s = q < L->e ? q + 1 : q;
+			} else if (q < L->e && *q == 'P' ) {
+				lit_skip_group(L);
+				return 2;
+			} else {
+				lit_skip_group(L);
+				return 2;
+			}
+		}
+		/* the group's own runs: only if it has no top-level alternation */
+		struct lit inner = *L;
+		inner.nbest = inner.ncur = 0;
+		const char *start = L->s;
+		lit_seq(&inner, depth + 1);
+		L->s = start;
+		lit_skip_group(L);
+		bool exact;
+		const char *qs = L->s;
+		int min = lit_quant(L, &exact);
+		L->s = qs;
+		if (inner.nbest > L->nbest && min != 0 && depth < 32) {
+			memcpy(L->best, inner.best, inner.nbest);
+			L->nbest = inner.nbest;
+		}
+		return 2;
+	}
+	case '\\': {
+		if (L->s >= L->e)
+			return 2;
+		char d = *L->s++;
+		switch (d) {
+		case 'b': case 'B': case 'A': case 'z': case 'Z': case 'G': case 'K':
+			return 0;
+		case 't': *byte = '\t'; return 1;
+		case 'n': *byte = '\n'; return 1;
+		case 'r': *byte = '\r'; return 1;
+		case 'f': *byte = '\f'; return 1;
+		case 'e': *byte = 0x1b; return 1;
+		case 'a': *byte = 0x07; return 1;
+		case 'x': {
+			unsigned v = 0;
+			int k = 0;
+			if (L->s < L->e && *L->s == '{') {
+				L->s++;
+				while (L->s < L->e && isxdigit((unsigned char)*L->s)) {
+					v = v * 16 + (unsigned)(isdigit((unsigned char)*L->s) ? *L->s - '0' :
+					    (tolower((unsigned char)*L->s) - 'a' + 10));
+					L->s++;
+					k++;
+				}
+				if (L->s < L->e && *L->s == '}')
+					L->s++;
+			} else {
+				while (k < 2 && L->s < L->e && isxdigit((unsigned char)*L->s)) {
+					v = v * 16 + (unsigned)(isdigit((unsigned char)*L->s) ? *L->s - '0' :
+					    (tolower((unsigned char)*L->s) - 'a' + 10));
+					L->s++;
+					k++;
+				}
+			}
+			if (v > 0xff)
+				return 2;
+			*byte = (uint8_t)v;
+			return 1;
+		}
+		case 'Q': {
+			/* \Q...\E: literal bytes; treat as something else for safety */
+			const char *q = L->s;
+			while (q + 1 < L->e && !(q[0] == '\\' && q[1] == 'E'))
+				q++;
+			L->s = q + 1 < L->e ? q + 2 : L->e;
+			return 2;
+		}
+		case 'p': case 'P': case 'N':
+			if (L->s < L->e && *L->s == '{') {
+				while (L->s < L->e && *L->s != '}')
+					L->s++;
+				if (L->s < L->e)
+					L->s++;
+			} else if (L->s < L->e)
+				L->s++;
+			return 2;
+		case 'c':
+			if (L->s < L->e)
+				L->s++;
+			return 2;
+		case 'k': case 'g':
+			if (L->s < L->e && (*L->s == '{' || *L->s == '<' || *L->s == '\'')) {
+				char cl = *L->s == '{' ? '}' : *L->s == '<' ? '>' : '\'';
+				while (L->s < L->e && *L->s != cl)
+					L->s++;
+				if (L->s < L->e)
+					L->s++;
+			} else
+				while (L->s < L->e && (isdigit((unsigned char)*L->s) || *L->s == '-'))
+					L->s++;
+			return 2;
+		default:
+			if (isalnum((unsigned char)d)) {
+				if (d == '0') {
+					/* octal \0nn */
+					unsigned v = 0;
+					int k = 0;
+					while (k < 2 && L->s < L->e && *L->s >= '0' && *L->s <= '7') {
+						v = v * 8 + (unsigned)(*L->s++ - '0');
+						k++;
+					}
+					*byte = (uint8_t)v;
+					return 1;
+				}
+				while (isdigit((unsigned char)d) && L->s < L->e && isdigit((unsigned char)*L->s))
+					L->s++;
+				return 2;       /* \d \w \s \1 ... */
+			}
+			*byte = (uint8_t)d;
+			return 1;
+		}
+	}
+	default:
+		*byte = (uint8_t)c;
+		return 1;
+	}
+}
+
+static void
+lit_seq(struct lit *L, int depth)
+{
+	struct lit save;
+	bool alt = false;
+
+	save.nbest = 0;
+	while (L->s < L->e) {
+		char c = *L->s;
+		if (c == ')')
+			break;
+		if (c == '|') {
+			/* alternation: nothing from this sequence is required */
+			alt = true;
+			L->s++;
+			continue;
+		}
+		if (L->x && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+			L->s++;
+			continue;
+		}
+		if (L->x && c == '#') {
+			while (L->s < L->e && *L->s != '\n')
+				L->s++;
+			continue;
+		}
+		uint8_t b = 0;
+		int k = lit_atom(L, &b, depth);
+		bool exact;
+		int min = lit_quant(L, &exact);
+		if (k == 0)
+			continue;
+		if (k == 1 && (min < 0 || exact)) {
+			if (L->ncur < sizeof(L->cur))
+				L->cur[L->ncur++] = b;
+			else
+				lit_end_run(L);
+			continue;
+		}
+		if (k == 1 && min == 1) {
+			/* x+ : x is required, the run ends after it */
+			if (L->ncur < sizeof(L->cur))
+				L->cur[L->ncur++] = b;
+			lit_end_run(L);
+			continue;
+		}
+		lit_end_run(L);
+	}
+	lit_end_run(L);
+	if (alt)
+		L->nbest = 0;
+	(void)save;
+}
+
+size_t
+scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap)
+{
+	struct lit L;
+
+	memset(&L, 0, sizeof(L));
+	L.s = re;
+	L.e = re + strlen(re);
+	L.x = (flags & SCAN_RE_X) != 0;
+	/* an inline (?x) anywhere: be conservative, give up on /x-less parsing */
+	if (!L.x && strstr(re, "(?x"))
+		return 0;
+	while (L.s < L.e) {
+		lit_seq(&L, 0);
+		if (L.s < L.e && *L.s == ')')
+			L.s++;      /* unbalanced ')': skip */
+	}
+	size_t n = L.nbest < cap ? L.nbest : cap;
+	memcpy(out, L.best, n);
+	return n;
+}

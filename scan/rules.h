@@ -1,0 +1,230 @@
+/*
+ * rules.h - SpamAssassin-compatible rule files: parse, resolve, meta logic.
+ *
+ * Contract
+ *   A rule set is built on the control plane (it allocates freely) and is
+ *   read-only afterwards: scan/hs.h compiles it, workers only read it.
+ *     rs = scan_rules_new()
+ *     scan_rules_load_path(rs, dir-or-file)* / scan_rules_load_text(rs, ...)*
+ *     scan_rules_finish(rs)       resolve scores, tags, metas; once
+ *     ... scan_hs_build(rs, ...), scan_rules_meta_eval(rs, counts) ...
+ *     rs = scan_rules_free(rs)
+ *
+ *   The dialect is the subset of SpamAssassin's Conf syntax that a streaming
+ *   regex engine can honour:
+ *     header NAME Header[:raw|:addr|:name] =~ /re/flags [if-unset: text]
+ *     header NAME Header !~ /re/flags        hit when it does not match
+ *     header NAME ALL =~ /re/                every header as "Name: value"
+ *     header NAME exists:Header
+ *     body | rawbody | full | uri NAME /re/flags   (also m{re}flags, m!re!)
+ *     meta NAME expr           && || ! ( ) + - * / < <= > >= == != numbers
+ *     score NAME s0 [s1 s2 s3] set 0 (no Bayes, no network tests) is used
+ *     describe NAME text       tflags NAME multiple maxhits=N (rest counted)
+ *     ifplugin P / if EXPR / else / endif   evaluated, nested
+ *     replace_tag / replace_pre / replace_inter / replace_post /
+ *       replace_rules           the ReplaceTags plugin (counted as loaded)
+ *     include, lang xx ...     skipped and counted
+ *   Everything else (eval: tests, mimeheader, network and whitelist
+ *   directives, ...) is skipped and counted per directive; a malformed line
+ *   is a diagnostic "file:line: reason" (kept, first SCAN_RULES_DIAG_MAX),
+ *   never fatal. A later definition of a rule replaces an earlier one
+ *   (SpamAssassin does the same; counted as redefined).
+ *
+ *   Plugins taken as loaded by `ifplugin` / `plugin()`: Check, ReplaceTags.
+ *   `if (version >= X)`: true for X <= 4.000000. `can(...)`: true only for
+ *   syntax features we parse (feature_bug6558_free, perl_min_version_*).
+ *
+ *   Scores: a rule with no score line scores 1.0, a "__" rule 0 (SpamAssassin
+ *   defaults); `score NAME 0` disables a rule (not compiled, reads 0 in
+ *   metas), except that a "__" rule never has a score and always runs.
+ *
+ *   Errors: scan_rules_new() returns NULL with errno; load functions return
+ *   0 or -errno (only for I/O: a file that cannot be read); finish returns
+ *   0 or -ENOMEM.
+ */
+#ifndef SCAN_RULES_H
+#define SCAN_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum scan_target {
+	SCAN_T_HEADER = 0,
+	SCAN_T_BODY,
+	SCAN_T_RAWBODY,
+	SCAN_T_FULL,
+	SCAN_T_URI,
+	SCAN_T_COUNT
+};
+
+enum scan_rule_type {
+	SCAN_RT_HEADER = 0,     /* same order as enum scan_target */
+	SCAN_RT_BODY,
+	SCAN_RT_RAWBODY,
+	SCAN_RT_FULL,
+	SCAN_RT_URI,
+	SCAN_RT_META,
+	SCAN_RT_COUNT
+};
+
+/* header modifiers */
+enum {
+	SCAN_HMOD_NONE = 0,     /* value: unfolded, RFC 2047-decoded */
+	SCAN_HMOD_RAW,          /* as received, folds kept */
+	SCAN_HMOD_ADDR,         /* the first address */
+	SCAN_HMOD_NAME,         /* the display name of the first address */
+	SCAN_HMOD_COUNT
+};
+
+/* regex flags */
+enum {
+	SCAN_RE_I = 1u << 0,
+	SCAN_RE_M = 1u << 1,
+	SCAN_RE_S = 1u << 2,
+	SCAN_RE_X = 1u << 3,
+};
+
+/* tflags */
+enum {
+	SCAN_TF_MULTIPLE = 1u << 0,
+	SCAN_TF_NICE = 1u << 1,
+	SCAN_TF_NET = 1u << 2,
+	SCAN_TF_LEARN = 1u << 3,
+	SCAN_TF_USERCONF = 1u << 4,
+	SCAN_TF_NOAUTOLEARN = 1u << 5,
+	SCAN_TF_PUBLISH = 1u << 6,
+	SCAN_TF_OTHER = 1u << 7,
+};
+
+/* what became of a rule */
+enum scan_rule_state {
+	SCAN_RS_ACTIVE = 0,     /* runs (regex, exists or meta) */
+	SCAN_RS_EVAL,           /* eval:... test: not run, reads 0 */
+	SCAN_RS_DISABLED,       /* score 0 */
+	SCAN_RS_BROKEN,         /* malformed regex / meta: reported */
+	SCAN_RS_UNDEFINED,      /* only named by score/describe/tflags */
+};
+
+/* one step of a meta expression in reverse Polish notation */
+enum scan_meta_opcode {
+	SCAN_MO_NUM = 0,        /* push num */
+	SCAN_MO_RULE,           /* push hits of rule `rule` */
+	SCAN_MO_NOT, SCAN_MO_NEG,
+	SCAN_MO_MUL, SCAN_MO_DIV, SCAN_MO_ADD, SCAN_MO_SUB,
+	SCAN_MO_LT, SCAN_MO_LE, SCAN_MO_GT, SCAN_MO_GE, SCAN_MO_EQ, SCAN_MO_NE,
+	SCAN_MO_AND, SCAN_MO_OR,
+};
+
+struct scan_meta_op {
+	uint8_t op;
+	uint32_t rule;
+	double num;
+};
+
+struct scan_rule {
+	char *name;
+	uint8_t type;           /* enum scan_rule_type */
+	uint8_t state;          /* enum scan_rule_state */
+	uint8_t hmod;           /* SCAN_HMOD_* (header) */
+	uint8_t negate;         /* header !~ */
+	uint8_t exists;         /* header exists:Name */
+	uint8_t replace;        /* named by replace_rules */
+	uint8_t has_score;
+	uint8_t defined;
+	uint32_t re_flags;      /* SCAN_RE_* */
+	uint32_t tflags;        /* SCAN_TF_* */
+	uint32_t maxhits;       /* with multiple; 0 = unbounded */
+	char *header;           /* lower-case header name, "all", or NULL */
+	char *re;               /* the pattern (tags replaced after finish) */
+	char *unset;            /* [if-unset: text], or NULL */
+	char *meta_src;
+	struct scan_meta_op *meta;
+	uint32_t meta_n;
+	uint32_t meta_order;    /* evaluation order rank (metas only) */
+	double score;
+	char *describe;
+	const char *file;       /* interned */
+	uint32_t line;
+};
+
+#define SCAN_RULES_DIAG_MAX 200
+
+struct scan_rules_stats {
+	unsigned defined[SCAN_RT_COUNT];        /* rule lines seen, last definitions */
+	unsigned active[SCAN_RT_COUNT];
+	unsigned eval[SCAN_RT_COUNT];
+	unsigned disabled[SCAN_RT_COUNT];       /* score 0 */
+	unsigned broken[SCAN_RT_COUNT];
+	unsigned exists;                        /* header exists: rules (in active) */
+	unsigned negated;
+	unsigned redefined;
+	unsigned lines, files;
+	unsigned scores, describes, tflags_lines;
+	unsigned tflags_ignored;                /* tflags words other than multiple/maxhits */
+	unsigned cond_skipped;                  /* lines inside a false if/ifplugin */
+	unsigned lang_skipped, includes_skipped;
+	unsigned replace_tags, replace_rules;
+	unsigned skipped_directives;            /* unknown / unsupported directives */
+	unsigned errors;                        /* diagnostics reported */
+	unsigned orphan_attrs;                  /* score/describe/tflags for no rule */
+	unsigned meta_unknown_refs;             /* meta names with no rule: read 0 */
+	unsigned meta_cycles;
+};
+
+/* a skipped directive and how often (sorted, most frequent first) */
+struct scan_rules_skip {
+	char name[32];
+	unsigned count;
+};
+
+struct scan_rules_priv;
+
+struct scan_ruleset {
+	struct scan_rule *rules;
+	uint32_t n;
+	uint32_t *meta_order;   /* indices of active metas, dependencies first */
+	uint32_t n_meta;
+	struct scan_rules_stats st;
+	char **diag;            /* "file:line: reason" */
+	unsigned n_diag;
+	struct scan_rules_skip *skips;
+	unsigned n_skips;
+	uint64_t hash;          /* of every active rule's compile input, after finish */
+	bool finished;
+	struct scan_rules_priv *priv;
+};
+
+struct scan_ruleset *scan_rules_new(void);
+struct scan_ruleset *scan_rules_free(struct scan_ruleset *rs);
+
+/* A directory loads its *.cf files in name order; a file loads itself. */
+int scan_rules_load_path(struct scan_ruleset *rs, const char *path);
+/* Parses text (len bytes, NUL not needed); fname labels diagnostics. */
+int scan_rules_load_text(struct scan_ruleset *rs, const char *fname,
+    const char *text, size_t len);
+int scan_rules_finish(struct scan_ruleset *rs);
+
+/* Rule index by name, or -1. */
+int scan_rules_find(const struct scan_ruleset *rs, const char *name);
+
+/*
+ * Evaluates every active meta rule in dependency order. hits[] has rs->n
+ * entries: the hit count of each regex rule in, meta results (0/1) out.
+ */
+void scan_rules_meta_eval(const struct scan_ruleset *rs, uint32_t *hits);
+
+/* Evaluates one compiled meta expression over hits[]. */
+double scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits);
+
+/*
+ * Regex helpers shared with hs.c (pure functions).
+ * scan_rules_literal(): the longest byte string that every match of re
+ * (with SCAN_RE_* flags) must contain, compared caselessly; writes at most
+ * cap bytes to out and returns its length (0: none found).
+ */
+size_t scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap);
+
+const char *scan_rules_type_name(unsigned type);
+
+#endif

@@ -1,0 +1,276 @@
+/*
+ * scan.c - MIME events into rule-engine targets. See scan.h.
+ */
+#include "scan/scan.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void
+feed(struct scan_msg *s, enum scan_target t, const void *p, size_t n)
+{
+	if (n && scan_hs_feed(s->hm, s->w, t, p, n) < 0)
+		s->rc = -EIO;
+}
+
+/* ---- URIs ---- */
+
+static bool
+uri_delim(uint8_t c)
+{
+	return c <= ' ' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '(' ||
+	    c == ')' || c == '[' || c == ']' || c == '{' || c == '}' || c == '\\' ||
+	    c == '^' || c == '`' || c == '|';
+}
+
+static const uint8_t *
+ci_find(const uint8_t *h, size_t n, const char *needle)
+{
+	size_t k = strlen(needle);
+
+	for (size_t i = 0; i + k <= n; i++)
+		if (!strncasecmp((const char *)h + i, needle, k))
+			return h + i;
+	return NULL;
+}
+
+static void
+uri_flush(struct scan_msg *s)
+{
+	static const char *const schemes[] = {"http://", "https://", "ftp://", "mailto:", "www."};
+	const uint8_t *b = s->ubuf, *best = NULL;
+	size_t n = s->ulen;
+	int which = -1;
+
+	s->ulen = 0;
+	s->uover = false;
+	if (n < 5)
+		return;
+	for (int k = 0; k < 5; k++) {
+		const uint8_t *q = ci_find(b, n, schemes[k]);
+		if (q && (!best || q < best)) {
+			best = q;
+			which = k;
+		}
+	}
+	if (!best)
+		return;
+	n -= (size_t)(best - b);
+	while (n && strchr(".,;:!?", best[n - 1]))
+		n--;
+	if (n <= strlen(schemes[which]))
+		return;
+	if (which == 4)
+		feed(s, SCAN_T_URI, "http://", 7);
+	feed(s, SCAN_T_URI, best, n);
+	feed(s, SCAN_T_URI, "\n", 1);
+}
+
+static void
+uri_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+		if (uri_delim(c)) {
+			if (s->ulen)
+				uri_flush(s);
+			continue;
+		}
+		if (s->ulen < SCAN_URI_MAX)
+			s->ubuf[s->ulen++] = c;
+		else
+			s->uover = true;
+	}
+}
+
+/* ---- html to text (tags out, block tags to line breaks) ---- */
+
+static void
+out_flush(struct scan_msg *s)
+{
+	feed(s, SCAN_T_BODY, s->out, s->olen);
+	s->olen = 0;
+}
+
+static void
+out_byte(struct scan_msg *s, uint8_t c)
+{
+	if (s->olen == sizeof(s->out))
+		out_flush(s);
+	s->out[s->olen++] = c;
+}
+
+static bool
+block_tag(const char *t)
+{
+	static const char *const blocks[] = {"br", "p", "div", "tr", "li", "td", "h1", "h2",
+	    "h3", "table", "hr", "ul", "ol", "title", NULL};
+	for (int i = 0; blocks[i]; i++)
+		if (!strcmp(t, blocks[i]))
+			return true;
+	return false;
+}
+
+static void
+html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+		if (s->tag_state == 0) {
+			if (c == '<') {
+				s->tag_state = 1;
+				s->tag_len = 0;
+			} else
+				out_byte(s, c);
+			continue;
+		}
+		if (c == '>') {
+			s->tag[s->tag_len < sizeof(s->tag) ? s->tag_len : sizeof(s->tag) - 1] = '\0';
+			if (block_tag(s->tag))
+				out_byte(s, '\n');
+			s->tag_state = 0;
+			continue;
+		}
+		if (s->tag_state == 1) {
+			if (c == '/' && s->tag_len == 0)
+				continue;
+			if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1)
+				s->tag[s->tag_len++] = (char)tolower(c);
+			else
+				s->tag_state = 2;       /* past the name */
+		}
+	}
+	out_flush(s);
+}
+
+/* ---- MIME sink ---- */
+
+static void
+on_header(void *ctx, const struct scan_mime_hdr *h)
+{
+	struct scan_msg *s = ctx;
+
+	if (h->part != 0)
+		return;
+	scan_hs_header(s->hm, s->w, h->name, h->name_len, h->value, h->value_len, h->raw, h->raw_len);
+	if (h->name_len == 7 && !strncasecmp(h->name, "subject", 7)) {
+		const uint8_t *v = h->value;
+		size_t n = h->value_len;
+		while (n && (*v == ' ' || *v == '\t')) {
+			v++;
+			n--;
+		}
+		feed(s, SCAN_T_BODY, v, n);
+		feed(s, SCAN_T_BODY, "\n", 1);
+	}
+}
+
+static void
+on_part_begin(void *ctx, const struct scan_mime_part *p)
+{
+	struct scan_msg *s = ctx;
+
+	s->text = (p->flags & SCAN_MIME_P_TEXT) && !(p->flags & (SCAN_MIME_P_MULTIPART | SCAN_MIME_P_MESSAGE));
+	s->html = s->text && !strcmp(p->subtype, "html");
+	s->tag_state = 0;
+	s->ulen = 0;
+}
+
+static void
+on_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, const uint8_t *b, size_t n)
+{
+	struct scan_msg *s = ctx;
+
+	(void)p;
+	if (!s->text)
+		return;
+	if (view == SCAN_MIME_DECODED)
+		feed(s, SCAN_T_RAWBODY, b, n);
+	else if (view == SCAN_MIME_UTF8) {
+		if (s->html)
+			html_bytes(s, b, n);
+		else
+			feed(s, SCAN_T_BODY, b, n);
+		uri_bytes(s, b, n);
+	}
+}
+
+static void
+on_part_end(void *ctx, const struct scan_mime_end *e)
+{
+	struct scan_msg *s = ctx;
+
+	(void)e;
+	if (!s->text)
+		return;
+	if (s->ulen)
+		uri_flush(s);
+	/* parts do not run into each other */
+	feed(s, SCAN_T_BODY, "\n", 1);
+	feed(s, SCAN_T_RAWBODY, "\n", 1);
+	s->text = false;
+}
+
+struct scan_msg *
+scan_msg_new(const struct scan_hs *e)
+{
+	struct scan_msg *s = calloc(1, sizeof(*s));
+	static const struct scan_mime_sink sink = {
+		.header = on_header,
+		.part_begin = on_part_begin,
+		.body = on_body,
+		.part_end = on_part_end,
+	};
+
+	if (!s)
+		return NULL;
+	s->hm = scan_hs_msg_new(e);
+	if (!s->hm) {
+		free(s);
+		errno = ENOMEM;
+		return NULL;
+	}
+	scan_mime_init(&s->mime, NULL, &sink, s);
+	return s;
+}
+
+struct scan_msg *
+scan_msg_free(struct scan_msg *s)
+{
+	if (!s)
+		return NULL;
+	scan_mime_fini(&s->mime);
+	scan_hs_msg_free(s->hm);
+	free(s);
+	return NULL;
+}
+
+void
+scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w)
+{
+	s->w = w;
+	s->rc = 0;
+	s->text = s->html = false;
+	s->ulen = 0;
+	s->olen = 0;
+	scan_mime_reset(&s->mime);
+	scan_hs_msg_begin(s->hm);
+}
+
+void
+scan_msg_feed(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	feed(s, SCAN_T_FULL, p, n);
+	scan_mime_feed(&s->mime, p, n);
+}
+
+int
+scan_msg_end(struct scan_msg *s)
+{
+	scan_mime_finish(&s->mime);
+	int rc = scan_hs_msg_end(s->hm, s->w);
+	return s->rc < 0 ? s->rc : rc;
+}

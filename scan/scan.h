@@ -1,0 +1,56 @@
+/*
+ * scan.h - one message through the rule engine: MIME events to targets.
+ *
+ * Contract
+ *   The glue between scan/mime.h and scan/hs.h. Per worker, per pool slot:
+ *     s = scan_msg_new(e)                 control plane, at pool creation
+ *     scan_msg_begin(s, w)                a message starts on worker w
+ *     scan_msg_feed(s, p, n)*             the message as received (after
+ *                                         dot-unstuffing), any split
+ *     scan_msg_end(s)                     0, or -EIO: the verdict is tempfail
+ *     s->hm->hits[], s->hm->gtube          results until the next begin
+ *     s = scan_msg_free(s)
+ *   The whole message goes to FULL; the top-level header fields to HEADER
+ *   (and the Subject, first, to BODY, as SpamAssassin does); for every text/
+ *   leaf the UTF-8 view goes to BODY (text/html with its tags removed, a
+ *   line break for block tags), the decoded view to RAWBODY, and URIs found
+ *   in the UTF-8 view (http://, https://, ftp://, www., mailto:) to URI,
+ *   one per line. No allocation after scan_msg_new().
+ */
+#ifndef SCAN_SCAN_H
+#define SCAN_SCAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scan/hs.h"
+#include "scan/mime.h"
+
+#define SCAN_URI_MAX 2048
+
+struct scan_msg {
+	struct scan_hs_msg *hm;
+	struct scan_hs_worker *w;
+	int rc;
+	/* the current text leaf */
+	bool text, html;
+	uint8_t tag_state;              /* html: 0 text, 1 in tag */
+	uint8_t tag_len;
+	char tag[8];
+	uint16_t olen;
+	uint8_t out[1024];              /* html body output batch */
+	/* URI extractor */
+	uint16_t ulen;
+	bool uover;
+	uint8_t ubuf[SCAN_URI_MAX];
+	struct scan_mime mime;
+};
+
+struct scan_msg *scan_msg_new(const struct scan_hs *e);
+struct scan_msg *scan_msg_free(struct scan_msg *s);
+void scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w);
+void scan_msg_feed(struct scan_msg *s, const uint8_t *p, size_t n);
+int scan_msg_end(struct scan_msg *s);
+
+#endif

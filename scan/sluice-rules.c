@@ -1,0 +1,338 @@
+/*
+ * sluice-rules - load SpamAssassin rule files, report what the engine made
+ * of them, and scan messages with them.
+ *
+ *   sluice-rules -r DIR|FILE [-r ...] [-c CACHE] [-v] [-P]
+ *                [-s FILE|MBOX ...] [-d DIR] [-n REPEAT] [-q]
+ *
+ *   -r   rule file or directory (*.cf in name order); repeatable
+ *   -c   Hyperscan cache file (reused when the rule set is unchanged)
+ *   -s   message file, or mbox ("From " lines) of messages; repeatable
+ *   -d   every regular file in DIR is a message
+ *   -n   scan the messages N times and report messages/s (one core)
+ *   -q   no per-message lines
+ *   -v   diagnostics and per-rule classes
+ *   -P   no HS_FLAG_PREFILTER gates (measurement)
+ *   -l   list every rule with its type and class, then exit
+ * Per message: "file score action tests=..." (rules that hit).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scan/hs.h"
+#include "scan/rules.h"
+#include "scan/scan.h"
+#include "scan/verdict.h"
+
+struct msg {
+	char *name;
+	uint8_t *p;
+	size_t n;
+};
+
+static struct msg *msgs;
+static size_t nmsgs, capmsgs;
+
+static void
+add_msg(const char *name, const uint8_t *p, size_t n)
+{
+	if (nmsgs == capmsgs) {
+		capmsgs = capmsgs ? capmsgs * 2 : 256;
+		msgs = realloc(msgs, capmsgs * sizeof(*msgs));
+		if (!msgs)
+			exit(2);
+	}
+	msgs[nmsgs].name = strdup(name);
+	msgs[nmsgs].p = malloc(n + 1);
+	if (!msgs[nmsgs].name || !msgs[nmsgs].p)
+		exit(2);
+	memcpy(msgs[nmsgs].p, p, n);
+	msgs[nmsgs].n = n;
+	nmsgs++;
+}
+
+static uint8_t *
+slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b = NULL;
+	size_t cap = 0, len = 0, k;
+
+	if (!f)
+		return NULL;
+	do {
+		if (len + 65536 > cap) {
+			cap = (len + 65536) * 2;
+			b = realloc(b, cap);
+			if (!b)
+				exit(2);
+		}
+		k = fread(b + len, 1, cap - len, f);
+		len += k;
+	} while (k > 0);
+	fclose(f);
+	*n = len;
+	return b;
+}
+
+/* A file that starts with "From " is an mbox: split at "\nFrom " lines. */
+static void
+load_messages(const char *path)
+{
+	size_t n;
+	uint8_t *b = slurp(path, &n);
+
+	if (!b) {
+		fprintf(stderr, "sluice-rules: %s: %s\n", path, strerror(errno));
+		return;
+	}
+	if (n < 5 || memcmp(b, "From ", 5)) {
+		add_msg(path, b, n);
+		free(b);
+		return;
+	}
+	size_t i = 0, k = 0;
+	while (i < n) {
+		const uint8_t *nl = memchr(b + i, '\n', n - i);
+		size_t s = nl ? (size_t)(nl - b) + 1 : n;      /* body starts after the From line */
+		size_t e = s;
+		while (e < n) {
+			const uint8_t *q = memchr(b + e, '\n', n - e);
+			if (!q) {
+				e = n;
+				break;
+			}
+			e = (size_t)(q - b) + 1;
+			if (n - e >= 5 && !memcmp(b + e, "From ", 5))
+				break;
+		}
+		char name[600];
+		snprintf(name, sizeof(name), "%s#%zu", path, ++k);
+		add_msg(name, b + s, e - s);
+		i = e;
+	}
+	free(b);
+}
+
+static int
+cmp_msg(const void *a, const void *b)
+{
+	return strcmp(((const struct msg *)a)->name, ((const struct msg *)b)->name);
+}
+
+static void
+load_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t first = nmsgs;
+
+	if (!d) {
+		fprintf(stderr, "sluice-rules: %s: %s\n", dir, strerror(errno));
+		return;
+	}
+	while ((de = readdir(d))) {
+		char p[4096];
+		struct stat sb;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		if (de->d_name[0] == '.' || stat(p, &sb) < 0 || !S_ISREG(sb.st_mode))
+			continue;
+		load_messages(p);
+	}
+	closedir(d);
+	qsort(msgs + first, nmsgs - first, sizeof(*msgs), cmp_msg);
+}
+
+static const char *const cls_names[SCAN_HS_C_COUNT] = {
+	"none", "hyperscan", "pcre2-gated", "pcre2-prefilter", "pcre2-always", "failed",
+};
+
+static void
+report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan_hs_stats *st,
+    bool verbose)
+{
+	const struct scan_rules_stats *s = &rs->st;
+	unsigned tot_re = 0, tot_eff = 0;
+
+	printf("rules: %u files, %u lines, %u names\n", s->files, s->lines, rs->n);
+	printf("%-8s %7s %7s %7s %7s %7s | %7s %7s %7s %7s %7s %7s\n", "type", "defined", "active",
+	    "eval", "score0", "broken", "hs", "gated", "prefilt", "always", "failed", "effect%");
+	for (unsigned t = 0; t < SCAN_RT_COUNT; t++) {
+		printf("%-8s %7u %7u %7u %7u %7u", scan_rules_type_name(t), s->defined[t],
+		    s->active[t], s->eval[t], s->disabled[t], s->broken[t]);
+		if (t < SCAN_T_COUNT) {
+			const unsigned *c = st->cls[t];
+			unsigned re = s->active[t];
+			unsigned eff = c[SCAN_HS_C_HS] + c[SCAN_HS_C_GATED] + c[SCAN_HS_C_PREFILTER] +
+			    c[SCAN_HS_C_ALWAYS];
+			tot_re += re;
+			tot_eff += eff;
+			printf(" | %7u %7u %7u %7u %7u %6.1f%%", c[SCAN_HS_C_HS], c[SCAN_HS_C_GATED],
+			    c[SCAN_HS_C_PREFILTER], c[SCAN_HS_C_ALWAYS], c[SCAN_HS_C_FAILED],
+			    re ? 100.0 * eff / re : 100.0);
+		}
+		printf("\n");
+	}
+	printf("regex rules in effect: %u of %u active (%.1f%%); header exists: rules %u, "
+	    "negated %u\n", tot_eff, tot_re, tot_re ? 100.0 * tot_eff / tot_re : 100.0,
+	    s->exists, s->negated);
+	printf("databases:");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->patterns[t],
+		    st->db_bytes[t] / 1024, st->stream_bytes[t]);
+	printf("\ncost model: %u compilable patterns sent to PCRE2\n", st->costly);
+	printf("header keys %u; cache %s (%d); build %.2f s\n", st->header_keys,
+	    st->cache_hit ? "hit" : "miss", st->cache_status, st->compile_seconds);
+	printf("skipped: %u directives, %u lines in false conditionals, %u lang, %u include; "
+	    "%u redefined; %u tflags words ignored; %u orphan score/describe/tflags; "
+	    "%u meta refs to unknown rules; %u diagnostics\n", s->skipped_directives,
+	    s->cond_skipped, s->lang_skipped, s->includes_skipped, s->redefined, s->tflags_ignored,
+	    s->orphan_attrs, s->meta_unknown_refs, s->errors);
+	printf("skipped directives:");
+	for (unsigned i = 0; i < rs->n_skips && i < (verbose ? rs->n_skips : 12); i++)
+		printf(" %s=%u", rs->skips[i].name, rs->skips[i].count);
+	printf("\nHyperscan refused (reason: count):\n");
+	for (unsigned i = 0; i < st->n_reason; i++)
+		printf("  %-60s %u\n", st->reason[i].why, st->reason[i].count);
+	if (verbose) {
+		for (unsigned i = 0; i < rs->n_diag; i++)
+			printf("diag: %s\n", rs->diag[i]);
+		for (uint32_t i = 0; i < rs->n; i++) {
+			unsigned c = scan_hs_rule_class(e, i);
+			if (c == SCAN_HS_C_FAILED || c == SCAN_HS_C_ALWAYS || c == SCAN_HS_C_PREFILTER)
+				printf("rule %s %s %s\n", rs->rules[i].name,
+				    scan_rules_type_name(rs->rules[i].type), cls_names[c]);
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct scan_hs_config cfg = {0};
+	struct scan_hs_stats st;
+	struct scan_ruleset *rs = scan_rules_new();
+	const char *dirs[64];
+	unsigned ndirs = 0, repeat = 0;
+	bool verbose = false, quiet = false, list = false;
+	int c, rc;
+
+	if (!rs)
+		return 2;
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlh")) != -1) {
+		switch (c) {
+		case 'r':
+			rc = scan_rules_load_path(rs, optarg);
+			if (rc < 0) {
+				fprintf(stderr, "sluice-rules: %s: %s\n", optarg, strerror(-rc));
+				return 2;
+			}
+			break;
+		case 'c': cfg.cache_path = optarg; break;
+		case 's': load_messages(optarg); break;
+		case 'd':
+			if (ndirs < 64)
+				dirs[ndirs++] = optarg;
+			break;
+		case 'n': repeat = (unsigned)atoi(optarg); break;
+		case 'q': quiet = true; break;
+		case 'v': verbose = true; break;
+		case 'P': cfg.no_prefilter = true; break;
+		case 'l': list = true; break;
+		default:
+			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
+			    "[-n REPEAT] [-q] [-v] [-P] [-l]\n");
+			return c == 'h' ? 0 : 2;
+		}
+	}
+	for (unsigned i = 0; i < ndirs; i++)
+		load_dir(dirs[i]);
+	if (scan_rules_finish(rs) < 0)
+		return 2;
+	struct scan_hs *e = scan_hs_build(rs, &cfg, &st);
+	if (!e) {
+		fprintf(stderr, "sluice-rules: engine build failed: %s\n", strerror(errno));
+		return 1;
+	}
+	if (list) {
+		for (uint32_t i = 0; i < rs->n; i++)
+			if (rs->rules[i].defined)
+				printf("%s %s %s %.3f\n", rs->rules[i].name,
+				    scan_rules_type_name(rs->rules[i].type),
+				    rs->rules[i].state == SCAN_RS_ACTIVE ?
+				    cls_names[scan_hs_rule_class(e, i)] :
+				    rs->rules[i].state == SCAN_RS_EVAL ? "eval" :
+				    rs->rules[i].state == SCAN_RS_DISABLED ? "score0" : "broken",
+				    rs->rules[i].score);
+		return 0;
+	}
+	report(rs, e, &st, verbose);
+	if (!nmsgs) {
+		scan_hs_free(e);
+		scan_rules_free(rs);
+		return 0;
+	}
+	struct scan_hs_worker *w = scan_hs_worker_new(e);
+	struct scan_msg *sm = scan_msg_new(e);
+	struct scan_policy pol;
+	if (!w || !sm)
+		return 2;
+	scan_policy_default(&pol);
+	unsigned acts[SCAN_ACT_COUNT] = {0};
+	uint64_t pcre_runs = 0, bytes = 0;
+	for (size_t i = 0; i < nmsgs; i++) {
+		struct scan_verdict v;
+		scan_msg_begin(sm, w);
+		scan_msg_feed(sm, msgs[i].p, msgs[i].n);
+		rc = scan_msg_end(sm);
+		scan_verdict_compute(rs, sm->hm->hits, sm->hm->gtube, rc < 0, &pol, &v);
+		acts[v.action]++;
+		pcre_runs += sm->hm->pcre_runs;
+		bytes += msgs[i].n;
+		if (quiet)
+			continue;
+		printf("%s %.1f %s tests=", msgs[i].name, v.score, scan_action_name(v.action));
+		int g = scan_rules_find(rs, "GTUBE");
+		if (v.gtube && !(g >= 0 && sm->hm->hits[g]))
+			printf("GTUBE%s", v.n_hits ? "," : "");
+		for (uint32_t k = 0; k < v.n_hits; k++)
+			printf("%s%s", k ? "," : "", rs->rules[v.hit[k]].name);
+		printf("\n");
+	}
+	printf("scanned %zu messages (%.1f KB avg): ", nmsgs, bytes / 1024.0 / nmsgs);
+	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
+		if (acts[a])
+			printf("%s=%u ", scan_action_name(a), acts[a]);
+	printf("pcre2 runs/msg=%.1f\n", (double)pcre_runs / nmsgs);
+	if (repeat) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (unsigned r = 0; r < repeat; r++)
+			for (size_t i = 0; i < nmsgs; i++) {
+				scan_msg_begin(sm, w);
+				scan_msg_feed(sm, msgs[i].p, msgs[i].n);
+				scan_msg_end(sm);
+			}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		double n = (double)nmsgs * repeat;
+		printf("throughput: %.0f msgs/s, %.1f MB/s (%u x %zu messages, %.2f s, one core)\n",
+		    n / s, (double)bytes * repeat / s / 1e6, repeat, nmsgs, s);
+	}
+	scan_msg_free(sm);
+	scan_hs_worker_free(w);
+	scan_hs_free(e);
+	scan_rules_free(rs);
+	for (size_t i = 0; i < nmsgs; i++) {
+		free(msgs[i].name);
+		free(msgs[i].p);
+	}
+	free(msgs);
+	return 0;
+}
