@@ -55,6 +55,9 @@ enum kt {
 	KT_ENUM,         /* int-sized enum, value = index in names */
 	KT_BACKEND,      /* char *, an LMTP target: "unix:/path" or address */
 	KT_ROUTES,       /* the lmtp.routes mapping: domain -> backend */
+	KT_SCORE,        /* double, a rule score or threshold, min..max */
+	KT_PATHS,        /* filter.rules: one path or a list of them */
+	KT_SCORES,       /* filter.attachments.scores: RULE -> score */
 };
 
 struct key {
@@ -124,6 +127,30 @@ static const struct key keys[] = {
 	{ "lmtp.default", KT_BACKEND, OFF(lmtp_default), 0, 0, NULL, NULL },
 	{ "lmtp.routes", KT_ROUTES, 0, 0, 0, NULL, NULL },
 	{ "lmtp.timeout", KT_DUR_MS, OFF(lmtp_timeout_ms), MS_S, MS_H, NULL, NULL },
+	{ "antivirus", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "antivirus.enabled", KT_BOOL, OFF(av_enabled), 0, 0, NULL, NULL },
+	{ "antivirus.database", KT_PATH, OFF(av_database), 0, 0, NULL, NULL },
+	{ "antivirus.threads", KT_U32, OFF(av_threads), 1, 64, NULL, NULL },
+	{ "antivirus.timeout", KT_DUR_MS, OFF(av_timeout_ms), 1, MS_H, NULL, NULL },
+	{ "antivirus.queue_max", KT_U32, OFF(av_queue_max), 1, 1000000, NULL, NULL },
+	{ "antivirus.max_scan_bytes", KT_SIZE, OFF(av_max_scan_bytes), 1024, 128ull << 20, NULL,
+	  "the per-message scan buffer" },
+	{ "filter", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "filter.enabled", KT_BOOL, OFF(filter_enabled), 0, 0, NULL, NULL },
+	{ "filter.rules", KT_PATHS, 0, 0, 0, NULL, NULL },
+	{ "filter.cache", KT_PATH, OFF(filter_cache), 0, 0, NULL, NULL },
+	{ "filter.policy", KT_TEXT, OFF(filter_policy), 0, 0, NULL, NULL },
+	{ "filter.tag", KT_SCORE, OFF(filter_tag), 0, 1000000, NULL, NULL },
+	{ "filter.subject_lower", KT_SCORE, OFF(filter_subject_lower), 0, 1000000, NULL, NULL },
+	{ "filter.subject_upper", KT_SCORE, OFF(filter_subject_upper), 0, 1000000, NULL, NULL },
+	{ "filter.quarantine", KT_SCORE, OFF(filter_quarantine), 0, 1000000, NULL, NULL },
+	{ "filter.reject", KT_SCORE, OFF(filter_reject), 0, 1000000, NULL, NULL },
+	{ "filter.tempfail", KT_SCORE, OFF(filter_tempfail), 0, 1000000, NULL, NULL },
+	{ "filter.slots", KT_U32, OFF(filter_slots), 1, 100000, NULL, NULL },
+	{ "filter.attachments", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "filter.attachments.enabled", KT_BOOL, OFF(filter_attach_enabled), 0, 0, NULL, NULL },
+	{ "filter.attachments.extensions", KT_TEXT, OFF(filter_attach_ext), 0, 0, NULL, NULL },
+	{ "filter.attachments.scores", KT_SCORES, 0, 0, 0, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -437,6 +464,22 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->spool_limit = 0;
 	c->lmtp_default = NULL;
 	c->lmtp_timeout_ms = 5 * MS_M;
+	c->av_enabled = false;
+	c->av_database = strdup("/var/lib/clamav");
+	c->av_threads = 1;
+	c->av_timeout_ms = 30 * MS_S;
+	c->av_queue_max = 256;
+	c->av_max_scan_bytes = 25ull << 20;
+	c->filter_enabled = false;
+	c->filter_rules[0] = strdup("/usr/share/spamassassin");
+	c->filter_nrules = c->filter_rules[0] ? 1 : 0;
+	c->filter_cache = strdup("var/scan.cache");
+	c->filter_tag = 5.0;
+	c->filter_subject_lower = 5.0;
+	c->filter_subject_upper = 10.0;
+	c->filter_reject = 15.0;
+	c->filter_slots = 256;
+	c->filter_attach_enabled = true;
 	c->log_level = CTL_LOG_INFO;
 	c->log_file = NULL;
 }
@@ -456,6 +499,14 @@ void ctl_config_free(struct ctl_config *c)
 	free(c->maildir);
 	free(c->log_file);
 	free(c->lmtp_default);
+	free(c->av_database);
+	for (unsigned i = 0; i < c->filter_nrules && i < CTL_FILTER_PATHS_MAX; i++)
+		free(c->filter_rules[i]);
+	free(c->filter_cache);
+	free(c->filter_policy);
+	free(c->filter_attach_ext);
+	for (unsigned i = 0; i < c->filter_attach_nscores && i < CTL_FILTER_SCORES_MAX; i++)
+		free(c->filter_attach_score_name[i]);
 	for (unsigned i = 0; i < c->nroutes; i++) {
 		free(c->routes[i].domain);
 		free(c->routes[i].backend);
@@ -730,6 +781,18 @@ static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
 		*(bool *)field = b;
 		return 0;
 	}
+	case KT_SCORE: {
+		char *end;
+		errno = 0;
+		double d = strtod(s, &end);
+		if (end == s || *end != '\0' || errno != 0 || d != d)
+			return FAIL(ld, n, "%s: expected a number (a score), got '%s'", k->name,
+			            show(n, v, sizeof(v)));
+		if (d < (double)k->min || d > (double)k->max)
+			return range_err(ld, k, n);
+		*(double *)field = d;
+		return 0;
+	}
 	case KT_ENUM: {
 		char list[128];
 		size_t o = 0;
@@ -831,6 +894,8 @@ static int unknown_key(struct ld *ld, const yaml_node_t *kn, const char *prefix,
 
 static int load_listen(struct ld *ld, const yaml_node_t *n);
 static int load_routes(struct ld *ld, const yaml_node_t *n);
+static int load_filter_rules(struct ld *ld, const yaml_node_t *n);
+static int load_filter_scores(struct ld *ld, const yaml_node_t *n);
 
 static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *map)
 {
@@ -877,6 +942,10 @@ static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *ma
 			r = load_listen(ld, vn);
 		else if (k->type == KT_ROUTES)
 			r = load_routes(ld, vn);
+		else if (k->type == KT_PATHS)
+			r = load_filter_rules(ld, vn);
+		else if (k->type == KT_SCORES)
+			r = load_filter_scores(ld, vn);
 		else
 			r = set_leaf(ld, k, vn);
 		if (r < 0)
@@ -994,6 +1063,98 @@ static int load_listen(struct ld *ld, const yaml_node_t *n)
 
 /* lmtp.routes: "example.org: unix:/run/lmtp" or ".example.org: ..." (its
  * subdomains). Domains are kept lowercased; each may appear once. */
+/* filter.rules: "path" or a list of paths (files or directories of .cf). */
+static int load_filter_rules(struct ld *ld, const yaml_node_t *n)
+{
+	struct ctl_config *c = ld->c;
+	const yaml_node_item_t *it = NULL, *end = NULL;
+	const char *s;
+	int r;
+
+	for (unsigned i = 0; i < c->filter_nrules; i++) {
+		free(c->filter_rules[i]);
+		c->filter_rules[i] = NULL;
+	}
+	c->filter_nrules = 0;
+	if (is_null(n))
+		return 0;
+	if (n->type == YAML_SEQUENCE_NODE) {
+		it = n->data.sequence.items.start;
+		end = n->data.sequence.items.top;
+	} else if (n->type != YAML_SCALAR_NODE) {
+		return FAIL(ld, n, "filter.rules: expected a path or a list of paths, got %s", kind(n));
+	}
+	for (const yaml_node_t *en = n; ; ) {
+		if (it != NULL) {
+			if (it == end)
+				break;
+			en = yaml_document_get_node(ld->doc, *it++);
+			if (!en)
+				return FAIL(ld, n, "internal error: dangling node");
+		}
+		if ((r = scalar(ld, "filter.rules", en, &s)) < 0)
+			return r;
+		if (s[0] == '\0' || strlen(s) >= PATH_MAX)
+			return FAIL(ld, en, "filter.rules: expected a path, got '%s'", s);
+		if (c->filter_nrules == CTL_FILTER_PATHS_MAX)
+			return FAIL(ld, en, "filter.rules: at most %d paths", CTL_FILTER_PATHS_MAX);
+		if ((c->filter_rules[c->filter_nrules] = strdup(s)) == NULL) {
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		c->filter_nrules++;
+		if (it == NULL)
+			break;
+	}
+	return 0;
+}
+
+/* filter.attachments.scores: a mapping RULE: score (the names are checked
+ * against scan/attach.h when the filter starts, and by --check). */
+static int load_filter_scores(struct ld *ld, const yaml_node_t *n)
+{
+	struct ctl_config *c = ld->c;
+	char v[CFG_SHOW_MAX * 4 + 8];
+	const char *s;
+	int r;
+
+	if (is_null(n))
+		return 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return FAIL(ld, n, "filter.attachments.scores: expected a mapping of RULE: score, got %s",
+		            kind(n));
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+		yaml_node_t *kn = yaml_document_get_node(ld->doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(ld->doc, pr->value);
+		if (!kn || !vn)
+			return FAIL(ld, n, "internal error: dangling node");
+		if ((r = scalar(ld, "filter.attachments.scores", kn, &s)) < 0)
+			return r;
+		size_t len = strlen(s);
+		if (len == 0 || len > 40 || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != len)
+			return FAIL(ld, kn, "filter.attachments.scores: expected a rule name (ATTACH_...), "
+			            "got '%s'", show(kn, v, sizeof(v)));
+		if (c->filter_attach_nscores == CTL_FILTER_SCORES_MAX)
+			return FAIL(ld, kn, "filter.attachments.scores: at most %d rules", CTL_FILTER_SCORES_MAX);
+		unsigned i = c->filter_attach_nscores;
+		if ((c->filter_attach_score_name[i] = strdup(s)) == NULL) {
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		c->filter_attach_nscores++;
+		if ((r = scalar(ld, "filter.attachments.scores", vn, &s)) < 0)
+			return r;
+		char *e;
+		errno = 0;
+		double d = strtod(s, &e);
+		if (e == s || *e != '\0' || errno != 0 || d != d || d < -1000000 || d > 1000000)
+			return FAIL(ld, vn, "filter.attachments.scores.%s: expected a score, got '%s'",
+			            c->filter_attach_score_name[i], show(vn, v, sizeof(v)));
+		c->filter_attach_score[i] = d;
+	}
+	return 0;
+}
+
 static int load_routes(struct ld *ld, const yaml_node_t *n)
 {
 	struct ctl_config *c = ld->c;
@@ -1112,6 +1273,12 @@ static int check_whole(struct ld *ld)
 		                    "delivery.method"),
 		            "lmtp.default: must be set with delivery.method lmtp (the backend for "
 		            "domains without a route)");
+	if (c->av_enabled && !c->av_database)
+		return errf(ld->err, ld->errlen, ld->name,
+		            cite(c, ctl_config_key_line(c, "antivirus.database") ? "antivirus.database" :
+		                    "antivirus.enabled"),
+		            "antivirus.database: must be set with antivirus.enabled (the signature "
+		            "directory, e.g. /var/lib/clamav)");
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];
 		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));
@@ -1159,7 +1326,7 @@ int ctl_config_load_buffer(const char *name, const void *buf, size_t n,
 		err[0] = '\0';
 	ctl_config_defaults(c);
 	c->path = strdup(ld.name);
-	if (!c->path || !c->hostname || !c->banner || !c->spool_dir || !c->maildir ||
+	if (!c->path || !c->hostname || !c->banner || !c->spool_dir || !c->maildir || !c->av_database ||
 	    !c->listen[0].text) {
 		errf(err, errlen, ld.name, 0, "out of memory");
 		ctl_config_free(c);
@@ -1359,6 +1526,21 @@ static int check_dir(const struct ctl_config *c, const char *key, const char *di
 	}
 }
 
+/* The signature database: what cl_load() takes, a directory or one file.
+ * Its content is the loader's business (an empty directory tempfails). */
+static int check_av_database(const struct ctl_config *c, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(c->av_database, &st) != 0)
+		return errf(err, errlen, c->path, cite(c, "antivirus.database"),
+		            "antivirus.database: cannot access %s: %s", c->av_database, strerror(errno));
+	if (access(c->av_database, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) != 0)
+		return errf(err, errlen, c->path, cite(c, "antivirus.database"),
+		            "antivirus.database: cannot read %s: %s", c->av_database, strerror(errno));
+	return 0;
+}
+
 static int check_log_file(const struct ctl_config *c, char *err, size_t errlen)
 {
 	struct stat st;
@@ -1421,5 +1603,11 @@ int ctl_config_check_files(const struct ctl_config *c, char *err, size_t errlen)
 	}
 	if (c->log_file && (r = check_log_file(c, err, errlen)) < 0)
 		return r;
+	if (c->av_enabled && c->av_database && (r = check_av_database(c, err, errlen)) < 0)
+		return r;
+	for (unsigned i = 0; c->filter_enabled && i < c->filter_nrules; i++)
+		if (access(c->filter_rules[i], R_OK) != 0)
+			return errf(err, errlen, c->path, cite(c, "filter.rules"),
+			            "filter.rules: cannot read %s: %s", c->filter_rules[i], strerror(errno));
 	return 0;
 }

@@ -51,7 +51,9 @@ struct ctl_listen {
 };
 
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
-#define CTL_CONFIG_KEYS_MAX 64
+#define CTL_CONFIG_KEYS_MAX 96
+#define CTL_FILTER_PATHS_MAX 16
+#define CTL_FILTER_SCORES_MAX 32
 #define CTL_ROUTES_MAX 4096
 
 struct ctl_config {
@@ -97,6 +99,31 @@ struct ctl_config {
 	struct ctl_route *routes;      /* lmtp.routes, in file order */
 	unsigned nroutes;
 	uint64_t lmtp_timeout_ms;
+	/* antivirus (libclamav, control/av.h) */
+	bool av_enabled;               /* default false */
+	char *av_database;             /* signature directory (or one file) for cl_load */
+	uint32_t av_threads;           /* scan threads */
+	uint64_t av_timeout_ms;        /* per message, from hand-over to verdict */
+	uint32_t av_queue_max;         /* messages waiting or being scanned; beyond: 451 */
+	uint64_t av_max_scan_bytes;    /* decoded attachment bytes kept per message */
+	/* filter (SMTP-time content filtering, control/filter.h) */
+	bool filter_enabled;           /* default false */
+	char *filter_rules[CTL_FILTER_PATHS_MAX]; /* files or directories of .cf */
+	unsigned filter_nrules;
+	char *filter_cache;            /* compiled-rules cache file, or NULL */
+	char *filter_policy;           /* "SCORE:ACTION,...", or NULL: the thresholds */
+	double filter_tag;             /* X-Spam-* headers from this score; 0: always */
+	double filter_subject_lower;   /* {SPAM?}; 0: off (for each of these) */
+	double filter_subject_upper;   /* {SPAM!} */
+	double filter_quarantine;
+	double filter_reject;          /* 550 5.7.1 */
+	double filter_tempfail;        /* 451 4.7.1 */
+	uint32_t filter_slots;         /* messages scanned at once per worker */
+	bool filter_attach_enabled;    /* default true (with filter.enabled) */
+	char *filter_attach_ext;       /* extension list, or NULL: the default */
+	char *filter_attach_score_name[CTL_FILTER_SCORES_MAX]; /* ATTACH_* */
+	double filter_attach_score[CTL_FILTER_SCORES_MAX];
+	unsigned filter_attach_nscores;
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */

@@ -21,7 +21,9 @@
 
 #include <openssl/ssl.h>
 
+#include "control/av.h"
 #include "control/config.h"
+#include "control/filter.h"
 #include "control/log.h"
 #include "control/server.h"
 #include "control/spool.h"
@@ -119,6 +121,12 @@ main(int argc, char **argv)
 		ctl_config_free(&cfg);
 		return 1;
 	}
+	struct ctl_filter_conf fc;
+	if (cfg.filter_enabled && ctl_filter_conf_from_config(&fc, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		ctl_config_free(&cfg);
+		return 1;
+	}
 	if (check) {
 		printf("sluiced: %s: configuration OK\n", path);
 		ctl_config_free(&cfg);
@@ -178,9 +186,45 @@ main(int argc, char **argv)
 		}
 	}
 
-	struct ctl_server *srv = ctl_server_start(&cfg, sp, tls, err, sizeof(err));
+	/* Antivirus: the signature database loads in the background; until it
+	 * is loaded, mail with attachments gets 451 4.7.1. */
+	struct ctl_av *av = NULL;
+	if (cfg.av_enabled) {
+		struct ctl_av_conf ac = {
+			.database = cfg.av_database,
+			.threads = cfg.av_threads,
+			.timeout_ms = cfg.av_timeout_ms,
+			.queue_max = cfg.av_queue_max,
+			.max_scan_bytes = cfg.av_max_scan_bytes,
+		};
+		av = ctl_av_start(&ac);
+		if (av == NULL) {
+			ctl_log(CTL_LOG_ERR, "event=fatal what=antivirus error=%s", strerror(errno));
+			ctl_queue_set_spool(q, NULL);
+			ctl_spool_close(sp);
+			ctl_queue_close(q);
+			return 1;
+		}
+	}
+
+	/* Content filter: the rules load and compile on the filter's own thread
+	 * (with the cache about a second; cold, Debian's rules take about two
+	 * minutes); until then DATA gets 451 4.7.1. */
+	struct ctl_filter *flt = NULL;
+	if (cfg.filter_enabled && (flt = ctl_filter_new(&fc, err, sizeof(err))) == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=fatal what=filter error=\"%s\"", err);
+		av = ctl_av_stop(av);
+		ctl_queue_set_spool(q, NULL);
+		ctl_spool_close(sp);
+		ctl_queue_close(q);
+		return 1;
+	}
+
+	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, tls, err, sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		flt = ctl_filter_free(flt);
+		av = ctl_av_stop(av);
 		ctl_queue_set_spool(q, NULL);
 		ctl_spool_close(sp);
 		ctl_queue_close(q);
@@ -205,6 +249,17 @@ main(int argc, char **argv)
 		int sig = 0;
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
+		if (sig == SIGHUP && flt != NULL) {
+			ctl_log(CTL_LOG_INFO, "event=sighup action=filter_reload");
+			ctl_filter_reload(flt);
+		}
+		if (sig == SIGHUP && av != NULL) {
+			ctl_log(CTL_LOG_INFO, "event=sighup action=antivirus_reload");
+			ctl_av_reload(av);
+			continue;
+		}
+		if (sig == SIGHUP && flt != NULL)
+			continue;
 		if (sig == SIGHUP) {
 			ctl_log(CTL_LOG_WARN, "event=sighup action=none note=\"configuration reload arrives "
 			        "with the admin socket; restart to apply changes\"");
@@ -215,6 +270,8 @@ main(int argc, char **argv)
 	}
 
 	srv = ctl_server_stop(srv);
+	av = ctl_av_stop(av);  /* after the server: its workers wait for verdicts */
+	flt = ctl_filter_free(flt);  /* after the server: workers hold engines */
 	ctl_queue_set_spool(q, NULL);
 	sp = ctl_spool_close(sp);
 	struct ctl_queue_stats qs;

@@ -688,35 +688,18 @@ static void dsn_done(struct ctl_msg *m, int err)
 	pthread_mutex_unlock(&w->mu);
 }
 
-/* Submit a report to the spool and wait until it is durable. 0 or -errno. */
-static int dsn_submit(struct ctl_queue *q, const struct ctl_envelope *orig, const char *text,
-                      size_t len, bool body8bit, char *qid)
+/* Submit a message to the spool and wait until it is durable (queue thread,
+ * without the queue mutex). 0 or -errno. */
+static int submit_wait(struct ctl_queue *q, const struct ctl_envelope *env,
+                       const struct iovec *iov, int iovcnt)
 {
-	struct smtp_rcpt rc = { .addr = orig->mail_from, .orcpt = NULL,
-	                        .notify = SMTP_NOTIFY_NEVER };
-	struct iovec iov = { (void *)text, len };
 	struct dsn_wait w;
-	struct timespec ts;
 	int r;
 
 	memset(&w, 0, sizeof w);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	/* Like the server's queue ids, with 'Z' where they have a worker digit. */
-	snprintf(qid, CTL_QID_LEN, "%013llXZ%04X",
-	         (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000,
-	         q->dsn_seq++ & 0xffffu);
-	memcpy(w.m.env.qid, qid, CTL_QID_LEN);
-	w.m.env.arrival = ts.tv_sec;
-	w.m.env.client = "127.0.0.1";
-	w.m.env.helo = q->hostname;
-	w.m.env.mail_from = "";
-	w.m.env.body = body8bit ? SMTP_BODY_8BITMIME : SMTP_BODY_NONE;
-	w.m.env.ret = SMTP_RET_NONE;
-	w.m.env.smtputf8 = orig->smtputf8;
-	w.m.env.rcpt = &rc;
-	w.m.env.nrcpt = 1;
-	w.m.iov = &iov;
-	w.m.iovcnt = 1;
+	w.m.env = *env;
+	w.m.iov = iov;
+	w.m.iovcnt = iovcnt;
 	w.m.done = dsn_done;
 	w.m.ctx = &w;
 	pthread_mutex_init(&w.mu, NULL);
@@ -735,6 +718,35 @@ static int dsn_submit(struct ctl_queue *q, const struct ctl_envelope *orig, cons
 	pthread_cond_destroy(&w.cv);
 	pthread_mutex_destroy(&w.mu);
 	return r;
+}
+
+/* Submit a report to the spool and wait until it is durable. 0 or -errno. */
+static int dsn_submit(struct ctl_queue *q, const struct ctl_envelope *orig, const char *text,
+                      size_t len, bool body8bit, char *qid)
+{
+	struct smtp_rcpt rc = { .addr = orig->mail_from, .orcpt = NULL,
+	                        .notify = SMTP_NOTIFY_NEVER };
+	struct iovec iov = { (void *)text, len };
+	struct ctl_envelope env;
+	struct timespec ts;
+
+	memset(&env, 0, sizeof env);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* Like the server's queue ids, with 'Z' where they have a worker digit. */
+	snprintf(qid, CTL_QID_LEN, "%013llXZ%04X",
+	         (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000,
+	         q->dsn_seq++ & 0xffffu);
+	memcpy(env.qid, qid, CTL_QID_LEN);
+	env.arrival = ts.tv_sec;
+	env.client = "127.0.0.1";
+	env.helo = q->hostname;
+	env.mail_from = "";
+	env.body = body8bit ? SMTP_BODY_8BITMIME : SMTP_BODY_NONE;
+	env.ret = SMTP_RET_NONE;
+	env.smtputf8 = orig->smtputf8;
+	env.rcpt = &rc;
+	env.nrcpt = 1;
+	return submit_wait(q, &env, &iov, 1);
 }
 
 struct rcpt_res {
@@ -980,6 +992,9 @@ out:
 }
 
 /* One delivery attempt: 0, or -errno with *why set. */
+static int deliver_quarantine(struct ctl_queue *q, const struct q_entry *e, const uint8_t *rec,
+                              uint64_t len, const char **why);
+
 static int deliver(struct ctl_queue *q, struct q_entry *e, const char **why)
 {
 	const uint8_t *envp, *msg;
@@ -1023,12 +1038,120 @@ static int deliver(struct ctl_queue *q, struct q_entry *e, const char **why)
 		*why = "spool envelope corrupt";
 		return rc;
 	}
-	if (q->conf.method == CTL_DELIVER_LMTP)
+	if (dec.env.quarantine)
+		rc = deliver_quarantine(q, e, q->buf, e->len, why);
+	else if (q->conf.method == CTL_DELIVER_LMTP)
 		rc = deliver_lmtp(q, e, &dec.env, msg, msglen, why);
 	else
 		rc = deliver_maildir(q, e, &dec.env, msg, msglen, why);
 	ctl_env_dec_free(&dec);
 	return rc;
+}
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- quarantine (docs/SPOOL.md "Quarantine") ------------------------ */
+
+/* A quarantined message is kept whole, as its spool record (envelope and
+ * message, CRC-checked), in DIR/quarantine/QID, made durable before the
+ * spool record is marked done. sluice-queue release QID puts it back. */
+static int deliver_quarantine(struct ctl_queue *q, const struct q_entry *e, const uint8_t *rec,
+                              uint64_t len, const char **why)
+{
+	char tmp[CTL_QID_LEN + 16], name[CTL_QID_LEN + 16];
+	int dfd, fd, rc = 0;
+
+	*why = "quarantine";
+	if (mkdirat(q->dirfd, "../" CTL_QUARANTINE_DIR, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	dfd = openat(q->dirfd, "../" CTL_QUARANTINE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	snprintf(tmp, sizeof tmp, ".tmp.%s", e->qid);
+	snprintf(name, sizeof name, "%s", e->qid);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		close(dfd);
+		return rc;
+	}
+	for (uint64_t off = 0; off < len && rc == 0;) {
+		ssize_t k = write(fd, rec + off, (size_t)(len - off));
+		if (k < 0 && errno != EINTR)
+			rc = -errno;
+		else if (k > 0)
+			off += (uint64_t)k;
+	}
+	if (rc == 0 && q->conf.sync && fdatasync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	if (rc == 0 && renameat(dfd, tmp, dfd, name) != 0)
+		rc = -errno;
+	if (rc == 0 && q->conf.sync && fsync(dfd) != 0)
+		rc = -errno;
+	if (rc != 0)
+		unlinkat(dfd, tmp, 0);
+	close(dfd);
+	if (rc == 0)
+		ctl_log(CTL_LOG_INFO, "event=quarantined qid=%s file=%s/%s", e->qid,
+		        CTL_QUARANTINE_DIR, name);
+	return rc;
+}
+
+/* Release a quarantined message: back into the spool without the flag,
+ * waiting until it is durable, then the quarantine file goes. Runs on the
+ * queue thread without its mutex (the spool's done() takes it). */
+static void quarantine_release(struct ctl_queue *q, const char *qid, struct sbuf *out)
+{
+	uint8_t *buf = NULL;
+	const uint8_t *envp, *msg;
+	uint32_t envlen, crc;
+	uint64_t msglen;
+	struct ctl_env_dec dec = { 0 };
+	struct stat st;
+	int dfd = -1, fd = -1, rc;
+
+	if (qid[0] == '\0' || qid[0] == '.' || strchr(qid, '/') != NULL) {
+		sb_add(out, "notfound %s\n", qid);
+		return;
+	}
+	dfd = openat(q->dirfd, "../" CTL_QUARANTINE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = dfd >= 0 ? openat(dfd, qid, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		sb_add(out, "notfound %s\n", qid);
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size ||
+	    ctl_rec_check(buf, (uint64_t)st.st_size, &envp, &envlen, &msg, &msglen, &crc) !=
+	        (uint64_t)st.st_size ||
+	    ctl_env_decode(envp, envlen, &dec) != 0) {
+		sb_add(out, "error %s unreadable\n", qid);
+		goto out;
+	}
+	dec.env.quarantine = false;
+	struct iovec iov = { (void *)msg, (size_t)msglen };
+	rc = submit_wait(q, &dec.env, &iov, 1);
+	if (rc != 0) {
+		sb_add(out, "error %s %s\n", qid, strerror(-rc));
+		goto out;
+	}
+	unlinkat(dfd, qid, 0);
+	if (q->conf.sync)
+		fsync(dfd);
+	ctl_log(CTL_LOG_INFO, "event=released qid=%s by=sluice-queue", qid);
+	sb_add(out, "released %s\n", qid);
+out:
+	ctl_env_dec_free(&dec);
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
 }
 
 static uint64_t retry_interval(const struct ctl_queue *q, uint32_t attempts)
@@ -1068,10 +1191,7 @@ static void heapify(struct ctl_queue *q)
 	}
 }
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
+
 
 static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -1196,9 +1316,17 @@ static void ctl_poll(struct ctl_queue *q)
 		struct sbuf out = { 0 };
 		char tmp[300], fin[300];
 
-		pthread_mutex_lock(&q->mu);
-		ctl_apply(q, reqs[i], &out);
-		pthread_mutex_unlock(&q->mu);
+		if (strncmp(reqs[i], "release ", 8) == 0) {
+			/* no mutex: the spool's done() needs it */
+			char *save = NULL;
+			for (char *l = strtok_r(reqs[i], "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save))
+				if (strncmp(l, "release ", 8) == 0)
+					quarantine_release(q, l + 8, &out);
+		} else {
+			pthread_mutex_lock(&q->mu);
+			ctl_apply(q, reqs[i], &out);
+			pthread_mutex_unlock(&q->mu);
+		}
 		snprintf(tmp, sizeof tmp, ".res.%s", names[i]);
 		snprintf(fin, sizeof fin, "res.%s", names[i]);
 		int fd = openat(q->ctlfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -53,6 +53,7 @@
  * thread polls the directory every CTL_CTL_POLL_MS, removes the request and
  * answers in "res.NAME" (written as ".res.NAME", then renamed). */
 #define CTL_CTL_DIR "ctl"
+#define CTL_QUARANTINE_DIR "quarantine" /* beside seg/: messages the content filter held */
 #define CTL_CTL_POLL_MS 500u
 #define CTL_CTL_REQ_MAX 65536u
 

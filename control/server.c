@@ -1,9 +1,20 @@
 /*
- * server.c - transport + SMTP engine + spool; see server.h.
+ * server.c - transport + SMTP engine + antivirus + spool; see server.h.
  *
- * Everything here except spool_done() runs on the worker that owns the
- * connection. spool_done() runs on the spool's writer thread and only
- * enqueues a completion (wait-free) and wakes the worker.
+ * Everything here except spool_done() and av_done() runs on the worker that
+ * owns the connection. Those two run on the spool's writer thread and on a
+ * scan thread; they only enqueue a completion (wait-free) and wake the
+ * worker.
+ *
+ * Antivirus (only when ctl_server_start() got a pool): while DATA streams
+ * in, the bytes also go through a MIME parser lent from a per-worker pool;
+ * the DECODED bytes of attachment parts are kept in message chunks of their
+ * own (the file table and the span array of the scan request sit in one
+ * more chunk). At end of data a message with attachment bytes goes to the
+ * scan pool first, the session parked; CLEAN goes on to the spool as
+ * without antivirus, VIRUS gets 554 5.7.1, anything else 451 4.7.1.
+ * What counts as an attachment, and what happens beyond max_scan_bytes, is
+ * in docs/ARCHITECTURE.md ("Virus scanning").
  */
 #include "control/server.h"
 
@@ -18,14 +29,22 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "control/av.h"
+#include "control/filter.h"
 #include "control/log.h"
 #include "dataplane/kernel.h"
+#include "scan/mime.h"
 #include "smtp/smtp.h"
 
 #define SRV_CHUNK_BYTES  65536u
 #define SRV_RECEIVED_MAX 1024u
 /* Message buffers a worker may hold at once, all sessions together. */
 #define SRV_CHUNKS_MAX   16384u /* 1 GiB */
+/* MIME parsers (about 30 KB each) a worker may lend at once: one per
+ * message in DATA while antivirus is on. */
+#define SRV_MIMES_MAX    4096u
+/* Attachments kept per message: the MIME parser's default part limit. */
+#define SRV_AV_FILES_MAX 1024u
 
 struct srv_chunk {
 	struct srv_chunk *next;
@@ -35,6 +54,30 @@ struct srv_chunk {
 };
 
 struct srv_worker;
+struct srv_conn;
+
+/* A MIME parser on loan to the message its borrower receives. */
+struct srv_mime {
+	struct srv_mime *next;
+	struct srv_conn *c;
+	struct scan_mime m;
+};
+
+/* The chunk that goes with a message to the scan pool: the request, the
+ * file table filled while parsing, the span array filled at end of data. */
+struct srv_av_meta {
+	struct ctl_av_req req;
+	struct ctl_av_file file[SRV_AV_FILES_MAX];
+	struct iovec span[];
+};
+
+#define SRV_AV_SPANS_MAX ((sizeof(((struct srv_chunk *)0)->data) - sizeof(struct srv_av_meta)) / \
+                          sizeof(struct iovec))
+_Static_assert(sizeof(struct srv_av_meta) + 16 * sizeof(struct iovec) <=
+               sizeof(((struct srv_chunk *)0)->data), "the meta chunk holds the file table");
+/* antivirus.max_scan_bytes (at most 128m, config.c) fits the span array */
+_Static_assert(SRV_AV_SPANS_MAX * (SRV_CHUNK_BYTES - 16) >= (128ull << 20) + (SRV_CHUNK_BYTES - 16),
+               "the meta chunk holds the spans of max_scan_bytes");
 
 struct srv_conn {
 	struct srv_worker *w;
@@ -51,6 +94,18 @@ struct srv_conn {
 	uint64_t t_conn, t_data;       /* worker ms */
 	struct timespec t_submit;
 	uint32_t received_len;
+	/* antivirus only; all NULL/0 while it is off */
+	struct srv_mime *mime;         /* parser lent while in DATA */
+	struct srv_chunk *av_head, *av_tail; /* decoded attachment bytes */
+	struct srv_chunk *av_meta;     /* struct srv_av_meta */
+	uint64_t av_bytes;
+	uint32_t av_nfile;
+	bool av_collect;               /* the current MIME part is kept */
+	bool av_partial;               /* cut at max_scan_bytes (or the file table) */
+	bool av_stage;                 /* in flight with the scanner, not the spool */
+	const char *av_result;         /* for the txn log line */
+	double av_ms;
+	struct ctl_filter_msg *flt;    /* content filter slot; NULL: filter off */
 	char received[SRV_RECEIVED_MAX];
 	/* the smtp_session follows, 64-aligned */
 };
@@ -63,15 +118,21 @@ struct srv_worker {
 	unsigned nconn;
 	unsigned inflight;
 	unsigned nchunks;              /* allocated, free or in use */
+	unsigned nmimes;               /* MIME parsers allocated, free or lent */
 	struct srv_conn *free_conns;
 	struct srv_chunk *free_chunks;
+	struct srv_mime *free_mimes;
 	struct cds_wfcq_head done_head;
 	struct cds_wfcq_tail done_tail;
+	struct ctl_filter_worker *flt; /* NULL: filter off */
 } __attribute__((aligned(64)));
 
 struct ctl_server {
 	const struct ctl_config *cfg;
 	struct ctl_spool *spool;
+	struct ctl_av *av;             /* NULL: antivirus off */
+	struct ctl_filter *flt;        /* NULL: content filter off */
+	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
 	size_t conn_size;
@@ -124,6 +185,25 @@ chunk_put_list(struct srv_worker *w, struct srv_chunk *ch)
 	}
 }
 
+static void mime_put(struct srv_worker *w, struct srv_mime *m);
+
+/* Antivirus state of the message; the parser goes back to the pool. */
+static void
+av_clear(struct srv_conn *c)
+{
+	if (c->mime != NULL) {
+		mime_put(c->w, c->mime);
+		c->mime = NULL;
+	}
+	chunk_put_list(c->w, c->av_head);
+	chunk_put_list(c->w, c->av_meta);
+	c->av_head = c->av_tail = c->av_meta = NULL;
+	c->av_bytes = 0;
+	c->av_nfile = 0;
+	c->av_collect = false;
+	c->av_partial = false;
+}
+
 static void
 msg_clear(struct srv_conn *c)
 {
@@ -132,27 +212,30 @@ msg_clear(struct srv_conn *c)
 	c->head = c->tail = c->iovs = NULL;
 	c->msg_bytes = 0;
 	c->nomem = false;
+	if (c->flt != NULL) {
+		ctl_filter_put(c->w->flt, c->flt);
+		c->flt = NULL;
+	}
+	if (c->av_head != NULL || c->av_meta != NULL || c->mime != NULL)
+		av_clear(c);
 }
 
-static void
-msg_append(struct srv_conn *c, const uint8_t *p, size_t n)
+/* Append to a chunk list; false when no chunk could be had. */
+static inline bool
+chunks_append(struct srv_worker *w, struct srv_chunk **head, struct srv_chunk **tail,
+              const uint8_t *p, size_t n)
 {
-	if (c->nomem)
-		return;
-	c->msg_bytes += n;
 	while (n > 0) {
-		struct srv_chunk *t = c->tail;
+		struct srv_chunk *t = *tail;
 		if (t == NULL || t->len == sizeof(t->data)) {
-			struct srv_chunk *ch = chunk_get(c->w);
-			if (ch == NULL) {
-				c->nomem = true;
-				return;
-			}
+			struct srv_chunk *ch = chunk_get(w);
+			if (ch == NULL)
+				return false;
 			if (t == NULL)
-				c->head = ch;
+				*head = ch;
 			else
 				t->next = ch;
-			c->tail = t = ch;
+			*tail = t = ch;
 		}
 		size_t room = sizeof(t->data) - t->len;
 		size_t k = n < room ? n : room;
@@ -161,6 +244,17 @@ msg_append(struct srv_conn *c, const uint8_t *p, size_t n)
 		p += k;
 		n -= k;
 	}
+	return true;
+}
+
+static void
+msg_append(struct srv_conn *c, const uint8_t *p, size_t n)
+{
+	if (c->nomem)
+		return;
+	c->msg_bytes += n;
+	if (!chunks_append(c->w, &c->head, &c->tail, p, n))
+		c->nomem = true;
 }
 
 /* ---- Received header (RFC 5321 4.4, protocol names RFC 3848/6531) ----- */
@@ -241,16 +335,24 @@ log_txn(struct srv_conn *c, const struct smtp_txn *t, const char *qid, const cha
 		o = sizeof(rcpts) - 1;
 	rcpts[o] = '\0';
 	char rcpts_v[1300];
+	char av[128] = "";
+	if (c->w->srv->av != NULL)
+		snprintf(av, sizeof(av), " av=%s av_files=%u av_bytes=%llu av_partial=%d av_ms=%.3f",
+		         c->av_result ? c->av_result : "-", c->av_nfile,
+		         (unsigned long long)c->av_bytes, c->av_partial, c->av_ms);
+	char flt[800] = "";
+	if (c->flt != NULL)
+		ctl_filter_log(c->flt, flt, sizeof(flt));
 	ctl_log(CTL_LOG_INFO,
 	        "event=txn worker=%u qid=%s client=%s helo=%s from=%s nrcpt=%u to=%s size=%llu "
-	        "verdict=%s dsn=%s reason=%s tls=%d data_ms=%llu commit_ms=%.3f",
+	        "verdict=%s dsn=%s reason=%s tls=%d data_ms=%llu commit_ms=%.3f%s%s",
 	        c->w->id, qid[0] ? qid : "-", ci->peer_str,
 	        ctl_log_value(helo, sizeof(helo), ci->helo),
 	        ctl_log_value(from, sizeof(from), t ? t->mail_from : ""),
 	        t ? t->nrcpt : 0, ctl_log_value(rcpts_v, sizeof(rcpts_v), rcpts),
 	        (unsigned long long)c->msg_bytes, verdict, dsn,
 	        ctl_log_value(reason_v, sizeof(reason_v), reason),
-	        ci->tls, (unsigned long long)(now_ms(c->w) - c->t_data), commit_ms);
+	        ci->tls, (unsigned long long)(now_ms(c->w) - c->t_data), commit_ms, av, flt);
 }
 
 static const char *
@@ -273,6 +375,113 @@ event_name(enum smtp_event ev)
 	case SMTP_EV_ABORT_HOOK: return "refused";
 	}
 	return "unknown";
+}
+
+/* ---- antivirus: attachments out of the MIME stream ---------------------- */
+
+static inline struct srv_av_meta *
+av_meta(const struct srv_conn *c)
+{
+	return (struct srv_av_meta *)(void *)c->av_meta->data;
+}
+
+/* What goes to the scanner: a leaf with a file name, or declared an
+ * attachment, or of any type but text/ (application/, image/, audio/,
+ * video/, model/, font/, and containers left opaque by the parser's
+ * limits or an encoding). Text bodies are for the rule engine. */
+static bool
+av_wanted(const struct scan_mime_part *p)
+{
+	if ((p->flags & (SCAN_MIME_P_MULTIPART | SCAN_MIME_P_MESSAGE)) &&
+	    !(p->flags & SCAN_MIME_P_OPAQUE))
+		return false;  /* a container: its children come as parts */
+	if ((p->flags & SCAN_MIME_P_HAS_FILENAME) || p->disp == SCAN_MIME_DISP_ATTACHMENT)
+		return true;
+	return !(p->flags & SCAN_MIME_P_TEXT);
+}
+
+static void
+av_part_begin(void *ctx, const struct scan_mime_part *p)
+{
+	struct srv_conn *c = ((struct srv_mime *)ctx)->c;
+	c->av_collect = false;
+	if (c->nomem || !av_wanted(p))
+		return;
+	if (c->av_nfile == SRV_AV_FILES_MAX) {
+		c->av_partial = true;
+		return;
+	}
+	if (c->av_meta == NULL) {
+		c->av_meta = chunk_get(c->w);
+		if (c->av_meta == NULL) {
+			c->nomem = true;
+			return;
+		}
+	}
+	av_meta(c)->file[c->av_nfile++] = (struct ctl_av_file){ .off = c->av_bytes, .len = 0 };
+	c->av_collect = true;
+}
+
+static void
+av_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, const uint8_t *b,
+        size_t n)
+{
+	struct srv_conn *c = ((struct srv_mime *)ctx)->c;
+	if (view != SCAN_MIME_DECODED || !c->av_collect || c->nomem)
+		return;
+	uint64_t room = c->w->srv->av_max_bytes - c->av_bytes;
+	if (n > room) {
+		n = (size_t)room;
+		c->av_partial = true;
+	}
+	if (n == 0)
+		return;
+	if (!chunks_append(c->w, &c->av_head, &c->av_tail, b, n)) {
+		c->nomem = true;
+		return;
+	}
+	c->av_bytes += n;
+	av_meta(c)->file[c->av_nfile - 1].len += n;
+}
+
+static void
+av_part_end(void *ctx, const struct scan_mime_end *e)
+{
+	((struct srv_mime *)ctx)->c->av_collect = false;
+}
+
+static const struct scan_mime_sink av_sink = {
+	.part_begin = av_part_begin,
+	.body = av_body,
+	.part_end = av_part_end,
+};
+
+/* A parser from the worker's pool (allocated while it warms up), reset. */
+static struct srv_mime *
+mime_get(struct srv_worker *w)
+{
+	struct srv_mime *m = w->free_mimes;
+	if (m != NULL) {
+		w->free_mimes = m->next;
+		return m;
+	}
+	if (w->nmimes >= SRV_MIMES_MAX)
+		return NULL;
+	m = malloc(sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	scan_mime_init(&m->m, NULL, &av_sink, m);
+	w->nmimes++;
+	return m;
+}
+
+static void
+mime_put(struct srv_worker *w, struct srv_mime *m)
+{
+	scan_mime_reset(&m->m);
+	m->c = NULL;
+	m->next = w->free_mimes;
+	w->free_mimes = m;
 }
 
 /* ---- SMTP hooks -------------------------------------------------------- */
@@ -320,13 +529,52 @@ hook_data_start(void *ctx, struct smtp_session *s, const struct smtp_txn *t, str
 	msg_clear(c);
 	c->t_data = now_ms(c->w);
 	make_qid(c, c->msg.env.qid);
+	if (c->w->srv->av != NULL) {
+		av_clear(c);
+		c->av_result = "-";
+		c->av_ms = 0;
+		c->mime = mime_get(c->w);
+		if (c->mime == NULL) {
+			r->code = 452;
+			snprintf(r->enh, sizeof(r->enh), "4.3.1");
+			snprintf(r->text, sizeof(r->text), "Insufficient system storage, try again later");
+			return SMTP_HOOK_REPLY;
+		}
+		c->mime->c = c;
+	}
+	if (c->w->flt != NULL) {
+		int err = 0;
+		c->flt = ctl_filter_begin(c->w->flt, &err);
+		if (c->flt == NULL) {
+			r->code = err == -EAGAIN ? 451 : 452;
+			snprintf(r->enh, sizeof(r->enh), err == -EAGAIN ? "4.7.1" : "4.3.1");
+			snprintf(r->text, sizeof(r->text), "%s", err == -EAGAIN
+			         ? "Content filter not ready, try again later"
+			         : "Insufficient system storage, try again later");
+			return SMTP_HOOK_REPLY;
+		}
+	}
 	return SMTP_HOOK_OK;
 }
 
 static void
 hook_data(void *ctx, struct smtp_session *s, const uint8_t *p, size_t n)
 {
-	msg_append(ctx, p, n);
+	struct srv_conn *c = ctx;
+	msg_append(c, p, n);
+	if (c->mime != NULL)
+		scan_mime_feed(&c->mime->m, p, n);
+	if (c->flt != NULL)
+		ctl_filter_feed(c->flt, p, n);
+}
+
+/* Completions from other threads: onto the worker's queue, then a wake. */
+static void
+post_done(struct srv_conn *c)
+{
+	cds_wfcq_node_init(&c->done_node);
+	cds_wfcq_enqueue(&c->w->done_head, &c->w->done_tail, &c->done_node);
+	dp_worker_wake(c->w->dpw);
 }
 
 static void
@@ -334,27 +582,25 @@ spool_done(struct ctl_msg *m, int err)
 {
 	struct srv_conn *c = m->ctx;
 	c->spool_err = err;
-	cds_wfcq_node_init(&c->done_node);
-	cds_wfcq_enqueue(&c->w->done_head, &c->w->done_tail, &c->done_node);
-	dp_worker_wake(c->w->dpw);
+	post_done(c);
 }
 
-static int
-hook_data_end(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r)
+static void
+av_done(struct ctl_av_req *q)
 {
-	struct srv_conn *c = ctx;
+	post_done(q->ctx);
+}
+
+/* The message (with its Received header) to the spool: PENDING until the
+ * group commit, or REPLY with r filled (and the message dropped). */
+static int
+spool_submit(struct srv_conn *c, struct smtp_session *s, const struct smtp_txn *t,
+             struct smtp_reply *r)
+{
 	struct srv_worker *w = c->w;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
 	const char *qid = c->msg.env.qid;
 
-	if (c->nomem) {
-		msg_clear(c);
-		r->code = 452;
-		snprintf(r->enh, sizeof(r->enh), "4.3.1");
-		snprintf(r->text, sizeof(r->text), "Insufficient system storage, try again later");
-		log_txn(c, t, qid, "tempfail", "4.3.1", "out of message buffers", 0);
-		return SMTP_HOOK_REPLY;
-	}
 	build_received(c, t, qid);
 
 	/* iovec array in a chunk of its own: header + one entry per chunk. */
@@ -362,7 +608,7 @@ hook_data_end(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struc
 	for (struct srv_chunk *ch = c->head; ch != NULL; ch = ch->next)
 		nchunks++;
 	c->iovs = chunk_get(w);
-	if (c->iovs == NULL || (nchunks + 1) * sizeof(struct iovec) > sizeof(c->iovs->data)) {
+	if (c->iovs == NULL || (nchunks + 4) * sizeof(struct iovec) > sizeof(c->iovs->data)) {
 		msg_clear(c);
 		r->code = 452;
 		snprintf(r->enh, sizeof(r->enh), "4.3.1");
@@ -378,6 +624,8 @@ hook_data_end(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struc
 		iov[i].iov_base = ch->data;
 		iov[i].iov_len = ch->len;
 	}
+	if (c->flt != NULL)  /* X-Spam-* headers after Received, the subject tag */
+		i = ctl_filter_splice(c->flt, iov, i, (unsigned)(sizeof(c->iovs->data) / sizeof(*iov)));
 
 	struct ctl_msg *m = &c->msg;
 	m->env.arrival = time(NULL);
@@ -409,12 +657,98 @@ hook_data_end(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struc
 	return SMTP_HOOK_PENDING;
 }
 
+/* The attachments to the scan pool: PENDING until its verdict, or REPLY
+ * 451 4.7.1 with r filled when it cannot take them now. */
+static int
+av_submit(struct srv_conn *c, const struct smtp_txn *t, struct smtp_reply *r)
+{
+	struct srv_worker *w = c->w;
+	struct srv_av_meta *meta = av_meta(c);
+	unsigned n = 0;
+	for (struct srv_chunk *ch = c->av_head; ch != NULL && n < SRV_AV_SPANS_MAX; ch = ch->next, n++) {
+		meta->span[n].iov_base = ch->data;
+		meta->span[n].iov_len = ch->len;
+	}
+	struct ctl_av_req *q = &meta->req;
+	q->span = meta->span;
+	q->nspan = n;
+	q->file = meta->file;
+	q->nfile = c->av_nfile;
+	q->done = av_done;
+	q->ctx = c;
+	int rc = ctl_av_submit(w->srv->av, q);
+	if (rc == 0) {
+		c->inflight = true;
+		c->av_stage = true;
+		w->inflight++;
+		return SMTP_HOOK_PENDING;
+	}
+	c->av_result = rc == -EAGAIN ? "unavailable" : rc == -ENOBUFS ? "busy" : "error";
+	r->code = 451;
+	snprintf(r->enh, sizeof(r->enh), "4.7.1");
+	snprintf(r->text, sizeof(r->text), "%s",
+	         rc == -EAGAIN ? "Virus scanner not ready, try again later"
+	         : rc == -ENOBUFS ? "Virus scanner busy, try again later"
+	                          : "Virus scanner unavailable, try again later");
+	log_txn(c, t, c->msg.env.qid, "tempfail", "4.7.1",
+	        rc == -EAGAIN ? "av_unavailable: no engine loaded"
+	        : rc == -ENOBUFS ? "av_busy: scan queue full" : "av_error: scanner stopping", 0);
+	msg_clear(c);
+	return SMTP_HOOK_REPLY;
+}
+
+/* The content filter's verdict: OK to go on (accept, tag, quarantine), or
+ * REPLY with r filled (reject 550 5.7.1, tempfail 451 4.7.1). */
+static int
+filter_verdict(struct srv_conn *c, const struct smtp_txn *t, struct smtp_reply *r)
+{
+	const struct ctl_filter_result *v = ctl_filter_end(c->flt);
+	c->msg.env.quarantine = v->action == SCAN_ACT_QUARANTINE;
+	if (v->smtp_code < 400)
+		return SMTP_HOOK_OK;
+	char why[64];
+	snprintf(why, sizeof(why), "%s: score %.1f", v->failed ? "filter_failed" : "spam", v->score);
+	r->code = v->smtp_code;
+	snprintf(r->enh, sizeof(r->enh), "%s", v->smtp_enh);
+	snprintf(r->text, sizeof(r->text), "%s", v->smtp_text);
+	log_txn(c, t, c->msg.env.qid, v->smtp_code >= 500 ? "rejected" : "tempfail", v->smtp_enh, why, 0);
+	msg_clear(c);
+	return SMTP_HOOK_REPLY;
+}
+
+static int
+hook_data_end(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r)
+{
+	struct srv_conn *c = ctx;
+
+	if (c->mime != NULL) {
+		scan_mime_finish(&c->mime->m);
+		mime_put(c->w, c->mime);
+		c->mime = NULL;
+	}
+	if (c->nomem) {
+		msg_clear(c);
+		r->code = 452;
+		snprintf(r->enh, sizeof(r->enh), "4.3.1");
+		snprintf(r->text, sizeof(r->text), "Insufficient system storage, try again later");
+		log_txn(c, t, c->msg.env.qid, "tempfail", "4.3.1", "out of message buffers", 0);
+		return SMTP_HOOK_REPLY;
+	}
+	if (c->flt != NULL && filter_verdict(c, t, r) != SMTP_HOOK_OK)
+		return SMTP_HOOK_REPLY;
+	if (c->av_bytes > 0)
+		return av_submit(c, t, r);
+	if (c->w->srv->av != NULL)
+		c->av_result = "none";
+	return spool_submit(c, s, t, r);
+}
+
 static void
 hook_data_abort(void *ctx, struct smtp_session *s, const struct smtp_txn *t, enum smtp_event why)
 {
 	struct srv_conn *c = ctx;
 	if (c->inflight)
-		return;  /* the spool has it; the completion cleans up */
+		return;  /* the scanner or the spool has it; the completion cleans up */
 	const char *dsn = why == SMTP_EV_ABORT_SIZE ? "5.3.4" : why == SMTP_EV_ABORT_BARE_EOL ? "5.6.0"
 	                : why == SMTP_EV_ABORT_DISCONNECT ? "-" : "5.5.0";
 	log_txn(c, t, c->msg.env.qid, "rejected", dsn, event_name(why), 0);
@@ -469,7 +803,78 @@ op_worker_init(void *app, struct dp_worker *dpw, unsigned id)
 	w->dpw = dpw;
 	w->id = id;
 	cds_wfcq_init(&w->done_head, &w->done_tail);
+	if (srv->flt != NULL && (w->flt = ctl_filter_worker_new(srv->flt, id)) == NULL)
+		abort();  /* start-up only */
 	return w;
+}
+
+/* Answer the parked end of data and let the session go on. */
+static void
+resume(struct srv_conn *c, const struct smtp_reply *r)
+{
+	struct smtp_session *s = conn_sess(c);
+	smtp_session_resume(s, r, now_ms(c->w));
+	if (smtp_session_status(s) & SMTP_ST_CLOSE) {
+		dp_conn_close(c->dc);
+	} else {
+		dp_conn_timer(c->dc, smtp_session_deadline(s));
+		dp_conn_rx_resume(c->dc);
+	}
+}
+
+/* The scan pool's verdict: CLEAN goes on to the spool (parked still),
+ * VIRUS is refused, anything else is a temporary failure. */
+static void
+av_finished(struct srv_conn *c)
+{
+	struct srv_worker *w = c->w;
+	struct smtp_session *s = conn_sess(c);
+	const struct smtp_txn *t = smtp_session_txn(s);
+	const struct ctl_av_req *q = &av_meta(c)->req;
+	const char *qid = c->msg.env.qid;
+	char why[CTL_AV_NAME_MAX + 32];
+	struct smtp_reply r = { 0 };
+
+	c->inflight = false;
+	c->av_stage = false;
+	w->inflight--;
+	c->av_result = ctl_av_verdict_name(q->verdict);
+	c->av_ms = q->scan_ms;
+	if (q->verdict == CTL_AV_VIRUS) {
+		snprintf(why, sizeof(why), "virus:%s", q->name);
+		r.code = 554;
+		snprintf(r.enh, sizeof(r.enh), "5.7.1");
+		snprintf(r.text, sizeof(r.text), "Virus found: %s", q->name);
+		log_txn(c, t, qid, "rejected", "5.7.1", why, 0);
+	} else if (q->verdict != CTL_AV_CLEAN) {
+		snprintf(why, sizeof(why), "av_%s: %s", c->av_result, q->name);
+		r.code = 451;
+		snprintf(r.enh, sizeof(r.enh), "4.7.1");
+		snprintf(r.text, sizeof(r.text), "%s",
+		         q->verdict == CTL_AV_TIMEOUT ? "Virus scan timed out, try again later"
+		         : q->verdict == CTL_AV_UNAVAILABLE ? "Virus scanner not ready, try again later"
+		                                            : "Virus scan failed, try again later");
+		log_txn(c, t, qid, "tempfail", "4.7.1", why, 0);
+	} else if (c->dc == NULL) {
+		/* Never told 250: the client sends it again. */
+		log_txn(c, t, qid, "tempfail", "-", "client gone during the virus scan", 0);
+	}
+	if (c->dc == NULL) {
+		conn_free(c);
+		return;
+	}
+	if (q->verdict == CTL_AV_CLEAN) {
+		/* The attachments are done with (their counts stay for the
+		 * log line); the message goes on. */
+		chunk_put_list(w, c->av_head);
+		chunk_put_list(w, c->av_meta);
+		c->av_head = c->av_tail = c->av_meta = NULL;
+		if (spool_submit(c, s, t, &r) == SMTP_HOOK_PENDING)
+			return;
+	} else {
+		msg_clear(c);
+	}
+	resume(c, &r);
 }
 
 static void
@@ -478,6 +883,10 @@ drain_done(struct srv_worker *w)
 	struct cds_wfcq_node *node;
 	while ((node = __cds_wfcq_dequeue_blocking(&w->done_head, &w->done_tail)) != NULL) {
 		struct srv_conn *c = (struct srv_conn *)((char *)node - offsetof(struct srv_conn, done_node));
+		if (c->av_stage) {
+			av_finished(c);
+			continue;
+		}
 		struct smtp_session *s = conn_sess(c);
 		const struct smtp_txn *t = smtp_session_txn(s);
 		struct timespec now;
@@ -494,6 +903,10 @@ drain_done(struct srv_worker *w)
 		chunk_put_list(w, c->head);
 		chunk_put_list(w, c->iovs);
 		c->head = c->tail = c->iovs = NULL;
+		if (c->flt != NULL) {
+			ctl_filter_put(w->flt, c->flt);
+			c->flt = NULL;
+		}
 		if (c->dc == NULL) {
 			conn_free(c);
 			continue;
@@ -509,13 +922,7 @@ drain_done(struct srv_worker *w)
 			snprintf(r.text, sizeof(r.text), "Error: queue file write error, try again later");
 		}
 		c->msg_bytes = 0;
-		smtp_session_resume(s, &r, now_ms(w));
-		if (smtp_session_status(s) & SMTP_ST_CLOSE) {
-			dp_conn_close(c->dc);
-		} else {
-			dp_conn_timer(c->dc, smtp_session_deadline(s));
-			dp_conn_rx_resume(c->dc);
-		}
+		resume(c, &r);
 	}
 }
 
@@ -547,6 +954,13 @@ op_worker_fini(void *worker_app)
 		w->free_chunks = ch->next;
 		free(ch);
 	}
+	while (w->free_mimes != NULL) {
+		struct srv_mime *m = w->free_mimes;
+		w->free_mimes = m->next;
+		scan_mime_fini(&m->m);
+		free(m);
+	}
+	w->flt = ctl_filter_worker_free(w->flt);
 	free(w);
 }
 
@@ -676,8 +1090,8 @@ ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen)
 }
 
 struct ctl_server *
-ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, SSL_CTX *tls, char *err,
-                 size_t errlen)
+ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_av *av,
+                 struct ctl_filter *flt, SSL_CTX *tls, char *err, size_t errlen)
 {
 	struct ctl_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -686,6 +1100,9 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, SSL_CTX *tl
 	}
 	srv->cfg = cfg;
 	srv->spool = sp;
+	srv->av = av;
+	srv->flt = flt;
+	srv->av_max_bytes = cfg->av_max_scan_bytes;
 	srv->smtp = (struct smtp_server_conf){
 		.hostname = cfg->hostname,
 		.banner = cfg->banner,

@@ -9,6 +9,11 @@
  *   session parks until the spool's group commit made it durable; then the
  *   session answers 250 (or 451 if the write failed). Completions come back
  *   to the worker over a wait-free queue and an eventfd wake-up.
+ *   With an antivirus pool (av not NULL), the message is also MIME-parsed
+ *   while it streams in and its decoded attachments go to the pool at end
+ *   of data before the spool: 554 5.7.1 for a virus, 451 4.7.1 when the
+ *   scanner cannot give a verdict (never an unscanned accept). av must
+ *   outlive the server: stop the server first.
  *   One log line per connection (at close) and one per transaction.
  *   ctl_server_stop() closes every connection and waits for messages in
  *   flight to the spool; it returns NULL.
@@ -18,16 +23,22 @@
 
 #include <stddef.h>
 
+#include "control/av.h"
 #include "control/config.h"
 #include "control/spool.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
+struct ctl_filter;
 
 struct ctl_server;
 
-/* NULL (and a reason in err) when the transport cannot start. */
+/* NULL (and a reason in err) when the transport cannot start. av NULL:
+ * no virus scanning (and no MIME parsing). flt NULL: no content filter
+ * (no scan work at all); else control/filter.h, and flt must outlive the
+ * server. */
 struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp,
-                                    SSL_CTX *tls, char *err, size_t errlen);
+                                    struct ctl_av *av, struct ctl_filter *flt, SSL_CTX *tls,
+                                    char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
 
 /* TLS server context from PEM files; NULL and a reason in err. */

@@ -377,7 +377,9 @@ static void usage(FILE *f)
 	        "  list             undelivered messages and their pending recipients\n"
 	        "  show QID         envelope, recipients and header of one message\n"
 	        "  flush            make a running sluiced retry everything now\n"
-	        "  delete QID...    drop messages from the queue (no bounce is sent)\n");
+	        "  delete QID...    drop messages from the queue (no bounce is sent)\n"
+	        "  quarantine       messages the content filter held (spool/quarantine/)\n"
+	        "  release QID...   deliver held messages after all (running sluiced)\n");
 }
 
 int main(int argc, char **argv)
@@ -478,6 +480,43 @@ int main(int argc, char **argv)
 			}
 			free(hit);
 			rc = rc != 0 ? 1 : 0;
+		} else {
+			fprintf(stderr, "sluice-queue: %s: %s\n", segdir, strerror(-lk));
+			rc = 1;
+		}
+	} else if (strcmp(cmd, "quarantine") == 0 && optind + 1 == argc) {
+		char qdir[PATH_MAX];
+		snprintf(qdir, sizeof qdir, "%s/%s", cfg.spool_dir, CTL_QUARANTINE_DIR);
+		int qfd = open(qdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = qfd >= 0 ? fdopendir(qfd) : NULL;
+		unsigned n = 0;
+		for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+			struct stat st;
+			if (de->d_name[0] == '.' || fstatat(qfd, de->d_name, &st, 0) != 0)
+				continue;
+			printf("%s %lld bytes\n", de->d_name, (long long)st.st_size);
+			n++;
+		}
+		if (d != NULL)
+			closedir(d);
+		printf("%u held\n", n);
+	} else if (strcmp(cmd, "release") == 0 && optind + 2 <= argc) {
+		int lk = try_lock(dirfd);
+		if (lk == 1) {
+			fprintf(stderr, "sluice-queue: release needs a running sluiced (it puts the "
+			        "message back into the spool)\n");
+			rc = 1;
+		} else if (lk == 0) {
+			for (int i = optind + 1; i < argc && rc == 0; i++) {
+				char req[CTL_QID_LEN + 16];
+				snprintf(req, sizeof req, "release %s\n", argv[i]);
+				char *a = request(cfg.spool_dir, req);
+				if (a != NULL)
+					fputs(a, stdout);
+				if (a == NULL || strncmp(a, "released ", 9) != 0)
+					rc = 1;
+				free(a);
+			}
 		} else {
 			fprintf(stderr, "sluice-queue: %s: %s\n", segdir, strerror(-lk));
 			rc = 1;

@@ -105,7 +105,8 @@ uint32_t ctl_crc32c(uint32_t crc, const void *p, size_t n)
 
 /* ---- envelope codec ----------------------------------------------- */
 /*
- * u8 version, u8 body, u8 ret, u8 flags (1: smtputf8, 2: envid present),
+ * u8 version, u8 body, u8 ret, u8 flags (1: smtputf8, 2: envid present,
+ * 4: quarantined by the content filter),
  * i64 arrival, u32 nrcpt, str qid, str client, str helo, str mail_from,
  * [str envid], nrcpt * { u8 notify, u8 flags (1: orcpt present), str addr,
  * [str orcpt] }; str = u32 length + bytes, no NUL.
@@ -113,6 +114,7 @@ uint32_t ctl_crc32c(uint32_t crc, const void *p, size_t n)
 #define ENV_FIXED 16u
 #define ENV_F_UTF8 0x1u
 #define ENV_F_ENVID 0x2u
+#define ENV_F_QUAR 0x4u
 #define RCPT_F_ORCPT 0x1u
 
 static size_t env_slen(const char *s)
@@ -173,7 +175,8 @@ size_t ctl_env_encode(const struct ctl_envelope *env, uint8_t *p, size_t cap)
 	*q++ = CTL_ENV_VERSION;
 	*q++ = (uint8_t)env->body;
 	*q++ = (uint8_t)env->ret;
-	*q++ = (uint8_t)((env->smtputf8 ? ENV_F_UTF8 : 0) | (env->envid != NULL ? ENV_F_ENVID : 0));
+	*q++ = (uint8_t)((env->smtputf8 ? ENV_F_UTF8 : 0) | (env->envid != NULL ? ENV_F_ENVID : 0) |
+	                 (env->quarantine ? ENV_F_QUAR : 0));
 	ctl_put_le64(q, (uint64_t)env->arrival);
 	ctl_put_le32(q + 8, env->nrcpt);
 	q += 12;
@@ -230,7 +233,7 @@ int ctl_env_decode(const uint8_t *p, size_t n, struct ctl_env_dec *out)
 
 	memset(out, 0, sizeof *out);
 	if (n < ENV_FIXED || p[0] != CTL_ENV_VERSION || p[1] > SMTP_BODY_BINARYMIME ||
-	    p[2] > SMTP_RET_HDRS || (p[3] & ~(ENV_F_UTF8 | ENV_F_ENVID)) != 0)
+	    p[2] > SMTP_RET_HDRS || (p[3] & ~(ENV_F_UTF8 | ENV_F_ENVID | ENV_F_QUAR)) != 0)
 		return -EBADMSG;
 	flags = p[3];
 	nrcpt = ctl_get_le32(p + 12);
@@ -247,6 +250,7 @@ int ctl_env_decode(const uint8_t *p, size_t n, struct ctl_env_dec *out)
 	e->body = (enum smtp_body)p[1];
 	e->ret = (enum smtp_ret)p[2];
 	e->smtputf8 = (flags & ENV_F_UTF8) != 0;
+	e->quarantine = (flags & ENV_F_QUAR) != 0;
 	e->arrival = (int64_t)ctl_get_le64(p + 4);
 	if ((s = env_get_str(&r)) == NULL || strlen(s) >= CTL_QID_LEN)
 		goto bad;

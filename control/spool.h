@@ -81,6 +81,7 @@ struct ctl_envelope {
 	bool smtputf8;
 	const struct smtp_rcpt *rcpt;
 	uint32_t nrcpt;
+	bool quarantine;               /* the content filter's verdict: held, not delivered */
 };
 
 /* A message handed to the spool. */

@@ -97,9 +97,18 @@ scan_verdict_compute(const struct scan_ruleset *rs, const uint32_t *hits, bool g
 	v->score = (double)(long long)(score * 10 + (score < 0 ? -0.5 : 0.5)) / 10;
 	v->gtube = gtube;
 	v->spam = v->score >= pol->required;
+	/* Of the thresholds reached, the most severe action wins, whatever
+	 * their order: quarantine at 8 beats {SPAM!} at 10 for a score of 12,
+	 * and reject at 15 beats tempfail at 8 for a score of 16. */
+	static const uint8_t severity[SCAN_ACT_COUNT] = {
+		[SCAN_ACT_ACCEPT] = 0, [SCAN_ACT_ADD_HEADERS] = 1, [SCAN_ACT_TAG_LOWER] = 2,
+		[SCAN_ACT_TAG_UPPER] = 3, [SCAN_ACT_QUARANTINE] = 4, [SCAN_ACT_TEMPFAIL] = 5,
+		[SCAN_ACT_REJECT] = 6,
+	};
 	v->action = SCAN_ACT_ACCEPT;
 	for (unsigned k = 0; k < pol->n; k++)
-		if (v->score >= pol->th[k].score)
+		if (v->score >= pol->th[k].score && pol->th[k].action < SCAN_ACT_COUNT &&
+		    severity[pol->th[k].action] >= severity[v->action])
 			v->action = pol->th[k].action;
 	if (failed)
 		v->action = SCAN_ACT_TEMPFAIL;

@@ -842,6 +842,129 @@ static void test_check_files(void **state)
 	}
 }
 
+/* filter: defaults (off), every key, a list of rule paths, scores. */
+static void test_filter_keys(void **state)
+{
+	char path[PATH_MAX], err[512];
+	struct ctl_config c;
+
+	ctl_config_defaults(&c);
+	assert_false(c.filter_enabled);
+	assert_int_equal(c.filter_nrules, 1);
+	assert_string_equal(c.filter_rules[0], "/usr/share/spamassassin");
+	assert_true(c.filter_reject == 15.0 && c.filter_quarantine == 0);
+	ctl_config_free(&c);
+
+	int r = load_text("filter:\n  enabled: yes\n  rules: [/a.cf, /b]\n  cache: \"\"\n"
+	                  "  tag: 0\n  reject: 12.5\n  policy: \"5:tag_lower,9:reject\"\n"
+	                  "  attachments:\n    enabled: no\n    extensions: exe scr\n"
+	                  "    scores: {ATTACH_DANGEROUS_EXT: 20, ATTACH_ZIP_LIMIT: 0}\n",
+	                  &c, path, sizeof(path), err, sizeof(err));
+	if (r != 0)
+		FAILF("got %d (%s), want 0", r, err);
+	assert_true(c.filter_enabled);
+	assert_int_equal(c.filter_nrules, 2);
+	assert_string_equal(c.filter_rules[1], "/b");
+	assert_null(c.filter_cache);
+	assert_true(c.filter_tag == 0 && c.filter_reject == 12.5);
+	assert_string_equal(c.filter_policy, "5:tag_lower,9:reject");
+	assert_false(c.filter_attach_enabled);
+	assert_int_equal(c.filter_attach_nscores, 2);
+	assert_string_equal(c.filter_attach_score_name[0], "ATTACH_DANGEROUS_EXT");
+	assert_true(c.filter_attach_score[0] == 20);
+	ctl_config_free(&c);
+
+	r = load_text("filter:\n  rules: /one.cf\n", &c, path, sizeof(path), err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(c.filter_nrules, 1);
+	assert_string_equal(c.filter_rules[0], "/one.cf");
+	ctl_config_free(&c);
+	r = load_text("filter:\n  reject: lots\n", &c, path, sizeof(path), err, sizeof(err));
+	if (r != -EINVAL || strstr(err, ":2: filter.reject: expected a number") == NULL)
+		FAILF("got %d \"%s\", want filter.reject: expected a number", r, err);
+	ctl_config_free(&c);
+	r = load_text("filter:\n  attachments: {scores: {bad name: 1}}\n", &c, path, sizeof(path),
+	              err, sizeof(err));
+	if (r != -EINVAL || strstr(err, "expected a rule name") == NULL)
+		FAILF("got %d \"%s\", want a rule name error", r, err);
+	ctl_config_free(&c);
+}
+
+/* antivirus: defaults (off), every key, ranges, the database check. */
+static void test_antivirus_keys(void **state)
+{
+	char path[PATH_MAX], err[512], want[PATH_MAX + 512];
+	struct ctl_config c;
+
+	ctl_config_defaults(&c);
+	assert_false(c.av_enabled);
+	assert_string_equal(c.av_database, "/var/lib/clamav");
+	assert_int_equal(c.av_threads, 1);
+	assert_int_equal(c.av_timeout_ms, 30000);
+	assert_int_equal(c.av_queue_max, 256);
+	assert_int_equal(c.av_max_scan_bytes, 25ull << 20);
+	ctl_config_free(&c);
+
+	int r = load_text("antivirus:\n  enabled: yes\n  database: /srv/clamav\n  threads: 4\n"
+	                  "  timeout: 1500ms\n  queue_max: 10\n  max_scan_bytes: 100m\n",
+	                  &c, path, sizeof(path), err, sizeof(err));
+	if (r != 0)
+		FAILF("got %d (%s), want 0", r, err);
+	assert_true(c.av_enabled);
+	assert_string_equal(c.av_database, "/srv/clamav");
+	assert_int_equal(c.av_threads, 4);
+	assert_int_equal(c.av_timeout_ms, 1500);
+	assert_int_equal(c.av_queue_max, 10);
+	assert_int_equal(c.av_max_scan_bytes, 100ull << 20);
+	assert_int_equal(ctl_config_key_line(&c, "antivirus.max_scan_bytes"), 7);
+	ctl_config_free(&c);
+
+	static const struct bad av_bad[] = {
+		{ "antivirus:\n  threads: 0\n", 2, "antivirus.threads: 0 is out of range 1..64" },
+		{ "antivirus:\n  enabled: maybe\n", 2,
+		  "antivirus.enabled: expected a boolean (true/false, yes/no, on/off), got 'maybe'" },
+		{ "antivirus: {enabled: true, database: \"\"}\n", 1,
+		  "antivirus.database: must be set with antivirus.enabled (the signature directory, "
+		  "e.g. /var/lib/clamav)" },
+	};
+	for (size_t i = 0; i < sizeof(av_bad) / sizeof(av_bad[0]); i++) {
+		r = load_text(av_bad[i].text, &c, path, sizeof(path), err, sizeof(err));
+		snprintf(want, sizeof(want), "%s:%u: %s", path, av_bad[i].line, av_bad[i].reason);
+		if (r != -EINVAL || strcmp(err, want) != 0)
+			FAILF("case %zu: got %d \"%s\", want -EINVAL \"%s\"", i, r, err, want);
+		ctl_config_free(&c);
+	}
+	r = load_text("antivirus:\n  max_scan_bytes: 129m\n", &c, path, sizeof(path), err, sizeof(err));
+	if (r != -EINVAL || strstr(err, "antivirus.max_scan_bytes") == NULL)
+		FAILF("max_scan_bytes 129m: got %d \"%s\", want -EINVAL naming the key", r, err);
+	ctl_config_free(&c);
+
+	/* --check: the database must exist when enabled, not when disabled */
+	want_check("antivirus:\n  enabled: true\n  database: @T\n", 0, NULL);
+	want_check("antivirus:\n  enabled: false\n  database: @T/no-such-db\n", 0, NULL);
+	want_check("antivirus:\n  enabled: true\n  database: @T/no-such-db\n", 3,
+	           "antivirus.database: cannot access @T/no-such-db: No such file or directory");
+
+	/* etc/sluice.conf lists the section, off, with the defaults */
+	if (!find_src("etc/sluice.conf", path, sizeof(path)))
+		FAILF("etc/sluice.conf: not found (set SLUICE_SRCDIR to the source tree)");
+	r = ctl_config_load(path, &c, err, sizeof(err));
+	if (r != 0)
+		FAILF("%s: got %d (%s), want 0", path, r, err);
+	static const char *const keys[] = { "antivirus.enabled", "antivirus.database",
+	                                    "antivirus.threads", "antivirus.timeout",
+	                                    "antivirus.queue_max", "antivirus.max_scan_bytes" };
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (ctl_config_key_line(&c, keys[i]) == 0)
+			FAILF("etc/sluice.conf: %s: got no line, want the key present", keys[i]);
+	assert_false(c.av_enabled);
+	assert_string_equal(c.av_database, "/var/lib/clamav");
+	assert_int_equal(c.av_timeout_ms, 30000);
+	assert_int_equal(c.av_queue_max, 256);
+	assert_int_equal(c.av_max_scan_bytes, 25ull << 20);
+	ctl_config_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -858,6 +981,8 @@ int main(void)
 		cmocka_unit_test(test_sluice_conf),
 		cmocka_unit_test(test_lmtp_keys),
 		cmocka_unit_test(test_check_files),
+		cmocka_unit_test(test_antivirus_keys),
+		cmocka_unit_test(test_filter_keys),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
