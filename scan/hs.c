@@ -23,8 +23,9 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 3u
+#define CACHE_VERSION 6u
 #define HDR_BUF (32u * 1024)
+#define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
 
 /* a header key: what one record in the header stream is */
@@ -54,6 +55,9 @@ struct hrule {
 struct tdb {
 	hs_database_t *db;
 	size_t stream_size;
+	hs_database_t *gdb;     /* costly prefilter gates, a database of their own */
+	size_t gstream_size;
+	unsigned ngpat;
 	unsigned npat;
 	uint32_t *always;       /* PCRE2 rules run on every message */
 	unsigned n_always;
@@ -64,6 +68,8 @@ struct tdb {
 struct scan_hs {
 	const struct scan_ruleset *rs;
 	uint8_t *cls;                   /* [rs->n] enum scan_hs_class */
+	uint8_t *gsep;                  /* [rs->n] PREFILTER gate in the gates database */
+	uint8_t *sample;                /* build only: the scan-cost model's text */
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
 	uint8_t *term_check;            /* [rs->n] :addr / :name header rules */
@@ -87,10 +93,15 @@ struct scan_hs_worker {
 	pcre2_match_data *md;
 	pcre2_match_context *mctx;
 	pcre2_jit_stack *jit;
+	uint64_t *prof_ns;              /* [rs->n] SLUICE_HS_PROFILE: PCRE2 time per rule */
+	uint32_t *prof_runs;
 };
 
 struct scan_hs_msg_priv {
 	hs_stream_t *s[SCAN_T_COUNT];
+	hs_stream_t *gs[SCAN_T_COUNT];  /* the gates database's stream */
+	uint8_t *batch[SCAN_T_COUNT];   /* small writes not yet scanned (BATCH) */
+	size_t blen[SCAN_T_COUNT];
 	uint8_t *keep[SCAN_T_COUNT];
 	size_t kept[SCAN_T_COUNT];
 	uint8_t *fired;                 /* [rs->n] gate fired */
@@ -555,8 +566,92 @@ hs_accepts(const char *expr, unsigned flags, struct scan_hs_stats *st)
  * is large (wide bounded repeats, many NFA states) slows the whole shared
  * database and its compile; it goes to PCRE2 behind a gate instead.
  */
+/*
+ * The sample text of the scan-cost model: deterministic pseudo-prose (our
+ * own word list, digits, punctuation, a little markup, some UTF-8), n bytes.
+ */
+static void
+sample_text(uint8_t *b, size_t n)
+{
+	static const char *const words[] = {
+		"the", "and", "you", "your", "for", "with", "this", "that", "have", "from",
+		"please", "meeting", "notes", "agenda", "monday", "report", "today", "team",
+		"there", "project", "build", "message", "question", "review", "we",
+		"will", "are", "our", "not", "can", "new", "more", "now", "only", "was",
+		"http://www.example.com/a?b=1", "42", "3.5", "U.S.", "&nbsp;", "caf\xc3\xa9",
+		"re:", "hi", "all", "thanks", "later.", "minutes", "draft", "slides",
+		"lunch", "next", "week", "room", "call", "patch", "branch", "tests",
+		"--", "=3D", "<b>", "</b>", "(1)", "[2]", "release", "notes", "fixed",
+	};
+	uint32_t x = 2463534242u;
+	size_t i = 0, col = 0;
+
+	while (i < n) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		const char *w = words[x % (sizeof(words) / sizeof(words[0]))];
+		size_t k = strlen(w);
+		for (size_t j = 0; j < k && i < n; j++)
+			b[i++] = (uint8_t)((x >> 8) % 7 == 0 && j == 0 ? toupper((unsigned char)w[j]) : w[j]);
+		col += k + 1;
+		if (i < n)
+			b[i++] = col > 70 || (x >> 12) % 23 == 0 ? '\n' : (x >> 16) % 11 == 0 ? ',' : ' ';
+		if (col > 70)
+			col = 0;
+	}
+}
+
+static int
+count_match(unsigned int id, unsigned long long from, unsigned long long to,
+    unsigned int flags, void *ctx)
+{
+	(void)id;
+	(void)from;
+	(void)to;
+	(void)flags;
+	(*(unsigned *)ctx)++;
+	return 0;
+}
+
+/*
+ * MB/s of one database over the sample text (best of three), 0 on failure;
+ * *matches (if not NULL): how many matches the text gave.
+ */
+static double
+scan_speed(const hs_database_t *db, const uint8_t *sample, size_t n, unsigned *matches)
+{
+	hs_scratch_t *sc = NULL;
+	hs_stream_t *str = NULL;
+	double best = 0;
+
+	if (hs_alloc_scratch(db, &sc) != HS_SUCCESS)
+		return 0;
+	for (int r = 0; r < 3; r++) {
+		struct timespec c0, c1;
+		clock_gettime(CLOCK_MONOTONIC, &c0);
+		if (hs_open_stream(db, 0, &str) != HS_SUCCESS)
+			break;
+		unsigned k = 0;
+		for (size_t o = 0; o < n; o += 4096)
+			hs_scan_stream(str, (const char *)sample + o, (unsigned)(n - o < 4096 ? n - o : 4096),
+			    0, sc, count_match, &k);
+		hs_close_stream(str, sc, count_match, &k);
+		if (matches)
+			*matches = k;
+		clock_gettime(CLOCK_MONOTONIC, &c1);
+		double secs = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+		double mbps = secs > 0 ? (double)n / secs / 1e6 : 1e9;
+		if (mbps > best)
+			best = mbps;
+	}
+	hs_free_scratch(sc);
+	return best;
+}
+
 static bool
-hs_cheap(const char *expr, unsigned flags, struct scan_hs_stats *st)
+hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size_t max_db,
+    double max_secs, const uint8_t *sample, size_t sample_n, double *mbps, unsigned *matches)
 {
 	hs_database_t *db = NULL;
 	hs_compile_error_t *err = NULL;
@@ -573,11 +668,14 @@ hs_cheap(const char *expr, unsigned flags, struct scan_hs_stats *st)
 	clock_gettime(CLOCK_MONOTONIC, &c1);
 	hs_database_size(db, &dbs);
 	hs_stream_size(db, &ss);
+	if (mbps)
+		*mbps = sample ? scan_speed(db, sample, sample_n, matches) : 0;
 	hs_free_database(db);
 	double secs = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
 	if (getenv("SLUICE_HS_DEBUG"))
-		fprintf(stderr, "cost %.4fs db=%zu stream=%zu %.80s\n", secs, dbs, ss, expr);
-	if (dbs > SCAN_HS_COSTLY_DB || secs > SCAN_HS_COSTLY_SECONDS) {
+		fprintf(stderr, "cost %.4fs db=%zu stream=%zu %.0fMB/s %.80s\n", secs, dbs, ss,
+		    mbps ? *mbps : 0.0, expr);
+	if (dbs > max_db || secs > max_secs) {
 		if (st)
 			st->costly++;
 		return false;
@@ -585,16 +683,12 @@ hs_cheap(const char *expr, unsigned flags, struct scan_hs_stats *st)
 	return true;
 }
 
-/* The gate expression of a PCRE2 rule: its literal, or NULL (none long enough). */
+/* A gate expression: lit behind the header key prefix for header rules. */
 static char *
-gate_literal(const struct scan_hs *e, const struct scan_rule *r)
+gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
 {
-	uint8_t lit[256];
-	size_t n = scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit));
 	struct sbuf b = {0};
 
-	if (n < SCAN_HS_GATE_MIN)
-		return NULL;
 	if (r->type == SCAN_RT_HEADER) {
 		header_prefix(&b, r);
 		sb_puts(&b, "\\x02[^\\n]*?");
@@ -608,21 +702,57 @@ gate_literal(const struct scan_hs *e, const struct scan_rule *r)
 }
 
 /*
- * Decides a PCRE2 rule's gate (cls GATED / PREFILTER / ALWAYS) and adds it
- * to the items. classify: decide; else honour e->cls (cache load).
+ * The literal gate of a PCRE2 rule, added to it: the longest literal every
+ * match contains, or a set of literals one of which every match contains
+ * (one per top-level branch), whichever has the longer shortest string;
+ * each at least SCAN_HS_GATE_MIN bytes. 1 added, 0 none, or -ENOMEM.
  */
 static int
-add_gate(struct scan_hs *e, struct items *it, uint32_t i, const struct scan_hs_config *cfg,
-    bool classify)
+gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
+{
+	uint8_t lit[256];
+	uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	size_t n = scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit));
+	unsigned ns = scan_rules_literal_set(r->re, r->re_flags, set, SCAN_RULES_LSET_MAX);
+	unsigned smin = ns ? 255 : 0;
+	unsigned f = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH |
+	    (r->type == SCAN_RT_HEADER ? HS_FLAG_MULTILINE : 0);
+	int rc;
+
+	for (unsigned k = 0; k < ns; k++)
+		if (set[k][0] < smin)
+			smin = set[k][0];
+	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
+		if ((rc = items_add(it, gate_expr(r, lit, n), f, GATE_BIT | i)) < 0)
+			return rc;
+		return 1;
+	}
+	if (smin < SCAN_HS_GATE_MIN)
+		return 0;
+	for (unsigned k = 0; k < ns; k++)
+		if ((rc = items_add(it, gate_expr(r, &set[k][1], set[k][0]), f, GATE_BIT | i)) < 0)
+			return rc;
+	return 1;
+}
+
+/*
+ * Decides a PCRE2 rule's gate (cls GATED / PREFILTER / ALWAYS) and adds it
+ * to the items (a costly prefilter form to git, the gates database).
+ * classify: decide; else honour e->cls and e->gsep (cache load).
+ */
+static int
+add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
+    const struct scan_hs_config *cfg, bool classify)
 {
 	const struct scan_rule *r = &e->rs->rules[i];
 
 	if (classify || e->cls[i] == SCAN_HS_C_GATED) {
-		char *g = gate_literal(e, r);
-		if (g) {
+		int g = gate_literals(r, it, i);
+		if (g < 0)
+			return g;
+		if (g > 0) {
 			e->cls[i] = SCAN_HS_C_GATED;
-			return items_add(it, g, HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH |
-			    (r->type == SCAN_RT_HEADER ? HS_FLAG_MULTILINE : 0), GATE_BIT | i);
+			return 0;
 		}
 		if (!classify)
 			return -EINVAL;
@@ -632,13 +762,33 @@ add_gate(struct scan_hs *e, struct items *it, uint32_t i, const struct scan_hs_c
 		unsigned f = (rule_hs_flags(r, false) | HS_FLAG_PREFILTER);
 		if (!x)
 			return -ENOMEM;
-		if (!classify || (hs_accepts(x, f, NULL) && hs_cheap(x, f, NULL))) {
-			e->cls[i] = SCAN_HS_C_PREFILTER;
-			return items_add(it, x, f, GATE_BIT | i);
+		if (!classify)
+			return items_add(e->gsep[i] ? git : it, x, f, GATE_BIT | i);
+		double mbps;
+		unsigned fires = 0;
+		const uint8_t *smp = r->type == SCAN_RT_HEADER ? NULL : e->sample;
+		/* a prefilter form that matches ordinary prose (the sample text)
+		 * opens its gate on nearly every message: no gate at all is cheaper */
+		if (hs_accepts(x, f, NULL)) {
+			if (hs_cheap_within(x, f, NULL, SCAN_HS_COSTLY_DB, SCAN_HS_COSTLY_SECONDS, smp,
+			    SCAN_HS_SAMPLE, &mbps, &fires)) {
+				if (!fires) {
+					e->cls[i] = SCAN_HS_C_PREFILTER;
+					e->gsep[i] = 0;
+					return items_add(it, x, f, GATE_BIT | i);
+				}
+			} else if (git && hs_cheap_within(x, f, NULL, SCAN_HS_GATE_DB,
+			    SCAN_HS_GATE_SECONDS, smp, SCAN_HS_SAMPLE, &mbps, &fires) && !fires) {
+				/* too big for the shared database, but far cheaper than
+				 * PCRE2 on every message: the gates database */
+				e->cls[i] = SCAN_HS_C_PREFILTER;
+				e->gsep[i] = 1;
+				return items_add(git, x, f, GATE_BIT | i);
+			}
 		}
 		free(x);
 	}
-	e->cls[i] = SCAN_HS_C_ALWAYS;
+	e->cls[i] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
 	return 0;
 }
 
@@ -651,8 +801,8 @@ target_rule(const struct scan_rule *r, unsigned t)
 
 /* Builds the item list of target t from e->cls (classify: decide classes first). */
 static int
-make_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs_config *cfg,
-    bool classify, struct scan_hs_stats *st)
+make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
+    const struct scan_hs_config *cfg, bool classify, struct scan_hs_stats *st)
 {
 	const struct scan_ruleset *rs = e->rs;
 	int rc;
@@ -666,9 +816,24 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs
 			unsigned f = rule_hs_flags(r, e->multiple[i] || e->term_check[i]);
 			if (!x)
 				return -ENOMEM;
-			if (hs_accepts(x, f, st) && hs_cheap(x, f, st))
+			double mbps = 0;
+			bool slow_ok = e->sample && !e->multiple[i] && !e->term_check[i] &&
+			    (t == SCAN_T_BODY || t == SCAN_T_RAWBODY);
+			if (hs_accepts(x, f, st) && hs_cheap_within(x, f, st, SCAN_HS_COSTLY_DB,
+			    SCAN_HS_COSTLY_SECONDS, slow_ok ? e->sample : NULL, SCAN_HS_SAMPLE, &mbps,
+			    NULL)) {
 				e->cls[i] = SCAN_HS_C_HS;
-			else
+				/* the scan-cost model: a slow pattern with a literal gate runs
+				 * in PCRE2 behind that gate instead */
+				struct items tmp = {0};
+				if (slow_ok && mbps < SCAN_HS_SLOW_MBPS &&
+				    gate_literals(r, &tmp, i) > 0) {
+					e->cls[i] = SCAN_HS_C_ALWAYS;
+					if (st)
+						st->slow++;
+				}
+				items_free(&tmp);
+			} else
 				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
 			free(x);
 		}
@@ -677,7 +842,7 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs
 			    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i)) < 0)
 				return rc;
 		} else if (e->cls[i] != SCAN_HS_C_FAILED) {
-			if ((rc = add_gate(e, it, i, cfg, classify)) < 0)
+			if ((rc = add_gate(e, it, git, i, cfg, classify)) < 0)
 				return rc;
 		}
 	}
@@ -692,9 +857,27 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs
 
 /* Compiles the items; on a per-expression failure demotes it and retries. */
 static int
-compile_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan_hs_config *cfg,
-    struct scan_hs_stats *st)
+compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
+    hs_database_t **dbp, const struct scan_hs_config *cfg, struct scan_hs_stats *st)
 {
+	if (getenv("SLUICE_HS_ITEMCOST") && e->sample)
+		for (unsigned k = 0; k < it->n; k++) {
+			/* measurement: what each expression of this database costs alone */
+			hs_database_t *db = NULL;
+			hs_compile_error_t *err = NULL;
+			unsigned fires = 0;
+			if (hs_compile(it->v[k].expr, it->v[k].flags, HS_MODE_STREAM, NULL, &db, &err) !=
+			    HS_SUCCESS) {
+				hs_free_compile_error(err);
+				continue;
+			}
+			double v = scan_speed(db, e->sample, SCAN_HS_SAMPLE, &fires);
+			hs_free_database(db);
+			fprintf(stderr, "itemcost t=%u db=%s %.0f MB/s fires=%u id=%s%s %.100s\n", t,
+			    git ? "main" : "gates", v, fires, it->v[k].id & GATE_BIT ? "gate:" : "",
+			    it->v[k].id == GTUBE_ID ? "GTUBE" :
+			    e->rs->rules[it->v[k].id & ~GATE_BIT].name, it->v[k].expr);
+		}
 	for (unsigned tries = 0; tries < 200; tries++) {
 		hs_compile_error_t *err = NULL;
 		const char **ex = malloc((it->n + 1) * sizeof(*ex));
@@ -714,7 +897,7 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan
 		struct timespec c0, c1;
 		clock_gettime(CLOCK_MONOTONIC, &c0);
 		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_STREAM, NULL,
-		    &e->t[t].db, &err);
+		    dbp, &err);
 		clock_gettime(CLOCK_MONOTONIC, &c1);
 		if (getenv("SLUICE_HS_DEBUG"))
 			fprintf(stderr, "compile t=%u n=%u rc=%d %.2fs %s\n", t, it->n, rc,
@@ -723,29 +906,32 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, const struct scan
 		free(ex);
 		free(fl);
 		free(id);
-		if (rc == HS_SUCCESS) {
-			e->t[t].npat = it->n;
+		if (rc == HS_SUCCESS)
 			return 0;
-		}
 		int bad = err ? err->expression : -1;
 		if (st)
 			add_reason(st, err ? err->message : "?");
 		hs_free_compile_error(err);
 		if (bad < 0 || (unsigned)bad >= it->n)
 			return -EIO;
-		/* demote the expression that failed, and rebuild */
+		/* demote the expression that failed (every expression of a gate), and rebuild */
 		unsigned bid = it->v[bad].id;
-		free(it->v[bad].expr);
-		it->v[bad] = it->v[--it->n];
+		for (unsigned k = it->n; k-- > 0;)
+			if (it->v[k].id == bid) {
+				free(it->v[k].expr);
+				it->v[k] = it->v[--it->n];
+			}
 		if (bid == GTUBE_ID)
 			continue;
 		uint32_t ri = bid & ~GATE_BIT;
 		if (!(bid & GATE_BIT)) {
-			int r2 = add_gate(e, it, ri, cfg, true);
+			int r2 = add_gate(e, it, git, ri, cfg, true);
 			if (r2 < 0)
 				return r2;
-		} else
-			e->cls[ri] = SCAN_HS_C_ALWAYS;
+		} else {
+			e->cls[ri] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
+			e->gsep[ri] = 0;
+		}
 		/* keep item order deterministic for the cache: sort by id */
 		for (unsigned a = 1; a < it->n; a++)
 			for (unsigned b = a; b > 0 && it->v[b].id < it->v[b - 1].id; b--) {
@@ -764,7 +950,7 @@ cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
 {
 	uint64_t h = fnv(&e->rs->hash, sizeof(e->rs->hash), 0xcbf29ce484222325ull);
 	const char *v = hs_version();
-	uint8_t opt[2] = {cfg->no_prefilter, cfg->no_gtube};
+	uint8_t opt[4] = {cfg->no_prefilter, cfg->no_gtube, cfg->drop_always, cfg->no_scan_cost};
 
 	h = fnv(v, strlen(v), h);
 	h = fnv(opt, sizeof(opt), h);
@@ -835,8 +1021,10 @@ cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
 		goto out;
 	}
 	TAKE(e->cls, (size_t)n);
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+	TAKE(e->gsep, (size_t)n);
+	for (unsigned k = 0; k < 2 * SCAN_T_COUNT; k++) {
 		uint64_t sz;
+		hs_database_t **dbp = k < SCAN_T_COUNT ? &e->t[k].db : &e->t[k - SCAN_T_COUNT].gdb;
 		TAKE(&sz, 8);
 		if (!sz)
 			continue;
@@ -844,7 +1032,7 @@ cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
 			rc = -EBADMSG;
 			goto out;
 		}
-		if (hs_deserialize_database((const char *)buf + off, (size_t)sz, &e->t[t].db) != HS_SUCCESS) {
+		if (hs_deserialize_database((const char *)buf + off, (size_t)sz, dbp) != HS_SUCCESS) {
 			rc = -EBADMSG;
 			goto out;
 		}
@@ -855,11 +1043,13 @@ out:
 #undef TAKE
 	free(buf);
 	if (rc < 0) {
-		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-			if (e->t[t].db) {
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+			if (e->t[t].db)
 				hs_free_database(e->t[t].db);
-				e->t[t].db = NULL;
-			}
+			if (e->t[t].gdb)
+				hs_free_database(e->t[t].gdb);
+			e->t[t].db = e->t[t].gdb = NULL;
+		}
 	}
 	return rc;
 }
@@ -876,11 +1066,13 @@ cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 	sb_put(&b, &key, 8);
 	sb_put(&b, &n, 8);
 	sb_put(&b, e->cls, (size_t)n);
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+	sb_put(&b, e->gsep, (size_t)n);
+	for (unsigned k = 0; k < 2 * SCAN_T_COUNT; k++) {
 		char *ser = NULL;
 		size_t sz = 0;
 		uint64_t s64 = 0;
-		if (e->t[t].db && hs_serialize_database(e->t[t].db, &ser, &sz) != HS_SUCCESS) {
+		hs_database_t *db = k < SCAN_T_COUNT ? e->t[k].db : e->t[k - SCAN_T_COUNT].gdb;
+		if (db && hs_serialize_database(db, &ser, &sz) != HS_SUCCESS) {
 			free(b.p);
 			return;
 		}
@@ -917,6 +1109,8 @@ scan_hs_free(struct scan_hs *e)
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (e->t[t].db)
 			hs_free_database(e->t[t].db);
+		if (e->t[t].gdb)
+			hs_free_database(e->t[t].gdb);
 		free(e->t[t].always);
 	}
 	if (e->code)
@@ -925,6 +1119,8 @@ scan_hs_free(struct scan_hs *e)
 				pcre2_code_free(e->code[i]);
 	free(e->code);
 	free(e->cls);
+	free(e->gsep);
+	free(e->sample);
 	free(e->multiple);
 	free(e->term_check);
 	for (unsigned i = 0; i < e->nkeys; i++)
@@ -1009,10 +1205,11 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
 	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
 	e->cls = calloc(rs->n + 1, 1);
+	e->gsep = calloc(rs->n + 1, 1);
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
-	if (!e->cls || !e->code || !e->multiple || !e->term_check) {
+	if (!e->cls || !e->gsep || !e->code || !e->multiple || !e->term_check) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1025,6 +1222,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	}
 	if ((rc = setup_header_keys(e)) < 0)
 		goto fail;
+	if (!cfg.no_scan_cost && (e->sample = malloc(SCAN_HS_SAMPLE)))
+		sample_text(e->sample, SCAN_HS_SAMPLE);
 	st->header_keys = e->nkeys;
 
 	st->cache_status = -ENOENT;
@@ -1032,19 +1231,25 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	if (cfg.cache_path) {
 		st->cache_status = cache_load(e, &cfg);
 		cached = st->cache_status == 0;
-		if (!cached)
+		if (!cached) {
 			memset(e->cls, 0, rs->n);
+			memset(e->gsep, 0, rs->n);
+		}
 	}
 	st->cache_hit = cached;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
-		struct items it = {0};
-		rc = make_items(e, t, &it, &cfg, !cached, st);
+		struct items it = {0}, git = {0};
+		rc = make_items(e, t, &it, &git, &cfg, !cached, st);
 		if (rc == 0 && !cached && it.n)
-			rc = compile_items(e, t, &it, &cfg, st);
-		if (rc == 0 && cached && it.n && !e->t[t].db)
+			rc = compile_items(e, t, &it, &git, &e->t[t].db, &cfg, st);
+		if (rc == 0 && !cached && git.n)
+			rc = compile_items(e, t, &git, NULL, &e->t[t].gdb, &cfg, st);
+		if (rc == 0 && cached && ((it.n && !e->t[t].db) || (git.n && !e->t[t].gdb)))
 			rc = -EIO;
 		e->t[t].npat = it.n;
+		e->t[t].ngpat = git.n;
 		items_free(&it);
+		items_free(&git);
 		if (rc < 0)
 			goto fail;
 	}
@@ -1099,14 +1304,45 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_database_size(d->db, &st->db_bytes[t]);
 			hs_stream_size(d->db, &d->stream_size);
 		}
+		if (d->gdb) {
+			hs_database_size(d->gdb, &st->gdb_bytes[t]);
+			hs_stream_size(d->gdb, &d->gstream_size);
+		}
 		st->stream_bytes[t] = d->stream_size;
+		st->gstream_bytes[t] = d->gstream_size;
 		st->patterns[t] = d->npat;
+		st->gpatterns[t] = d->ngpat;
 		if (d->n_always || d->n_gated)
 			d->keep = cfg.keep[t] ? cfg.keep[t] : SCAN_HS_KEEP_DEFAULT;
 		e->max_pending += d->n_gated;
 	}
 	if (cfg.cache_path && !cached)
 		cache_save(e, &cfg);
+	if (!e->sample && (e->sample = malloc(SCAN_HS_SAMPLE)))
+		sample_text(e->sample, SCAN_HS_SAMPLE);
+	for (unsigned t = 0; t < SCAN_T_COUNT && e->sample; t++) {
+		/* what each database costs on the sample text (report only) */
+		if (e->t[t].db)
+			st->sample_mbps[t] = scan_speed(e->t[t].db, e->sample, SCAN_HS_SAMPLE, NULL);
+		if (e->t[t].gdb)
+			st->gsample_mbps[t] = scan_speed(e->t[t].gdb, e->sample, SCAN_HS_SAMPLE, NULL);
+	}
+	free(e->sample);
+	e->sample = NULL;
+	{
+		/* what a worker's scratch will take (report only) */
+		hs_scratch_t *sc = NULL;
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+			if (e->t[t].db)
+				hs_alloc_scratch(e->t[t].db, &sc);
+			if (e->t[t].gdb)
+				hs_alloc_scratch(e->t[t].gdb, &sc);
+		}
+		if (sc) {
+			hs_scratch_size(sc, &st->scratch_bytes);
+			hs_free_scratch(sc);
+		}
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	st->compile_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	return e;
@@ -1127,7 +1363,8 @@ scan_hs_worker_new(const struct scan_hs *e)
 		return NULL;
 	w->e = e;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		if (e->t[t].db && hs_alloc_scratch(e->t[t].db, &w->scratch) != HS_SUCCESS)
+		if ((e->t[t].db && hs_alloc_scratch(e->t[t].db, &w->scratch) != HS_SUCCESS) ||
+		    (e->t[t].gdb && hs_alloc_scratch(e->t[t].gdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
 	w->md = pcre2_match_data_create(1, NULL);
 	w->mctx = pcre2_match_context_create(NULL);
@@ -1137,6 +1374,10 @@ scan_hs_worker_new(const struct scan_hs *e)
 	pcre2_set_match_limit(w->mctx, e->pcre_limit);
 	pcre2_set_depth_limit(w->mctx, 10000);
 	pcre2_jit_stack_assign(w->mctx, NULL, w->jit);
+	if (getenv("SLUICE_HS_PROFILE")) {
+		w->prof_ns = calloc(e->rs->n + 1, sizeof(*w->prof_ns));
+		w->prof_runs = calloc(e->rs->n + 1, sizeof(*w->prof_runs));
+	}
 	return w;
 fail:
 	scan_hs_worker_free(w);
@@ -1149,6 +1390,22 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 {
 	if (!w)
 		return NULL;
+	if (w->prof_ns && w->prof_runs) {
+		/* the 40 costliest PCRE2 rules, to stderr */
+		for (int k = 0; k < 40; k++) {
+			uint32_t best = UINT32_MAX;
+			for (uint32_t i = 0; i < w->e->rs->n; i++)
+				if (w->prof_ns[i] && (best == UINT32_MAX || w->prof_ns[i] > w->prof_ns[best]))
+					best = i;
+			if (best == UINT32_MAX)
+				break;
+			fprintf(stderr, "pcre2 %8.1f ms %6u runs cls=%u %s\n", w->prof_ns[best] / 1e6,
+			    w->prof_runs[best], w->e->cls[best], w->e->rs->rules[best].name);
+			w->prof_ns[best] = 0;
+		}
+	}
+	free(w->prof_ns);
+	free(w->prof_runs);
 	if (w->scratch)
 		hs_free_scratch(w->scratch);
 	pcre2_match_data_free(w->md);
@@ -1168,7 +1425,10 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 			if (p->s[t])
 				hs_close_stream(p->s[t], NULL, NULL, NULL);
+			if (p->gs[t])
+				hs_close_stream(p->gs[t], NULL, NULL, NULL);
 			free(p->keep[t]);
+			free(p->batch[t]);
 		}
 		free(p->fired);
 		free(p->pending);
@@ -1203,6 +1463,10 @@ scan_hs_msg_new(const struct scan_hs *e)
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (e->t[t].db && hs_open_stream(e->t[t].db, 0, &p->s[t]) != HS_SUCCESS)
 			goto fail;
+		if (e->t[t].gdb && hs_open_stream(e->t[t].gdb, 0, &p->gs[t]) != HS_SUCCESS)
+			goto fail;
+		if ((p->s[t] || p->gs[t]) && !(p->batch[t] = malloc(BATCH)))
+			goto fail;
 		if (e->t[t].keep && !(p->keep[t] = malloc(e->t[t].keep)))
 			goto fail;
 	}
@@ -1221,9 +1485,12 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 
 	if (p->dirty) {
 		/* a message abandoned midway: drop its stream state silently */
-		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 			if (p->s[t])
 				hs_reset_stream(p->s[t], 0, NULL, NULL, NULL);
+			if (p->gs[t])
+				hs_reset_stream(p->gs[t], 0, NULL, NULL, NULL);
+		}
 	}
 	memset(m->hits, 0, e->rs->n * sizeof(*m->hits));
 	for (unsigned k = 0; k < p->npending; k++)
@@ -1231,13 +1498,14 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	p->npending = 0;
 	memset(p->seen, 0, (e->nkeys / 64 + 1) * sizeof(*p->seen));
 	memset(p->kept, 0, sizeof(p->kept));
+	memset(p->blen, 0, sizeof(p->blen));
 	memset(m->bytes, 0, sizeof(m->bytes));
 	p->hlen = 0;
 	p->nterm = 0;
 	p->failed = false;
 	p->dirty = true;
 	m->gtube = false;
-	m->pcre_runs = m->pcre_limited = 0;
+	m->pcre_runs = m->pcre_limited = m->writes = 0;
 }
 
 static bool
@@ -1284,6 +1552,10 @@ on_match(unsigned int id, unsigned long long from, unsigned long long to,
 	return 0;
 }
 
+static int flush_batch(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t);
+static int scan_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t,
+    const uint8_t *b, size_t n);
+
 static int
 feed_raw(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint8_t *b, size_t n)
 {
@@ -1298,12 +1570,45 @@ feed_raw(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint
 		memcpy(p->keep[t] + p->kept[t], b, k);
 		p->kept[t] += k;
 	}
-	if (!p->s[t] || !n)
+	if ((!p->s[t] && !p->gs[t]) || !n)
 		return 0;
+	/* small writes are batched: a stream write costs a fixed amount (stream
+	 * state in and out of every engine), lines are short; matches are the
+	 * same however the stream is cut */
+	if (n < BATCH / 2) {
+		if (p->blen[t] + n > BATCH && flush_batch(m, w, t) < 0)
+			return -EIO;
+		memcpy(p->batch[t] + p->blen[t], b, n);
+		p->blen[t] += n;
+		return 0;
+	}
+	if (flush_batch(m, w, t) < 0)
+		return -EIO;
+	return scan_write(m, w, t, b, n);
+}
+
+static int
+flush_batch(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t)
+{
+	struct scan_hs_msg_priv *p = m->priv;
+	size_t n = p->blen[t];
+
+	p->blen[t] = 0;
+	return n ? scan_write(m, w, t, p->batch[t], n) : 0;
+}
+
+static int
+scan_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint8_t *b, size_t n)
+{
+	struct scan_hs_msg_priv *p = m->priv;
+
+	m->writes++;
 	while (n) {
 		/* Hyperscan takes unsigned int lengths */
 		unsigned c = n > 0x40000000u ? 0x40000000u : (unsigned)n;
-		if (hs_scan_stream(p->s[t], (const char *)b, c, 0, w->scratch, on_match, m) != HS_SUCCESS) {
+		if ((p->s[t] && hs_scan_stream(p->s[t], (const char *)b, c, 0, w->scratch, on_match,
+		    m) != HS_SUCCESS) || (p->gs[t] && hs_scan_stream(p->gs[t], (const char *)b, c, 0,
+		    w->scratch, on_match, m) != HS_SUCCESS)) {
 			p->failed = true;
 			return -EIO;
 		}
@@ -1340,7 +1645,7 @@ hrec(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned key,
 	size_t need = 1 + kl + 2 + pre_n + vn + 1;
 
 	p->seen[key / 64] |= 1ull << (key % 64);
-	if (!p->s[SCAN_T_HEADER] && !p->keep[SCAN_T_HEADER])
+	if (!p->s[SCAN_T_HEADER] && !p->gs[SCAN_T_HEADER] && !p->keep[SCAN_T_HEADER])
 		return;
 	if ((e->keys[key].hmod == SCAN_HMOD_ADDR || e->keys[key].hmod == SCAN_HMOD_NAME) &&
 	    p->nterm < sizeof(p->term) / sizeof(p->term[0]))
@@ -1507,6 +1812,9 @@ run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	if (!c || !p->keep[t])
 		return;
 	m->pcre_runs++;
+	struct timespec p0, p1;
+	if (w->prof_ns)
+		clock_gettime(CLOCK_MONOTONIC, &p0);
 	while (hits < mx && off <= n) {
 		int rc = pcre2_match(c, p->keep[t], n, off, 0, w->md, w->mctx);
 		if (rc < 0) {
@@ -1524,6 +1832,11 @@ run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	}
 	if (hits > m->hits[ri])
 		m->hits[ri] = hits;
+	if (w->prof_ns) {
+		clock_gettime(CLOCK_MONOTONIC, &p1);
+		w->prof_ns[ri] += (uint64_t)((p1.tv_sec - p0.tv_sec) * 1000000000ll + (p1.tv_nsec - p0.tv_nsec));
+		w->prof_runs[ri]++;
+	}
 }
 
 int
@@ -1537,9 +1850,14 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		feed_raw(m, w, SCAN_T_HEADER, p->hbuf, p->hlen);
 		p->hlen = 0;
 	}
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		if (flush_batch(m, w, t) < 0)
+			p->failed = true;
 		if (p->s[t] && hs_reset_stream(p->s[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
 			p->failed = true;
+		if (p->gs[t] && hs_reset_stream(p->gs[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
+			p->failed = true;
+	}
 	p->dirty = false;
 	if (p->failed)
 		rc = -EIO;

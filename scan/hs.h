@@ -44,12 +44,23 @@
  *   matches them line by line); FULL keeps the rule's own flags.
  *
  *   PCRE2 fallback: a rule Hyperscan rejects (look-arounds, back-references,
- *   atomic groups, possessive quantifiers, \K, ...) runs in PCRE2 (JIT) on
- *   the first cfg.keep[target] bytes of its target, and only when its gate
- *   fired: a literal of >= 3 bytes that every match must contain, matched
- *   caselessly by Hyperscan in the same database; without such a literal,
- *   the pattern compiled with HS_FLAG_PREFILTER; failing both, on every
- *   message (class ALWAYS). Match and backtracking limits bound PCRE2.
+ *   atomic groups, possessive quantifiers, \K, ...), or whose lone database
+ *   is too big or slow to compile, runs in PCRE2 (JIT) on the first
+ *   cfg.keep[target] bytes of its target, and only when its gate fired:
+ *     GATED      literals matched caselessly by Hyperscan in the target's
+ *                database: the longest literal every match contains, or a
+ *                set of them one of which every match contains (one per
+ *                top-level branch, small classes expanded), >= 3 bytes each;
+ *     PREFILTER  without one, the pattern compiled with HS_FLAG_PREFILTER,
+ *                in the shared database if it is cheap there, else in the
+ *                target's gates database (a second stream per target), and
+ *                only if it does not match the built-in sample prose (a
+ *                gate that opens on ordinary text is no gate);
+ *     ALWAYS     failing both, on every message (cfg.drop_always: not run).
+ *   The scan-cost model: a BODY / RAWBODY pattern that scans the sample text
+ *   alone slower than SCAN_HS_SLOW_MBPS and has a literal gate moves to
+ *   PCRE2 behind it (not `multiple` rules: the engines count differently).
+ *   Match and backtracking limits bound PCRE2.
  */
 #ifndef SCAN_HS_H
 #define SCAN_HS_H
@@ -65,6 +76,15 @@
 /* cost model: a pattern that alone compiles bigger or slower goes to PCRE2 */
 #define SCAN_HS_COSTLY_DB (64u * 1024)
 #define SCAN_HS_COSTLY_SECONDS 0.05
+/* a PREFILTER gate too costly for the shared database goes to the target's
+ * gates database (its own stream) when it compiles alone within these */
+#define SCAN_HS_GATE_DB (1536u * 1024)
+#define SCAN_HS_GATE_SECONDS 1.5
+/* scan-cost model: a BODY / RAWBODY pattern that alone scans the sample text
+ * (SCAN_HS_SAMPLE bytes of built-in pseudo-prose) slower than this, and has
+ * a literal gate, runs in PCRE2 behind the gate */
+#define SCAN_HS_SAMPLE (32u * 1024)
+#define SCAN_HS_SLOW_MBPS 1000.0
 
 /* how a regex rule runs */
 enum scan_hs_class {
@@ -83,6 +103,10 @@ struct scan_hs_config {
 	uint32_t pcre_match_limit;      /* 0: 200000 */
 	bool no_prefilter;              /* measure: no HS_FLAG_PREFILTER gates */
 	bool no_gtube;                  /* tests only */
+	bool no_scan_cost;              /* measure: no sample text (no scan-cost model,
+	                                   no check that a prefilter gate is selective) */
+	bool drop_always;               /* rules that would run PCRE2 on every message
+	                                   are not run (class FAILED): faster, fewer rules */
 };
 
 #define SCAN_HS_REASONS 24
@@ -92,8 +116,15 @@ struct scan_hs_stats {
 	unsigned patterns[SCAN_T_COUNT];        /* expressions in each database */
 	size_t db_bytes[SCAN_T_COUNT];
 	size_t stream_bytes[SCAN_T_COUNT];
+	unsigned gpatterns[SCAN_T_COUNT];       /* gates database: expressions */
+	size_t gdb_bytes[SCAN_T_COUNT];
+	size_t gstream_bytes[SCAN_T_COUNT];
+	double sample_mbps[SCAN_T_COUNT];       /* each database on the sample text */
+	double gsample_mbps[SCAN_T_COUNT];
+	size_t scratch_bytes;                   /* one worker's Hyperscan scratch */
 	unsigned header_keys;
 	unsigned costly;                /* compilable, but sent to PCRE2 by the cost model */
+	unsigned slow;                  /* ... of which by the scan-cost model (slow, gated) */
 	bool cache_hit;
 	int cache_status;               /* 0 hit, -ENOENT none, -ESTALE other key, -EBADMSG corrupt */
 	double compile_seconds;
@@ -115,6 +146,7 @@ struct scan_hs_msg {
 	uint64_t bytes[SCAN_T_COUNT];   /* fed this message */
 	uint32_t pcre_runs;             /* PCRE2 rules run this message */
 	uint32_t pcre_limited;          /* ... that hit a match limit */
+	uint32_t writes;                /* Hyperscan stream writes this message */
 	struct scan_hs_msg_priv *priv;
 };
 
@@ -140,7 +172,12 @@ void scan_hs_msg_begin(struct scan_hs_msg *m);
 void scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w,
     const char *name, size_t name_len, const uint8_t *value, size_t value_len,
     const uint8_t *raw, size_t raw_len);
-/* Bytes of a target. Returns 0, or -EIO if Hyperscan failed (the message then tempfails). */
+/*
+ * Bytes of a target. Writes under 4 KB are copied to the slot's batch for
+ * the target and scanned when it fills or at scan_hs_msg_end (the caller's
+ * buffer is not kept). Returns 0, or -EIO if Hyperscan failed (the message
+ * then tempfails).
+ */
 int scan_hs_feed(struct scan_hs_msg *m, struct scan_hs_worker *w, enum scan_target t,
     const uint8_t *p, size_t n);
 /* Ends the message: afterwards m->hits is final. 0 or -EIO. */

@@ -1953,3 +1953,594 @@ scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap)
 	memcpy(out, L.best, n);
 	return n;
 }
+
+/* ---- required literal sets ----
+ * A walk over the pattern that keeps, per node, the finite set of strings
+ * it can match (exact, when small) and a set of strings one of which every
+ * match must contain (req). Strings are ASCII-lower-cased: the gates that
+ * use them match caselessly, so folding only widens them.
+ */
+#define LS_MAX 32
+#define LS_LEN 24
+#define LS_CLASS 8              /* a class of up to this many bytes is a set */
+
+struct lset {
+	bool none;              /* no usable set (unbounded or too big) */
+	uint8_t n;
+	uint8_t len[LS_MAX];
+	uint8_t s[LS_MAX][LS_LEN];
+};
+
+struct lsp {
+	const char *s, *e;
+	bool x;
+	int depth;
+};
+
+static void ls_alt(struct lsp *P, struct lset *exact, struct lset *req);
+
+static void
+ls_none(struct lset *a)
+{
+	a->none = true;
+	a->n = 0;
+}
+
+static void
+ls_empty(struct lset *a)
+{
+	a->none = false;
+	a->n = 1;
+	a->len[0] = 0;
+}
+
+static void
+ls_add(struct lset *a, const uint8_t *p, size_t n)
+{
+	if (a->none)
+		return;
+	if (n > LS_LEN || a->n >= LS_MAX) {
+		ls_none(a);
+		return;
+	}
+	for (unsigned i = 0; i < a->n; i++)
+		if (a->len[i] == n && !memcmp(a->s[i], p, n))
+			return;
+	memcpy(a->s[a->n], p, n);
+	a->len[a->n++] = (uint8_t)n;
+}
+
+static void
+ls_byte(struct lset *a, uint8_t b)
+{
+	b = (uint8_t)tolower(b);
+	ls_add(a, &b, 1);
+}
+
+static unsigned
+ls_minlen(const struct lset *a)
+{
+	unsigned m = LS_LEN + 1;
+
+	if (a->none || !a->n)
+		return 0;
+	for (unsigned i = 0; i < a->n; i++)
+		if (a->len[i] < m)
+			m = a->len[i];
+	return m;
+}
+
+/* Is a a better gate than b: longer shortest string, then fewer strings. */
+static bool
+ls_better(const struct lset *a, const struct lset *b)
+{
+	unsigned ma = ls_minlen(a), mb = ls_minlen(b);
+
+	if (ma > 6)
+		ma = 6;
+	if (mb > 6)
+		mb = 6;
+	if (ma != mb)
+		return ma > mb;
+	return ma && a->n < b->n;
+}
+
+static void
+ls_take_better(struct lset *best, const struct lset *c)
+{
+	if (ls_better(c, best))
+		*best = *c;
+}
+
+/* a = a x b (every string of a followed by every string of b) */
+static void
+ls_cross(struct lset *a, const struct lset *b)
+{
+	struct lset r;
+
+	if (a->none || b->none || (unsigned)a->n * b->n > LS_MAX) {
+		ls_none(a);
+		return;
+	}
+	r.none = false;
+	r.n = 0;
+	for (unsigned i = 0; i < a->n; i++)
+		for (unsigned j = 0; j < b->n; j++) {
+			uint8_t t[2 * LS_LEN];
+			memcpy(t, a->s[i], a->len[i]);
+			memcpy(t + a->len[i], b->s[j], b->len[j]);
+			ls_add(&r, t, (size_t)a->len[i] + b->len[j]);
+		}
+	*a = r;
+}
+
+static void
+ls_union(struct lset *a, const struct lset *b)
+{
+	if (b->none) {
+		ls_none(a);
+		return;
+	}
+	for (unsigned j = 0; j < b->n && !a->none; j++)
+		ls_add(a, b->s[j], b->len[j]);
+}
+
+/* One class after '['; exact set of its bytes if small. */
+static void
+ls_class(struct lsp *P, struct lset *a)
+{
+	bool neg = false, big = false;
+	uint8_t seen[256] = {0};
+	int prev = -1;
+
+	if (P->s < P->e && *P->s == '^') {
+		neg = true;
+		P->s++;
+	}
+	bool first = true;
+	while (P->s < P->e && (*P->s != ']' || first)) {
+		int lo;
+		first = false;
+		char c = *P->s++;
+		if (c == '[' && P->s < P->e && *P->s == ':') {
+			const char *q = strstr(P->s, ":]");
+			P->s = q && q < P->e ? q + 2 : P->e;
+			big = true;
+			prev = -1;
+			continue;
+		}
+		if (c == '\\' && P->s < P->e) {
+			char d = *P->s++;
+			switch (d) {
+			case 'n': lo = '\n'; break;
+			case 't': lo = '\t'; break;
+			case 'r': lo = '\r'; break;
+			case 'f': lo = '\f'; break;
+			case 'e': lo = 0x1b; break;
+			case 'a': lo = 0x07; break;
+			case 'x': {
+				unsigned v = 0;
+				int k = 0;
+				if (P->s < P->e && *P->s == '{') {
+					big = true;
+					while (P->s < P->e && *P->s != '}')
+						P->s++;
+					if (P->s < P->e)
+						P->s++;
+					continue;
+				}
+				while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
+					char h = *P->s++;
+					v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' :
+					    tolower((unsigned char)h) - 'a' + 10);
+					k++;
+				}
+				lo = (int)v;
+				break;
+			}
+			default:
+				if (isalnum((unsigned char)d)) {
+					big = true;     /* \d \w \s \p ... octal: not worth it */
+					prev = -1;
+					if ((d == 'p' || d == 'P') && P->s < P->e && *P->s == '{')
+						while (P->s < P->e && *P->s++ != '}')
+							;
+					continue;
+				}
+				lo = (unsigned char)d;
+			}
+		} else
+			lo = (unsigned char)c;
+		if (c == '-' && prev >= 0 && P->s < P->e && *P->s != ']') {
+			/* a range prev-hi: read hi as a plain byte or simple escape */
+			int hi;
+			char h = *P->s++;
+			if (h == '\\' && P->s < P->e) {
+				char d = *P->s++;
+				if (d == 'x') {
+					unsigned v = 0;
+					int k = 0;
+					while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
+						char q = *P->s++;
+						v = v * 16 + (unsigned)(isdigit((unsigned char)q) ? q - '0' :
+						    tolower((unsigned char)q) - 'a' + 10);
+						k++;
+					}
+					hi = (int)v;
+				} else if (isalnum((unsigned char)d)) {
+					big = true;
+					continue;
+				} else
+					hi = (unsigned char)d;
+			} else
+				hi = (unsigned char)h;
+			if (hi - prev > LS_CLASS * 2)
+				big = true;
+			else
+				for (int b = prev; b <= hi && b < 256; b++)
+					seen[tolower(b)] = 1;
+			prev = -1;
+			continue;
+		}
+		seen[tolower(lo)] = 1;
+		prev = lo;
+	}
+	if (P->s < P->e)
+		P->s++;         /* ']' */
+	ls_none(a);
+	if (neg || big)
+		return;
+	a->none = false;
+	for (int b = 0; b < 256; b++)
+		if (seen[b])
+			ls_byte(a, (uint8_t)b);
+	if (a->n > LS_CLASS)
+		ls_none(a);
+}
+
+/* Skips a group body up to its closing ')' (after the opening). */
+static void
+ls_skip_group(struct lsp *P)
+{
+	int d = 1;
+
+	while (P->s < P->e && d) {
+		char c = *P->s++;
+		if (c == '\\' && P->s < P->e)
+			P->s++;
+		else if (c == '[') {
+			if (P->s < P->e && *P->s == '^')
+				P->s++;
+			if (P->s < P->e && *P->s == ']')
+				P->s++;
+			while (P->s < P->e && *P->s != ']') {
+				if (*P->s == '\\' && P->s + 1 < P->e)
+					P->s++;
+				P->s++;
+			}
+			if (P->s < P->e)
+				P->s++;
+		} else if (c == '(')
+			d++;
+		else if (c == ')')
+			d--;
+	}
+}
+
+/* One atom: its exact set (or none) and a required set. */
+static void
+ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
+{
+	char c = *P->s++;
+
+	ls_none(req);
+	switch (c) {
+	case '^': case '$':
+		ls_empty(ex);
+		return;
+	case '.':
+		ls_none(ex);
+		return;
+	case '[':
+		ls_class(P, ex);
+		return;
+	case '(':
+		if (P->s < P->e && *P->s == '?') {
+			const char *q = P->s + 1;
+			if (q < P->e && (*q == '=' || *q == '!' || *q == '#' ||
+			    (*q == '<' && q + 1 < P->e && (q[1] == '=' || q[1] == '!')))) {
+				P->s = q;
+				ls_skip_group(P);
+				ls_empty(ex);
+				return;
+			}
+			if (q < P->e && (*q == '(' || *q == 'R' || isdigit((unsigned char)*q) ||
+			    *q == '+' || *q == '&' || (*q == 'P' && q + 1 < P->e && q[1] == '>'))) {
+				P->s = q;
+				ls_skip_group(P);
+				ls_none(ex);
+				return;
+			}
+			if (q < P->e && (*q == '<' || *q == '\'' || *q == 'P')) {
+				/* named group */
+				while (q < P->e && *q != '>' && *q != '\'')
+					q++;
+				if (q < P->e && *q == '\'' && q == P->s + 1)
+					q++;
+				while (q < P->e && *q != '>' && *q != '\'')
+					q++;
+				P->s = q < P->e ? q + 1 : P->e;
+			} else {
+				while (q < P->e && (isalpha((unsigned char)*q) || *q == '-' || *q == '^'))
+					q++;
+				if (q < P->e && *q == ')') {
+					P->s = q + 1;   /* (?flags) */
+					ls_empty(ex);
+					return;
+				}
+				if (q < P->e && (*q == ':' || *q == '>' || *q == '|'))
+					q++;
+				P->s = q;
+			}
+		}
+		if (++P->depth > 60) {
+			ls_skip_group(P);
+			ls_none(ex);
+			P->depth--;
+			return;
+		}
+		ls_alt(P, ex, req);
+		P->depth--;
+		if (P->s < P->e && *P->s == ')')
+			P->s++;
+		return;
+	case '\\': {
+		if (P->s >= P->e) {
+			ls_none(ex);
+			return;
+		}
+		char d = *P->s++;
+		uint8_t b;
+		switch (d) {
+		case 'b': case 'B': case 'A': case 'z': case 'Z': case 'G': case 'K':
+			ls_empty(ex);
+			return;
+		case 't': b = '\t'; break;
+		case 'n': b = '\n'; break;
+		case 'r': b = '\r'; break;
+		case 'f': b = '\f'; break;
+		case 'e': b = 0x1b; break;
+		case 'a': b = 0x07; break;
+		case 'x': {
+			unsigned v = 0;
+			int k = 0;
+			if (P->s < P->e && *P->s == '{') {
+				while (P->s < P->e && *P->s != '}')
+					P->s++;
+				if (P->s < P->e)
+					P->s++;
+				ls_none(ex);
+				return;
+			}
+			while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
+				char h = *P->s++;
+				v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' :
+				    tolower((unsigned char)h) - 'a' + 10);
+				k++;
+			}
+			b = (uint8_t)v;
+			break;
+		}
+		case 'Q': {
+			const char *q = P->s;
+			while (q + 1 < P->e && !(q[0] == '\\' && q[1] == 'E'))
+				q++;
+			P->s = q + 1 < P->e ? q + 2 : P->e;
+			ls_none(ex);
+			return;
+		}
+		case 'p': case 'P': case 'N': case 'k': case 'g':
+			if (P->s < P->e && (*P->s == '{' || *P->s == '<' || *P->s == '\'')) {
+				char cl = *P->s == '{' ? '}' : *P->s == '<' ? '>' : '\'';
+				P->s++;
+				while (P->s < P->e && *P->s != cl)
+					P->s++;
+				if (P->s < P->e)
+					P->s++;
+			} else if (d != 'N' && P->s < P->e)
+				P->s++;
+			ls_none(ex);
+			return;
+		case 'c':
+			if (P->s < P->e)
+				P->s++;
+			ls_none(ex);
+			return;
+		default:
+			if (isalnum((unsigned char)d)) {
+				while (isdigit((unsigned char)d) && P->s < P->e && isdigit((unsigned char)*P->s))
+					P->s++;
+				ls_none(ex);    /* \d \w \s \1 octal ... */
+				return;
+			}
+			b = (uint8_t)d;
+		}
+		ex->none = false;
+		ex->n = 0;
+		ls_byte(ex, b);
+		return;
+	}
+	default:
+		ex->none = false;
+		ex->n = 0;
+		ls_byte(ex, (uint8_t)c);
+		return;
+	}
+}
+
+/* A quantifier after an atom: min and max (-1 unbounded); false if none. */
+static bool
+ls_quant(struct lsp *P, int *lo, int *hi)
+{
+	if (P->s >= P->e)
+		return false;
+	char c = *P->s;
+	if (c == '*' || c == '?' || c == '+') {
+		P->s++;
+		*lo = c == '+';
+		*hi = c == '?' ? 1 : -1;
+	} else if (c == '{') {
+		const char *q = P->s + 1;
+		int a = 0, b;
+		if (q >= P->e || !isdigit((unsigned char)*q))
+			return false;
+		while (q < P->e && isdigit((unsigned char)*q))
+			a = a * 10 + (*q++ - '0');
+		b = a;
+		if (q < P->e && *q == ',') {
+			q++;
+			b = -1;
+			if (q < P->e && isdigit((unsigned char)*q))
+				for (b = 0; q < P->e && isdigit((unsigned char)*q);)
+					b = b * 10 + (*q++ - '0');
+		}
+		if (q >= P->e || *q != '}')
+			return false;
+		P->s = q + 1;
+		*lo = a;
+		*hi = b;
+	} else
+		return false;
+	if (P->s < P->e && (*P->s == '?' || *P->s == '+'))
+		P->s++;
+	return true;
+}
+
+/* A sequence up to '|' or ')' or the end. */
+static void
+ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
+{
+	struct lset cur, ax, ar;
+	bool all_exact = true;
+
+	ls_empty(&cur);
+	ls_none(req);
+	while (P->s < P->e && *P->s != '|' && *P->s != ')') {
+		char c = *P->s;
+		if (P->x && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+			P->s++;
+			continue;
+		}
+		if (P->x && c == '#') {
+			while (P->s < P->e && *P->s != '\n')
+				P->s++;
+			continue;
+		}
+		int lo, hi;
+		ls_atom(P, &ax, &ar);
+		if (ls_quant(P, &lo, &hi)) {
+			struct lset one = ar;
+			ls_take_better(&one, &ax);
+			if (lo == 0) {
+				if (hi == 1 && !ax.none) {
+					struct lset e;
+					ls_empty(&e);
+					ls_union(&ax, &e);
+				} else
+					ls_none(&ax);
+				ls_none(&ar);
+			} else if (lo == hi && lo <= 4 && !ax.none) {
+				struct lset r;
+				ls_empty(&r);
+				for (int k = 0; k < lo; k++)
+					ls_cross(&r, &ax);
+				ax = r;
+				ar = one;
+			} else if (!ax.none) {
+				/* x+ or x{2,}: the first copy ends the run so far, the
+				 * last one starts the next */
+				struct lset t = cur;
+				ls_cross(&t, &ax);
+				ls_take_better(req, t.none ? &cur : &t);
+				ls_take_better(req, &one);
+				cur = ax;
+				all_exact = false;
+				continue;
+			} else {
+				ls_none(&ax);
+				ar = one;
+			}
+		}
+		if (!ax.none) {
+			struct lset t = cur;
+			ls_cross(&t, &ax);
+			if (!t.none) {
+				cur = t;
+				continue;
+			}
+			/* too many or too long: the run so far is a candidate */
+			ls_take_better(req, &cur);
+			cur = ax;
+			all_exact = false;
+			continue;
+		}
+		all_exact = false;
+		ls_take_better(req, &cur);
+		ls_take_better(req, &ar);
+		ls_empty(&cur);
+	}
+	ls_take_better(req, &cur);
+	if (all_exact)
+		*exact = cur;
+	else
+		ls_none(exact);
+}
+
+static void
+ls_alt(struct lsp *P, struct lset *exact, struct lset *req)
+{
+	struct lset ex, rq;
+	bool first = true;
+
+	for (;;) {
+		ls_seq(P, &ex, &rq);
+		ls_take_better(&rq, &ex);
+		if (ls_minlen(&rq) == 0)
+			ls_none(&rq);
+		if (first) {
+			*exact = ex;
+			*req = rq;
+			first = false;
+		} else {
+			ls_union(exact, &ex);
+			ls_union(req, &rq);
+		}
+		if (P->s < P->e && *P->s == '|') {
+			P->s++;
+			continue;
+		}
+		break;
+	}
+}
+
+unsigned
+scan_rules_literal_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
+    unsigned cap)
+{
+	struct lsp P = {.s = re, .e = re + strlen(re), .x = (flags & SCAN_RE_X) != 0};
+	struct lset ex, req;
+
+	if (!P.x && strstr(re, "(?x"))
+		return 0;
+	ls_alt(&P, &ex, &req);
+	if (P.s != P.e)
+		return 0;       /* unbalanced ')': do not trust the walk */
+	ls_take_better(&req, &ex);
+	if (req.none || !req.n || req.n > cap || ls_minlen(&req) == 0)
+		return 0;
+	for (unsigned i = 0; i < req.n; i++) {
+		out[i][0] = req.len[i];
+		memcpy(&out[i][1], req.s[i], req.len[i]);
+	}
+	return req.n;
+}

@@ -225,6 +225,18 @@ double scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits);
  */
 size_t scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap);
 
+/*
+ * scan_rules_literal_set(): a set of byte strings, one of which every match
+ * of re must contain (ASCII lower-cased: compare caselessly). One string per
+ * top-level branch at least; small classes ([o0]) and short optional parts
+ * are expanded. Each out[i] is a length byte then the bytes. Returns how
+ * many (at most cap, at most SCAN_RULES_LSET_MAX), 0 when there is none.
+ */
+#define SCAN_RULES_LSET_MAX 32
+#define SCAN_RULES_LSET_LEN 24
+unsigned scan_rules_literal_set(const char *re, uint32_t flags,
+    uint8_t (*out)[SCAN_RULES_LSET_LEN + 1], unsigned cap);
+
 const char *scan_rules_type_name(unsigned type);
 
 #endif

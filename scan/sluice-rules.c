@@ -13,7 +13,12 @@
  *   -q   no per-message lines
  *   -v   diagnostics and per-rule classes
  *   -P   no HS_FLAG_PREFILTER gates (measurement)
+ *   -S   no scan-cost model (measurement)
+ *   -D   drop the rules that would run PCRE2 on every message (faster, fewer rules)
  *   -l   list every rule with its type and class, then exit
+ *   -H F write every rule that hit (metas and __ rules too, with counts),
+ *        one line per message, to F
+ *   -C F compare the hits with a file written by -H; exit 1 if any differ
  * Per message: "file score action tests=..." (rules that hit).
  */
 #include <dirent.h>
@@ -149,6 +154,85 @@ load_dir(const char *dir)
 	qsort(msgs + first, nmsgs - first, sizeof(*msgs), cmp_msg);
 }
 
+/* "name rule=count rule=count ...": every nonzero hit, in rule order */
+static void
+hit_line(FILE *f, const char *name, const struct scan_ruleset *rs, const struct scan_msg *sm)
+{
+	fprintf(f, "%s", name);
+	if (sm->hm->gtube)
+		fprintf(f, " *GTUBE");
+	for (uint32_t k = 0; k < rs->n; k++)
+		if (sm->hm->hits[k])
+			fprintf(f, " %s=%u", rs->rules[k].name, sm->hm->hits[k]);
+	fprintf(f, "\n");
+}
+
+/* Prints the words of a that are not in b (space-separated lists). */
+static void
+words_missing(const char *label, const char *a, const char *b)
+{
+	char *w = strdup(a), *save = NULL;
+
+	if (!w)
+		return;
+	printf("compare:   %s:", label);
+	for (char *t = strtok_r(w, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+		size_t n = strlen(t);
+		const char *q = b;
+		bool found = false;
+		while ((q = strstr(q, t))) {
+			if ((q == b || q[-1] == ' ') && (q[n] == ' ' || q[n] == '\n' || q[n] == '\0')) {
+				found = true;
+				break;
+			}
+			q += n;
+		}
+		if (!found)
+			printf(" %s", t);
+	}
+	printf("\n");
+	free(w);
+}
+
+/* Compares the hit lines of this run (now) with ref; prints what differs. */
+static int
+compare_hits(FILE *now, const char *ref_path)
+{
+	FILE *ref = fopen(ref_path, "r");
+	char *a = NULL, *b = NULL;
+	size_t an = 0, bn = 0;
+	unsigned lines = 0, diff = 0;
+
+	if (!ref) {
+		fprintf(stderr, "sluice-rules: %s: %s\n", ref_path, strerror(errno));
+		return 2;
+	}
+	rewind(now);
+	for (;;) {
+		ssize_t x = getline(&a, &an, ref), y = getline(&b, &bn, now);
+		if (x < 0 && y < 0)
+			break;
+		lines++;
+		if (x < 0 || y < 0 || strcmp(a, b)) {
+			diff++;
+			if (diff > 20)
+				continue;
+			if (x < 0 || y < 0) {
+				printf("compare: message count differs\n");
+				continue;
+			}
+			printf("compare: %.*s\n", (int)strcspn(a, " \n"), a);
+			words_missing("only before", a, b);
+			words_missing("only after", b, a);
+		}
+	}
+	printf("compare: %u messages, %u with different hits\n", lines, diff);
+	free(a);
+	free(b);
+	fclose(ref);
+	return diff ? 1 : 0;
+}
+
 static const char *const cls_names[SCAN_HS_C_COUNT] = {
 	"none", "hyperscan", "pcre2-gated", "pcre2-prefilter", "pcre2-always", "failed",
 };
@@ -186,7 +270,21 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->patterns[t],
 		    st->db_bytes[t] / 1024, st->stream_bytes[t]);
-	printf("\ncost model: %u compilable patterns sent to PCRE2\n", st->costly);
+	printf("\nsample text MB/s:");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		printf(" %s=%.0f", scan_rules_type_name(t), st->sample_mbps[t]);
+	printf(" gates:");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->gpatterns[t])
+			printf(" %s=%.0f", scan_rules_type_name(t), st->gsample_mbps[t]);
+	printf("\ngates databases:");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->gpatterns[t])
+			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->gpatterns[t],
+			    st->gdb_bytes[t] / 1024, st->gstream_bytes[t]);
+	printf("\ncost model: %u compilable patterns sent to PCRE2 (%u of them slow to scan, gated)\n",
+	    st->costly + st->slow, st->slow);
+	printf("scratch %zu KB per worker\n", st->scratch_bytes / 1024);
 	printf("header keys %u; cache %s (%d); build %.2f s\n", st->header_keys,
 	    st->cache_hit ? "hit" : "miss", st->cache_status, st->compile_seconds);
 	printf("skipped: %u directives, %u lines in false conditionals, %u lang, %u include; "
@@ -221,11 +319,13 @@ main(int argc, char **argv)
 	const char *dirs[64];
 	unsigned ndirs = 0, repeat = 0;
 	bool verbose = false, quiet = false, list = false;
+	const char *hit_path = NULL, *cmp_path = NULL;
+	FILE *hitf = NULL;
 	int c, rc;
 
 	if (!rs)
 		return 2;
-	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlh")) != -1) {
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDh")) != -1) {
 		switch (c) {
 		case 'r':
 			rc = scan_rules_load_path(rs, optarg);
@@ -244,10 +344,14 @@ main(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 'v': verbose = true; break;
 		case 'P': cfg.no_prefilter = true; break;
+		case 'S': cfg.no_scan_cost = true; break;
+		case 'D': cfg.drop_always = true; break;
 		case 'l': list = true; break;
+		case 'H': hit_path = optarg; break;
+		case 'C': cmp_path = optarg; break;
 		default:
 			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
-			    "[-n REPEAT] [-q] [-v] [-P] [-l]\n");
+			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-l] [-H HITS] [-C HITS]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -285,7 +389,15 @@ main(int argc, char **argv)
 		return 2;
 	scan_policy_default(&pol);
 	unsigned acts[SCAN_ACT_COUNT] = {0};
-	uint64_t pcre_runs = 0, bytes = 0;
+	if (hit_path)
+		hitf = fopen(hit_path, "w+");
+	else if (cmp_path)
+		hitf = tmpfile();
+	if ((hit_path || cmp_path) && !hitf) {
+		fprintf(stderr, "sluice-rules: hit file: %s\n", strerror(errno));
+		return 2;
+	}
+	uint64_t pcre_runs = 0, bytes = 0, writes = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -294,7 +406,10 @@ main(int argc, char **argv)
 		scan_verdict_compute(rs, sm->hm->hits, sm->hm->gtube, rc < 0, &pol, &v);
 		acts[v.action]++;
 		pcre_runs += sm->hm->pcre_runs;
+		writes += sm->hm->writes;
 		bytes += msgs[i].n;
+		if (hitf)
+			hit_line(hitf, msgs[i].name, rs, sm);
 		if (quiet)
 			continue;
 		printf("%s %.1f %s tests=", msgs[i].name, v.score, scan_action_name(v.action));
@@ -309,7 +424,15 @@ main(int argc, char **argv)
 	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
-	printf("pcre2 runs/msg=%.1f\n", (double)pcre_runs / nmsgs);
+	printf("pcre2 runs/msg=%.1f hyperscan writes/msg=%.1f\n", (double)pcre_runs / nmsgs,
+	    (double)writes / nmsgs);
+	int cmp_rc = 0;
+	if (hitf) {
+		fflush(hitf);
+		if (cmp_path)
+			cmp_rc = compare_hits(hitf, cmp_path);
+		fclose(hitf);
+	}
 	if (repeat) {
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -334,5 +457,5 @@ main(int argc, char **argv)
 		free(msgs[i].p);
 	}
 	free(msgs);
-	return 0;
+	return cmp_rc;
 }

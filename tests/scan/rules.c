@@ -306,6 +306,54 @@ test_literal(void **state)
 	expect_lit("q{0,3}rstu", 0, "rstu");
 }
 
+/* want: the strings of the set, sorted, joined with '|' ("" = no set) */
+static void
+expect_set(const char *re, uint32_t flags, const char *want)
+{
+	uint8_t out[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	char buf[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	char *v[SCAN_RULES_LSET_MAX];
+	char got[2048] = "";
+	unsigned n = scan_rules_literal_set(re, flags, out, SCAN_RULES_LSET_MAX);
+
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(buf[i], &out[i][1], out[i][0]);
+		buf[i][out[i][0]] = '\0';
+		v[i] = buf[i];
+	}
+	for (unsigned i = 1; i < n; i++)
+		for (unsigned j = i; j > 0 && strcmp(v[j], v[j - 1]) < 0; j--) {
+			char *t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	for (unsigned i = 0; i < n; i++) {
+		strcat(got, i ? "|" : "");
+		strcat(got, v[i]);
+	}
+	if (strcmp(got, want))
+		fail_msg("literal set of /%s/: got \"%s\", want \"%s\"", re, got, want);
+}
+
+static void
+test_literal_set(void **state)
+{
+	(void)state;
+	expect_set("abc|defgh", 0, "abc|defgh");
+	expect_set("foo(?!bar)Bazqux", 0, "foobazqux");
+	expect_set("(?:cheap|low) pri[cs]es", 0, "cheap prices|cheap prises|low prices|low prises");
+	expect_set("\\b(?:viagra|cialis\\d+)\\b", SCAN_RE_I, "cialis|viagra");
+	expect_set("x?yz\\.com", 0, "xyz.com|yz.com");
+	expect_set("(?:a|b.*)cdef", 0, "cdef");
+	expect_set("a.*b|cdef", 0, "a|cdef");             /* every branch gives one */
+	expect_set("a*|b", 0, "");                          /* a branch with none: no set */
+	expect_set("(?:ab)+xy", 0, "abxy");
+	expect_set("(?:foo|bar){2}", 0, "barbar|barfoo|foobar|foofoo");
+	expect_set("[^a]bcd", 0, "bcd");
+	expect_set("(?<name>hello) [w0]orld", 0, "hello 0orld|hello world");
+	expect_set("ab)cd", 0, "");                         /* unbalanced: give up */
+}
+
 /* the real rule files of the spamassassin package, when installed */
 static void
 test_debian_rules(void **state)
@@ -354,6 +402,7 @@ main(void)
 		cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_replace_tags),
 		cmocka_unit_test(test_literal),
+		cmocka_unit_test(test_literal_set),
 		cmocka_unit_test(test_debian_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
