@@ -58,6 +58,8 @@ enum kt {
 	KT_SCORE,        /* double, a rule score or threshold, min..max */
 	KT_PATHS,        /* filter.rules: one path or a list of them */
 	KT_SCORES,       /* filter.attachments.scores: RULE -> score */
+	KT_IPV4,         /* uint32_t, host byte order, "a.b.c.d" */
+	KT_IPV4_NET,     /* struct ctl_ipv4_net, "a.b.c.d/len" */
 };
 
 struct key {
@@ -151,6 +153,11 @@ static const struct key keys[] = {
 	{ "filter.attachments.enabled", KT_BOOL, OFF(filter_attach_enabled), 0, 0, NULL, NULL },
 	{ "filter.attachments.extensions", KT_TEXT, OFF(filter_attach_ext), 0, 0, NULL, NULL },
 	{ "filter.attachments.scores", KT_SCORES, 0, 0, 0, NULL, NULL },
+	{ "dpdk", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "dpdk.eal", KT_TEXT, OFF(dpdk_eal), 0, 0, NULL, NULL },
+	{ "dpdk.port", KT_U32, OFF(dpdk_port), 0, 1023, NULL, NULL },
+	{ "dpdk.address", KT_IPV4_NET, OFF(dpdk_address), 0, 0, NULL, NULL },
+	{ "dpdk.gateway", KT_IPV4, OFF(dpdk_gateway), 0, 0, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -505,6 +512,7 @@ void ctl_config_free(struct ctl_config *c)
 	free(c->filter_cache);
 	free(c->filter_policy);
 	free(c->filter_attach_ext);
+	free(c->dpdk_eal);
 	for (unsigned i = 0; i < c->filter_attach_nscores && i < CTL_FILTER_SCORES_MAX; i++)
 		free(c->filter_attach_score_name[i]);
 	for (unsigned i = 0; i < c->nroutes; i++) {
@@ -792,6 +800,44 @@ static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
 			return range_err(ld, k, n);
 		*(double *)field = d;
 		return 0;
+	}
+	case KT_IPV4:
+	case KT_IPV4_NET: {
+		char a[INET_ADDRSTRLEN];
+		const char *slash = k->type == KT_IPV4_NET ? strchr(s, '/') : NULL;
+		size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+		struct in_addr in;
+		uint64_t len = 32;
+		const char *end = "";
+		if (slash) {
+			end = number(slash + 1, &len, &r);
+			if (r < 0)
+				len = 0;
+		}
+		if (alen == 0 && k->type == KT_IPV4 && !slash) {
+			*(uint32_t *)field = 0;  /* "": none */
+			return 0;
+		}
+		if (alen >= sizeof(a) || (k->type == KT_IPV4_NET && !slash) || *end != '\0' ||
+		    len < 1 || len > 32)
+			goto bad_ip;
+		memcpy(a, s, alen);
+		a[alen] = '\0';
+		if (inet_pton(AF_INET, a, &in) != 1)
+			goto bad_ip;
+		if (k->type == KT_IPV4) {
+			*(uint32_t *)field = ntohl(in.s_addr);
+		} else {
+			struct ctl_ipv4_net *net = field;
+			net->addr = ntohl(in.s_addr);
+			net->prefix = (uint32_t)len;
+		}
+		return 0;
+bad_ip:
+		return FAIL(ld, n, "%s: expected %s, got '%s'", k->name,
+		            k->type == KT_IPV4 ? "an IPv4 address (a.b.c.d)" :
+		                                 "an IPv4 address with its prefix length (a.b.c.d/24)",
+		            show(n, v, sizeof(v)));
 	}
 	case KT_ENUM: {
 		char list[128];
@@ -1279,6 +1325,12 @@ static int check_whole(struct ld *ld)
 		                    "antivirus.enabled"),
 		            "antivirus.database: must be set with antivirus.enabled (the signature "
 		            "directory, e.g. /var/lib/clamav)");
+	if (c->transport == CTL_TRANSPORT_DPDK && c->dpdk_address.addr == 0)
+		return errf(ld->err, ld->errlen, ld->name,
+		            cite(c, ctl_config_key_line(c, "dpdk.address") ? "dpdk.address" :
+		                    "server.transport"),
+		            "dpdk.address: must be set with server.transport dpdk (the port's IPv4 "
+		            "address and prefix, e.g. 10.77.0.2/24)");
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];
 		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));

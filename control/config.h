@@ -50,6 +50,12 @@ struct ctl_listen {
 	unsigned line;                 /* of the entry in the file; 0: default */
 };
 
+/* An IPv4 address with its prefix length ("10.77.0.2/24"). */
+struct ctl_ipv4_net {
+	uint32_t addr;                 /* host byte order */
+	uint32_t prefix;               /* 1..32 */
+};
+
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
 #define CTL_CONFIG_KEYS_MAX 96
 #define CTL_FILTER_PATHS_MAX 16
@@ -124,6 +130,11 @@ struct ctl_config {
 	char *filter_attach_score_name[CTL_FILTER_SCORES_MAX]; /* ATTACH_* */
 	double filter_attach_score[CTL_FILTER_SCORES_MAX];
 	unsigned filter_attach_nscores;
+	/* dpdk (server.transport: dpdk) */
+	char *dpdk_eal;                /* EAL arguments, blank-separated */
+	uint32_t dpdk_port;            /* DPDK port id */
+	struct ctl_ipv4_net dpdk_address; /* addr 0: unset */
+	uint32_t dpdk_gateway;         /* host byte order; 0: none */
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */

@@ -114,13 +114,15 @@ main(int argc, char **argv)
 		fprintf(stderr, "sluiced: %s\n", err);
 		return 1;
 	}
+#ifndef SLUICE_HAVE_DPDK
 	if (cfg.transport != CTL_TRANSPORT_KERNEL) {
 		fprintf(stderr, "sluiced: %s:%u: server.transport: only 'kernel' is available in this "
-		        "build (the DPDK transport is not built yet)\n",
+		        "build (sluiced was built without libdpdk)\n",
 		        path, ctl_config_key_line(&cfg, "server.transport"));
 		ctl_config_free(&cfg);
 		return 1;
 	}
+#endif
 	struct ctl_filter_conf fc;
 	if (cfg.filter_enabled && ctl_filter_conf_from_config(&fc, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sluiced: %s\n", err);
@@ -237,9 +239,10 @@ main(int argc, char **argv)
 		snprintf(listen + strlen(listen), sizeof(listen) - strlen(listen), "%s%s%s",
 		         i ? "," : "", cfg.listen[i].text, cfg.listen[i].proxy_protocol ? "(proxy)" : "");
 	ctl_log(CTL_LOG_INFO,
-	        "event=start version=%s transport=kernel workers=%u listen=%s starttls=%s "
+	        "event=start version=%s transport=%s workers=%u listen=%s starttls=%s "
 	        "spool=%s recovered=%llu delivery=%s to=%s",
-	        SLUICE_VERSION, cfg.workers, listen, tls ? "yes" : "no",
+	        SLUICE_VERSION, cfg.transport == CTL_TRANSPORT_DPDK ? "dpdk" : "kernel",
+	        cfg.workers, listen, tls ? "yes" : "no",
 	        abs_path(cfg.spool_dir, buf1, sizeof(buf1)), (unsigned long long)st.recovered,
 	        delivery_name(cfg.delivery), delivery_target(&cfg, buf2, sizeof(buf2)));
 	fprintf(stderr, "sluiced: listening on %s; mail is delivered to %s\n", listen,

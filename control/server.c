@@ -33,6 +33,9 @@
 #include "control/filter.h"
 #include "control/log.h"
 #include "dataplane/kernel.h"
+#ifdef SLUICE_HAVE_DPDK
+#include "dataplane/dpdk.h"
+#endif
 #include "scan/mime.h"
 #include "smtp/smtp.h"
 
@@ -139,6 +142,9 @@ struct ctl_server {
 	size_t sess_off;
 	struct dp_listen listen[CTL_LISTEN_MAX];
 	struct dp_kernel *kernel;
+#ifdef SLUICE_HAVE_DPDK
+	struct dp_dpdk *dpdk;
+#endif
 };
 
 static inline struct smtp_session *
@@ -1089,6 +1095,15 @@ ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen)
 	return ctx;
 }
 
+#ifdef SLUICE_HAVE_DPDK
+static void
+dpdk_log(void *ctx, const char *line)
+{
+	(void)ctx;
+	ctl_log(CTL_LOG_INFO, "%s", line);
+}
+#endif
+
 struct ctl_server *
 ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_av *av,
                  struct ctl_filter *flt, SSL_CTX *tls, char *err, size_t errlen)
@@ -1142,6 +1157,29 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		.conn_max = cfg->connections_max + cfg->connections_max / 8 + 16,
 		.cpu_first = -1,
 	};
+#ifdef SLUICE_HAVE_DPDK
+	if (cfg->transport == CTL_TRANSPORT_DPDK) {
+		struct dp_dpdk_conf dc = {
+			.eal = cfg->dpdk_eal,
+			.port = cfg->dpdk_port,
+			.workers = kc.workers,
+			.listen = kc.listen,
+			.nlisten = kc.nlisten,
+			.conn_max = kc.conn_max,
+			.ipv4 = cfg->dpdk_address.addr,
+			.netmask = cfg->dpdk_address.prefix >= 32 ? 0xffffffffu :
+			           ~(0xffffffffu >> cfg->dpdk_address.prefix),
+			.gateway = cfg->dpdk_gateway,
+			.log = dpdk_log,
+		};
+		srv->dpdk = dp_dpdk_start(&dc, &srv_ops, srv, err, errlen);
+		if (srv->dpdk == NULL) {
+			free(srv);
+			return NULL;
+		}
+		return srv;
+	}
+#endif
 	srv->kernel = dp_kernel_start(&kc, &srv_ops, srv, err, errlen);
 	if (srv->kernel == NULL) {
 		free(srv);
@@ -1155,6 +1193,9 @@ ctl_server_stop(struct ctl_server *srv)
 {
 	if (srv == NULL)
 		return NULL;
+#ifdef SLUICE_HAVE_DPDK
+	srv->dpdk = dp_dpdk_stop(srv->dpdk);
+#endif
 	srv->kernel = dp_kernel_stop(srv->kernel);
 	free(srv);
 	return NULL;

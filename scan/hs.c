@@ -40,7 +40,8 @@ struct hname {
 	char *lname;
 	uint16_t key[SCAN_HMOD_COUNT];  /* key id + 1 per modifier, 0 none */
 	uint16_t pseudo[SCAN_HMOD_COUNT]; /* a pseudo-header key fed by this one */
-	uint16_t exists_key;    /* key id + 1 of exists:Name, 0 none */
+	uint16_t exists_key[4]; /* key ids + 1 of exists: rules this header satisfies
+	                           (its own name, pseudo-headers built from it) */
 };
 
 /* a header rule resolved after the scan */
@@ -270,10 +271,27 @@ setup_header_keys(struct scan_hs *e)
 		h->negate = r->negate;
 		h->exists = r->exists;
 		if (r->exists) {
-			struct hname *hn = name_slot(e, r->header);
-			if (!hn)
-				return -ENOMEM;
-			hn->exists_key = (uint16_t)(k + 1);
+			/* exists:ToCc holds when To or Cc does, as in SpamAssassin
+			 * 4.0; its exists:MESSAGEID never does (measured by
+			 * tests/scan/test_sa_agreement.py), so only ToCc maps. */
+			const char *own[2] = { r->header, NULL };
+			const char *const *src = own;
+			for (size_t pi = 0; pi < sizeof(pseudo_map) / sizeof(pseudo_map[0]); pi++)
+				if (!strcmp(r->header, pseudo_map[pi].pseudo) && !strcmp(r->header, "tocc"))
+					src = pseudo_map[pi].from;
+			for (; *src != NULL; src++) {
+				struct hname *hn = name_slot(e, *src);
+				if (!hn)
+					return -ENOMEM;
+				for (unsigned j = 0; j < 4; j++) {
+					if (hn->exists_key[j] == (uint16_t)(k + 1))
+						break;
+					if (hn->exists_key[j] == 0) {
+						hn->exists_key[j] = (uint16_t)(k + 1);
+						break;
+					}
+				}
+			}
 			continue;
 		}
 		if (!strcmp(r->header, "all")) {
@@ -1785,8 +1803,8 @@ scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name
 	const struct hname *hn = name_lookup(e, name, nn);
 	if (!hn)
 		return;
-	if (hn->exists_key) {
-		unsigned k = hn->exists_key - 1u;
+	for (unsigned j = 0; j < 4 && hn->exists_key[j]; j++) {
+		unsigned k = hn->exists_key[j] - 1u;
 		m->priv->seen[k / 64] |= 1ull << (k % 64);
 	}
 	for (uint8_t k = 0; k < SCAN_HMOD_COUNT; k++) {

@@ -17,6 +17,10 @@ set +e
 stages=${SLUICE_TEST_ONLY:-"test asan fuzz"}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+# The Hyperscan build of Debian's SpamAssassin rules takes minutes cold;
+# both build trees share its cache (keyed by the rule set and format).
+mkdir -p .cache
+export SLUICE_HS_SA_CACHE=${SLUICE_HS_SA_CACHE:-$PWD/.cache/scan_hs_sa.cache}
 jobs=$(nproc)
 status=0
 

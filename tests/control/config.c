@@ -180,7 +180,13 @@ static const char every_key[] =
 	"  max_age: 3d\n"
 	"log:\n"
 	"  level: debug\n"
-	"  file: /var/log/sluice.log\n";
+	"  file: /var/log/sluice.log\n"
+	"dpdk:\n"
+	"  eal: \"--no-huge --no-shconf -l 0 --vdev=net_tap0,iface=sltap0\"\n"
+	"  port: 1\n"
+	"  address: 10.77.0.2/24\n"
+	"  gateway: 10.77.0.1\n";
+
 
 static void test_every_key(void **state)
 {
@@ -193,6 +199,11 @@ static void test_every_key(void **state)
 	assert_string_equal(c.hostname, "mx1.example.test");
 	assert_int_equal(c.workers, 8);
 	assert_int_equal(c.transport, CTL_TRANSPORT_DPDK);
+	assert_string_equal(c.dpdk_eal, "--no-huge --no-shconf -l 0 --vdev=net_tap0,iface=sltap0");
+	assert_int_equal(c.dpdk_port, 1);
+	assert_int_equal(c.dpdk_address.addr, 0x0a4d0002);
+	assert_int_equal(c.dpdk_address.prefix, 24);
+	assert_int_equal(c.dpdk_gateway, 0x0a4d0001);
 	assert_int_equal(c.nlisten, 3);
 	assert_string_equal(c.listen[0].text, "192.0.2.1:25");
 	assert_true(c.listen[0].proxy_protocol);
@@ -314,6 +325,20 @@ static const struct bad bad[] = {
 	  "spool.sync: expected a boolean (true/false, yes/no, on/off), got 'maybe'" },
 	{ "server:\n  transport: netmap\n", 2,
 	  "server.transport: expected one of kernel, dpdk, got 'netmap'" },
+	{ "server:\n  transport: dpdk\n", 2,
+	  "dpdk.address: must be set with server.transport dpdk (the port's IPv4 address and "
+	  "prefix, e.g. 10.77.0.2/24)" },
+	{ "dpdk:\n  address: 10.77.0.2\n", 2,
+	  "dpdk.address: expected an IPv4 address with its prefix length (a.b.c.d/24), got '10.77.0.2'" },
+	{ "dpdk:\n  address: 10.77.0.2/33\n", 2,
+	  "dpdk.address: expected an IPv4 address with its prefix length (a.b.c.d/24), got "
+	  "'10.77.0.2/33'" },
+	{ "dpdk:\n  address: 10.77.0/24\n", 2,
+	  "dpdk.address: expected an IPv4 address with its prefix length (a.b.c.d/24), got "
+	  "'10.77.0/24'" },
+	{ "dpdk:\n  gateway: 10.77.0.1/24\n", 2,
+	  "dpdk.gateway: expected an IPv4 address (a.b.c.d), got '10.77.0.1/24'" },
+	{ "dpdk:\n  port: 2000\n", 2, "dpdk.port: 2000 is out of range 0..1023" },
 	{ "log:\n  level: trace\n", 2, "log.level: expected one of error, warn, info, debug, got 'trace'" },
 	{ "delivery:\n  method: smtp\n", 2,
 	  "delivery.method: expected one of maildir, discard, lmtp, got 'smtp'" },

@@ -162,7 +162,8 @@ def test_sa_agreement():
     need((RULES_DIR / "72_active.cf").exists(), "%s: Debian spamassassin rules not installed" % RULES_DIR)
     need(subprocess.run(["/usr/bin/perl", "-MMail::SpamAssassin", "-e", "1"],
                         capture_output=True).returncode == 0, "Mail::SpamAssassin not installed")
-    cache = os.environ.get("SLUICE_RULES_CACHE") or os.path.join(tempfile.gettempdir(), "sluice-sa-agree.cache")
+    cache = (os.environ.get("SLUICE_HS_SA_CACHE") or os.environ.get("SLUICE_RULES_CACHE")
+             or os.path.join(tempfile.gettempdir(), "sluice-sa-agree.cache"))
     msgs = sorted(p for p in MSG_DIR.iterdir() if p.is_file() and p.suffix == ".eml")
     assert len(msgs) >= 20, "message set too small: %d" % len(msgs)
 

@@ -1,0 +1,563 @@
+/*
+ * dpdk.c - the DPDK transport; see dpdk.h, transport.h and stack.h.
+ *
+ * One struct dworker per worker: its queue pair, its pool, its stack and
+ * the burst of frames waiting to be sent. The stack's dp_stack_io writes
+ * straight into mbufs; nothing is copied on transmit, and on receive only
+ * a chained (multi-segment) frame is linearised into the worker's buffer.
+ */
+#include "dataplane/dpdk.h"
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include "dataplane/stack.h"
+
+#define DP_D_BURST       32
+#define DP_D_TXQ_MAX     (2 * DP_D_BURST)
+#define DP_D_TX_RETRY    4
+#define DP_D_RXD         1024
+#define DP_D_TXD         1024
+#define DP_D_POOL_CACHE  256
+#define DP_D_ARGV_MAX    64
+#define DP_D_IDLE_SPINS  1024  /* empty iterations before napping */
+#define DP_D_FRAME_MAX   9216
+
+struct dworker {
+	struct dp_worker base;         /* first: the transport-neutral handle */
+	struct dp_dpdk *d;
+	unsigned id;
+	uint16_t queue;
+	unsigned lcore;                /* EAL worker lcore, or UINT_MAX: a thread */
+	pthread_t thread;
+	bool thread_started;
+	atomic_int wake_pending;
+	struct rte_mempool *pool;
+	struct dp_stack *st;
+	void *app;
+	uint16_t ntx;
+	struct rte_mbuf *tx[DP_D_TXQ_MAX];
+	uint64_t tx_dropped, rx_chained;
+	uint8_t linear[DP_D_FRAME_MAX]; /* a chained frame, made contiguous */
+} __rte_cache_aligned;
+
+struct dp_dpdk {
+	struct dp_dpdk_conf conf;
+	const struct dp_app_ops *ops;
+	void *app;
+	struct dp_stack_conf sconf;
+	uint16_t port;
+	bool port_started;
+	atomic_bool stop;
+	struct rte_mempool *pools[RTE_MAX_NUMA_NODES];
+	unsigned nworkers;
+	struct dworker *w[];
+};
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void
+d_log(const struct dp_dpdk_conf *conf, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+d_log(const struct dp_dpdk_conf *conf, const char *fmt, ...)
+{
+	if (conf->log == NULL)
+		return;
+	char line[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	conf->log(conf->log_ctx, line);
+}
+
+static void
+d_worker_wake(struct dp_worker *dw)
+{
+	struct dworker *w = (struct dworker *)dw;
+	atomic_store_explicit(&w->wake_pending, 1, memory_order_release);
+}
+
+static const struct dp_worker_ops d_worker_ops = {
+	.wake = d_worker_wake,
+};
+
+/* ---- transmit ---------------------------------------------------------- */
+
+static void
+tx_flush(struct dworker *w)
+{
+	uint16_t off = 0;
+	for (int tries = 0; off < w->ntx && tries < DP_D_TX_RETRY; tries++)
+		off += rte_eth_tx_burst(w->d->port, w->queue, w->tx + off, w->ntx - off);
+	if (off < w->ntx) {
+		/* The NIC is full: drop the rest; TCP retransmits. */
+		w->tx_dropped += w->ntx - off;
+		rte_pktmbuf_free_bulk(w->tx + off, w->ntx - off);
+	}
+	w->ntx = 0;
+}
+
+static uint8_t *
+io_tx_buf(void *ctx, size_t max, void **h)
+{
+	struct dworker *w = ctx;
+	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
+	if (m == NULL)
+		return NULL;
+	if (rte_pktmbuf_tailroom(m) < max) {
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
+	*h = m;
+	return rte_pktmbuf_mtod(m, uint8_t *);
+}
+
+static void
+io_tx_send(void *ctx, void *h, size_t len)
+{
+	struct dworker *w = ctx;
+	struct rte_mbuf *m = h;
+	m->data_len = (uint16_t)len;
+	m->pkt_len = (uint32_t)len;
+	w->tx[w->ntx++] = m;
+	if (w->ntx == DP_D_TXQ_MAX)
+		tx_flush(w);
+}
+
+static const struct dp_stack_io d_io = {
+	.tx_buf = io_tx_buf,
+	.tx_send = io_tx_send,
+};
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void
+rx_frame(struct dworker *w, struct rte_mbuf *m)
+{
+	if (m->nb_segs == 1) {
+		dp_stack_input(w->st, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len);
+		return;
+	}
+	w->rx_chained++;
+	if (m->pkt_len > sizeof(w->linear))
+		return;
+	const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, w->linear);
+	if (p != NULL)
+		dp_stack_input(w->st, p, m->pkt_len);
+}
+
+static int
+worker_loop(void *arg)
+{
+	struct dworker *w = arg;
+	struct dp_dpdk *d = w->d;
+	struct rte_mbuf *rx[DP_D_BURST];
+	unsigned empty = 0;
+
+	w->base.now = mono_ms();
+	w->app = d->ops->worker_init(d->app, &w->base, w->id);
+	w->st = dp_stack_new(&d->sconf, &d_io, w, &w->base, d->ops, w->app);
+	if (w->st == NULL) {
+		/* Cannot serve: the start-up check (dp_stack_new in start) makes
+		 * this unreachable short of memory running out since. */
+		d->ops->worker_fini(w->app);
+		return -1;
+	}
+	while (!atomic_load_explicit(&d->stop, memory_order_relaxed)) {
+		uint16_t n = rte_eth_rx_burst(d->port, w->queue, rx, DP_D_BURST);
+		w->base.now = mono_ms();
+		for (uint16_t i = 0; i < n; i++) {
+			if (i + 1 < n)
+				rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
+			rx_frame(w, rx[i]);
+			rte_pktmbuf_free(rx[i]);
+		}
+		if (atomic_load_explicit(&w->wake_pending, memory_order_relaxed) &&
+		    atomic_exchange_explicit(&w->wake_pending, 0, memory_order_acquire))
+			d->ops->wake(w->app);
+		dp_stack_poll(w->st);
+		bool sent = w->ntx > 0;
+		if (sent)
+			tx_flush(w);
+		if (d->ops->idle != NULL)
+			d->ops->idle(w->app);
+		if (n > 0 || sent) {
+			empty = 0;
+		} else if (++empty >= DP_D_IDLE_SPINS) {
+			/* Nothing for a while: nap, but never past a timer. */
+			uint64_t ms = dp_stack_idle_ms(w->st, 1);
+			if (ms > 0) {
+				struct timespec ts = { 0, DP_DPDK_NAP_US * 1000L };
+				nanosleep(&ts, NULL);
+			}
+		}
+	}
+	w->st = dp_stack_free(w->st);
+	if (w->ntx > 0)
+		tx_flush(w);
+	d->ops->worker_fini(w->app);
+	return 0;
+}
+
+static void *
+worker_thread(void *arg)
+{
+	struct dworker *w = arg;
+	if (rte_thread_register() < 0) {
+		/* No lcore id: mempool caches are bypassed, nothing else. */
+	}
+	worker_loop(w);
+	rte_thread_unregister();
+	return NULL;
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+static int
+eal_init(const char *args, char *err, size_t errlen)
+{
+	char *copy = strdup(args != NULL ? args : "");
+	char *argv[DP_D_ARGV_MAX + 2];
+	int argc = 0;
+	if (copy == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	argv[argc++] = "sluiced";
+	for (char *save = NULL, *t = strtok_r(copy, " \t", &save); t != NULL;
+	     t = strtok_r(NULL, " \t", &save)) {
+		if (argc == DP_D_ARGV_MAX) {
+			snprintf(err, errlen, "dpdk.eal: more than %d arguments", DP_D_ARGV_MAX - 1);
+			free(copy);
+			return -E2BIG;
+		}
+		argv[argc++] = t;
+	}
+	argv[argc] = NULL;
+	int rc = rte_eal_init(argc, argv);
+	int e = rte_errno;
+	free(copy);  /* the EAL keeps no pointers into argv after init */
+	if (rc < 0) {
+		snprintf(err, errlen, "rte_eal_init (dpdk.eal \"%s\"): %s", args ? args : "",
+		         rte_strerror(e));
+		return -(e ? e : EINVAL);
+	}
+	return 0;
+}
+
+static int
+port_setup(struct dp_dpdk *d, char *err, size_t errlen)
+{
+	uint16_t port = d->port;
+	struct rte_eth_dev_info info;
+	unsigned nq = d->conf.workers;
+	int rc;
+
+	if ((rc = rte_eth_dev_info_get(port, &info)) != 0) {
+		snprintf(err, errlen, "port %u: dev_info: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	struct rte_eth_conf pc;
+	memset(&pc, 0, sizeof(pc));
+	if (nq > 1) {
+		uint64_t want = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_IPV4;
+		if ((info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP) == 0) {
+			snprintf(err, errlen, "%u workers need RSS on the port; port %u (%s) has none: "
+			         "use server.workers: 1", nq, port, info.driver_name);
+			return -ENOTSUP;
+		}
+		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		pc.rx_adv_conf.rss_conf.rss_hf = want & info.flow_type_rss_offloads;
+	}
+	if (nq > info.max_rx_queues || nq > info.max_tx_queues) {
+		snprintf(err, errlen, "%u workers need %u queue pairs; port %u (%s) has %u/%u", nq, nq,
+		         port, info.driver_name, info.max_rx_queues, info.max_tx_queues);
+		return -ENOTSUP;
+	}
+	if ((rc = rte_eth_dev_configure(port, (uint16_t)nq, (uint16_t)nq, &pc)) != 0) {
+		snprintf(err, errlen, "port %u: configure: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	uint16_t rxd = DP_D_RXD, txd = DP_D_TXD;
+	rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
+	int sock = rte_eth_dev_socket_id(port);
+	for (unsigned i = 0; i < nq; i++) {
+		struct dworker *w = d->w[i];
+		if ((rc = rte_eth_rx_queue_setup(port, w->queue, rxd, (unsigned)sock, NULL, w->pool)) != 0 ||
+		    (rc = rte_eth_tx_queue_setup(port, w->queue, txd, (unsigned)sock, NULL)) != 0) {
+			snprintf(err, errlen, "port %u: queue %u: %s", port, i, rte_strerror(-rc));
+			return rc;
+		}
+	}
+	if ((rc = rte_eth_dev_start(port)) != 0) {
+		snprintf(err, errlen, "port %u: start: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	d->port_started = true;
+
+	struct rte_ether_addr mac;
+	if ((rc = rte_eth_macaddr_get(port, &mac)) != 0) {
+		snprintf(err, errlen, "port %u: MAC address: %s", port, rte_strerror(-rc));
+		return rc;
+	}
+	memcpy(d->sconf.mac, mac.addr_bytes, 6);
+	uint16_t mtu = 0;
+	if (rte_eth_dev_get_mtu(port, &mtu) == 0 && mtu >= 576 && mtu < 1500)
+		d->sconf.mtu = mtu;
+	char name[RTE_ETH_NAME_MAX_LEN] = "?";
+	rte_eth_dev_get_name_by_port(port, name);
+	struct rte_eth_link link;
+	memset(&link, 0, sizeof(link));
+	rte_eth_link_get_nowait(port, &link);
+	d_log(&d->conf, "event=dpdk_port port=%u name=%s driver=%s mac=" RTE_ETHER_ADDR_PRT_FMT
+	      " queues=%u rss=%s link=%s speed_mbps=%u duplex=%s", port, name, info.driver_name,
+	      RTE_ETHER_ADDR_BYTES(&mac), nq, nq > 1 ? "yes" : "no",
+	      link.link_status ? "up" : "down", link.link_speed,
+	      link.link_duplex ? "full" : "half");
+	return 0;
+}
+
+static int
+pools_setup(struct dp_dpdk *d, char *err, size_t errlen)
+{
+	unsigned per_socket[RTE_MAX_NUMA_NODES] = { 0 };
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct dworker *w = d->w[i];
+		int s = w->lcore != UINT32_MAX ? (int)rte_lcore_to_socket_id(w->lcore)
+		                               : rte_eth_dev_socket_id(d->port);
+		if (s < 0 || s >= RTE_MAX_NUMA_NODES)
+			s = 0;
+		per_socket[s]++;
+	}
+	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++) {
+		if (per_socket[s] == 0)
+			continue;
+		unsigned n = per_socket[s] * (DP_D_RXD + DP_D_TXD + DP_D_TXQ_MAX + 2 * DP_D_POOL_CACHE) +
+		             1024;
+		char name[RTE_MEMPOOL_NAMESIZE];
+		snprintf(name, sizeof(name), "sluice_mbuf_%d", s);
+		d->pools[s] = rte_pktmbuf_pool_create(name, n, DP_D_POOL_CACHE, 0,
+		                                      RTE_MBUF_DEFAULT_BUF_SIZE, s);
+		if (d->pools[s] == NULL) {
+			snprintf(err, errlen, "mbuf pool of %u on socket %d: %s", n, s,
+			         rte_strerror(rte_errno));
+			return -ENOMEM;
+		}
+	}
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct dworker *w = d->w[i];
+		int s = w->lcore != UINT32_MAX ? (int)rte_lcore_to_socket_id(w->lcore)
+		                               : rte_eth_dev_socket_id(d->port);
+		if (s < 0 || s >= RTE_MAX_NUMA_NODES)
+			s = 0;
+		w->pool = d->pools[s];
+	}
+	return 0;
+}
+
+static int
+stack_conf(struct dp_dpdk *d, char *err, size_t errlen)
+{
+	struct dp_stack_conf *sc = &d->sconf;
+	memset(sc, 0, sizeof(*sc));
+	sc->ipv4 = d->conf.ipv4;
+	sc->netmask = d->conf.netmask;
+	sc->gateway = d->conf.gateway;
+	sc->conn_max = d->conf.conn_max;
+	for (unsigned i = 0; i < d->conf.nlisten; i++) {
+		const struct dp_listen *l = &d->conf.listen[i];
+		uint16_t port;
+		if (l->addr.ss_family == AF_INET)
+			port = ntohs(((const struct sockaddr_in *)&l->addr)->sin_port);
+		else
+			continue;
+		bool dup = false;
+		for (unsigned j = 0; j < sc->nlisten; j++)
+			dup |= sc->listen[j].port == port;
+		if (dup)
+			continue;
+		if (sc->nlisten == DP_STACK_LISTEN_MAX) {
+			snprintf(err, errlen, "more than %d listening ports", DP_STACK_LISTEN_MAX);
+			return -EINVAL;
+		}
+		sc->listen[sc->nlisten].port = port;
+		sc->listen[sc->nlisten].flags = l->flags;
+		sc->nlisten++;
+	}
+	if (sc->nlisten == 0) {
+		snprintf(err, errlen, "no IPv4 listen address: the DPDK stack serves IPv4 only");
+		return -EINVAL;
+	}
+	if (sc->ipv4 == 0) {
+		snprintf(err, errlen, "no IPv4 address for the DPDK port (dpdk.address)");
+		return -EINVAL;
+	}
+	if (getrandom(sc->secret, sizeof(sc->secret), 0) != (ssize_t)sizeof(sc->secret)) {
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+static void
+d_free(struct dp_dpdk *d)
+{
+	if (d->port_started) {
+		rte_eth_dev_stop(d->port);
+		rte_eth_dev_close(d->port);
+		d->port_started = false;
+	}
+	for (unsigned i = 0; i < d->nworkers; i++)
+		rte_free(d->w[i]);
+	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++)
+		if (d->pools[s] != NULL)
+			rte_mempool_free(d->pools[s]);
+	free(d);
+	rte_eal_cleanup();
+}
+
+struct dp_dpdk *
+dp_dpdk_start(const struct dp_dpdk_conf *conf, const struct dp_app_ops *ops, void *app,
+              char *err, size_t errlen)
+{
+	int rc;
+	err[0] = '\0';
+	if (conf->workers == 0 || conf->workers > RTE_MAX_QUEUES_PER_PORT) {
+		snprintf(err, errlen, "need 1..%d workers", RTE_MAX_QUEUES_PER_PORT);
+		errno = EINVAL;
+		return NULL;
+	}
+	struct dp_dpdk *d = calloc(1, sizeof(*d) + conf->workers * sizeof(d->w[0]));
+	if (d == NULL) {
+		snprintf(err, errlen, "out of memory");
+		errno = ENOMEM;
+		return NULL;
+	}
+	d->conf = *conf;
+	d->ops = ops;
+	d->app = app;
+	if ((rc = stack_conf(d, err, errlen)) != 0) {
+		free(d);
+		errno = -rc;
+		return NULL;
+	}
+	if ((rc = eal_init(conf->eal, err, errlen)) != 0) {
+		free(d);
+		errno = -rc;
+		return NULL;
+	}
+	uint16_t avail = rte_eth_dev_count_avail();
+	if (conf->port >= RTE_MAX_ETHPORTS || !rte_eth_dev_is_valid_port((uint16_t)conf->port)) {
+		snprintf(err, errlen, "no DPDK port %u (%u available; a --vdev or an allow-listed "
+		         "device in dpdk.eal makes one)", conf->port, avail);
+		rc = -ENODEV;
+		goto fail;
+	}
+	d->port = (uint16_t)conf->port;
+
+	/* Workers on EAL worker lcores if there are enough, else on threads. */
+	unsigned nlc = rte_lcore_count() - 1;
+	unsigned lc = RTE_MAX_LCORE;
+	for (unsigned i = 0; i < conf->workers; i++) {
+		struct dworker *w = rte_zmalloc("sluice_worker", sizeof(*w), RTE_CACHE_LINE_SIZE);
+		if (w == NULL) {
+			snprintf(err, errlen, "out of memory for worker %u", i);
+			rc = -ENOMEM;
+			goto fail;
+		}
+		w->base.ops = &d_worker_ops;
+		w->d = d;
+		w->id = i;
+		w->queue = (uint16_t)i;
+		w->lcore = UINT32_MAX;
+		if (nlc >= conf->workers) {
+			lc = rte_get_next_lcore(lc, 1, 0);
+			w->lcore = lc;
+		}
+		d->w[i] = w;
+		d->nworkers = i + 1;
+	}
+	if ((rc = pools_setup(d, err, errlen)) != 0 || (rc = port_setup(d, err, errlen)) != 0)
+		goto fail;
+	/* Catch a bad stack configuration here, not on a worker. */
+	struct dp_stack *probe = dp_stack_new(&d->sconf, &d_io, d->w[0], &d->w[0]->base, ops, NULL);
+	if (probe == NULL) {
+		snprintf(err, errlen, "TCP stack: %s", strerror(errno));
+		rc = -errno;
+		goto fail;
+	}
+	dp_stack_free(probe);
+
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct dworker *w = d->w[i];
+		if (w->lcore != UINT32_MAX)
+			rc = -rte_eal_remote_launch(worker_loop, w, w->lcore);
+		else
+			rc = -pthread_create(&w->thread, NULL, worker_thread, w);
+		if (rc != 0) {
+			snprintf(err, errlen, "starting worker %u: %s", i, strerror(-rc));
+			atomic_store(&d->stop, true);
+			for (unsigned j = 0; j < i; j++) {
+				if (d->w[j]->lcore != UINT32_MAX)
+					rte_eal_wait_lcore(d->w[j]->lcore);
+				else
+					pthread_join(d->w[j]->thread, NULL);
+			}
+			goto fail;
+		}
+		w->thread_started = true;
+	}
+	return d;
+fail:
+	d_free(d);
+	errno = rc < 0 ? -rc : EINVAL;
+	return NULL;
+}
+
+struct dp_dpdk *
+dp_dpdk_stop(struct dp_dpdk *d)
+{
+	if (d == NULL)
+		return NULL;
+	atomic_store(&d->stop, true);
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct dworker *w = d->w[i];
+		if (!w->thread_started)
+			continue;
+		if (w->lcore != UINT32_MAX)
+			rte_eal_wait_lcore(w->lcore);
+		else
+			pthread_join(w->thread, NULL);
+	}
+	d_free(d);
+	return NULL;
+}
