@@ -4,6 +4,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "scan/hs.h"
+#include "scan/strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -325,49 +326,17 @@ setup_header_keys(struct scan_hs *e)
 
 /* ---- expressions ---- */
 
-struct sbuf {
-	char *p;
-	size_t n, cap;
-	bool oom;
-};
-
 static void
-sb_put(struct sbuf *b, const void *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->n + n + 1 > b->cap) {
-		size_t c = (b->n + n + 1) * 2;
-		char *q = realloc(b->p, c);
-		if (!q) {
-			b->oom = true;
-			return;
-		}
-		b->p = q;
-		b->cap = c;
-	}
-	memcpy(b->p + b->n, s, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-}
-
-static void
-sb_puts(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
-static void
-sb_hex(struct sbuf *b, const uint8_t *s, size_t n)
+sb_hex(struct scan_sb *b, const uint8_t *s, size_t n)
 {
 	char x[5];
 
 	for (size_t i = 0; i < n; i++) {
 		if (isalnum(s[i]))
-			sb_put(b, &s[i], 1);
+			scan_sb_put(b, &s[i], 1);
 		else {
 			snprintf(x, sizeof(x), "\\x%02x", s[i]);
-			sb_put(b, x, 4);
+			scan_sb_put(b, x, 4);
 		}
 	}
 }
@@ -378,17 +347,17 @@ sb_hex(struct sbuf *b, const uint8_t *s, size_t n)
  * Hyperscan takes ^ only at the start of an expression.
  */
 static bool
-anchors_to_mark(const char *re, struct sbuf *out)
+anchors_to_mark(const char *re, struct scan_sb *out)
 {
 	bool any = false;
 
 	for (const char *s = re; *s;) {
 		if (*s == '\\' && s[1]) {
 			if (s[1] == 'A') {
-				sb_puts(out, "\\x02");
+				scan_sb_puts(out, "\\x02");
 				any = true;
 			} else
-				sb_put(out, s, 2);
+				scan_sb_put(out, s, 2);
 			s += 2;
 			continue;
 		}
@@ -409,14 +378,14 @@ anchors_to_mark(const char *re, struct sbuf *out)
 			}
 			if (*s)
 				s++;
-			sb_put(out, b, (size_t)(s - b));
+			scan_sb_put(out, b, (size_t)(s - b));
 			continue;
 		}
 		if (*s == '^') {
-			sb_puts(out, "\\x02");
+			scan_sb_puts(out, "\\x02");
 			any = true;
 		} else
-			sb_put(out, s, 1);
+			scan_sb_put(out, s, 1);
 		s++;
 	}
 	return any;
@@ -424,15 +393,15 @@ anchors_to_mark(const char *re, struct sbuf *out)
 
 /* the key's record prefix, for named-header rules: "^\x01key\n" */
 static void
-header_prefix(struct sbuf *b, const struct scan_rule *r)
+header_prefix(struct scan_sb *b, const struct scan_rule *r)
 {
 	static const char *const sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name"};
 	char buf[300];
 
 	snprintf(buf, sizeof(buf), "%s%s", r->header, sfx[r->hmod]);
-	sb_puts(b, "^\\x01");
+	scan_sb_puts(b, "^\\x01");
 	sb_hex(b, (const uint8_t *)buf, strlen(buf));
-	sb_puts(b, "\\n");
+	scan_sb_puts(b, "\\n");
 }
 
 /*
@@ -443,25 +412,25 @@ header_prefix(struct sbuf *b, const struct scan_rule *r)
 static char *
 rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 {
-	struct sbuf b = {0};
+	struct scan_sb b = {0};
 
 	(void)e;
-	sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
+	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
 	if (r->type == SCAN_RT_HEADER) {
-		struct sbuf p = {0}, h = {0};
+		struct scan_sb p = {0}, h = {0};
 		bool anchored = anchors_to_mark(r->re, &p);
 		header_prefix(&h, r);
-		sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
-		sb_put(&h, b.p, b.n);
-		sb_puts(&h, p.p ? p.p : "");
+		scan_sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
+		scan_sb_put(&h, b.p, b.n);
+		scan_sb_puts(&h, p.p ? p.p : "");
 		free(p.p);
 		free(b.p);
 		if (p.oom)
 			h.oom = true;
 		b = h;
 	} else
-		sb_puts(&b, r->re);
-	sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
+		scan_sb_puts(&b, r->re);
+	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
 	if (b.oom) {
 		free(b.p);
 		return NULL;
@@ -705,11 +674,11 @@ hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size
 static char *
 gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
 {
-	struct sbuf b = {0};
+	struct scan_sb b = {0};
 
 	if (r->type == SCAN_RT_HEADER) {
 		header_prefix(&b, r);
-		sb_puts(&b, "\\x02[^\\n]*?");
+		scan_sb_puts(&b, "\\x02[^\\n]*?");
 	}
 	sb_hex(&b, lit, n);
 	if (b.oom) {
@@ -865,7 +834,7 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 		}
 	}
 	if (t == SCAN_T_BODY && !cfg->no_gtube) {
-		struct sbuf b = {0};
+		struct scan_sb b = {0};
 		sb_hex(&b, (const uint8_t *)scan_hs_gtube, strlen(scan_hs_gtube));
 		if ((rc = items_add(it, b.p, HS_FLAG_SINGLEMATCH, GTUBE_ID)) < 0)
 			return rc;
@@ -1075,16 +1044,16 @@ out:
 static void
 cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 {
-	struct sbuf b = {0};
+	struct scan_sb b = {0};
 	uint64_t key = cache_key(e, cfg), n = e->rs->n;
 	char tmp[4096];
 	int fd;
 
-	sb_put(&b, CACHE_MAGIC, 8);
-	sb_put(&b, &key, 8);
-	sb_put(&b, &n, 8);
-	sb_put(&b, e->cls, (size_t)n);
-	sb_put(&b, e->gsep, (size_t)n);
+	scan_sb_put(&b, CACHE_MAGIC, 8);
+	scan_sb_put(&b, &key, 8);
+	scan_sb_put(&b, &n, 8);
+	scan_sb_put(&b, e->cls, (size_t)n);
+	scan_sb_put(&b, e->gsep, (size_t)n);
 	for (unsigned k = 0; k < 2 * SCAN_T_COUNT; k++) {
 		char *ser = NULL;
 		size_t sz = 0;
@@ -1095,9 +1064,9 @@ cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 			return;
 		}
 		s64 = sz;
-		sb_put(&b, &s64, 8);
+		scan_sb_put(&b, &s64, 8);
 		if (ser)
-			sb_put(&b, ser, sz);
+			scan_sb_put(&b, ser, sz);
 		free(ser);
 	}
 	if (b.oom) {
@@ -1105,7 +1074,7 @@ cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 		return;
 	}
 	uint64_t sum = fnv(b.p, b.n, 0xcbf29ce484222325ull);
-	sb_put(&b, &sum, 8);
+	scan_sb_put(&b, &sum, 8);
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", cfg->cache_path, (long)getpid());
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd >= 0) {
@@ -1175,14 +1144,14 @@ absent_hit(const struct scan_rule *r)
 {
 	char why[160];
 	const char *v = r->unset ? r->unset : "";
-	struct sbuf b = {0};
+	struct scan_sb b = {0};
 	bool m = false;
 
 	if (r->exists)
 		return 0;
-	sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
-	sb_puts(&b, r->re);
-	sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
+	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
+	scan_sb_puts(&b, r->re);
+	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "\n)" : ")");
 	pcre2_code *c = b.p ? pcre_compile(b.p, rule_pcre_flags(r), why, sizeof(why)) : NULL;
 	if (c) {
 		pcre2_match_data *md = pcre2_match_data_create(1, NULL);

@@ -4,6 +4,7 @@
  * Control plane only (allocates); see rules.h for the dialect.
  */
 #include "scan/rules.h"
+#include "scan/strbuf.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -588,52 +589,20 @@ tag_get(const struct scan_rules_priv *p, int kind, const char *name, size_t n)
 	return NULL;
 }
 
-struct sbuf {
-	char *p;
-	size_t n, cap;
-	bool oom;
-};
-
-static void
-sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->n + n + 1 > b->cap) {
-		size_t c = (b->n + n + 1) * 2;
-		char *q = realloc(b->p, c);
-		if (!q) {
-			b->oom = true;
-			return;
-		}
-		b->p = q;
-		b->cap = c;
-	}
-	memcpy(b->p + b->n, s, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-}
-
-static void
-sb_puts(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
 /*
  * Expands <TAG> references in s; pre/post wrap each expansion, inter goes
  * between two adjacent ones (the ReplaceTags plugin's rules). depth bounds
  * tags that name tags.
  */
 static void
-expand_tags(const struct scan_rules_priv *p, const char *s, struct sbuf *out,
+expand_tags(const struct scan_rules_priv *p, const char *s, struct scan_sb *out,
     const char *pre, const char *inter, const char *post, int depth)
 {
 	const char *last_end = NULL;
 
 	while (*s) {
 		if (*s == '\\' && s[1]) {
-			sb_put(out, s, 2);
+			scan_sb_put(out, s, 2);
 			s += 2;
 			continue;
 		}
@@ -646,20 +615,20 @@ expand_tags(const struct scan_rules_priv *p, const char *s, struct sbuf *out,
 				v = tag_get(p, TAG_TAG, s + 1, (size_t)(q - s - 1));
 			if (v && depth < 8) {
 				if (last_end == s && inter)
-					sb_puts(out, inter);
+					scan_sb_puts(out, inter);
 				if (pre)
-					sb_puts(out, pre);
-				sb_puts(out, "(?:");
+					scan_sb_puts(out, pre);
+				scan_sb_puts(out, "(?:");
 				expand_tags(p, v, out, NULL, NULL, NULL, depth + 1);
-				sb_puts(out, ")");
+				scan_sb_puts(out, ")");
 				if (post)
-					sb_puts(out, post);
+					scan_sb_puts(out, post);
 				s = q + 1;
 				last_end = s;
 				continue;
 			}
 		}
-		sb_put(out, s, 1);
+		scan_sb_put(out, s, 1);
 		s++;
 	}
 }
@@ -670,7 +639,7 @@ replace_rule(struct scan_ruleset *rs, struct scan_rule *r)
 {
 	const struct scan_rules_priv *p = rs->priv;
 	const char *pre = NULL, *inter = NULL, *post = NULL;
-	struct sbuf stripped = {0}, out = {0};
+	struct scan_sb stripped = {0}, out = {0};
 	const char *s = r->re;
 
 	while (*s) {
@@ -702,15 +671,15 @@ replace_rule(struct scan_ruleset *rs, struct scan_rule *r)
 			}
 		}
 		if (*s == '\\' && s[1]) {
-			sb_put(&stripped, s, 2);
+			scan_sb_put(&stripped, s, 2);
 			s += 2;
 			continue;
 		}
-		sb_put(&stripped, s, 1);
+		scan_sb_put(&stripped, s, 1);
 		s++;
 	}
 	if (!stripped.p)
-		sb_put(&stripped, "", 0);
+		scan_sb_put(&stripped, "", 0);
 	expand_tags(p, stripped.p ? stripped.p : "", &out, pre, inter, post, 0);
 	free(stripped.p);
 	if (out.oom || !out.p) {
