@@ -14,6 +14,7 @@ SLUICE_TEST_PKGS=(
   dovecot-core dovecot-lmtpd
   spamassassin
   clamav clamav-testfiles
+  iproute2
 )
 
 sluice_missing() {
