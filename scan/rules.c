@@ -1592,6 +1592,20 @@ lit_end_run(struct lit *L)
 	L->ncur = 0;
 }
 
+/* A decimal quantifier bound from *q, saturated: a regex like /a{99999999999}/
+ * must not overflow (PCRE2 and Hyperscan refuse bounds above 65535 anyway). */
+static int
+quant_num(const char **q, const char *e)
+{
+	int v = 0;
+	while (*q < e && isdigit((unsigned char)**q)) {
+		if (v < 1000000)
+			v = v * 10 + (**q - '0');
+		(*q)++;
+	}
+	return v;
+}
+
 /* Skips a quantifier at L->s; returns its minimum count (-1 none). */
 static int
 lit_quant(struct lit *L, bool *exact_one)
@@ -1612,16 +1626,14 @@ lit_quant(struct lit *L, bool *exact_one)
 		const char *q = L->s + 1;
 		if (q < L->e && isdigit((unsigned char)*q)) {
 			int lo = 0, hi = -1;
-			while (q < L->e && isdigit((unsigned char)*q))
-				lo = lo * 10 + (*q++ - '0');
+			lo = quant_num(&q, L->e);
 			if (q < L->e && *q == '}')
 				hi = lo;
 			else if (q < L->e && *q == ',') {
 				q++;
 				if (q < L->e && isdigit((unsigned char)*q)) {
 					hi = 0;
-					while (q < L->e && isdigit((unsigned char)*q))
-						hi = hi * 10 + (*q++ - '0');
+					hi = quant_num(&q, L->e);
 				} else
 					hi = -2;
 			}
@@ -2363,15 +2375,13 @@ ls_quant(struct lsp *P, int *lo, int *hi)
 		int a = 0, b;
 		if (q >= P->e || !isdigit((unsigned char)*q))
 			return false;
-		while (q < P->e && isdigit((unsigned char)*q))
-			a = a * 10 + (*q++ - '0');
+		a = quant_num(&q, P->e);
 		b = a;
 		if (q < P->e && *q == ',') {
 			q++;
 			b = -1;
 			if (q < P->e && isdigit((unsigned char)*q))
-				for (b = 0; q < P->e && isdigit((unsigned char)*q);)
-					b = b * 10 + (*q++ - '0');
+				b = quant_num(&q, P->e);
 		}
 		if (q >= P->e || *q != '}')
 			return false;

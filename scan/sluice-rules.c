@@ -374,6 +374,8 @@ main(int argc, char **argv)
 				    rs->rules[i].state == SCAN_RS_EVAL ? "eval" :
 				    rs->rules[i].state == SCAN_RS_DISABLED ? "score0" : "broken",
 				    rs->rules[i].score);
+		scan_hs_free(e);
+		scan_rules_free(rs);
 		return 0;
 	}
 	report(rs, e, &st, verbose);
