@@ -331,9 +331,13 @@ file_bytes(struct av_thread *t, const struct ctl_av_req *r, const struct ctl_av_
 static void
 scan_files(struct av_thread *t, struct cl_engine *e, struct ctl_av_req *r)
 {
+	/* EXCEEDS_MAX: a scan cut short by a libclamav limit (time, size,
+	 * recursion) is reported as Heuristics.Limits.Exceeded.* instead of a
+	 * silent clean, and becomes a tempfail below. */
 	struct cl_scan_options opts = {
 		.general = CL_SCAN_GENERAL_HEURISTICS,
 		.parse = ~0u,
+		.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX,
 	};
 	r->verdict = CTL_AV_CLEAN;
 	for (unsigned i = 0; i < r->nfile; i++) {
@@ -370,6 +374,11 @@ scan_files(struct av_thread *t, struct cl_engine *e, struct ctl_av_req *r)
 			snprintf(r->name, sizeof(r->name), "scan time limit");
 			return;
 		}
+		if (rc == CL_VIRUS && vir != NULL && strncmp(vir, "Heuristics.Limits.Exceeded", 26) == 0) {
+			r->verdict = strstr(vir, "ScanTime") != NULL ? CTL_AV_TIMEOUT : CTL_AV_ERROR;
+			snprintf(r->name, sizeof(r->name), "not scanned whole: %s", vir);
+			return;
+		}
 		if (rc == CL_VIRUS) {
 			r->verdict = CTL_AV_VIRUS;
 			copy_name(r->name, sizeof(r->name), vir ? vir : "unknown");
@@ -383,7 +392,7 @@ scan_files(struct av_thread *t, struct cl_engine *e, struct ctl_av_req *r)
 	}
 	/* libclamav may stop at its time limit and still say clean: a clean
 	 * that comes back late is not known to be clean. */
-	if (mono_ms() > r->deadline_ms) {
+	if (mono_ms() >= r->deadline_ms) {
 		r->verdict = CTL_AV_TIMEOUT;
 		snprintf(r->name, sizeof(r->name), "scan time limit");
 	}

@@ -1437,8 +1437,10 @@ meta_visit(struct scan_ruleset *rs, uint32_t i, uint8_t *mark)
 
 	if (mark[i] == 2)
 		return 0;
-	if (mark[i] == 1)
+	if (mark[i] == 1) {
+		r->state = SCAN_RS_BROKEN;  /* in a cycle */
 		return -1;
+	}
 	mark[i] = 1;
 	for (uint32_t k = 0; k < r->meta_n; k++) {
 		if (r->meta[k].op != SCAN_MO_RULE)
@@ -1447,7 +1449,10 @@ meta_visit(struct scan_ruleset *rs, uint32_t i, uint8_t *mark)
 		if (d->type != SCAN_RT_META || d->state != SCAN_RS_ACTIVE)
 			continue;
 		if (meta_visit(rs, r->meta[k].rule, mark) < 0) {
+			/* every meta on the path into a cycle breaks with it, so
+			 * no active meta is left unordered */
 			mark[i] = 2;
+			r->state = SCAN_RS_BROKEN;
 			return -1;
 		}
 	}
