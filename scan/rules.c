@@ -388,6 +388,16 @@ parse_regex(const char *s, const char *e, char **re, uint32_t *flags, const char
 
 /* ---- conditionals ---- */
 
+/* s[0..n) is one of the names in list[0..count). */
+static bool
+name_in(const char *const *list, size_t count, const char *s, size_t n)
+{
+	for (size_t i = 0; i < count; i++)
+		if (strlen(list[i]) == n && !memcmp(list[i], s, n))
+			return true;
+	return false;
+}
+
 static bool
 plugin_loaded(const char *s, size_t n)
 {
@@ -397,10 +407,7 @@ plugin_loaded(const char *s, size_t n)
 	};
 	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 		n--;
-	for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
-		if (strlen(loaded[i]) == n && !memcmp(loaded[i], s, n))
-			return true;
-	return false;
+	return name_in(loaded, sizeof(loaded) / sizeof(loaded[0]), s, n);
 }
 
 static bool
@@ -410,10 +417,7 @@ can_feature(const char *s, size_t n)
 		"Mail::SpamAssassin::Conf::feature_bug6558_free",
 		"Mail::SpamAssassin::Conf::perl_min_version_5010000",
 	};
-	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-		if (strlen(yes[i]) == n && !memcmp(yes[i], s, n))
-			return true;
-	return false;
+	return name_in(yes, sizeof(yes) / sizeof(yes[0]), s, n);
 }
 
 struct cexpr {
