@@ -14,7 +14,7 @@ SLUICE_TEST_PKGS=(
   dovecot-core dovecot-lmtpd
   spamassassin
   clamav clamav-testfiles
-  iproute2
+  iproute2 python3-scapy
 )
 
 sluice_missing() {
