@@ -142,6 +142,7 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGQUIT);
+	sigaddset(&sigs, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -252,6 +253,10 @@ main(int argc, char **argv)
 		int sig = 0;
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
+		if (sig == SIGUSR1) {
+			ctl_server_log_stats(srv);  /* DPDK: one event=dp_stats line per worker */
+			continue;
+		}
 		if (sig == SIGHUP && flt != NULL) {
 			ctl_log(CTL_LOG_INFO, "event=sighup action=filter_reload");
 			ctl_filter_reload(flt);

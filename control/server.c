@@ -1188,6 +1188,19 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	return srv;
 }
 
+void
+ctl_server_log_stats(struct ctl_server *srv)
+{
+#ifdef SLUICE_HAVE_DPDK
+	if (srv->dpdk != NULL) {
+		dp_dpdk_stats_request(srv->dpdk);
+		return;
+	}
+#endif
+	ctl_log(CTL_LOG_INFO, "event=dp_stats transport=kernel note=\"no stack counters: the "
+	        "kernel's are in /proc/net/snmp\"");
+}
+
 struct ctl_server *
 ctl_server_stop(struct ctl_server *srv)
 {

@@ -40,6 +40,10 @@ struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spo
                                     struct ctl_av *av, struct ctl_filter *flt, SSL_CTX *tls,
                                     char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
+/* SIGUSR1: with the DPDK transport every worker logs one event=dp_stats
+ * line (dataplane/dpdk.h); the kernel transport has no stack counters and
+ * logs one event=dp_stats line saying so. */
+void ctl_server_log_stats(struct ctl_server *srv);
 
 /* TLS server context from PEM files; NULL and a reason in err. */
 SSL_CTX *ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);

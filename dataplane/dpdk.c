@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ struct dworker {
 	uint16_t ntx;
 	struct rte_mbuf *tx[DP_D_TXQ_MAX];
 	uint64_t tx_dropped, rx_chained;
+	unsigned stats_seen;           /* last stats generation logged */
 	uint8_t linear[DP_D_FRAME_MAX]; /* a chained frame, made contiguous */
 } __rte_cache_aligned;
 
@@ -69,6 +71,7 @@ struct dp_dpdk {
 	uint16_t port;
 	bool port_started;
 	atomic_bool stop;
+	atomic_uint stats_gen;         /* bumped by dp_dpdk_stats_request() */
 	struct rte_mempool *pools[RTE_MAX_NUMA_NODES];
 	unsigned nworkers;
 	struct dworker *w[];
@@ -158,6 +161,76 @@ static const struct dp_stack_io d_io = {
 	.tx_send = io_tx_send,
 };
 
+/* ---- statistics --------------------------------------------------------- */
+
+/* The uint64_t counters of struct dp_stack_stats by slot (offset / 8), so a
+ * counter added to stack.h without a name here still shows, as counter_N. */
+#define SF(f) [offsetof(struct dp_stack_stats, f) / sizeof(uint64_t)] = #f
+static const char *const stat_names[] = {
+	SF(rx_frames), SF(tx_frames), SF(tx_nobuf),
+	SF(drop_eth_short), SF(drop_eth_type), SF(drop_eth_dst),
+	SF(drop_arp_bad), SF(drop_arp_other),
+	SF(drop_ip_short), SF(drop_ip_version), SF(drop_ip_hlen), SF(drop_ip_len),
+	SF(drop_ip_csum), SF(drop_ip_frag), SF(drop_ip_dst), SF(drop_ip_src), SF(drop_ip_proto),
+	SF(drop_icmp_short), SF(drop_icmp_csum), SF(drop_icmp_type),
+	SF(drop_tcp_short), SF(drop_tcp_csum), SF(drop_tcp_hlen), SF(drop_tcp_flags),
+	SF(drop_tcp_noport), SF(drop_tcp_cookie), SF(drop_tcp_paws), SF(drop_tcp_seq),
+	SF(drop_tcp_ack), SF(drop_tcp_rst), SF(drop_tcp_syn), SF(drop_tcp_state),
+	SF(arp_requests_out), SF(arp_replies_out), SF(arp_replies_in), SF(arp_queue_drop),
+	SF(arp_full), SF(arp_timeout),
+	SF(icmp_echo_out),
+	SF(tcp_syn_in), SF(tcp_cookies_out), SF(tcp_cookies_ok), SF(tcp_rst_out), SF(tcp_rst_in),
+	SF(tcp_challenge_ack), SF(tcp_challenge_limited), SF(tcp_conn_full), SF(tcp_accepted),
+	SF(tcp_refused), SF(tcp_connects), SF(tcp_established),
+	SF(tcp_rexmit_timeout), SF(tcp_fast_rexmit), SF(tcp_segs_rexmit), SF(tcp_persist_probes),
+	SF(tcp_ooo_segs), SF(tcp_ooo_drop), SF(tcp_rx_nobuf), SF(tcp_tx_nobuf), SF(tcp_dup_data),
+	SF(tcp_delack), SF(tcp_tw_full), SF(tcp_tw_reuse), SF(tcp_timeouts), SF(tcp_sack_skip),
+	SF(tcp_segs_in), SF(tcp_segs_out),
+	SF(drop_ip6_bad), SF(drop_ip6_dst), SF(drop_ip6_proto), SF(drop_ip6_type), SF(drop_ip6_nd),
+	SF(nd_adverts_out), SF(icmp6_echo_out),
+};
+#undef SF
+
+/* One line: event=dp_stats worker=N conns=N time_wait=N, then every nonzero
+ * counter of the stack and of this binding. On the worker's own thread, off
+ * the per-frame path (only when asked, and once at the end). */
+static void
+stats_log(struct dworker *w, bool final)
+{
+	const struct dp_dpdk_conf *conf = &w->d->conf;
+	if (conf->log == NULL || w->st == NULL)
+		return;
+	const struct dp_stack_stats *ss = dp_stack_stats(w->st);
+	char line[3072];
+	size_t n = 0;
+	n += (size_t)snprintf(line, sizeof(line), "event=dp_stats worker=%u conns=%u time_wait=%u",
+	                      w->id, ss->conns, ss->time_wait);
+	const uint64_t *ctr = (const uint64_t *)(const void *)ss;
+	size_t nctr = offsetof(struct dp_stack_stats, conns) / sizeof(uint64_t);
+	for (size_t i = 0; i < nctr && n < sizeof(line); i++) {
+		if (ctr[i] == 0)
+			continue;
+		const char *name = i < sizeof(stat_names) / sizeof(stat_names[0]) ? stat_names[i] : NULL;
+		if (name != NULL)
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu", name,
+			                      (unsigned long long)ctr[i]);
+		else
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " counter_%zu=%llu", i,
+			                      (unsigned long long)ctr[i]);
+	}
+	const struct { const char *name; uint64_t v; } own[] = {
+		{ "dpdk_tx_dropped", w->tx_dropped },
+		{ "dpdk_rx_chained", w->rx_chained },
+	};
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && n < sizeof(line); i++)
+		if (own[i].v != 0)
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu", own[i].name,
+			                      (unsigned long long)own[i].v);
+	if (final && n < sizeof(line))
+		snprintf(line + n, sizeof(line) - n, " final=1");
+	conf->log(conf->log_ctx, line);
+}
+
 /* ---- the loop ---------------------------------------------------------- */
 
 static void
@@ -210,6 +283,11 @@ worker_loop(void *arg)
 			tx_flush(w);
 		if (d->ops->idle != NULL)
 			d->ops->idle(w->app);
+		unsigned gen = atomic_load_explicit(&d->stats_gen, memory_order_relaxed);
+		if (gen != w->stats_seen) {
+			w->stats_seen = gen;
+			stats_log(w, false);
+		}
 		if (n > 0 || sent) {
 			empty = 0;
 		} else if (++empty >= DP_D_IDLE_SPINS) {
@@ -221,6 +299,7 @@ worker_loop(void *arg)
 			}
 		}
 	}
+	stats_log(w, true);
 	w->st = dp_stack_free(w->st);
 	if (w->ntx > 0)
 		tx_flush(w);
@@ -413,7 +492,7 @@ stack_conf(struct dp_dpdk *d, char *err, size_t errlen)
 		sc->listen[sc->nlisten].flags = l->flags;
 		sc->nlisten++;
 	}
-	if (sc->nlisten == 0) {
+	if (sc->nlisten == 0 && d->conf.nlisten > 0) {  /* none: a client only */
 		snprintf(err, errlen, "no IPv4 listen address: the DPDK stack serves IPv4 only");
 		return -EINVAL;
 	}
@@ -541,6 +620,13 @@ fail:
 	d_free(d);
 	errno = rc < 0 ? -rc : EINVAL;
 	return NULL;
+}
+
+void
+dp_dpdk_stats_request(struct dp_dpdk *d)
+{
+	if (d != NULL)
+		atomic_fetch_add_explicit(&d->stats_gen, 1, memory_order_relaxed);
 }
 
 struct dp_dpdk *

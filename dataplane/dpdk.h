@@ -29,6 +29,14 @@
  *   compared: the stack owns one IPv4 address, conf->ipv4; IPv6 listeners
  *   are skipped, their port is already served if an IPv4 one has it).
  *
+ *   Statistics: dp_dpdk_stats_request() bumps an atomic generation; each
+ *   worker compares it with the last one it served once per loop pass and,
+ *   when it moved, writes one line through conf->log from its own thread:
+ *     event=dp_stats worker=N conns=N time_wait=N <counter>=N ...
+ *   with every nonzero counter of struct dp_stack_stats (by its field name)
+ *   and of this binding (dpdk_*). A worker writes the same line, ending in
+ *   final=1, as it stops (before its stack is freed).
+ *
  *   dp_dpdk_stop() (the thread that called start, never a worker) stops the
  *   loops, which free their stacks (closed(-ESHUTDOWN) for every
  *   connection, no frames sent) and call worker_fini(); then the port is
@@ -56,6 +64,7 @@ struct dp_dpdk_conf {
 	unsigned conn_max;             /* per worker, TIME_WAIT included */
 	uint32_t ipv4, netmask, gateway;  /* host byte order; gateway 0: none */
 	/* Optional: start-up facts (port, MAC, link state), one line each. */
+	/* Also called on the workers (dp_stats lines): must be thread-safe. */
 	void (*log)(void *log_ctx, const char *line);
 	void *log_ctx;
 };
@@ -65,5 +74,8 @@ struct dp_dpdk;
 struct dp_dpdk *dp_dpdk_start(const struct dp_dpdk_conf *conf, const struct dp_app_ops *ops,
                               void *app, char *err, size_t errlen);
 struct dp_dpdk *dp_dpdk_stop(struct dp_dpdk *d);
+/* Any thread, async-signal-safe (one atomic add): every worker logs one
+ * event=dp_stats line on its next loop pass. */
+void dp_dpdk_stats_request(struct dp_dpdk *d);
 
 #endif
