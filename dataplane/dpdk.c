@@ -109,8 +109,27 @@ d_worker_wake(struct dp_worker *dw)
 	atomic_store_explicit(&w->wake_pending, 1, memory_order_release);
 }
 
+/* Active open on this worker's stack; from wake() or idle() only (the
+ * stack is not in the middle of a frame then). IPv4 only, as the stack. */
+static struct dp_conn *
+d_worker_connect(struct dp_worker *dw, const struct sockaddr *peer, void *conn_app)
+{
+	struct dworker *w = (struct dworker *)dw;
+	if (peer->sa_family != AF_INET) {
+		errno = EAFNOSUPPORT;
+		return NULL;
+	}
+	if (w->st == NULL) {
+		errno = EAGAIN;  /* worker_init(): the stack does not exist yet */
+		return NULL;
+	}
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)peer;
+	return dp_stack_connect(w->st, ntohl(sin->sin_addr.s_addr), ntohs(sin->sin_port), conn_app);
+}
+
 static const struct dp_worker_ops d_worker_ops = {
 	.wake = d_worker_wake,
+	.connect = d_worker_connect,
 };
 
 /* ---- transmit ---------------------------------------------------------- */

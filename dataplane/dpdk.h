@@ -28,6 +28,8 @@
  *   the stack's listeners are the ports of conf->listen (addresses are not
  *   compared: the stack owns one IPv4 address, conf->ipv4; IPv6 listeners
  *   are skipped, their port is already served if an IPv4 one has it).
+ *   dp_worker_connect() opens IPv4 connections on the worker's stack; a
+ *   pure client (sluice-bench) passes no listeners at all.
  *
  *   Statistics: dp_dpdk_stats_request() bumps an atomic generation; each
  *   worker compares it with the last one it served once per loop pass and,

@@ -339,8 +339,18 @@ static const struct dp_conn_ops k_conn_ops = {
 	.rx_resume = k_conn_rx_resume,
 };
 
+/* No active open over kernel sockets yet (sluice-bench's kernel mode will
+ * bring one). */
+static struct dp_conn *
+k_worker_connect(struct dp_worker *dw, const struct sockaddr *peer, void *conn_app)
+{
+	errno = ENOTSUP;
+	return NULL;
+}
+
 static const struct dp_worker_ops k_worker_ops = {
 	.wake = k_worker_wake,
+	.connect = k_worker_connect,
 };
 
 static void

@@ -30,6 +30,12 @@
  *     idle()     once per loop iteration, after the burst (RCU quiescent
  *                state, statistics).
  *
+ *   Active open: dp_worker_connect() from the worker's own thread, in wake()
+ *   or idle() (not inside a connection's callback), returns the handle at
+ *   once; conn_app then gets the per-connection callbacks above, pull()
+ *   first when the handshake completes; a failed open ends in
+ *   closed(-ECONNREFUSED or -ETIMEDOUT). accept() is not called for it.
+ *
  *   Time: dp_worker_now() in milliseconds on a monotonic clock, read once
  *   per loop iteration.
  */
@@ -57,6 +63,7 @@ struct dp_conn_ops {
 
 struct dp_worker_ops {
 	void (*wake)(struct dp_worker *w);
+	struct dp_conn *(*connect)(struct dp_worker *w, const struct sockaddr *peer, void *conn_app);
 };
 
 struct dp_conn {
@@ -102,5 +109,14 @@ static inline void dp_conn_rx_resume(struct dp_conn *c) { c->ops->rx_resume(c); 
 static inline uint64_t dp_worker_now(const struct dp_worker *w) { return w->now; }
 /* Any thread: make the worker call wake() soon. */
 static inline void dp_worker_wake(struct dp_worker *w) { w->ops->wake(w); }
+/* Owning worker thread, from wake() or idle(): open a connection to peer.
+ * NULL with errno: EAGAIN (no connection or local port free now), EINVAL
+ * (bad address), EAFNOSUPPORT (a family the transport cannot open),
+ * ENOTSUP (the transport has no active open). */
+static inline struct dp_conn *
+dp_worker_connect(struct dp_worker *w, const struct sockaddr *peer, void *conn_app)
+{
+	return w->ops->connect(w, peer, conn_app);
+}
 
 #endif
