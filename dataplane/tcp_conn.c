@@ -156,6 +156,7 @@ dp_tcp_enter_time_wait(struct dp_tcb *c)
 	dp_tcp_tx_put(c);
 	if (st->stats.time_wait >= st->conf.time_wait_max) {
 		st->stats.tcp_tw_full++;
+		dp_tcp_send_ack(c);  /* the peer's FIN: settle sends nothing once CLOSED */
 		c->state = DP_TCP_CLOSED;  /* released by the caller's settle */
 		return;
 	}
@@ -462,7 +463,7 @@ dp_tcp_settle(struct dp_tcb *c)
 				break;
 			uint32_t left = c->rx->held;
 			dp_tcp_offer_held(c);
-			if (c->rx == NULL || c->rx->held == left)
+			if (c->rx != NULL && c->rx->held == left)  /* all taken: pull once more */
 				break;
 		}
 		if (c->aborting) {
