@@ -240,6 +240,9 @@ dp_stack_new(const struct dp_stack_conf *conf, const struct dp_stack_io *io, voi
 		st->arp[i].pend = st->arp_pend + (size_t)i * (c->mtu + DP_ETH_HLEN);
 	st->next_port = (uint16_t)(32768 + (dp_siphash(st->sip_k0, st->sip_k1, (const uint8_t *)"port", 4) & 16383));
 	st->arp_next_scan = w->now + 250;
+	st->synq_max = c->conn_max / 8 < DP_SYNQ_MAX ? c->conn_max / 8 : DP_SYNQ_MAX;
+	if (st->synq_max == 0)
+		st->synq_max = 1;
 	return st;
 }
 

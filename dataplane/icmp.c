@@ -1,6 +1,9 @@
 /*
  * icmp.c - ICMP (RFC 792): echo requests to our address are answered
- * (RFC 1122 3.2.2.6); every other type is counted and dropped.
+ * (RFC 1122 3.2.2.6); destination unreachable quoting one of our TCP
+ * segments goes to TCP (path MTU, RFC 1191; failed opens, RFC 1122
+ * 4.2.3.9; validated there per RFC 5927); every other type is counted
+ * and dropped.
  */
 #include "dataplane/stack_impl.h"
 
@@ -13,6 +16,20 @@ dp_icmp_input(struct dp_stack *st, uint32_t src, const uint8_t *p, size_t len)
 	}
 	if (dp_csum_fold(dp_csum_add(0, p, len)) != 0) {
 		st->stats.drop_icmp_csum++;
+		return;
+	}
+	if (p[0] == 3) {
+		/* Unreachable: [type code csum unused|mtu] + our IP header + 8. */
+		const uint8_t *q = p + 8;
+		size_t qlen = len - 8, qhl = qlen >= DP_IP_HLEN ? (size_t)(q[0] & 15) * 4 : 0;
+		st->xs.icmp_unreach++;
+		if (qlen < DP_IP_HLEN || (q[0] >> 4) != 4 || qhl < DP_IP_HLEN || qlen < qhl + 8 ||
+		    q[9] != DP_PROTO_TCP || rd32(q + 12) != st->conf.ipv4 ||
+		    (rd16(q + 6) & 0x1fff) != 0) {
+			st->xs.icmp_bad_quote++;
+			return;
+		}
+		dp_tcp_icmp_unreach(st, p[1], rd16(p + 6), q, qlen);
 		return;
 	}
 	if (p[0] != 8 || p[1] != 0) {

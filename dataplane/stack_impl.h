@@ -33,6 +33,8 @@
 #define DP_DACK_MS 40u             /* delayed ACK */
 #define DP_OOW_ACK_MS 200u         /* ACKs for unacceptable segments, at most */
 #define DP_FW2_MS 30000u           /* FIN_WAIT_2 without the application */
+#define DP_SYNQ_MAX 256u           /* half-open (SYN_RCVD) entries, at most */
+#define DP_PMTU_MIN 576u           /* lowest path MTU we accept (RFC 791/1122) */
 
 /* Sequence-space comparisons (RFC 9293 3.4). */
 #define SEQ_LT(a, b)  ((int32_t)((uint32_t)(a) - (uint32_t)(b)) < 0)
@@ -54,7 +56,7 @@ static inline void wr32(uint8_t *p, uint32_t v)
 enum dp_tcp_state {
 	DP_TCP_CLOSED, DP_TCP_SYN_SENT, DP_TCP_ESTABLISHED, DP_TCP_FIN_WAIT_1,
 	DP_TCP_FIN_WAIT_2, DP_TCP_CLOSE_WAIT, DP_TCP_CLOSING, DP_TCP_LAST_ACK,
-	DP_TCP_TIME_WAIT,
+	DP_TCP_TIME_WAIT, DP_TCP_SYN_RCVD,
 };
 
 /* Receive ring: bytes the application declined (held, from `head`) followed
@@ -101,6 +103,10 @@ struct dp_tcb {
 	        fin_queued : 1, in_recovery : 1, ack_now : 1;
 	uint8_t persist : 1, rtt_timing : 1, app_gone : 1, released : 1,
 	        want_tx : 1, sws_force : 1, fin_rcvd : 1, zero_wnd_sent : 1;
+	/* ws_ok: the peer's SYN offered window scaling (a SYN_RCVD entry
+	 * answers in kind); soft_unreach: an ICMP soft error (RFC 1122
+	 * 4.2.3.9) arrived during an active open, reported if it times out */
+	uint8_t ws_ok : 1, soft_unreach : 1;
 	uint16_t mss;                  /* send MSS (payload bytes) */
 	uint32_t iss, irs;
 	uint32_t snd_una, snd_nxt, snd_max, snd_wnd, snd_wl1, snd_wl2, max_sndwnd;
@@ -160,6 +166,23 @@ struct dp_stack {
 	/* RFC 5961 challenge ACK limit */
 	uint64_t chal_window;
 	uint32_t chal_count;
+	/* Half-open table: SYN_RCVD connections while fewer than synq_max exist
+	 * and fewer than synq_max SYNs came in this second; cookies beyond. */
+	uint32_t synq, synq_max;
+	uint32_t syn_count;
+	uint64_t syn_sec;
+	/* Counters not (yet) in struct dp_stack_stats. */
+	struct {
+		uint64_t synq_out;         /* stateful SYN-ACKs (first transmission) */
+		uint64_t synack_rexmit;    /* SYN-ACKs sent again: timer or duplicate SYN */
+		uint64_t synq_timeout;     /* half-open entries given up */
+		uint64_t synq_ok;          /* half-open entries established */
+		uint64_t icmp_unreach;     /* destination unreachable received */
+		uint64_t icmp_bad_quote;   /* ... not matching a live connection's window */
+		uint64_t pmtu_lowered;     /* fragmentation needed: MSS lowered */
+		uint64_t icmp_conn_err;    /* active opens ended by a hard error */
+		uint64_t icmp_soft_err;    /* soft errors noted */
+	} xs;
 	uint16_t next_port;
 	uint64_t sip_k0, sip_k1;
 	uint8_t *scratch_big;          /* one MTU, for replies built from input */
@@ -199,6 +222,11 @@ bool dp_ip6_mac_ok(const struct dp_stack *st, const uint8_t mac[6]);
 /* icmp.c */
 void dp_icmp_input(struct dp_stack *st, uint32_t src, const uint8_t *p, size_t len);
 
+/* tcp_input.c: ICMP destination unreachable (code, next-hop MTU) quoting
+ * `q`, our IPv4 header plus at least 8 bytes of TCP (validated by icmp.c). */
+void dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8_t *q,
+                         size_t qlen);
+
 /* tcp_*.c */
 struct dp_tcp_seg {
 	uint32_t seq, ack, tsval, tsecr;
@@ -228,6 +256,12 @@ bool dp_tcp_challenge_ok(struct dp_stack *st);
 struct dp_tcb *dp_tcp_lookup(struct dp_stack *st, uint32_t faddr, uint16_t fport, uint16_t lport);
 struct dp_tcb *dp_tcp_alloc(struct dp_stack *st, uint32_t faddr, uint16_t fport, uint16_t lport);
 void dp_tcp_release(struct dp_tcb *c);
+/* Leaving SYN_RCVD (established, reset or given up): the half-open count. */
+static inline void dp_tcp_synq_leave(struct dp_tcb *c)
+{
+	if (c->state == DP_TCP_SYN_RCVD)
+		c->st->synq--;
+}
 void dp_tcp_detach(struct dp_tcb *c, int err);
 void dp_tcp_settle(struct dp_tcb *c);
 void dp_tcp_enter_time_wait(struct dp_tcb *c);

@@ -103,6 +103,7 @@ dp_tcp_release(struct dp_tcb *c)
 	dp_timer_cancel(&st->wheel, &c->t_app);
 	dp_tcp_rx_put(c);
 	dp_tcp_tx_put(c);
+	dp_tcp_synq_leave(c);
 	c->state = DP_TCP_CLOSED;
 	c->released = 1;
 	c->app = NULL;

@@ -102,8 +102,97 @@ reset_for(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, con
 		                DP_TH_RST | DP_TH_ACK);
 }
 
-/* No connection for this 4-tuple: a SYN gets a cookie, an ACK may carry
- * one back; the rest is answered with RST (RFC 9293 3.10.7.1). */
+/* The handshake of a passive open is complete (cookie or SYN_RCVD entry):
+ * hand the connection to the application, then process the segment. */
+static void
+passive_done(struct dp_tcb *c, struct dp_tcp_seg *s)
+{
+	struct dp_stack *st = c->st;
+	int li = dp_tcp_listener(st, c->lport);
+	st->stats.tcp_established++;
+	struct sockaddr_in peer, local;
+	fill_sin(&peer, c->faddr, c->fport);
+	fill_sin(&local, st->conf.ipv4, c->lport);
+	c->in_cb++;
+	c->app = li < 0 ? NULL
+	                : st->ops->accept(st->wapp, &c->base, (struct sockaddr *)&peer,
+	                                  (struct sockaddr *)&local, st->conf.listen[li].flags);
+	c->in_cb--;
+	if (c->app == NULL) {
+		/* Refused: no closed() for a connection never taken. */
+		st->stats.tcp_refused++;
+		c->app_gone = 1;
+		dp_tcp_send_rst(st, c->faddr, c->lport, c->fport, c->snd_nxt, 0, DP_TH_RST);
+		dp_tcp_release(c);
+		return;
+	}
+	st->stats.tcp_accepted++;
+	conn_input(c, s);
+}
+
+/* A half-open entry while the table has room and SYNs are few (RFC 4987
+ * 3.6: a SYN cache below the threshold, cookies above, as Linux does). */
+static bool
+synq_admit(struct dp_stack *st)
+{
+	uint64_t sec = dp_now(st) / 1000u;
+	if (sec != st->syn_sec) {
+		st->syn_sec = sec;
+		st->syn_count = 0;
+	}
+	st->syn_count++;
+	return st->synq < st->synq_max && st->syn_count <= st->synq_max && st->free_tcb != NULL;
+}
+
+/* SYN_RCVD: state from the SYN, an RFC 6528 ISN, the SYN-ACK sent now and
+ * again by the timer until the ACK comes. False: no connection free. */
+static bool
+synq_open(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport,
+          const struct dp_tcp_seg *s)
+{
+	struct dp_tcb *c = dp_tcp_alloc(st, src, sport, dport);
+	if (c == NULL)
+		return false;
+	st->synq++;
+	st->xs.synq_out++;
+	c->state = DP_TCP_SYN_RCVD;
+	c->irs = s->seq;
+	c->rcv_nxt = s->seq + 1;
+	c->iss = dp_tcp_isn(st, src, sport, dport);
+	c->snd_una = c->snd_nxt = c->snd_max = c->iss;
+	c->ts_off = dp_tcp_ts_off(st, src, sport, dport);
+	uint16_t m = s->has_mss ? s->mss : 536;  /* RFC 9293 3.7.1 default */
+	c->mss = m < st->mss_local ? m : st->mss_local;
+	if (c->mss < 64)
+		c->mss = 64;
+	if (s->wscale != 0xff) {
+		c->ws_ok = 1;
+		c->snd_wscale = s->wscale;
+		c->rcv_wscale = st->rcv_wscale;
+	}
+	c->sack_ok = s->sack_perm;
+	if (s->has_ts) {
+		c->ts_ok = 1;
+		c->ts_recent = s->tsval;
+		c->ts_recent_age = dp_now(st);
+	}
+	c->snd_wnd = s->win;  /* never scaled in a SYN */
+	c->max_sndwnd = c->snd_wnd;
+	c->rcv_adv = c->rcv_nxt + (st->conf.rx_buf > 65535 ? 65535 : st->conf.rx_buf);
+	c->last_ack_sent = c->rcv_nxt;
+	dp_tcp_output(c);
+	return true;
+}
+
+static void
+cookie_opts(const struct dp_tcp_seg *s, uint8_t *opts)
+{
+	*opts = s->has_ts ? (uint8_t)(s->tsecr & ((1u << DP_COOKIE_TSBITS) - 1)) : DP_COOKIE_WS_NONE;
+}
+
+/* No connection for this 4-tuple: a SYN gets a half-open entry or a
+ * cookie, an ACK may carry a cookie back; the rest is answered with RST
+ * (RFC 9293 3.10.7.1). */
 static void
 no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struct dp_tcp_seg *s)
 {
@@ -124,6 +213,8 @@ no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struc
 			return;
 		}
 		st->stats.tcp_syn_in++;
+		if (synq_admit(st) && synq_open(st, src, sport, dport, s))
+			return;
 		dp_tcp_send_synack_cookie(st, src, sport, dport, s);
 		return;
 	}
@@ -131,7 +222,8 @@ no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struc
 		st->stats.drop_tcp_flags++;
 		return;
 	}
-	uint8_t opts = s->has_ts ? (uint8_t)(s->tsecr & ((1u << DP_COOKIE_TSBITS) - 1)) : DP_COOKIE_WS_NONE;
+	uint8_t opts;
+	cookie_opts(s, &opts);
 	uint16_t mss;
 	if (dp_tcp_cookie_check(st, src, sport, dport, s->seq - 1, s->ack - 1, opts, &mss) != 0) {
 		/* Silently, as Linux does: a valid cookie whose segment is not
@@ -172,24 +264,7 @@ no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struc
 	c->last_ack_sent = c->rcv_nxt;
 	init_cwnd(c);
 	c->state = DP_TCP_ESTABLISHED;
-	st->stats.tcp_established++;
-	struct sockaddr_in peer, local;
-	fill_sin(&peer, src, sport);
-	fill_sin(&local, st->conf.ipv4, dport);
-	c->in_cb++;
-	c->app = st->ops->accept(st->wapp, &c->base, (struct sockaddr *)&peer,
-	                         (struct sockaddr *)&local, st->conf.listen[li].flags);
-	c->in_cb--;
-	if (c->app == NULL) {
-		/* Refused: no closed() for a connection never taken. */
-		st->stats.tcp_refused++;
-		c->app_gone = 1;
-		dp_tcp_send_rst(st, src, dport, sport, c->snd_nxt, 0, DP_TH_RST);
-		dp_tcp_release(c);
-		return;
-	}
-	st->stats.tcp_accepted++;
-	conn_input(c, s);
+	passive_done(c, s);
 }
 
 static void
@@ -435,6 +510,92 @@ ooo_insert(struct dp_tcb *c, uint32_t seq, const uint8_t *p, uint32_t n)
 	b->nooo = (uint8_t)k;
 }
 
+/* A segment for a half-open entry (RFC 9293 3.10.7.4 in SYN-RECEIVED,
+ * RFC 5961 for RST and SYN). */
+static void
+syn_rcvd(struct dp_tcb *c, struct dp_tcp_seg *s)
+{
+	struct dp_stack *st = c->st;
+	uint8_t fl = s->flags;
+	uint32_t faddr = c->faddr;
+	uint16_t fport = c->fport, lport = c->lport;
+	if (fl & DP_TH_RST) {
+		if (s->seq == c->rcv_nxt) {
+			st->stats.tcp_rst_in++;
+			dp_tcp_synq_leave(c);
+			c->state = DP_TCP_CLOSED;
+			dp_tcp_settle(c);
+		} else {
+			st->stats.drop_tcp_rst++;
+			if (acceptable(c, s->seq, 0))
+				challenge_ack(c);
+		}
+		return;
+	}
+	if ((fl & DP_TH_SYN) && !(fl & DP_TH_ACK)) {
+		if (s->seq == c->irs) {
+			/* Our SYN-ACK was lost: the same one again. */
+			st->xs.synack_rexmit++;
+			c->snd_nxt = c->iss;
+			dp_tcp_output(c);
+		} else {
+			/* Another incarnation: start over from this SYN. */
+			dp_tcp_release(c);
+			no_conn(st, faddr, fport, lport, s);
+		}
+		return;
+	}
+	if (!(fl & DP_TH_ACK) || (fl & DP_TH_SYN)) {
+		st->stats.drop_tcp_flags++;
+		return;
+	}
+	if (s->ack != c->iss + 1) {
+		/* Perhaps the answer to a cookie we sent this peer before the
+		 * entry existed (its SYN retransmitted): that cookie wins. */
+		uint8_t opts;
+		uint16_t mss;
+		cookie_opts(s, &opts);
+		if (dp_tcp_cookie_check(st, faddr, fport, lport, s->seq - 1, s->ack - 1, opts, &mss) == 0) {
+			dp_tcp_release(c);
+			no_conn(st, faddr, fport, lport, s);
+			return;
+		}
+		st->stats.drop_tcp_ack++;
+		dp_tcp_send_rst(st, faddr, lport, fport, s->ack, 0, DP_TH_RST);
+		return;
+	}
+	uint64_t now = dp_now(st);
+	if (c->ts_ok && s->has_ts && SEQ_LT(s->tsval, c->ts_recent)) {
+		st->stats.drop_tcp_paws++;
+		return;
+	}
+	if (!acceptable(c, s->seq, s->len + !!(fl & DP_TH_FIN))) {
+		st->stats.drop_tcp_seq++;
+		return;
+	}
+	dp_tcp_synq_leave(c);
+	st->xs.synq_ok++;
+	c->snd_una = s->ack;
+	if (SEQ_LT(c->snd_nxt, c->snd_una))
+		c->snd_nxt = c->snd_una;
+	if (c->ts_ok && !s->has_ts)
+		c->ts_ok = 0;  /* the SYN had them, the ACK not: go without */
+	c->snd_wnd = (uint32_t)s->win << c->snd_wscale;
+	c->max_sndwnd = c->snd_wnd;
+	c->snd_wl1 = s->seq;
+	c->snd_wl2 = s->ack;
+	c->rto_at = 0;
+	c->rto = 1000;
+	if (c->ts_ok && s->tsecr != 0)
+		dp_tcp_rtt_sample(c, dp_tcp_tsval(c) - s->tsecr);
+	else if (c->backoff == 0)
+		dp_tcp_rtt_sample(c, (uint32_t)now - c->rtt_start);  /* Karn: never after a resend */
+	c->backoff = 0;
+	init_cwnd(c);
+	c->state = DP_TCP_ESTABLISHED;
+	passive_done(c, s);
+}
+
 static void
 conn_input(struct dp_tcb *c, struct dp_tcp_seg *s)
 {
@@ -443,6 +604,10 @@ conn_input(struct dp_tcb *c, struct dp_tcp_seg *s)
 	uint8_t fl = s->flags;
 	if (c->state == DP_TCP_SYN_SENT) {
 		syn_sent(c, s);
+		return;
+	}
+	if (c->state == DP_TCP_SYN_RCVD) {
+		syn_rcvd(c, s);
 		return;
 	}
 	/* PAWS (RFC 7323 5.3). */
@@ -647,4 +812,82 @@ dp_tcp_input(struct dp_stack *st, uint32_t src, const uint8_t *p, size_t len)
 		return;
 	}
 	conn_input(c, &s);
+}
+
+/* RFC 1191 5: the plateau below a datagram of `tot` bytes, for routers
+ * that report no next-hop MTU. */
+static uint32_t
+mtu_plateau(uint32_t tot)
+{
+	static const uint16_t plateau[] = { 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68 };
+	for (unsigned i = 0; i < sizeof(plateau) / sizeof(plateau[0]); i++)
+		if (plateau[i] < tot)
+			return plateau[i];
+	return 68;
+}
+
+/* ICMP destination unreachable for a segment of ours (RFC 792, 1122
+ * 4.2.3.9, 1191, 5927). The quote must name a live connection and a
+ * sequence number it has sent and not had acknowledged (RFC 5927 4.1:
+ * SND.UNA <= SEG.SEQ < SND.MAX), which a blind attacker must guess.
+ *   code 4 (fragmentation needed, DF set): the path MTU drops to the
+ *     reported one (or the RFC 1191 plateau below the quoted datagram if
+ *     none is given), never below DP_PMTU_MIN and never up; the MSS
+ *     follows and what is in flight is sent again in smaller segments
+ *     at once (not a congestion signal: cwnd stays).
+ *   an active open (SYN_SENT): protocol or port unreachable (2, 3) ends
+ *     it with -ECONNREFUSED, administratively prohibited (9, 10, 13) with
+ *     -EHOSTUNREACH; the soft errors (net/host unreachable and the rest)
+ *     are remembered and turn a later timeout into -EHOSTUNREACH.
+ *   synchronized connections: other codes are only counted (RFC 5927
+ *     4.1 recommends treating hard errors as soft there). */
+void
+dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8_t *q, size_t qlen)
+{
+	size_t hl = (size_t)(q[0] & 15) * 4;
+	const uint8_t *t = q + hl;
+	(void)qlen;
+	uint32_t faddr = rd32(q + 16), seq = rd32(t + 4);
+	uint16_t lport = rd16(t), fport = rd16(t + 2);
+	struct dp_tcb *c = dp_tcp_lookup(st, faddr, fport, lport);
+	if (c == NULL || c->state == DP_TCP_TIME_WAIT || c->state == DP_TCP_CLOSED ||
+	    SEQ_LT(seq, c->snd_una) || !SEQ_LT(seq, c->snd_max)) {
+		st->xs.icmp_bad_quote++;
+		return;
+	}
+	if (code == 4) {
+		uint32_t m = mtu >= 68 ? mtu : mtu_plateau(rd16(q + 2));
+		if (m < DP_PMTU_MIN)
+			m = DP_PMTU_MIN;
+		uint32_t mss = m - DP_IP_HLEN - DP_TCP_HLEN;
+		if (mss >= c->mss)
+			return;  /* a path MTU only ever goes down here */
+		st->xs.pmtu_lowered++;
+		c->mss = (uint16_t)mss;
+		if (c->state != DP_TCP_SYN_SENT && c->state != DP_TCP_SYN_RCVD &&
+		    c->snd_una != c->snd_max) {
+			c->snd_nxt = c->snd_una;  /* resend, smaller */
+			c->rtt_timing = 0;
+			dp_tcp_settle(c);
+		}
+		return;
+	}
+	if (c->state != DP_TCP_SYN_SENT) {
+		st->xs.icmp_soft_err++;
+		return;
+	}
+	int err = 0;
+	if (code == 2 || code == 3)
+		err = -ECONNREFUSED;
+	else if (code == 9 || code == 10 || code == 13)
+		err = -EHOSTUNREACH;
+	if (err == 0) {
+		st->xs.icmp_soft_err++;
+		c->soft_unreach = 1;
+		return;
+	}
+	st->xs.icmp_conn_err++;
+	c->state = DP_TCP_CLOSED;
+	dp_tcp_detach(c, err);
+	dp_tcp_settle(c);
 }

@@ -139,6 +139,29 @@ static size_t
 seg_options(struct dp_tcb *c, uint8_t *o, bool syn, bool sack)
 {
 	size_t n = 0;
+	if (syn && c->state == DP_TCP_SYN_RCVD) {
+		/* SYN-ACK of a half-open entry: only what the SYN offered
+		 * (RFC 7323 1.3, 3.2; RFC 2018 2). */
+		o[n++] = OPT_MSS;
+		o[n++] = 4;
+		wr16(o + n, c->st->mss_local);
+		n += 2;
+		if (c->ws_ok) {
+			o[n++] = OPT_NOP;
+			o[n++] = OPT_WS;
+			o[n++] = 3;
+			o[n++] = c->rcv_wscale;
+		}
+		if (c->sack_ok) {
+			o[n++] = OPT_NOP;
+			o[n++] = OPT_NOP;
+			o[n++] = OPT_SACKOK;
+			o[n++] = 2;
+		}
+		if (c->ts_ok)
+			n += opt_ts(o + n, dp_tcp_tsval(c), c->ts_recent);
+		return n;
+	}
 	if (syn) {
 		o[n++] = OPT_MSS;
 		o[n++] = 4;
@@ -265,6 +288,19 @@ dp_tcp_output(struct dp_tcb *c)
 			if (c->rto_at == 0)
 				c->rto_at = now + c->rto;
 		}
+		dp_tcp_arm(c);
+		return;
+	case DP_TCP_SYN_RCVD:
+		/* (Re)send the SYN-ACK; the timer (tcp_timer.c) backs off. */
+		if (c->snd_nxt == c->iss) {
+			if (c->backoff == 0 && c->rto_at == 0)
+				c->rtt_start = (uint32_t)now;
+			dp_tcp_send_seg(c, c->iss, 0, DP_TH_SYN | DP_TH_ACK);
+			c->snd_nxt = c->snd_max = c->iss + 1;
+			if (c->rto_at == 0)
+				c->rto_at = now + c->rto;
+		}
+		c->ack_now = 0;
 		dp_tcp_arm(c);
 		return;
 	case DP_TCP_CLOSED:

@@ -2,6 +2,7 @@
  * tcp_timer.c - per-connection timers on the stack's wheel: one for TCP
  * (the earliest of retransmission / persist / TIME_WAIT / FIN_WAIT_2, and
  * delayed ACK), one for the application's deadline (dp_conn_timer).
+ * A half-open (SYN_RCVD) entry resends its SYN-ACK with backoff.
  * RTO per RFC 6298 (Karn: samples from timestamps, RFC 7323, or one timed
  * segment never retransmitted; exponential backoff, min 200 ms, max 60 s).
  */
@@ -14,6 +15,7 @@
 #define DP_RTO_MAX      60000u
 #define DP_SYN_RETRIES  6
 #define DP_DATA_RETRIES 12
+#define DP_SYNACK_RETRIES 4
 #define DP_CHAL_PER_SEC 100u
 
 void
@@ -77,6 +79,20 @@ rto_expired(struct dp_tcb *c)
 	default:
 		break;
 	}
+	if (c->state == DP_TCP_SYN_RCVD) {
+		/* Half-open: the SYN-ACK again, 1, 2, 4, 8 s apart, then the
+		 * entry goes quietly (as Linux drops a request sock). */
+		if (++c->backoff > DP_SYNACK_RETRIES) {
+			st->xs.synq_timeout++;
+			dp_tcp_synq_leave(c);
+			c->state = DP_TCP_CLOSED;
+			return;
+		}
+		st->xs.synack_rexmit++;
+		c->rto = c->rto * 2 < DP_RTO_MAX ? c->rto * 2 : DP_RTO_MAX;
+		c->snd_nxt = c->iss;  /* dp_tcp_output sends it */
+		return;
+	}
 	if (c->want_tx) {
 		c->want_tx = 0;  /* a send buffer may be free now: settle pulls */
 		return;
@@ -105,7 +121,8 @@ rto_expired(struct dp_tcb *c)
 		if (c->state != DP_TCP_SYN_SENT)
 			dp_tcp_send_rst(st, c->faddr, c->lport, c->fport, c->snd_nxt, 0, DP_TH_RST);
 		c->state = DP_TCP_CLOSED;
-		dp_tcp_detach(c, -ETIMEDOUT);
+		/* An open that only ever met ICMP soft errors says so. */
+		dp_tcp_detach(c, c->soft_unreach ? -EHOSTUNREACH : -ETIMEDOUT);
 		return;
 	}
 	st->stats.tcp_rexmit_timeout++;

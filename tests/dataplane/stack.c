@@ -521,6 +521,7 @@ static void
 test_cookie_handshake(void **state)
 {
 	struct pair *p = raw_new(8);
+	p->net.n[1].st->synq_max = 0;  /* cookies only */
 	uint32_t sip = 0xc0000207u;
 	struct tview sa = raw_syn(p, sip, 40000, 5000, true);
 	assert_true(sa.ok);
@@ -577,6 +578,7 @@ static void
 test_cookie_no_timestamps(void **state)
 {
 	struct pair *p = raw_new(8);
+	p->net.n[1].st->synq_max = 0;  /* cookies only */
 	uint32_t sip = 0xc0000208u;
 	struct tview sa = raw_syn(p, sip, 40001, 77, false);
 	assert_true(sa.ok);
@@ -614,10 +616,23 @@ test_syn_flood(void **state)
 		}
 	}
 	cap_clear(&p->net, 0);
+	/* The half-open table (conn_max / 8 = 8 entries) takes the first
+	 * SYNs; every other one is a cookie: no state beyond the table. */
+	struct dp_stack *st = p->net.n[1].st;
+	assert_int_equal(st->synq_max, 8);
 	assert_int_equal(S(p, 1)->tcp_syn_in, 10000);
-	assert_int_equal(S(p, 1)->tcp_cookies_out, 10000);
-	assert_int_equal(S(p, 1)->conns, 0);
+	assert_int_equal(S(p, 1)->tcp_cookies_out, 10000 - 8);
+	assert_int_equal(st->xs.synq_out, 8);
+	assert_int_equal(st->synq, 8);
+	assert_int_equal(S(p, 1)->conns, 8);
 	assert_int_equal(p->srv.accepted, 0);
+	/* The entries resend their SYN-ACKs, then give up: nothing left. */
+	net_run(&p->net, 40000, NULL, NULL);
+	cap_clear(&p->net, 0);
+	assert_int_equal(st->xs.synack_rexmit, 8 * 4);
+	assert_int_equal(st->xs.synq_timeout, 8);
+	assert_int_equal(st->synq, 0);
+	assert_int_equal(S(p, 1)->conns, 0);
 	pair_free(p);
 }
 
@@ -1317,6 +1332,366 @@ test_csum_offload(void **state)
 	pair_free(p);
 }
 
+/* ---- half-open table (SYN_RCVD) ---- */
+
+/* Take the captured TCP frames of the raw node; the last one is kept in
+ * *last (caller frees), the number of SYN-ACKs returned. */
+static int
+raw_synacks(struct pair *p, struct tview *last)
+{
+	struct frame *r;
+	int n = 0;
+	while ((r = cap_pop(&p->net, 0)) != NULL) {
+		struct tview t = tcp_view(r);
+		if (t.ok && t.flags == (DP_TH_SYN | DP_TH_ACK)) {
+			n++;
+			if (last != NULL) {
+				*last = t;
+				last->data = NULL;
+			}
+		}
+		free(r);
+	}
+	return n;
+}
+
+/* A lost third ACK from a client that waits for the server to speak
+ * (SMTP): the SYN-ACK comes again, 1 s and then 2 s later, with the same
+ * ISN; the late ACK completes the handshake with the SYN's options. */
+static void
+test_synq_lost_ack(void **state)
+{
+	struct pair *p = raw_new(64);
+	struct dp_stack *st = p->net.n[1].st;
+	uint32_t sip = 0xc0000210u;
+	struct tview sa = raw_syn(p, sip, 41000, 7000, true);
+	assert_true(sa.ok);
+	assert_int_equal(sa.flags, DP_TH_SYN | DP_TH_ACK);
+	assert_int_equal(sa.ack, 7001);
+	assert_true(sa.ts);
+	assert_int_equal(sa.tsecr, 1000);
+	struct dp_tcb *c = dp_tcp_lookup(st, sip, 41000, SRV_PORT);
+	assert_non_null(c);
+	assert_int_equal(c->state, DP_TCP_SYN_RCVD);
+	assert_int_equal(S(p, 1)->tcp_cookies_out, 0);
+	assert_int_equal(st->synq, 1);
+	assert_int_equal(p->srv.accepted, 0);
+	net_run(&p->net, 900, NULL, NULL);
+	assert_int_equal(raw_synacks(p, NULL), 0);
+	struct tview again;
+	net_run(&p->net, 150, NULL, NULL);
+	assert_int_equal(raw_synacks(p, &again), 1);
+	assert_int_equal(again.seq, sa.seq);
+	net_run(&p->net, 1900, NULL, NULL);
+	assert_int_equal(raw_synacks(p, NULL), 0);
+	net_run(&p->net, 150, NULL, NULL);
+	assert_int_equal(raw_synacks(p, &again), 1);
+	assert_int_equal(again.seq, sa.seq);
+	assert_int_equal(st->xs.synack_rexmit, 2);
+	/* The ACK at last, without data. */
+	uint8_t f[256];
+	struct tseg a = { .sip = sip, .sport = 41000, .dport = SRV_PORT, .seq = 7001,
+	                  .ack = sa.seq + 1, .flags = DP_TH_ACK, .win = 1000, .ts = true,
+	                  .tsval = 1005, .tsecr = again.tsval };
+	raw_send(p, f, mk_tcp(f, &a));
+	assert_int_equal(p->srv.accepted, 1);
+	assert_int_equal(c->state, DP_TCP_ESTABLISHED);
+	assert_int_equal(st->synq, 0);
+	assert_int_equal(st->xs.synq_ok, 1);
+	assert_int_equal(c->snd_wscale, 7);
+	assert_int_equal(c->rcv_wscale, st->rcv_wscale);
+	assert_true(c->sack_ok);
+	assert_true(c->ts_ok);
+	assert_int_equal(c->mss, 1460);
+	assert_int_equal(c->snd_wnd, 1000u << 7);
+	/* Data flows: the echo comes back. */
+	a.data = (const uint8_t *)"hello";
+	a.len = 5;
+	a.flags = DP_TH_ACK | DP_TH_PSH;
+	raw_send(p, f, mk_tcp(f, &a));
+	assert_int_equal(p->srv.last->got, 5);
+	pair_free(p);
+}
+
+/* Nobody answers: four SYN-ACK retransmissions, then the entry goes
+ * without a trace (no accept, no closed, no RST). */
+static void
+test_synq_timeout(void **state)
+{
+	struct pair *p = raw_new(64);
+	struct dp_stack *st = p->net.n[1].st;
+	raw_syn(p, 0xc0000211u, 41001, 1, false);
+	assert_int_equal(S(p, 1)->conns, 1);
+	net_run(&p->net, 40000, NULL, NULL);
+	assert_int_equal(raw_synacks(p, NULL), 4);
+	assert_int_equal(st->xs.synq_timeout, 1);
+	assert_int_equal(st->synq, 0);
+	assert_int_equal(S(p, 1)->conns, 0);
+	assert_int_equal(S(p, 1)->tcp_rst_out, 0);
+	assert_int_equal(p->srv.accepted, 0);
+	assert_int_equal(p->srv.closed, 0);
+	pair_free(p);
+}
+
+/* Without timestamps a half-open entry still negotiates window scaling
+ * and SACK (cookies cannot), answers only the options offered, a
+ * duplicate SYN with the same SYN-ACK, an unacceptable ACK with RST, and
+ * an exact RST by going away; a SYN with another ISN starts over. */
+static void
+test_synq_options_and_validation(void **state)
+{
+	struct pair *p = raw_new(64);
+	struct dp_stack *st = p->net.n[1].st;
+	uint32_t sip = 0xc0000212u;
+	struct tview sa = raw_syn(p, sip, 41002, 500, false);
+	assert_true(sa.ok);
+	assert_false(sa.ts);
+	struct tview dup = raw_syn(p, sip, 41002, 500, false);
+	assert_int_equal(dup.seq, sa.seq);
+	assert_int_equal(st->xs.synack_rexmit, 1);
+	uint8_t f[256];
+	struct tseg a = { .sip = sip, .sport = 41002, .dport = SRV_PORT, .seq = 501,
+	                  .ack = sa.seq + 7, .flags = DP_TH_ACK, .win = 100 };
+	raw_send(p, f, mk_tcp(f, &a));
+	struct frame *r = cap_pop(&p->net, 0);
+	assert_non_null(r);
+	struct tview v = tcp_view(r);
+	free(r);
+	assert_int_equal(v.flags, DP_TH_RST);
+	assert_int_equal(v.seq, sa.seq + 7);
+	assert_int_equal(S(p, 1)->conns, 1);   /* the entry stays */
+	a.ack = sa.seq + 1;
+	raw_send(p, f, mk_tcp(f, &a));
+	struct dp_tcb *c = dp_tcp_lookup(st, sip, 41002, SRV_PORT);
+	assert_non_null(c);
+	assert_int_equal(c->state, DP_TCP_ESTABLISHED);
+	assert_int_equal(c->snd_wscale, 7);
+	assert_true(c->sack_ok);
+	assert_false(c->ts_ok);
+	assert_int_equal(c->snd_wnd, 100u << 7);
+	/* A SYN with another ISN for a half-open tuple: a fresh entry. */
+	struct tview sb = raw_syn(p, sip, 41003, 9000, true);
+	c = dp_tcp_lookup(st, sip, 41003, SRV_PORT);
+	assert_int_equal(c->state, DP_TCP_SYN_RCVD);
+	struct tview sc = raw_syn(p, sip, 41003, 123456, true);
+	assert_int_equal(sc.ack, 123457);
+	c = dp_tcp_lookup(st, sip, 41003, SRV_PORT);
+	assert_int_equal(c->irs, 123456);
+	assert_int_equal(st->synq, 1);
+	(void)sb;
+	/* An RST off by one: dropped (challenge ACK); exact: the entry goes. */
+	struct tseg rst = { .sip = sip, .sport = 41003, .dport = SRV_PORT, .seq = 123458,
+	                    .flags = DP_TH_RST };
+	raw_send(p, f, mk_tcp(f, &rst));
+	assert_non_null(dp_tcp_lookup(st, sip, 41003, SRV_PORT));
+	rst.seq = 123457;
+	raw_send(p, f, mk_tcp(f, &rst));
+	assert_null(dp_tcp_lookup(st, sip, 41003, SRV_PORT));
+	assert_int_equal(st->synq, 0);
+	assert_int_equal(S(p, 1)->conns, 1);
+	pair_free(p);
+}
+
+/* Beyond the table, cookies; a cookie answered for a tuple that has
+ * since got an entry (the client's SYN retransmitted) still wins. */
+static void
+test_synq_threshold_and_cookie_race(void **state)
+{
+	struct pair *p = raw_new(64);
+	struct dp_stack *st = p->net.n[1].st;
+	uint32_t sip = 0xc0000213u;
+	for (uint16_t i = 0; i < 12; i++)
+		raw_syn(p, sip, (uint16_t)(42000 + i), 100u * i, true);
+	assert_int_equal(st->synq, 8);
+	assert_int_equal(S(p, 1)->tcp_cookies_out, 4);
+	assert_int_equal(S(p, 1)->conns, 8);
+	/* A second later the SYN rate is low again but the table is full. */
+	net_run(&p->net, 1000, NULL, NULL);
+	cap_clear(&p->net, 0);
+	raw_syn(p, sip, 42100, 1, true);
+	assert_int_equal(S(p, 1)->tcp_cookies_out, 5);
+	/* Cookie race: a cookie first, then the retransmitted SYN gets an
+	 * entry; the client ACKs the cookie. */
+	st->synq_max = 0;
+	struct tview ck = raw_syn(p, sip, 42200, 777, true);
+	st->synq_max = 16;
+	struct tview ent = raw_syn(p, sip, 42200, 777, true);
+	assert_int_not_equal(ck.seq, ent.seq);
+	struct dp_tcb *c = dp_tcp_lookup(st, sip, 42200, SRV_PORT);
+	assert_int_equal(c->state, DP_TCP_SYN_RCVD);
+	uint8_t f[256];
+	struct tseg a = { .sip = sip, .sport = 42200, .dport = SRV_PORT, .seq = 778,
+	                  .ack = ck.seq + 1, .flags = DP_TH_ACK, .win = 1000, .ts = true,
+	                  .tsval = 1001, .tsecr = ck.tsval };
+	int accepted = p->srv.accepted;
+	raw_send(p, f, mk_tcp(f, &a));
+	assert_int_equal(p->srv.accepted, accepted + 1);
+	c = dp_tcp_lookup(st, sip, 42200, SRV_PORT);
+	assert_non_null(c);
+	assert_int_equal(c->state, DP_TCP_ESTABLISHED);
+	assert_int_equal(c->iss, ck.seq);
+	pair_free(p);
+}
+
+/* ---- ICMP destination unreachable ---- */
+
+/* Destination unreachable from `from` quoting the IP header and 8 bytes
+ * of TCP of a frame the stack sent (seq replaced unless 0). */
+static size_t
+mk_unreach(uint8_t *f, uint32_t from, uint8_t code, uint16_t mtu, const uint8_t *orig,
+           uint32_t seq)
+{
+	uint8_t *icmp = f + 34;
+	memset(icmp, 0, 36);
+	icmp[0] = 3;
+	icmp[1] = code;
+	t_wr16(icmp + 6, mtu);
+	memcpy(icmp + 8, orig + 14, 28);
+	if (seq != 0)
+		t_wr32(icmp + 8 + 24, seq);
+	t_wr16(icmp + 2, t_csum(0, icmp, 36));
+	return mk_ip(f, MAC_GW, from, IP_SRV, 1, 36);
+}
+
+/* RFC 1191 with RFC 5927 checks: a quote of an unacknowledged segment
+ * lowers the MSS and resends in smaller segments; a quote outside the
+ * send window, a higher MTU or one below 576 are not taken as they are. */
+static void
+test_icmp_frag_needed(void **state)
+{
+	struct pair *p = raw_new(8);
+	struct dp_stack *st = p->net.n[1].st;
+	struct rawc r;
+	raw_connect(p, &r);
+	raw_data(p, &r, 0, 1400);   /* echoed in one 1400-byte segment */
+	net_run(&p->net, 2, NULL, NULL);
+	struct frame *e = NULL, *fr;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		struct tview v = tcp_view(fr);
+		if (v.ok && v.len == 1400 && e == NULL)
+			e = fr;
+		else
+			free(fr);
+	}
+	assert_non_null(e);
+	struct tview ev = tcp_view(e);
+	struct dp_tcb *c = dp_tcp_lookup(st, r.sip, r.sport, SRV_PORT);
+	assert_int_equal(c->mss, 1460);
+	uint8_t f[256];
+	/* Outside the window: ignored. */
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, e->data, ev.seq - 5000));
+	assert_int_equal(c->mss, 1460);
+	assert_int_equal(st->xs.icmp_bad_quote, 1);
+	assert_null(cap_pop(&p->net, 0));
+	/* Another connection's ports: ignored. */
+	uint8_t g[128];
+	memcpy(g, e->data, 62);
+	g[34 + 2] ^= 1;
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, g, 0));
+	assert_int_equal(st->xs.icmp_bad_quote, 2);
+	/* In the window: MSS 960, the 1400 bytes go again as 948 + 452. */
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, e->data, 0));
+	assert_int_equal(c->mss, 960);
+	assert_int_equal(st->xs.pmtu_lowered, 1);
+	assert_int_equal(st->xs.icmp_unreach, 3);
+	size_t lens[4], n = 0;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		struct tview v = tcp_view(fr);
+		if (v.ok && v.len > 0 && n < 4) {
+			assert_true(fr->len <= 14 + 1000);
+			assert_int_equal(v.seq, ev.seq + (n ? lens[0] : 0));
+			lens[n++] = v.len;
+		}
+		free(fr);
+	}
+	assert_int_equal(n, 2);
+	assert_int_equal(lens[0], 948);
+	assert_int_equal(lens[1], 452);
+	/* A higher MTU never raises it; 300 is taken as 576; no MTU (an old
+	 * router) means the RFC 1191 plateau below the quoted datagram. */
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1400, e->data, 0));
+	assert_int_equal(c->mss, 960);
+	cap_clear(&p->net, 0);
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 0, e->data, 0));   /* 1452 -> 1006 */
+	assert_int_equal(c->mss, 960);
+	cap_clear(&p->net, 0);
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 300, e->data, 0));
+	assert_int_equal(c->mss, 536);
+	cap_clear(&p->net, 0);
+	/* A bad ICMP checksum or a quote of someone else's datagram: dropped. */
+	size_t k = mk_unreach(f, IP_GW, 4, 100, e->data, 0);
+	f[34 + 5] ^= 1;
+	raw_send(p, f, k);
+	assert_int_equal(S(p, 1)->drop_icmp_csum, 1);
+	memcpy(g, e->data, 62);
+	t_wr32(g + 14 + 12, 0x0a000063u);
+	raw_send(p, f, mk_unreach(f, IP_GW, 4, 100, g, 0));
+	assert_int_equal(c->mss, 536);
+	/* After the ACK the rest of the transfer uses the smaller segments. */
+	free(e);
+	pair_free(p);
+}
+
+/* RFC 1122 4.2.3.9 for an active open: port unreachable is a hard error
+ * (-ECONNREFUSED at once); host unreachable is soft (the SYN keeps
+ * going; a timeout then says -EHOSTUNREACH). */
+static void
+test_icmp_unreach_active_open(void **state)
+{
+	struct pair *p = raw_new(8);
+	struct dp_stack *st = p->net.n[1].st;
+	uint32_t dst = 0xc0000301u;
+	struct srv_conn *sc = calloc(1, sizeof(*sc));
+	p->net.n[1].w.now = p->net.now;
+	struct dp_conn *dc = dp_stack_connect(st, dst, 80, sc);
+	assert_non_null(dc);
+	net_run(&p->net, 2, NULL, NULL);
+	raw_answer_arp(&p->net, 0);
+	net_run(&p->net, 2, NULL, NULL);
+	struct frame *syn = NULL, *fr;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		struct tview v = tcp_view(fr);
+		if (v.ok && v.flags == DP_TH_SYN && syn == NULL)
+			syn = fr;
+		else
+			free(fr);
+	}
+	assert_non_null(syn);
+	uint8_t f[256];
+	/* A wrong sequence number in the quote: ignored. */
+	raw_send(p, f, mk_unreach(f, dst, 3, 0, syn->data, tcp_view(syn).seq + 1));
+	assert_int_equal(p->srv.closed, 0);
+	assert_int_equal(st->xs.icmp_bad_quote, 1);
+	raw_send(p, f, mk_unreach(f, dst, 3, 0, syn->data, 0));
+	assert_int_equal(p->srv.closed, 1);
+	assert_int_equal(p->srv.last_err, -ECONNREFUSED);
+	assert_int_equal(S(p, 1)->conns, 0);
+	assert_int_equal(st->xs.icmp_conn_err, 1);
+	free(syn);
+	/* Host unreachable: soft. */
+	sc = calloc(1, sizeof(*sc));
+	dc = dp_stack_connect(st, dst, 81, sc);
+	assert_non_null(dc);
+	net_run(&p->net, 2, NULL, NULL);
+	syn = NULL;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		struct tview v = tcp_view(fr);
+		if (v.ok && v.flags == DP_TH_SYN && syn == NULL)
+			syn = fr;
+		else
+			free(fr);
+	}
+	assert_non_null(syn);
+	raw_send(p, f, mk_unreach(f, IP_GW, 1, 0, syn->data, 0));
+	assert_int_equal(p->srv.closed, 1);
+	assert_int_equal(st->xs.icmp_soft_err, 1);
+	net_run(&p->net, 130000, NULL, NULL);
+	assert_int_equal(p->srv.closed, 2);
+	assert_int_equal(p->srv.last_err, -EHOSTUNREACH);
+	free(syn);
+	pair_free(p);
+}
+
 int
 main(void)
 {
@@ -1355,6 +1730,12 @@ main(void)
 		cmocka_unit_test(test_time_wait_reuse),
 		cmocka_unit_test(test_ipv6_nd_ping),
 		cmocka_unit_test(test_csum_offload),
+		cmocka_unit_test(test_synq_lost_ack),
+		cmocka_unit_test(test_synq_timeout),
+		cmocka_unit_test(test_synq_options_and_validation),
+		cmocka_unit_test(test_synq_threshold_and_cookie_race),
+		cmocka_unit_test(test_icmp_frag_needed),
+		cmocka_unit_test(test_icmp_unreach_active_open),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -459,7 +459,7 @@ def test_out_of_order_reassembly(sl):
     assert sacks > 0, "got no SACK blocks for out-of-order data, want some"
     c.snd_nxt = (base + len(msg)) & 0xffffffff
     c.drain()
-    c.cmd(b".\r\n", rb"^250 .*queued")
+    c.cmd(b".\r\n", rb"^250 .*queued", timeout=15)
     check_delivered(sl, tag, msg)
     c.close()
 
@@ -484,7 +484,7 @@ def test_duplicate_and_overlapping(sl):
     segs = c.drain(0.3)
     assert any(s.ack == c.snd_nxt for s in segs), \
         f"got ACKs {[s.ack - base for s in segs]} (relative), want one for all {n} bytes"
-    c.cmd(b".\r\n", rb"^250 .*queued")
+    c.cmd(b".\r\n", rb"^250 .*queued", timeout=15)
     check_delivered(sl, tag, msg)
     c.close()
 
@@ -516,9 +516,10 @@ def test_sack_blocks(sl):
 
 
 def test_sack_retransmits_only_holes(sl):
-    c = Conn(sl.host, mss=536)
+    c = Conn(sl.host, mss=300)
     c.established()
-    # 150 pipelined NOOPs: 2100 bytes of replies, five segments at MSS 536.
+    # 150 pipelined NOOPs: 2100 bytes of replies, several segments at MSS
+    # 300 (a half-open entry takes the SYN's MSS; a cookie would say 536).
     line = b"NOOP\r\n"
     c.send("PA", line * 150)
     c.snd_nxt = (c.snd_nxt + len(line) * 150) & 0xffffffff
@@ -686,7 +687,7 @@ def test_window_scaling(sl):
         if s.data:
             c.rcv_nxt = (s.seq + len(s.data)) & 0xffffffff
     c.snd_nxt = (base + len(msg)) & 0xffffffff
-    c.read(rb"^250 .*queued")
+    c.read(rb"^250 .*queued", timeout=15)
     assert max_flight > max_raw, \
         f"got at most {max_flight} bytes in flight with raw windows up to {max_raw}, want more " \
         "in flight than the unscaled field allows"
@@ -890,3 +891,78 @@ def test_syn_flood_cookies(sl):
         assert st2["conns"] <= st0["conns"], \
             f"got {st2['conns']} connections after resetting the flood, want {st0['conns']}"
     assert time.monotonic() - t0 < 20
+
+
+def test_synack_retransmitted_for_lost_ack(sl):
+    # SMTP clients wait for the banner: if the third ACK is lost, only the
+    # server's SYN-ACK retransmission (a half-open entry) recovers.
+    c = Conn(sl.host)
+    sa = c.connect(ack=False)
+    t0 = sa.t
+    again = c.recv(2.0)
+    assert again is not None and again.has("S") and again.has("A"), \
+        f"got {again} within 2s of the SYN-ACK, want it again (lost third ACK)"
+    assert again.seq == sa.seq, f"got ISN {again.seq} in the retransmission, want {sa.seq}"
+    assert 0.7 < again.t - t0 < 1.6, f"got the retransmission after {again.t - t0:.2f}s, want ~1s"
+    assert again.opts.get("WScale") == sa.opts.get("WScale") and "SAckOK" in again.opts
+    c.send("A")
+    assert c.read(rb"^220 .*\r\n").startswith(b"220 ")
+    c.close()
+
+
+def test_pmtu_frag_needed(sl):
+    c = Conn(sl.host)
+    c.established()
+    st0 = stats(sl)
+    line = b"NOOP\r\n"
+    c.send("PA", line * 150)
+    c.snd_nxt = (c.snd_nxt + len(line) * 150) & 0xffffffff
+    first = None
+    segs = {}
+    while True:
+        s = c.recv(0.04 if segs else 1.0)   # quick: before sluiced's RTO (>= 200 ms)
+        if s is None:
+            break
+        if s.data:
+            segs.setdefault(s.seq, s)
+    big = [s for s in segs.values() if s.ip_len > 1000]
+    assert big, f"got segments {list(segs.values())}, want one above 1000 bytes"
+    first = min(big, key=lambda s: (s.seq - c.rcv_nxt) & 0xffffffff)
+    quote = bytes(first.e[IP])[:28]
+    # A quote with a sequence number outside the send window: ignored.
+    bad = bytearray(quote)
+    struct.pack_into("!I", bad, 24, (first.seq - 100000) & 0xffffffff)
+    sl.host.send(sl.host.ip() / ICMP(type=3, code=4, nexthopmtu=1000) / Raw(bytes(bad)))
+    time.sleep(0.01)
+    # The real one: sluiced sends again at once, in segments that fit.
+    t = time.monotonic()
+    sl.host.send(sl.host.ip() / ICMP(type=3, code=4, nexthopmtu=1000) / Raw(quote))
+    again = []
+    while time.monotonic() - t < 0.15:
+        s = c.recv(0.05)
+        if s is not None and s.data and s.t > t:   # (an RTO resend may precede the ICMP)
+            again.append(s)
+    assert again, "got no retransmission within 150 ms of fragmentation-needed, want one at once"
+    assert all(s.ip_len <= 1000 for s in again), \
+        f"got IP lengths {[s.ip_len for s in again]} after an MTU of 1000, want <= 1000"
+    assert again[0].seq == c.rcv_nxt, f"got {again[0]}, want a resend from {c.rcv_nxt}"
+    top = max(((s.seq + len(s.data) - c.rcv_nxt) & 0xffffffff) for s in list(segs.values()) + again)
+    c.rcv_nxt = (c.rcv_nxt + top) & 0xffffffff
+    c.send("A")
+    c.drain(0.2)
+    # Later output uses the smaller segments too.
+    c.send("PA", line * 150)
+    c.snd_nxt = (c.snd_nxt + len(line) * 150) & 0xffffffff
+    got = []
+    while True:
+        s = c.recv(0.3)
+        if s is None:
+            break
+        if s.data and s.seq == c.rcv_nxt:
+            got.append(s)
+            c.rcv_nxt = (c.rcv_nxt + len(s.data)) & 0xffffffff
+            c.send("A")
+    assert got and all(s.ip_len <= 1000 for s in got), \
+        f"got IP lengths {[s.ip_len for s in got]}, want <= 1000 after the PMTU drop"
+    assert max(s.ip_len for s in got) > 900, "got only small segments, want the new MTU used"
+    c.close()
