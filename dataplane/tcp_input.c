@@ -220,6 +220,10 @@ no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struc
 	}
 	if (!(fl & DP_TH_ACK) || (fl & DP_TH_SYN)) {
 		st->stats.drop_tcp_flags++;
+		/* A SYN-ACK to a listener is answered <SEQ=SEG.ACK><CTL=RST>
+		 * (RFC 9293 3.10.7.2): a peer confused about who opened. */
+		if (fl & DP_TH_ACK)
+			reset_for(st, src, sport, dport, s);
 		return;
 	}
 	uint8_t opts;

@@ -983,6 +983,29 @@ test_garbage(void **state)
 	g[34 + 12] = 0xf0;         /* data offset beyond the segment */
 	dp_stack_input(st, g, n);
 	assert_int_equal(s->drop_tcp_hlen, 1);
+	/* SYN+ACK to the listener: RST with SEQ = SEG.ACK (RFC 9293 3.10.7.2). */
+	memcpy(g, f, n);
+	struct tseg sa = sy;
+	sa.flags = DP_TH_SYN | DP_TH_ACK;
+	sa.ack = 0x12345678u;
+	p->net.n[1].w.now = p->net.now;
+	dp_stack_input(st, g, mk_tcp(g, &sa));
+	assert_int_equal(s->drop_tcp_flags, 1);
+	assert_int_equal(s->tcp_rst_out, 1);
+	net_run(&p->net, 2, NULL, NULL);
+	raw_answer_arp(&p->net, 0);
+	net_run(&p->net, 2, NULL, NULL);
+	struct frame *rr = NULL, *fr;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		if (tcp_view(fr).ok && rr == NULL)
+			rr = fr;
+		else
+			free(fr);
+	}
+	assert_non_null(rr);
+	assert_int_equal(tcp_view(rr).flags, DP_TH_RST);
+	assert_int_equal(tcp_view(rr).seq, 0x12345678u);
+	free(rr);
 	memcpy(g, f, n);
 	g[14] = 0x65;              /* version 6 in an IPv4 frame */
 	dp_stack_input(st, g, n);
@@ -1001,7 +1024,7 @@ test_garbage(void **state)
 		dp_stack_input(st, g, len);
 	}
 	assert_int_equal(s->conns, 0);
-	assert_int_equal(s->rx_frames, 20000 + 10);
+	assert_int_equal(s->rx_frames, 20000 + 12);  /* + the SYN-ACK and an ARP reply */
 	pair_free(p);
 }
 
