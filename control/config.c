@@ -158,6 +158,14 @@ static const struct key keys[] = {
 	{ "dpdk.port", KT_U32, OFF(dpdk_port), 0, 1023, NULL, NULL },
 	{ "dpdk.address", KT_IPV4_NET, OFF(dpdk_address), 0, 0, NULL, NULL },
 	{ "dpdk.gateway", KT_IPV4, OFF(dpdk_gateway), 0, 0, NULL, NULL },
+	{ "dpdk.connections_max", KT_U32, OFF(dpdk_conn_max), 0, 16000000, NULL, NULL },
+	{ "dpdk.buffer_size", KT_SIZE, OFF(dpdk_buffer_size), 2048, 1ull << 30, NULL, NULL },
+	{ "dpdk.buffers", KT_U32, OFF(dpdk_buffers), 0, 16000000, NULL, NULL },
+	{ "dpdk.time_wait", KT_DUR_MS, OFF(dpdk_time_wait_ms), 100, 4 * MS_M, NULL, NULL },
+	{ "dpdk.mbufs", KT_U32, OFF(dpdk_mbufs), 0, 16000000, NULL, NULL },
+	{ "dpdk.dispatch_ring", KT_U32, OFF(dpdk_ring), 0, 1u << 20, NULL, NULL },
+	{ "dpdk.queues", KT_U32, OFF(dpdk_queues), 0, 1024, NULL, NULL },
+	{ "dpdk.software_dispatch", KT_BOOL, OFF(dpdk_software_dispatch), 0, 0, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -453,6 +461,8 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->rcpt_max = 100;
 	c->errors_max = 10;
 	c->connections_max = 10000;
+	c->dpdk_buffer_size = 65536;
+	c->dpdk_time_wait_ms = 2000;
 	c->greet_pause_ms = 0;
 	c->timeout_command_ms = 5 * MS_M;
 	c->timeout_data_ms = 3 * MS_M;

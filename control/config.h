@@ -135,6 +135,14 @@ struct ctl_config {
 	uint32_t dpdk_port;            /* DPDK port id */
 	struct ctl_ipv4_net dpdk_address; /* addr 0: unset */
 	uint32_t dpdk_gateway;         /* host byte order; 0: none */
+	uint32_t dpdk_conn_max;        /* stack connections per worker; 0: auto */
+	uint64_t dpdk_buffer_size;     /* bytes per receive / send ring */
+	uint32_t dpdk_buffers;         /* rings of each kind per worker; 0: auto */
+	uint64_t dpdk_time_wait_ms;
+	uint32_t dpdk_mbufs;           /* mbufs per NUMA socket; 0: auto */
+	uint32_t dpdk_ring;            /* software dispatch ring slots; 0: auto */
+	uint32_t dpdk_queues;          /* queue pairs at most; 0: one per worker */
+	bool dpdk_software_dispatch;   /* even on a port with RSS */
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */

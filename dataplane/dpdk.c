@@ -31,6 +31,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_ring.h>
 
 #include "dataplane/stack.h"
 
@@ -43,12 +44,19 @@
 #define DP_D_ARGV_MAX    64
 #define DP_D_IDLE_SPINS  1024  /* empty iterations before napping */
 #define DP_D_FRAME_MAX   9216
+#define DP_D_RING        1024  /* dispatch ring slots per worker (default) */
+#define DP_D_NO_OWNER    UINT32_MAX  /* classify(): the receiving worker */
+#define DP_D_ALL         (UINT32_MAX - 1)  /* classify(): every worker */
 
 struct dworker {
 	struct dp_worker base;         /* first: the transport-neutral handle */
 	struct dp_dpdk *d;
 	unsigned id;
-	uint16_t queue;
+	uint16_t queue;                /* our RX queue (when rxq) and TX queue (when txq) */
+	bool rxq, txq;                 /* the port gave us an RX / a TX queue */
+	struct rte_ring *inbox;        /* frames other pollers hand us (MP/SC) */
+	struct rte_ring *txbox;        /* with txq and workers without one: their frames (MP/SC) */
+	struct dworker *tx_via;        /* without txq: the worker whose TX queue we use */
 	unsigned lcore;                /* EAL worker lcore, or UINT_MAX: a thread */
 	pthread_t thread;
 	bool thread_started;
@@ -59,6 +67,7 @@ struct dworker {
 	uint16_t ntx;
 	struct rte_mbuf *tx[DP_D_TXQ_MAX];
 	uint64_t tx_dropped, rx_chained;
+	uint64_t disp_out, disp_in, disp_drop, disp_copies, tx_via_frames, tx_via_drop;
 	unsigned stats_seen;           /* last stats generation logged */
 	uint8_t linear[DP_D_FRAME_MAX]; /* a chained frame, made contiguous */
 } __rte_cache_aligned;
@@ -73,6 +82,11 @@ struct dp_dpdk {
 	atomic_bool stop;
 	atomic_uint stats_gen;         /* bumped by dp_dpdk_stats_request() */
 	struct rte_mempool *pools[RTE_MAX_NUMA_NODES];
+	bool rss;                      /* the NIC spreads TCP flows over the RX queues */
+	bool sw_dispatch;              /* we do: TCP frames go to hash(flow)'s worker */
+	bool lsc_cb;                   /* link-state callback registered */
+	unsigned nrxq, ntxq;
+	uint64_t flow_key;             /* random: which worker owns a flow is not guessable */
 	unsigned nworkers;
 	struct dworker *w[];
 };
@@ -134,18 +148,47 @@ static const struct dp_worker_ops d_worker_ops = {
 
 /* ---- transmit ---------------------------------------------------------- */
 
+static uint16_t
+tx_burst_retry(struct dworker *w, struct rte_mbuf **m, uint16_t n)
+{
+	uint16_t off = 0;
+	for (int tries = 0; off < n && tries < DP_D_TX_RETRY; tries++)
+		off += rte_eth_tx_burst(w->d->port, w->queue, m + off, n - off);
+	if (off < n) {
+		/* The NIC is full: drop the rest; TCP retransmits. */
+		w->tx_dropped += n - off;
+		rte_pktmbuf_free_bulk(m + off, n - off);
+	}
+	return off;
+}
+
 static void
 tx_flush(struct dworker *w)
 {
-	uint16_t off = 0;
-	for (int tries = 0; off < w->ntx && tries < DP_D_TX_RETRY; tries++)
-		off += rte_eth_tx_burst(w->d->port, w->queue, w->tx + off, w->ntx - off);
-	if (off < w->ntx) {
-		/* The NIC is full: drop the rest; TCP retransmits. */
-		w->tx_dropped += w->ntx - off;
-		rte_pktmbuf_free_bulk(w->tx + off, w->ntx - off);
+	if (w->txq) {
+		tx_burst_retry(w, w->tx, w->ntx);
+	} else {
+		/* No TX queue of our own: through the owner's box; full means
+		 * dropped, as a full NIC queue would. */
+		unsigned k = rte_ring_mp_enqueue_burst(w->tx_via->txbox, (void **)w->tx, w->ntx, NULL);
+		w->tx_via_frames += k;
+		if (k < w->ntx) {
+			w->tx_via_drop += w->ntx - k;
+			rte_pktmbuf_free_bulk(w->tx + k, w->ntx - k);
+		}
 	}
 	w->ntx = 0;
+}
+
+/* Frames of workers without a TX queue, onto ours. Returns how many. */
+static unsigned
+txbox_drain(struct dworker *w)
+{
+	struct rte_mbuf *m[DP_D_BURST];
+	unsigned n = rte_ring_sc_dequeue_burst(w->txbox, (void **)m, DP_D_BURST, NULL);
+	if (n > 0)
+		tx_burst_retry(w, m, (uint16_t)n);
+	return n;
 }
 
 static uint8_t *
@@ -240,6 +283,12 @@ stats_log(struct dworker *w, bool final)
 	const struct { const char *name; uint64_t v; } own[] = {
 		{ "dpdk_tx_dropped", w->tx_dropped },
 		{ "dpdk_rx_chained", w->rx_chained },
+		{ "dpdk_dispatch_out", w->disp_out },
+		{ "dpdk_dispatch_in", w->disp_in },
+		{ "dpdk_dispatch_copies", w->disp_copies },
+		{ "dpdk_dispatch_drop", w->disp_drop },
+		{ "dpdk_tx_via", w->tx_via_frames },
+		{ "dpdk_tx_via_drop", w->tx_via_drop },
 	};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && n < sizeof(line); i++)
 		if (own[i].v != 0)
@@ -248,6 +297,90 @@ stats_log(struct dworker *w, bool final)
 	if (final && n < sizeof(line))
 		snprintf(line + n, sizeof(line) - n, " final=1");
 	conf->log(conf->log_ctx, line);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+/* Which worker a received frame is for (see dpdk.h, "Dispatch"):
+ *   IPv4/TCP, not a fragment: with software dispatch the owner of the flow
+ *     (keyed hash of peer address, peer port, local port), with RSS the
+ *     receiving worker (the NIC chose it);
+ *   ARP replies and ICMP errors (destination unreachable, time exceeded,
+ *     which may carry a path MTU for any worker's connection): every worker;
+ *   the rest (ARP requests, ICMP echo, IPv6 ND and ping, fragments, frames
+ *     that fail validation): the receiving worker, whose stack answers or
+ *     counts the drop. */
+static inline uint32_t
+flow_owner(const struct dp_dpdk *d, uint32_t faddr, uint16_t fport, uint16_t lport)
+{
+	uint64_t k = ((uint64_t)faddr << 32 | (uint64_t)fport << 16 | lport) ^ d->flow_key;
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ull;
+	k ^= k >> 33;
+	return (uint32_t)(((k & 0xffffffffu) * d->nworkers) >> 32);
+}
+
+static uint32_t
+classify(const struct dp_dpdk *d, const struct rte_mbuf *m)
+{
+	if (m->data_len < 14 + 20)
+		return DP_D_NO_OWNER;
+	const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
+	uint16_t type = (uint16_t)(p[12] << 8 | p[13]);
+	if (type == RTE_ETHER_TYPE_ARP)
+		return m->data_len >= 14 + 8 && p[14 + 6] == 0 && p[14 + 7] == 2 ? DP_D_ALL
+		                                                                : DP_D_NO_OWNER;
+	if (type != RTE_ETHER_TYPE_IPV4)
+		return DP_D_NO_OWNER;
+	const uint8_t *ip = p + 14;
+	unsigned hl = (ip[0] & 15u) * 4u;
+	if ((ip[0] >> 4) != 4 || hl < 20 || m->data_len < 14 + hl + 4)
+		return DP_D_NO_OWNER;
+	if ((ip[6] & 0x3fu) != 0 || ip[7] != 0)  /* MF or an offset: a fragment */
+		return DP_D_NO_OWNER;
+	const uint8_t *l4 = ip + hl;
+	if (ip[9] == IPPROTO_ICMP)
+		return l4[0] == 3 || l4[0] == 11 ? DP_D_ALL : DP_D_NO_OWNER;
+	if (ip[9] != IPPROTO_TCP || !d->sw_dispatch)
+		return DP_D_NO_OWNER;
+	uint32_t faddr = (uint32_t)ip[12] << 24 | (uint32_t)ip[13] << 16 | (uint32_t)ip[14] << 8 | ip[15];
+	return flow_owner(d, faddr, (uint16_t)(l4[0] << 8 | l4[1]), (uint16_t)(l4[2] << 8 | l4[3]));
+}
+
+static void rx_frame(struct dworker *w, struct rte_mbuf *m);
+
+/* A frame from our RX queue: ours, another worker's, or everyone's. Frees
+ * our reference to m. */
+static void
+rx_dispatch(struct dworker *w, struct rte_mbuf *m)
+{
+	struct dp_dpdk *d = w->d;
+	uint32_t to = classify(d, m);
+	if (to == DP_D_ALL) {
+		rte_pktmbuf_refcnt_update(m, (int16_t)(d->nworkers - 1));
+		for (unsigned i = 0; i < d->nworkers; i++) {
+			if (i == w->id)
+				continue;
+			if (rte_ring_mp_enqueue(d->w[i]->inbox, m) == 0) {
+				w->disp_copies++;
+			} else {
+				w->disp_drop++;
+				rte_pktmbuf_free(m);
+			}
+		}
+	} else if (to != DP_D_NO_OWNER && to != w->id) {
+		if (rte_ring_mp_enqueue(d->w[to]->inbox, m) == 0) {
+			w->disp_out++;
+		} else {
+			w->disp_drop++;  /* the owner is behind: as a full RX queue */
+			rte_pktmbuf_free(m);
+		}
+		return;
+	}
+	rx_frame(w, m);
+	rte_pktmbuf_free(m);
 }
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -285,13 +418,26 @@ worker_loop(void *arg)
 		return -1;
 	}
 	while (!atomic_load_explicit(&d->stop, memory_order_relaxed)) {
-		uint16_t n = rte_eth_rx_burst(d->port, w->queue, rx, DP_D_BURST);
+		unsigned n = w->rxq ? rte_eth_rx_burst(d->port, w->queue, rx, DP_D_BURST) : 0;
 		w->base.now = mono_ms();
-		for (uint16_t i = 0; i < n; i++) {
+		for (unsigned i = 0; i < n; i++) {
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
-			rx_frame(w, rx[i]);
-			rte_pktmbuf_free(rx[i]);
+			if (d->nworkers > 1) {
+				rx_dispatch(w, rx[i]);
+			} else {
+				rx_frame(w, rx[i]);
+				rte_pktmbuf_free(rx[i]);
+			}
+		}
+		if (w->inbox != NULL) {
+			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
+			w->disp_in += k;
+			for (unsigned i = 0; i < k; i++) {
+				rx_frame(w, rx[i]);
+				rte_pktmbuf_free(rx[i]);
+			}
+			n += k;
 		}
 		if (atomic_load_explicit(&w->wake_pending, memory_order_relaxed) &&
 		    atomic_exchange_explicit(&w->wake_pending, 0, memory_order_acquire))
@@ -300,6 +446,8 @@ worker_loop(void *arg)
 		bool sent = w->ntx > 0;
 		if (sent)
 			tx_flush(w);
+		if (w->txbox != NULL && txbox_drain(w) > 0)
+			sent = true;
 		if (d->ops->idle != NULL)
 			d->ops->idle(w->app);
 		unsigned gen = atomic_load_explicit(&d->stats_gen, memory_order_relaxed);
@@ -321,7 +469,7 @@ worker_loop(void *arg)
 	stats_log(w, true);
 	w->st = dp_stack_free(w->st);
 	if (w->ntx > 0)
-		tx_flush(w);
+		tx_flush(w);  /* through another's box: d_free frees what is left */
 	d->ops->worker_fini(w->app);
 	return 0;
 }
@@ -372,6 +520,62 @@ eal_init(const char *args, char *err, size_t errlen)
 	return 0;
 }
 
+/* EAL interrupt thread: the port's link went up or down. */
+static int
+link_changed(uint16_t port, enum rte_eth_event_type type, void *arg, void *ret)
+{
+	(void)type;
+	(void)ret;
+	struct dp_dpdk *d = arg;
+	struct rte_eth_link link;
+	memset(&link, 0, sizeof(link));
+	rte_eth_link_get_nowait(port, &link);
+	d_log(&d->conf, "event=dpdk_link port=%u link=%s speed_mbps=%u duplex=%s", port,
+	      link.link_status ? "up" : "down", link.link_speed, link.link_duplex ? "full" : "half");
+	return 0;
+}
+
+/* With more than one worker: an inbox per worker (frames dispatched to it,
+ * ARP replies and ICMP errors copied to it), and a TX box on each worker
+ * that lends its TX queue to workers without one (round robin). */
+static int
+rings_setup(struct dp_dpdk *d, char *err, size_t errlen)
+{
+	if (d->nworkers < 2)
+		return 0;
+	unsigned slots = d->conf.ring ? d->conf.ring : DP_D_RING;
+	if (getrandom(&d->flow_key, sizeof(d->flow_key), 0) != (ssize_t)sizeof(d->flow_key)) {
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		return -EIO;
+	}
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct dworker *w = d->w[i];
+		char name[RTE_RING_NAMESIZE];
+		snprintf(name, sizeof(name), "sluice_in_%u", i);
+		w->inbox = rte_ring_create(name, slots, rte_eth_dev_socket_id(d->port),
+		                           RING_F_SC_DEQ | RING_F_EXACT_SZ);
+		if (w->inbox == NULL) {
+			snprintf(err, errlen, "dispatch ring of %u: %s", slots, rte_strerror(rte_errno));
+			return -ENOMEM;
+		}
+		if (!w->txq) {
+			struct dworker *o = d->w[i % d->ntxq];
+			w->tx_via = o;
+			if (o->txbox == NULL) {
+				snprintf(name, sizeof(name), "sluice_tx_%u", o->id);
+				o->txbox = rte_ring_create(name, slots, rte_eth_dev_socket_id(d->port),
+				                           RING_F_SC_DEQ | RING_F_EXACT_SZ);
+				if (o->txbox == NULL) {
+					snprintf(err, errlen, "TX ring of %u: %s", slots,
+					         rte_strerror(rte_errno));
+					return -ENOMEM;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 static int
 port_setup(struct dp_dpdk *d, char *err, size_t errlen)
 {
@@ -384,38 +588,59 @@ port_setup(struct dp_dpdk *d, char *err, size_t errlen)
 		snprintf(err, errlen, "port %u: dev_info: %s", port, rte_strerror(-rc));
 		return rc;
 	}
+	/* Queues: one pair per worker as far as the port (and dpdk.queues)
+	 * allow. With fewer RX queues than workers, or no TCP/IPv4 RSS, the
+	 * pollers dispatch in software; a worker without a TX queue sends
+	 * through another's (dpdk.h, "Dispatch"). */
+	unsigned cap = d->conf.queues ? d->conf.queues : nq;
+	unsigned want_q = nq < cap ? nq : cap;
+	unsigned nrxq = want_q < info.max_rx_queues ? want_q : info.max_rx_queues;
+	unsigned ntxq = want_q < info.max_tx_queues ? want_q : info.max_tx_queues;
+	if (nrxq == 0 || ntxq == 0) {
+		snprintf(err, errlen, "port %u (%s) has %u RX / %u TX queues", port, info.driver_name,
+		         info.max_rx_queues, info.max_tx_queues);
+		return -ENOTSUP;
+	}
 	struct rte_eth_conf pc;
 	memset(&pc, 0, sizeof(pc));
-	if (nq > 1) {
+	d->rss = nrxq == nq && nq > 1 && !d->conf.software_dispatch &&
+	         (info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP) != 0;
+	d->sw_dispatch = nq > 1 && !d->rss;
+	if (nrxq > 1 && (info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP) != 0) {
 		uint64_t want = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_IPV4;
-		if ((info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP) == 0) {
-			snprintf(err, errlen, "%u workers need RSS on the port; port %u (%s) has none: "
-			         "use server.workers: 1", nq, port, info.driver_name);
-			return -ENOTSUP;
-		}
 		pc.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		pc.rx_adv_conf.rss_conf.rss_hf = want & info.flow_type_rss_offloads;
 	}
-	if (nq > info.max_rx_queues || nq > info.max_tx_queues) {
-		snprintf(err, errlen, "%u workers need %u queue pairs; port %u (%s) has %u/%u", nq, nq,
-		         port, info.driver_name, info.max_rx_queues, info.max_tx_queues);
-		return -ENOTSUP;
-	}
-	if ((rc = rte_eth_dev_configure(port, (uint16_t)nq, (uint16_t)nq, &pc)) != 0) {
+	if (info.dev_flags != NULL && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) != 0)
+		pc.intr_conf.lsc = 1;
+	if ((rc = rte_eth_dev_configure(port, (uint16_t)nrxq, (uint16_t)ntxq, &pc)) != 0) {
 		snprintf(err, errlen, "port %u: configure: %s", port, rte_strerror(-rc));
 		return rc;
 	}
+	d->nrxq = nrxq;
+	d->ntxq = ntxq;
 	uint16_t rxd = DP_D_RXD, txd = DP_D_TXD;
 	rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
 	int sock = rte_eth_dev_socket_id(port);
 	for (unsigned i = 0; i < nq; i++) {
 		struct dworker *w = d->w[i];
-		if ((rc = rte_eth_rx_queue_setup(port, w->queue, rxd, (unsigned)sock, NULL, w->pool)) != 0 ||
-		    (rc = rte_eth_tx_queue_setup(port, w->queue, txd, (unsigned)sock, NULL)) != 0) {
-			snprintf(err, errlen, "port %u: queue %u: %s", port, i, rte_strerror(-rc));
+		w->rxq = i < nrxq;
+		w->txq = i < ntxq;
+		if (w->rxq &&
+		    (rc = rte_eth_rx_queue_setup(port, w->queue, rxd, (unsigned)sock, NULL, w->pool)) != 0) {
+			snprintf(err, errlen, "port %u: RX queue %u: %s", port, i, rte_strerror(-rc));
+			return rc;
+		}
+		if (w->txq && (rc = rte_eth_tx_queue_setup(port, w->queue, txd, (unsigned)sock, NULL)) != 0) {
+			snprintf(err, errlen, "port %u: TX queue %u: %s", port, i, rte_strerror(-rc));
 			return rc;
 		}
 	}
+	if ((rc = rings_setup(d, err, errlen)) != 0)
+		return rc;
+	if (pc.intr_conf.lsc &&
+	    rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, link_changed, d) == 0)
+		d->lsc_cb = true;
 	if ((rc = rte_eth_dev_start(port)) != 0) {
 		snprintf(err, errlen, "port %u: start: %s", port, rte_strerror(-rc));
 		return rc;
@@ -437,10 +662,13 @@ port_setup(struct dp_dpdk *d, char *err, size_t errlen)
 	memset(&link, 0, sizeof(link));
 	rte_eth_link_get_nowait(port, &link);
 	d_log(&d->conf, "event=dpdk_port port=%u name=%s driver=%s mac=" RTE_ETHER_ADDR_PRT_FMT
-	      " queues=%u rss=%s link=%s speed_mbps=%u duplex=%s", port, name, info.driver_name,
-	      RTE_ETHER_ADDR_BYTES(&mac), nq, nq > 1 ? "yes" : "no",
+	      " workers=%u rx_queues=%u tx_queues=%u port_max_queues=%u/%u rss_offloads=0x%llx "
+	      "dispatch=%s link=%s speed_mbps=%u duplex=%s link_watch=%s", port, name,
+	      info.driver_name, RTE_ETHER_ADDR_BYTES(&mac), nq, nrxq, ntxq, info.max_rx_queues,
+	      info.max_tx_queues, (unsigned long long)info.flow_type_rss_offloads,
+	      d->rss ? "rss" : d->sw_dispatch ? "software" : "none",
 	      link.link_status ? "up" : "down", link.link_speed,
-	      link.link_duplex ? "full" : "half");
+	      link.link_duplex ? "full" : "half", d->lsc_cb ? "interrupt" : "no");
 	return 0;
 }
 
@@ -459,8 +687,10 @@ pools_setup(struct dp_dpdk *d, char *err, size_t errlen)
 	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++) {
 		if (per_socket[s] == 0)
 			continue;
-		unsigned n = per_socket[s] * (DP_D_RXD + DP_D_TXD + DP_D_TXQ_MAX + 2 * DP_D_POOL_CACHE) +
-		             1024;
+		unsigned ring = d->nworkers > 1 ? (d->conf.ring ? d->conf.ring : DP_D_RING) : 0;
+		unsigned n = d->conf.mbufs ? d->conf.mbufs :
+		             per_socket[s] * (DP_D_RXD + DP_D_TXD + DP_D_TXQ_MAX + 2 * DP_D_POOL_CACHE +
+		                              ring) + 1024;
 		char name[RTE_MEMPOOL_NAMESIZE];
 		snprintf(name, sizeof(name), "sluice_mbuf_%d", s);
 		d->pools[s] = rte_pktmbuf_pool_create(name, n, DP_D_POOL_CACHE, 0,
@@ -491,6 +721,9 @@ stack_conf(struct dp_dpdk *d, char *err, size_t errlen)
 	sc->netmask = d->conf.netmask;
 	sc->gateway = d->conf.gateway;
 	sc->conn_max = d->conf.conn_max;
+	sc->rx_buf = sc->tx_buf = d->conf.buf_size;
+	sc->rx_bufs = sc->tx_bufs = d->conf.bufs;
+	sc->time_wait_ms = d->conf.time_wait_ms;
 	for (unsigned i = 0; i < d->conf.nlisten; i++) {
 		const struct dp_listen *l = &d->conf.listen[i];
 		uint16_t port;
@@ -527,15 +760,33 @@ stack_conf(struct dp_dpdk *d, char *err, size_t errlen)
 }
 
 static void
+ring_free(struct rte_ring *r)
+{
+	if (r == NULL)
+		return;
+	void *m;
+	while (rte_ring_dequeue(r, &m) == 0)
+		rte_pktmbuf_free(m);
+	rte_ring_free(r);
+}
+
+static void
 d_free(struct dp_dpdk *d)
 {
+	if (d->lsc_cb) {
+		rte_eth_dev_callback_unregister(d->port, RTE_ETH_EVENT_INTR_LSC, link_changed, d);
+		d->lsc_cb = false;
+	}
 	if (d->port_started) {
 		rte_eth_dev_stop(d->port);
 		rte_eth_dev_close(d->port);
 		d->port_started = false;
 	}
-	for (unsigned i = 0; i < d->nworkers; i++)
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		ring_free(d->w[i]->inbox);
+		ring_free(d->w[i]->txbox);
 		rte_free(d->w[i]);
+	}
 	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++)
 		if (d->pools[s] != NULL)
 			rte_mempool_free(d->pools[s]);

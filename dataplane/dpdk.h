@@ -5,11 +5,13 @@
  * Contract
  *   dp_dpdk_start() initialises the EAL with conf->eal (blank-separated
  *   arguments, as on a DPDK command line), takes one port, configures one
- *   RX/TX queue pair per worker and one mbuf pool per NUMA socket in use,
+ *   RX/TX queue pair per worker as far as the port has them (and
+ *   conf->queues allows), one mbuf pool per NUMA socket in use,
  *   starts the port and one loop per worker. Workers run on the EAL's
  *   worker lcores when there are at least conf->workers of them, else on
  *   threads registered with the EAL (so "-l 0" serves one worker).
- *   Each loop: rx_burst -> dp_stack_input() per frame -> wake() if
+ *   Each loop: rx_burst (if it has an RX queue) -> dispatch -> its inbox ->
+ *   dp_stack_input() per frame -> wake() if
  *   dp_worker_wake() was called -> dp_stack_poll() -> tx_burst of what the
  *   stack emitted -> idle(). Frames the stack writes go into mbufs taken
  *   from the worker's pool and are sent in bursts at the end of the
@@ -18,11 +20,34 @@
  *   while the loop sleeps up to DP_DPDK_NAP_US between polls, so that an
  *   idle server shares its cores.
  *
- *   More than one worker needs RSS on the port (an IPv4/TCP hash):
- *   dp_dpdk_start refuses more than one worker on a port without it
- *   (net_tap, for example) with the reason in err. Not done yet with RSS:
- *   ARP frames land on one queue only, so a worker whose stack never saw
- *   the peer's ARP reply cannot send to it; multi-worker DPDK is untested.
+ *   Dispatch (more than one worker). A TCP connection lives in exactly one
+ *   worker's stack, so every frame of a flow must reach that worker.
+ *     - RSS: when every worker has an RX queue and the port offers an
+ *       IPv4/TCP hash (and conf->software_dispatch is off), the NIC picks
+ *       the queue and the worker polling it owns the flow.
+ *     - Software: otherwise (fewer RX queues than workers, no RSS, or
+ *       forced) each worker that polls an RX queue hashes every IPv4/TCP
+ *       frame (peer address, peer port, local port, keyed with a random
+ *       64-bit key per start so that a client cannot aim at one worker)
+ *       and hands frames owned by another worker to that worker's inbox, an
+ *       MP/SC rte_ring (conf->ring slots; a full inbox drops the frame,
+ *       counted, as a full RX queue would).
+ *     - In both modes ARP replies and ICMP destination-unreachable /
+ *       time-exceeded go to every worker (one mbuf, its reference count
+ *       raised, enqueued to every other inbox), so each stack learns the
+ *       peer's MAC and path MTU whichever worker asked; ARP requests, ICMP
+ *       echo, IPv6 ND and ping, IPv4 fragments and frames that fail
+ *       validation stay with the worker that received them (which answers
+ *       or counts the drop; a worker that needs a MAC it has not seen sends
+ *       its own ARP request, and the reply reaches it).
+ *     - TX: a worker transmits on its own TX queue when the port has one
+ *       for it; otherwise it enqueues its bursts to the TX box (MP/SC
+ *       rte_ring) of worker (id mod TX queues), which drains it onto its
+ *       queue once per pass.
+ *   No locks anywhere on this path: ring operations are lock-free. Active
+ *   opens (dp_worker_connect) with more than one worker and software
+ *   dispatch are not supported yet: the stack chooses the local port
+ *   without regard to which worker the reply will hash to.
  *
  *   The application sees transport.h exactly as with the kernel transport;
  *   the stack's listeners are the ports of conf->listen (addresses are not
@@ -45,11 +70,12 @@
  *   stopped and closed and the EAL cleaned up. The EAL cannot be
  *   initialised twice in one process: start at most once.
  *   Errors: NULL with errno, a reason in err ("rte_eal_init: ...",
- *   "no DPDK port 1 (0 available)", "2 workers need RSS; net_tap has none").
+ *   "no DPDK port 1 (0 available)", "port 0: RX queue 1: ...").
  */
 #ifndef DP_DPDK_H
 #define DP_DPDK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,8 +91,18 @@ struct dp_dpdk_conf {
 	unsigned nlisten;
 	unsigned conn_max;             /* per worker, TIME_WAIT included */
 	uint32_t ipv4, netmask, gateway;  /* host byte order; gateway 0: none */
-	/* Optional: start-up facts (port, MAC, link state), one line each. */
-	/* Also called on the workers (dp_stats lines): must be thread-safe. */
+	/* Sizes; 0 takes the default (stack.h's for the stack's). */
+	uint32_t buf_size;             /* bytes per connection receive / send ring */
+	uint32_t bufs;                 /* rings of each kind per worker */
+	uint32_t time_wait_ms;
+	unsigned mbufs;                /* per NUMA socket */
+	unsigned ring;                 /* dispatch / TX ring slots per worker */
+	unsigned queues;               /* queue pairs at most; 0: one per worker */
+	bool software_dispatch;        /* even when the port has RSS */
+	/* Optional: start-up facts (port, MAC, queues, dispatch mode, link
+	 * state), one line each; link changes (event=dpdk_link) from the EAL
+	 * interrupt thread when the port has link-state interrupts; dp_stats
+	 * lines from the workers. So: thread-safe. */
 	void (*log)(void *log_ctx, const char *line);
 	void *log_ctx;
 };
