@@ -298,6 +298,34 @@ def callgrind_calls(path, name):
     return n
 
 
+def callgrind_self(path):
+    """{function: self Ir} from a raw dump: cost lines after fn=, except the
+    one after each calls= line (that is the call's inclusive cost)."""
+    names, cur, after_call, out = {}, None, False, {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("fn="):
+                m = re.match(r"fn=\((\d+)\)(?: (.*))?", line)
+                if m and m.group(2):
+                    names[m.group(1)] = m.group(2).strip()
+                cur = names.get(m.group(1)) if m else None
+                after_call = False
+            elif line.startswith("cfn="):
+                m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+                if m and m.group(2):
+                    names[m.group(1)] = m.group(2).strip()
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                if len(parts) >= 2:
+                    if after_call:
+                        after_call = False
+                    elif cur is not None:
+                        out[cur] = out.get(cur, 0) + int(parts[1])
+    return out
+
+
 def callgrind_totals(path):
     """(total Ir, {function: inclusive Ir}) of one dump."""
     total = None
@@ -366,7 +394,7 @@ def measure_callgrind(rig, transport):
                 "loop's own code, %d loop passes), %.0f txn/s under callgrind" % (
                     transport, n, total, total / n, work / n, passes, rate))
             res.append({"n": n, "total": total, "incl": incl, "rate": rate, "passes": passes,
-                        "work": work})
+                        "work": work, "self": callgrind_self(path)})
     finally:
         srv.stop()
     return res
@@ -522,8 +550,13 @@ def report(rig, dpdk_runs, loop, cg, mem):
         rows = sorted(((v / float(r2["n"]), fn) for fn, v in r2["incl"].items()), reverse=True)
         keep = [r for r in rows if not r[1].startswith(("0x", "???", "start_thread", "clone", "(below",
                                                          "worker_thread", "worker_loop", "worker_main"))][:16]
-        L.append("%s, N2 run, inclusive instructions per transaction by function (empty passes not taken "
-                 "out): %s" % (tr, "; ".join("`%s` %s" % (fn, fmt_int(v)) for v, fn in keep)))
+        L.append("%s, N2 run, inclusive instructions per transaction by function (all passes): %s" % (
+            tr, "; ".join("`%s` %s" % (fn, fmt_int(v)) for v, fn in keep)))
+        L.append("")
+        top = sorted(((v / float(r2["n"]), fn) for fn, v in r2["self"].items()), reverse=True)[:20]
+        L.append("%s, N2 run, self instructions per transaction, top 20%s: %s" % (
+            tr, " (hex: unnamed code in the memif driver)" if tr == "dpdk" else "",
+            "; ".join("`%s` %s" % (fn, fmt_int(v)) for v, fn in top)))
         L.append("")
     conn, slot, (kmed, ktop, kcaches), kall = mem
     L.append("### Memory per idle established connection")
