@@ -57,6 +57,8 @@ struct dworker {
 	struct rte_ring *inbox;        /* frames other pollers hand us (MP/SC) */
 	struct rte_ring *txbox;        /* with txq and workers without one: their frames (MP/SC) */
 	struct dworker *tx_via;        /* without txq: the worker whose TX queue we use */
+	struct rte_mbuf **stage;       /* [worker][DP_D_BURST]: frames for other inboxes */
+	uint16_t *nstage;              /* [worker] */
 	unsigned lcore;                /* EAL worker lcore, or UINT_MAX: a thread */
 	pthread_t thread;
 	bool thread_started;
@@ -351,8 +353,16 @@ classify(const struct dp_dpdk *d, const struct rte_mbuf *m)
 
 static void rx_frame(struct dworker *w, struct rte_mbuf *m);
 
-/* A frame from our RX queue: ours, another worker's, or everyone's. Frees
- * our reference to m. */
+static inline void
+stage_put(struct dworker *w, unsigned to, struct rte_mbuf *m)
+{
+	/* At most one entry per frame of one RX burst: never overflows. */
+	w->stage[to * DP_D_BURST + w->nstage[to]++] = m;
+}
+
+/* A frame from our RX queue: ours (handed to our stack now), another
+ * worker's or everyone's (staged; stage_flush() after the burst). Frees or
+ * passes on our reference to m. */
 static void
 rx_dispatch(struct dworker *w, struct rte_mbuf *m)
 {
@@ -360,27 +370,38 @@ rx_dispatch(struct dworker *w, struct rte_mbuf *m)
 	uint32_t to = classify(d, m);
 	if (to == DP_D_ALL) {
 		rte_pktmbuf_refcnt_update(m, (int16_t)(d->nworkers - 1));
-		for (unsigned i = 0; i < d->nworkers; i++) {
-			if (i == w->id)
-				continue;
-			if (rte_ring_mp_enqueue(d->w[i]->inbox, m) == 0) {
-				w->disp_copies++;
-			} else {
-				w->disp_drop++;
-				rte_pktmbuf_free(m);
-			}
-		}
+		for (unsigned i = 0; i < d->nworkers; i++)
+			if (i != w->id)
+				stage_put(w, i, m);
+		w->disp_copies += d->nworkers - 1;
 	} else if (to != DP_D_NO_OWNER && to != w->id) {
-		if (rte_ring_mp_enqueue(d->w[to]->inbox, m) == 0) {
-			w->disp_out++;
-		} else {
-			w->disp_drop++;  /* the owner is behind: as a full RX queue */
-			rte_pktmbuf_free(m);
-		}
+		stage_put(w, to, m);
+		w->disp_out++;
 		return;
 	}
 	rx_frame(w, m);
 	rte_pktmbuf_free(m);
+}
+
+/* The staged frames into the other workers' inboxes, one burst each; what
+ * a full inbox refuses is dropped (the owner is behind: as a full RX
+ * queue would). */
+static void
+stage_flush(struct dworker *w)
+{
+	struct dp_dpdk *d = w->d;
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		unsigned n = w->nstage[i];
+		if (n == 0)
+			continue;
+		struct rte_mbuf **m = w->stage + i * DP_D_BURST;
+		unsigned k = rte_ring_mp_enqueue_burst(d->w[i]->inbox, (void **)m, n, NULL);
+		if (k < n) {
+			w->disp_drop += n - k;
+			rte_pktmbuf_free_bulk(m + k, n - k);
+		}
+		w->nstage[i] = 0;
+	}
 }
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -430,6 +451,8 @@ worker_loop(void *arg)
 				rte_pktmbuf_free(rx[i]);
 			}
 		}
+		if (n > 0 && d->nworkers > 1)
+			stage_flush(w);
 		if (w->inbox != NULL) {
 			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
 			w->disp_in += k;
@@ -550,6 +573,14 @@ rings_setup(struct dp_dpdk *d, char *err, size_t errlen)
 	}
 	for (unsigned i = 0; i < d->nworkers; i++) {
 		struct dworker *w = d->w[i];
+		w->stage = rte_zmalloc("sluice_stage", sizeof(w->stage[0]) * DP_D_BURST * d->nworkers,
+		                       RTE_CACHE_LINE_SIZE);
+		w->nstage = rte_zmalloc("sluice_nstage", sizeof(w->nstage[0]) * d->nworkers,
+		                        RTE_CACHE_LINE_SIZE);
+		if (w->stage == NULL || w->nstage == NULL) {
+			snprintf(err, errlen, "out of memory for dispatch");
+			return -ENOMEM;
+		}
 		char name[RTE_RING_NAMESIZE];
 		snprintf(name, sizeof(name), "sluice_in_%u", i);
 		w->inbox = rte_ring_create(name, slots, rte_eth_dev_socket_id(d->port),
@@ -785,6 +816,8 @@ d_free(struct dp_dpdk *d)
 	for (unsigned i = 0; i < d->nworkers; i++) {
 		ring_free(d->w[i]->inbox);
 		ring_free(d->w[i]->txbox);
+		rte_free(d->w[i]->stage);
+		rte_free(d->w[i]->nstage);
 		rte_free(d->w[i]);
 	}
 	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++)

@@ -10,8 +10,9 @@ shortened to 1 s so that this is quick).
 
 sluiced's configuration is what lets it hold that many: smtp.connections_max
 (per worker) above 10,000, and dpdk.connections_max / buffer_size (per
-worker stack; see docs/CONFIG.md). One worker: on a two-core machine the
-client needs the other core.
+worker stack; see docs/CONFIG.md). Once with one worker, once with two
+workers sharing one queue pair (software dispatch and TX through worker 0
+under load).
 """
 
 import json
@@ -19,6 +20,8 @@ import re
 import subprocess
 import sys
 import time
+
+import pytest
 
 from conftest import wait_for_maildir
 from test_dpdk_tap import ADDR
@@ -117,9 +120,15 @@ def rss_kib(pid):
     return 0
 
 
-def test_10k_concurrent_connections(tmp_path):
-    with dpdk_sluice(tmp_path, server=", workers: 1", smtp=", connections_max: 10500",
-                     dpdk="  connections_max: 12000\n  buffer_size: 16k\n  time_wait: 1s\n") as s:
+@pytest.mark.parametrize("workers,extra", [
+    (1, ""),
+    # both workers' frames through one queue: software dispatch under load
+    (2, "  queues: 1\n"),
+], ids=["one_worker", "two_workers_one_queue"])
+def test_10k_concurrent_connections(tmp_path, workers, extra):
+    with dpdk_sluice(tmp_path, server=f", workers: {workers}", smtp=", connections_max: 10500",
+                     dpdk="  connections_max: 12000\n  buffer_size: 16k\n  time_wait: 1s\n" +
+                     extra) as s:
         t0 = time.monotonic()
         rss0 = rss_kib(s.proc.pid)
         p = subprocess.Popen(["ip", "netns", "exec", s.ns, sys.executable, "-c", CLIENT, ADDR,
@@ -132,7 +141,7 @@ def test_10k_concurrent_connections(tmp_path):
             held = json.loads(line)
             assert held["held"] == N, f"got {held['held']} connections with a 220 banner, " \
                                       f"want {N}: {held}\n{s.log()[-2000:]}"
-            st = dp_stats(s, 1)
+            st = dp_stats(s, workers)
             rss1 = rss_kib(s.proc.pid)
             conns = sum(w["conns"] for w in st.values())
             assert conns >= N, f"got dp_stats conns={conns} with {N} connections open, want " \
@@ -162,12 +171,17 @@ def test_10k_concurrent_connections(tmp_path):
         # Every connection closed: only a few may linger (TIME_WAIT is 1 s).
         deadline = time.monotonic() + 20
         while True:
-            st = dp_stats(s, 1)
+            st = dp_stats(s, workers)
             conns = sum(w["conns"] for w in st.values())
             if conns <= 10 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert conns <= 10, f"got dp_stats conns={conns} after every client quit, want ~0: {st}"
-        print(f"\n10k: open {held['open_s']} s, serve {res['serve_s']} s, total "
+        if workers > 1:
+            acc = [w.get("tcp_accepted", 0) for w in st.values()]
+            assert all(a > N // 4 for a in acc), f"got tcp_accepted {acc}, want a share each"
+            drops = sum(w.get("dpdk_dispatch_drop", 0) for w in st.values())
+            print(f"dispatch drops: {drops}")
+        print(f"\n10k: {workers} worker(s): open {held['open_s']} s, serve {res['serve_s']} s, total "
               f"{time.monotonic() - t0:.1f} s; sluiced RSS {rss0} KiB idle, {rss1} KiB with {N} "
               f"connections ({(rss1 - rss0) * 1024 // N} bytes each); stats {st}")

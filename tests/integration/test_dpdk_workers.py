@@ -150,8 +150,10 @@ def test_two_workers_deliver(tmp_path, dpdk_conf):
         assert p.returncode == 0, f"smtplib: got exit {p.returncode}, want 0:\n{out[-3000:]}"
         msgs = wait_for_maildir(s.maildir, n)
         assert len(msgs) == n, f"got {len(msgs)} messages, want {n}"
-        subjects = sorted(m.original().split(b"\r\n", 1)[0] for m in msgs)
-        assert len(set(subjects)) >= 1
+        ids = sorted(re.search(rb"^Message-ID: <w(\d+)@", m.raw, re.M | re.I).group(1)
+                     for m in msgs)
+        assert ids == sorted(str(i).encode() for i in range(n)), \
+            f"got messages {ids}, want one of each of the {n} sent"
         st = dp_stats(s, 2)
         acc = [st[w].get("tcp_accepted", 0) for w in (0, 1)]
         assert sum(acc) == n, f"got tcp_accepted {acc} on workers 0/1, want {n} in all"
