@@ -1355,6 +1355,35 @@ test_csum_offload(void **state)
 	pair_free(p);
 }
 
+/* Bytes held while the application declined them, then taken at once on
+ * rx_resume: what the application wrote in answer leaves in the same
+ * settle (it used to wait for the next event once the ring was freed). */
+static void
+test_held_bytes_answer_at_once(void **state)
+{
+	struct pair *p = raw_new(8);
+	struct rawc r;
+	raw_connect(p, &r);
+	p->srv.decline = 1;
+	raw_data(p, &r, 0, 300);
+	cap_clear(&p->net, 0);
+	struct dp_tcb *c = dp_tcp_lookup(p->net.n[1].st, r.sip, r.sport, SRV_PORT);
+	assert_non_null(c->rx);
+	assert_int_equal(c->rx->held, 300);
+	p->srv.decline = 0;
+	dp_conn_rx_resume(p->srv.last->dc);
+	assert_null(c->rx);
+	net_run(&p->net, 2, NULL, NULL);
+	struct frame *fr;
+	size_t echoed = 0;
+	while ((fr = cap_pop(&p->net, 0)) != NULL) {
+		echoed += tcp_view(fr).len;
+		free(fr);
+	}
+	assert_int_equal(echoed, 300);
+	pair_free(p);
+}
+
 /* ---- half-open table (SYN_RCVD) ---- */
 
 /* Take the captured TCP frames of the raw node; the last one is kept in
@@ -1753,6 +1782,7 @@ main(void)
 		cmocka_unit_test(test_time_wait_reuse),
 		cmocka_unit_test(test_ipv6_nd_ping),
 		cmocka_unit_test(test_csum_offload),
+		cmocka_unit_test(test_held_bytes_answer_at_once),
 		cmocka_unit_test(test_synq_lost_ack),
 		cmocka_unit_test(test_synq_timeout),
 		cmocka_unit_test(test_synq_options_and_validation),
