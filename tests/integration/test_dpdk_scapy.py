@@ -967,7 +967,7 @@ def test_pmtu_frag_needed(sl):
     c.close()
 
 
-def test_keepalive_and_out_of_window_data(sl):
+def test_keepalive_out_of_window_and_closed_port(sl):
     c = Conn(sl.host)
     c.established()
     # A keep-alive probe (SEQ = SND.NXT - 1, no data, as Linux sends it) is
@@ -983,6 +983,12 @@ def test_keepalive_and_out_of_window_data(sl):
     assert s is not None and s.ack == c.snd_nxt and not s.data, \
         f"got {s} for data beyond the window, want an ACK for {c.snd_nxt}"
     assert b"250" in c.cmd(b"NOOP\r\n")
+    # A SYN to a port nobody listens on: RST+ACK for SEG.SEQ + 1.
+    d = Conn(sl.host)
+    d.h.send(d.h.ip() / TCP(sport=d.sport, dport=PORT + 1, flags="S", seq=d.iss))
+    s = d.recv(1.0)
+    assert s is not None and s.has("R") and s.has("A") and s.ack == (d.iss + 1) & 0xffffffff, \
+        f"got {s} for a SYN to a closed port, want RST+ACK for {d.iss + 1}"
     # A SYN-ACK to the listener: RST with SEQ = SEG.ACK (RFC 9293 3.10.7.2).
     d = Conn(sl.host)
     d.send("SA", seq=d.iss, ack=0x12345678, options=[])
