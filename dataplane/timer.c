@@ -102,7 +102,8 @@ dp_wheel_idle_ms(const struct dp_wheel *wh, uint64_t now, uint64_t cap)
 		return cap;
 	if (tick_of(now) > wh->tick)
 		return 0;  /* a tick ended that has not been looked at */
-	for (uint64_t i = 0; i < DP_WHEEL_SLOTS; i++) {
+	/* A slot i ticks ahead is at least i ticks away: stop at the cap. */
+	for (uint64_t i = 0; i < DP_WHEEL_SLOTS && i * DP_WHEEL_TICK_MS < cap; i++) {
 		uint64_t tk = wh->tick + i;
 		if (wh->slot[tk % DP_WHEEL_SLOTS] != NULL) {
 			uint64_t at = (tk + 1) * DP_WHEEL_TICK_MS;
