@@ -45,6 +45,7 @@
 #define DP_D_IDLE_SPINS  1024  /* empty iterations before napping */
 #define DP_D_FRAME_MAX   9216
 #define DP_D_RING        1024  /* dispatch ring slots per worker (default) */
+#define DP_D_DRAIN_BURSTS 4    /* inbox / TX box bursts taken per pass at most */
 #define DP_D_NO_OWNER    UINT32_MAX  /* classify(): the receiving worker */
 #define DP_D_ALL         (UINT32_MAX - 1)  /* classify(): every worker */
 
@@ -187,10 +188,16 @@ static unsigned
 txbox_drain(struct dworker *w)
 {
 	struct rte_mbuf *m[DP_D_BURST];
-	unsigned n = rte_ring_sc_dequeue_burst(w->txbox, (void **)m, DP_D_BURST, NULL);
-	if (n > 0)
+	unsigned total = 0;
+	/* Several borrowers may each have queued a burst this pass. */
+	for (int i = 0; i < DP_D_DRAIN_BURSTS; i++) {
+		unsigned n = rte_ring_sc_dequeue_burst(w->txbox, (void **)m, DP_D_BURST, NULL);
+		if (n == 0)
+			break;
 		tx_burst_retry(w, m, (uint16_t)n);
-	return n;
+		total += n;
+	}
+	return total;
 }
 
 static uint8_t *
@@ -453,7 +460,8 @@ worker_loop(void *arg)
 		}
 		if (n > 0 && d->nworkers > 1)
 			stage_flush(w);
-		if (w->inbox != NULL) {
+		/* Every other poller may have handed us a burst this pass. */
+		for (int b = 0; w->inbox != NULL && b < DP_D_DRAIN_BURSTS; b++) {
 			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
 			w->disp_in += k;
 			for (unsigned i = 0; i < k; i++) {
@@ -461,6 +469,8 @@ worker_loop(void *arg)
 				rte_pktmbuf_free(rx[i]);
 			}
 			n += k;
+			if (k < DP_D_BURST)
+				break;
 		}
 		if (atomic_load_explicit(&w->wake_pending, memory_order_relaxed) &&
 		    atomic_exchange_explicit(&w->wake_pending, 0, memory_order_acquire))
