@@ -31,13 +31,11 @@ import time
 
 import pytest
 
-from conftest import wait_for_maildir
 from dpdk_netns import ADDR, PORT, dpdk_netns, enter_netns
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 scapy_all = pytest.importorskip("scapy.all")
 from scapy.all import ARP, ICMP, IP, TCP, Ether, Raw  # noqa: E402
-from scapy.layers.inet import TCPerror, IPerror  # noqa: E402,F401
 
 HOST = "10.77.0.9"
 HOST_MAC = "02:00:00:77:00:09"
@@ -881,7 +879,6 @@ def test_syn_flood_cookies(sl):
     # Clean up: reset every half-open entry (exact sequence numbers).
     for i, p in enumerate(ports):
         if p in answered:
-            sa = answered[p][0]
             h.send(h.ip() / TCP(sport=p, dport=PORT, flags="R", seq=i * 7919 + 1))
     h.send(h.ip() / TCP(sport=ports[-1], dport=PORT, flags="R", seq=(n - 1) * 7919 + 1))
     time.sleep(0.3)
@@ -912,11 +909,9 @@ def test_synack_retransmitted_for_lost_ack(sl):
 def test_pmtu_frag_needed(sl):
     c = Conn(sl.host)
     c.established()
-    st0 = stats(sl)
     line = b"NOOP\r\n"
     c.send("PA", line * 150)
     c.snd_nxt = (c.snd_nxt + len(line) * 150) & 0xffffffff
-    first = None
     segs = {}
     while True:
         s = c.recv(0.04 if segs else 1.0)   # quick: before sluiced's RTO (>= 200 ms)
