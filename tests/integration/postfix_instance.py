@@ -55,7 +55,10 @@ def _free_port():
 class Postfix:
     """transports: {domain: "service:[127.0.0.1]:port"}."""
 
-    def __init__(self, transports, myhostname="relay.test.example"):
+    def __init__(self, transports, myhostname="relay.test.example", netns=None):
+        # netns: run every Postfix daemon inside that network namespace
+        # (its loopback serves smtpd; the next hops are reached from there).
+        self.netns = netns
         self.root = Path(tempfile.mkdtemp(prefix="sluice-postfix-"))
         os.chmod(self.root, 0o755)
         self.conf = self.root / "etc"
@@ -107,7 +110,8 @@ delay_warning_time = 0
         self.started = False
 
     def postfix(self, *args, timeout=60):
-        return subprocess.run(["postfix", "-c", str(self.conf), *args],
+        pre = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return subprocess.run(pre + ["postfix", "-c", str(self.conf), *args],
                               capture_output=True, text=True, timeout=timeout)
 
     def start(self, timeout=30):
@@ -118,6 +122,17 @@ delay_warning_time = 0
                                    f"maillog:\n{self.log()}")
         self.started = True
         deadline = time.monotonic() + timeout
+        while self.netns:
+            probe = ("import socket,sys\ns=socket.create_connection(('127.0.0.1',%d),timeout=2)\n"
+                     "s.settimeout(5)\nsys.exit(0 if s.recv(512).startswith(b'220') else 1)" % self.port)
+            p = subprocess.run(["ip", "netns", "exec", self.netns, "/usr/bin/python3", "-c", probe],
+                               capture_output=True, timeout=30)
+            if p.returncode == 0:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postfix smtpd on {self.port} in {self.netns}: no 220 within "
+                                   f"{timeout}s\n{self.log()}")
+            time.sleep(0.2)
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:

@@ -3,6 +3,10 @@ network namespace of the test's own on the kernel side of the tap.
 
     sluiced (DPDK, 10.77.0.2) --net_tap-- sltapN (kernel, 10.77.0.1, netns sluiceN)
 
+Clients: ping, swaks, Python's smtplib (plain and STARTTLS, 1 MB messages
+compared byte for byte) and a private Postfix running inside the namespace
+that relays to sluiced with STARTTLS.
+
 Skipped (with the reason) when sluiced was built without libdpdk, when
 /dev/net/tun or `ip` is missing, or without root. The EAL runs with
 --no-huge --no-shconf (DPDK 22.11 refuses --in-memory with --no-huge) and
@@ -22,6 +26,7 @@ import pytest
 
 from conftest import (BAD_LOG, HOSTNAME, check_received, make_message, need, same_bytes,
                       sluiced_path, wait_for_maildir)
+from postfix_instance import Postfix
 
 ADDR = "10.77.0.2"
 PEER = "10.77.0.1"
@@ -39,7 +44,7 @@ def run(*cmd, check=True, timeout=30):
 
 
 class DpdkSluice:
-    def __init__(self, root, tap):
+    def __init__(self, root, tap, cert=None):
         self.root = Path(root)
         self.tap = tap
         self.maildir = self.root / "Maildir"
@@ -52,6 +57,7 @@ class DpdkSluice:
             "smtp: {message_size_max: 10m, greet_pause: 0}\n"
             f"spool: {{directory: {self.root / 'spool'}, sync: true}}\n"
             f"delivery: {{method: maildir, maildir: {self.maildir}, retry_min: 1s}}\n"
+            + (f"tls: {{certificate: {cert[0]}, key: {cert[1]}}}\n" if cert else "") +
             "dpdk:\n"
             f'  eal: "--no-huge --no-shconf --no-pci -l 0 --vdev=net_tap0,iface={tap} '
             '--log-level=notice"\n'
@@ -109,7 +115,7 @@ class DpdkSluice:
 
 
 @pytest.fixture
-def dpdk(tmp_path):
+def dpdk(tmp_path, tls_cert):
     exe = sluiced_path()
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("/dev/net/tun is missing (net_tap needs it)")
@@ -119,7 +125,7 @@ def dpdk(tmp_path):
         pytest.skip("no 'ip' (Debian package iproute2)")
     n = os.getpid() % 100000
     tap, ns = f"sltap{n}", f"sluice{n}"
-    s = DpdkSluice(tmp_path, tap)
+    s = DpdkSluice(tmp_path, tap, tls_cert)
     s.check_built_in(exe)
     run("ip", "netns", "add", ns)
     try:
@@ -178,10 +184,16 @@ sys.exit(1)
 """
 
 SMTPLIB = r"""
-import smtplib, sys
+import smtplib, ssl, sys
 data = open(sys.argv[2], "rb").read()
 with smtplib.SMTP(sys.argv[1], 2525, local_hostname="ns.test.example", timeout=60) as c:
     c.ehlo()
+    if len(sys.argv) > 3 and sys.argv[3] == "tls":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.starttls(context=ctx)
+        c.ehlo()
     code, text = c.docmd("MAIL FROM:<alice@client.test.example>")
     assert code == 250, (code, text)
     code, text = c.docmd("RCPT TO:<bob@test.example>")
@@ -215,8 +227,8 @@ def test_swaks(dpdk, tmp_path):
     assert got.startswith(want), f"got body {m.body[:300]!r}, want it to start {want!r}"
 
 
-@pytest.mark.parametrize("size", [2000, 1 << 20])
-def test_smtplib_exact_bytes(dpdk, tmp_path, size):
+@pytest.mark.parametrize("size,tls", [(2000, False), (1 << 20, False), (1 << 20, True)])
+def test_smtplib_exact_bytes(dpdk, tmp_path, size, tls):
     line = b"".join(bytes([0x21 + (i * 7 + j) % 90 for j in range(76)]) + b"\r\n"
                     for i in range(4))
     body = (line * (size // len(line) + 1))[:size]
@@ -224,7 +236,7 @@ def test_smtplib_exact_bytes(dpdk, tmp_path, size):
     data = make_message(subject=f"dpdk {size}", body=body.decode())
     f = tmp_path / "msg.eml"
     f.write_bytes(data)
-    p = in_ns(dpdk, sys.executable, "-c", SMTPLIB, ADDR, str(f))
+    p = in_ns(dpdk, sys.executable, "-c", SMTPLIB, ADDR, str(f), "tls" if tls else "plain")
     out = (p.stdout + p.stderr).decode(errors="replace")
     assert p.returncode == 0, f"smtplib: got exit {p.returncode}, want 0:\n{out[-3000:]}"
     msgs = wait_for_maildir(dpdk.maildir, 1)
@@ -232,4 +244,59 @@ def test_smtplib_exact_bytes(dpdk, tmp_path, size):
     got = msgs[0].original()
     assert same_bytes(got, data), \
         f"got {len(got)} bytes ({got[:200]!r}...), want the {len(data)} bytes sent"
-    check_received(msgs[0], helo=HELO, ip=PEER)
+    check_received(msgs[0], helo=HELO, ip=PEER, tls=tls)
+
+
+SUBMIT = r"""
+import smtplib, sys
+data = open(sys.argv[2], "rb").read()
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="submitter.test.example",
+                  timeout=60) as c:
+    refused = c.sendmail("carol@client.test.example", ["dave@test.example"], data)
+    assert refused == {}, refused
+"""
+
+
+def test_postfix_relays_through_dpdk(dpdk, tmp_path):
+    """A real MTA as the client: a private Postfix inside the namespace
+    relays to sluiced over the tap, with STARTTLS (smtp_tls_security_level
+    may), a small message and a 1 MB one."""
+    need("postfix", "postfix")
+    pf = Postfix({"test.example": f"smtp:[{ADDR}]:{PORT}"}, netns=dpdk.ns)
+    try:
+        pf.start()
+        line = b"".join(bytes([0x21 + (i * 5 + j) % 90 for j in range(70)]) + b"\r\n"
+                        for i in range(8))
+        big = (line * ((1 << 20) // len(line) + 1))[:1 << 20]
+        big = big[:big.rfind(b"\r\n") + 2]
+        sent = []
+        for n, body in enumerate([b"small one\r\n.dot line\r\n", big]):
+            data = make_message(subject=f"via postfix {n}", body=body.decode())
+            f = tmp_path / f"pf{n}.eml"
+            f.write_bytes(data)
+            p = in_ns(dpdk, sys.executable, "-c", SUBMIT, str(pf.port), str(f))
+            assert p.returncode == 0, f"submit to Postfix: {p.stdout!r} {p.stderr!r}"
+            sent.append(data)
+        deadline = time.monotonic() + 90
+        while len(re.findall(r"status=sent \(250 ", pf.log())) < 2:
+            bad = re.findall(r"status=(?:deferred|bounced) .*", pf.log())
+            assert not bad and time.monotonic() < deadline, \
+                f"Postfix did not relay both into sluiced:\n{pf.log()[-4000:]}"
+            time.sleep(0.3)
+        log = pf.log()
+        assert re.search(rf"Trusted|Anonymous TLS connection established to {re.escape(ADDR)}|"
+                         rf"TLS connection established to \S*\[{re.escape(ADDR)}\]", log), \
+            f"got no TLS from Postfix to sluice over DPDK, want it:\n{log[-3000:]}"
+        msgs = wait_for_maildir(dpdk.maildir, 2, timeout=30)
+        assert len(msgs) == 2, f"got {len(msgs)} messages, want 2"
+        for m in msgs:
+            check_received(m, helo="relay.test.example", ip=PEER, tls=True)
+            subj = m.header("Subject")
+            want = sent[int(subj.rsplit(" ", 1)[1])]
+            body = want.split(b"\r\n\r\n", 1)[1]
+            assert m.body.replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n"), \
+                f"{subj}: got {len(m.body)} body bytes, want the {len(body)} sent"
+    finally:
+        rc = pf.stop()
+        pf.cleanup()
+    assert rc == 0, f"got 'postfix stop' exit {rc}, want 0"
