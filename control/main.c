@@ -231,6 +231,10 @@ main(int argc, char **argv)
 		ctl_queue_set_spool(q, NULL);
 		ctl_spool_close(sp);
 		ctl_queue_close(q);
+		if (tls != NULL)
+			SSL_CTX_free(tls);
+		ctl_log_close();
+		ctl_config_free(&cfg);
 		return 1;
 	}
 

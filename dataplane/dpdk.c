@@ -737,8 +737,10 @@ pools_setup(struct dp_dpdk *d, char *err, size_t errlen)
 		d->pools[s] = rte_pktmbuf_pool_create(name, n, DP_D_POOL_CACHE, 0,
 		                                      RTE_MBUF_DEFAULT_BUF_SIZE, s);
 		if (d->pools[s] == NULL) {
-			snprintf(err, errlen, "mbuf pool of %u on socket %d: %s", n, s,
-			         rte_strerror(rte_errno));
+			snprintf(err, errlen, "mbuf pool of %u on socket %d: %s (about %u MB: lower "
+			         "dpdk.mbufs, or give the EAL more memory: -m with --no-huge, else "
+			         "hugepages)", n, s, rte_strerror(rte_errno),
+			         (unsigned)(((uint64_t)n * (RTE_MBUF_DEFAULT_BUF_SIZE + 192)) >> 20));
 			return -ENOMEM;
 		}
 	}
