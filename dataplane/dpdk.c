@@ -71,6 +71,8 @@ struct dworker {
 	struct rte_mbuf *tx[DP_D_TXQ_MAX];
 	uint64_t tx_dropped, rx_chained;
 	uint64_t disp_out, disp_in, disp_drop, disp_copies, tx_via_frames, tx_via_drop;
+	uint64_t arp_quiet;            /* ARP answers to copies, not sent */
+	bool arp_copy;                 /* handing the stack a copied ARP frame */
 	unsigned stats_seen;           /* last stats generation logged */
 	uint8_t linear[DP_D_FRAME_MAX]; /* a chained frame, made contiguous */
 } __rte_cache_aligned;
@@ -220,6 +222,15 @@ io_tx_send(void *ctx, void *h, size_t len)
 {
 	struct dworker *w = ctx;
 	struct rte_mbuf *m = h;
+	if (unlikely(w->arp_copy) && len >= 14 &&
+	    rte_pktmbuf_mtod(m, const struct rte_ether_hdr *)->ether_type ==
+	    rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
+		/* Our stack's answer to a copy of an ARP request: the worker
+		 * that received the original answers; this one only learns. */
+		w->arp_quiet++;
+		rte_pktmbuf_free(m);
+		return;
+	}
 	m->data_len = (uint16_t)len;
 	m->pkt_len = (uint32_t)len;
 	w->tx[w->ntx++] = m;
@@ -298,6 +309,7 @@ stats_log(struct dworker *w, bool final)
 		{ "dpdk_dispatch_drop", w->disp_drop },
 		{ "dpdk_tx_via", w->tx_via_frames },
 		{ "dpdk_tx_via_drop", w->tx_via_drop },
+		{ "dpdk_arp_quiet", w->arp_quiet },
 	};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && n < sizeof(line); i++)
 		if (own[i].v != 0)
@@ -314,11 +326,13 @@ stats_log(struct dworker *w, bool final)
  *   IPv4/TCP, not a fragment: with software dispatch the owner of the flow
  *     (keyed hash of peer address, peer port, local port), with RSS the
  *     receiving worker (the NIC chose it);
- *   ARP replies and ICMP errors (destination unreachable, time exceeded,
- *     which may carry a path MTU for any worker's connection): every worker;
- *   the rest (ARP requests, ICMP echo, IPv6 ND and ping, fragments, frames
- *     that fail validation): the receiving worker, whose stack answers or
- *     counts the drop. */
+ *   ARP requests and replies, ICMP errors (destination unreachable, time
+ *     exceeded, which may carry a path MTU for any worker's connection):
+ *     every worker (each stack learns the peer's MAC; only the receiving
+ *     worker's answer to a request leaves, see io_tx_send);
+ *   the rest (ICMP echo, IPv6 ND and ping, fragments, frames that fail
+ *     validation): the receiving worker, whose stack answers or counts the
+ *     drop. */
 static inline uint32_t
 flow_owner(const struct dp_dpdk *d, uint32_t faddr, uint16_t fport, uint16_t lport)
 {
@@ -338,9 +352,9 @@ classify(const struct dp_dpdk *d, const struct rte_mbuf *m)
 		return DP_D_NO_OWNER;
 	const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
 	uint16_t type = (uint16_t)(p[12] << 8 | p[13]);
-	if (type == RTE_ETHER_TYPE_ARP)
-		return m->data_len >= 14 + 8 && p[14 + 6] == 0 && p[14 + 7] == 2 ? DP_D_ALL
-		                                                                : DP_D_NO_OWNER;
+	if (type == RTE_ETHER_TYPE_ARP)  /* requests and replies */
+		return p[14 + 6] == 0 && (p[14 + 7] == 1 || p[14 + 7] == 2) ? DP_D_ALL
+		                                                             : DP_D_NO_OWNER;
 	if (type != RTE_ETHER_TYPE_IPV4)
 		return DP_D_NO_OWNER;
 	const uint8_t *ip = p + 14;
@@ -465,7 +479,12 @@ worker_loop(void *arg)
 			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
 			w->disp_in += k;
 			for (unsigned i = 0; i < k; i++) {
+				/* Only ARP comes copied (ICMP errors cause no ARP). */
+				w->arp_copy = rx[i]->data_len >= 14 &&
+				              rte_pktmbuf_mtod(rx[i], const struct rte_ether_hdr *)
+				                      ->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
 				rx_frame(w, rx[i]);
+				w->arp_copy = false;
 				rte_pktmbuf_free(rx[i]);
 			}
 			n += k;

@@ -32,14 +32,15 @@
  *       and hands frames owned by another worker to that worker's inbox, an
  *       MP/SC rte_ring (conf->ring slots; a full inbox drops the frame,
  *       counted, as a full RX queue would).
- *     - In both modes ARP replies and ICMP destination-unreachable /
- *       time-exceeded go to every worker (one mbuf, its reference count
- *       raised, enqueued to every other inbox), so each stack learns the
- *       peer's MAC and path MTU whichever worker asked; ARP requests, ICMP
- *       echo, IPv6 ND and ping, IPv4 fragments and frames that fail
- *       validation stay with the worker that received them (which answers
- *       or counts the drop; a worker that needs a MAC it has not seen sends
- *       its own ARP request, and the reply reaches it).
+ *     - In both modes ARP requests and replies and ICMP
+ *       destination-unreachable / time-exceeded go to every worker (one
+ *       mbuf, its reference count raised, enqueued to every other inbox),
+ *       so each stack learns the peer's MAC and path MTU whichever worker
+ *       saw or asked; the answer a stack writes to a copied ARP request is
+ *       freed, not sent (dpdk_arp_quiet), so the peer gets one reply, from
+ *       the receiving worker. ICMP echo, IPv6 ND and ping, IPv4 fragments
+ *       and frames that fail validation stay with the worker that received
+ *       them (which answers or counts the drop).
  *     - TX: a worker transmits on its own TX queue when the port has one
  *       for it; otherwise it enqueues its bursts to the TX box (MP/SC
  *       rte_ring) of worker (id mod TX queues), which drains it onto its

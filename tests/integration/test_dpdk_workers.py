@@ -165,6 +165,11 @@ def test_two_workers_deliver(tmp_path, dpdk_conf):
         if "queues: 1" in dpdk_conf:
             assert st[1].get("dpdk_tx_via", 0) > 0, \
                 f"got worker 1 dpdk_tx_via 0, want its frames sent through worker 0: {st}"
+            # worker 1 learnt the client's MAC from the copy of its ARP
+            # request (and kept quiet): it never had to ask
+            assert st[1].get("dpdk_arp_quiet", 0) >= 1 and \
+                st[1].get("arp_requests_out", 0) == 0, \
+                f"got worker 1 ARP counters {st[1]}, want dpdk_arp_quiet >= 1 and no requests"
         drops = {w: st[w].get("dpdk_dispatch_drop", 0) for w in (0, 1)}
         assert not any(drops.values()), f"got dispatch drops {drops}, want none"
     final = parse_stats([l for l in s.log().splitlines() if "final=1" in l])
