@@ -128,6 +128,9 @@ struct srv_worker {
 	struct cds_wfcq_head done_head;
 	struct cds_wfcq_tail done_tail;
 	struct ctl_filter_worker *flt; /* NULL: filter off */
+	time_t date_sec;               /* received_date()'s cache */
+	uint8_t date_len;
+	char date[40];
 } __attribute__((aligned(64)));
 
 struct ctl_server {
@@ -265,15 +268,61 @@ msg_append(struct srv_conn *c, const uint8_t *p, size_t n)
 
 /* ---- Received header (RFC 5321 4.4, protocol names RFC 3848/6531) ----- */
 
-static void
-copy_printable(char *dst, size_t cap, const char *s)
+/* The date part of the Received header, formatted once per second per
+ * worker: gmtime_r + strftime cost more than the rest of the header. */
+static const char *
+received_date(struct srv_worker *w, size_t *len)
 {
-	size_t o = 0;
-	for (; *s && o + 1 < cap; s++) {
-		unsigned char ch = (unsigned char)*s;
-		dst[o++] = (ch > ' ' && ch < 0x7f && ch != '(' && ch != ')' && ch != ';') ? (char)ch : '?';
+	time_t now = time(NULL);
+	if (now != w->date_sec || w->date_len == 0) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		w->date_len = (uint8_t)strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		w->date_sec = now;
 	}
-	dst[o] = '\0';
+	*len = w->date_len;
+	return w->date;
+}
+
+/* Bounded appends into the header buffer; ok turns false once one does
+ * not fit. */
+struct srv_buf {
+	char *p;
+	size_t n, cap;
+	bool ok;
+};
+
+static void
+buf_put(struct srv_buf *b, const char *s, size_t n)
+{
+	if (!b->ok || n >= b->cap - b->n) {
+		b->ok = false;
+		return;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+}
+
+static void
+buf_puts(struct srv_buf *b, const char *s)
+{
+	buf_put(b, s, strlen(s));
+}
+
+/* s with every byte that could break the header's comment syntax made '?',
+ * at most max bytes of it. */
+static void
+buf_printable(struct srv_buf *b, const char *s, size_t max)
+{
+	size_t i = 0;
+	for (; s[i] && i < max; i++) {
+		if (b->n + 1 >= b->cap) {
+			b->ok = false;
+			return;
+		}
+		unsigned char ch = (unsigned char)s[i];
+		b->p[b->n++] = (ch > ' ' && ch < 0x7f && ch != '(' && ch != ')' && ch != ';') ? (char)ch : '?';
+	}
 }
 
 static void
@@ -281,43 +330,74 @@ build_received(struct srv_conn *c, const struct smtp_txn *t, const char *qid)
 {
 	const struct smtp_conn_info *ci = smtp_session_info(conn_sess(c));
 	const char *host = c->w->srv->smtp.hostname;
-	char helo[128], rcpt[300], date[64];
-	copy_printable(helo, sizeof(helo), ci->helo[0] ? ci->helo : "unknown");
 	const char *proto = t->smtputf8 ? (ci->tls ? "UTF8SMTPS" : "UTF8SMTP")
 	                                : ci->esmtp ? (ci->tls ? "ESMTPS" : "ESMTP") : "SMTP";
-	bool v6 = ci->peer.ss_family == AF_INET6;
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	int n = snprintf(c->received, sizeof(c->received),
-	                 "Received: from %s ([%s%s])\r\n\tby %s (sluice) with %s id %s",
-	                 helo, v6 ? "IPv6:" : "", ci->peer_str[0] ? ci->peer_str : "unknown",
-	                 host, proto, qid);
-	if (ci->tls && n > 0 && (size_t)n < sizeof(c->received))
-		n += snprintf(c->received + n, sizeof(c->received) - (size_t)n,
-		              "\r\n\t(using %s with cipher %s)", ci->tls_version, ci->tls_cipher);
-	if (t->nrcpt == 1 && n > 0 && (size_t)n < sizeof(c->received)) {
-		copy_printable(rcpt, sizeof(rcpt), t->rcpt[0].addr);
-		n += snprintf(c->received + n, sizeof(c->received) - (size_t)n, "\r\n\tfor <%s>", rcpt);
+	size_t dlen;
+	const char *date = received_date(c->w, &dlen);
+	struct srv_buf b = { c->received, 0, sizeof(c->received), true };
+	buf_puts(&b, "Received: from ");
+	buf_printable(&b, ci->helo[0] ? ci->helo : "unknown", 127);
+	buf_puts(&b, " ([");
+	if (ci->peer.ss_family == AF_INET6)
+		buf_puts(&b, "IPv6:");
+	buf_puts(&b, ci->peer_str[0] ? ci->peer_str : "unknown");
+	buf_puts(&b, "])\r\n\tby ");
+	buf_puts(&b, host);
+	buf_puts(&b, " (sluice) with ");
+	buf_puts(&b, proto);
+	buf_puts(&b, " id ");
+	buf_puts(&b, qid);
+	if (ci->tls) {
+		buf_puts(&b, "\r\n\t(using ");
+		buf_puts(&b, ci->tls_version);
+		buf_puts(&b, " with cipher ");
+		buf_puts(&b, ci->tls_cipher);
+		buf_puts(&b, ")");
 	}
-	if (n > 0 && (size_t)n < sizeof(c->received))
-		n += snprintf(c->received + n, sizeof(c->received) - (size_t)n, "; %s\r\n", date);
-	if (n < 0 || (size_t)n >= sizeof(c->received)) {
+	if (t->nrcpt == 1) {
+		buf_puts(&b, "\r\n\tfor <");
+		buf_printable(&b, t->rcpt[0].addr, 299);
+		buf_puts(&b, ">");
+	}
+	buf_puts(&b, "; ");
+	buf_put(&b, date, dlen);
+	buf_puts(&b, "\r\n");
+	if (!b.ok) {
 		/* Only a pathological hostname gets here; keep the header valid. */
-		n = snprintf(c->received, sizeof(c->received),
-		             "Received: by sluice id %s; %s\r\n", qid, date);
+		b = (struct srv_buf){ c->received, 0, sizeof(c->received), true };
+		buf_puts(&b, "Received: by sluice id ");
+		buf_puts(&b, qid);
+		buf_puts(&b, "; ");
+		buf_put(&b, date, dlen);
+		buf_puts(&b, "\r\n");
 	}
-	c->received_len = (uint32_t)n;
+	c->received_len = (uint32_t)b.n;
 }
 
+/* Upper-case hex of v in exactly n digits. */
+static char *
+put_hex(char *o, unsigned long long v, int n)
+{
+	static const char digits[16] = "0123456789ABCDEF";
+	for (int i = n - 1; i >= 0; i--) {
+		o[i] = digits[v & 0xf];
+		v >>= 4;
+	}
+	return o + n;
+}
+
+/* 13 hex digits of microseconds (enough until the year 2541), the worker,
+ * 4 of sequence: 18 characters. */
 static void
 make_qid(struct srv_conn *c, char *qid)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	unsigned long long us = (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u;
-	snprintf(qid, CTL_QID_LEN, "%013llX%X%04X", us, c->w->id & 0xf, c->w->seq++ & 0xffff);
+	char *o = put_hex(qid, us, 13);
+	o = put_hex(o, c->w->id & 0xf, 1);
+	o = put_hex(o, c->w->seq++ & 0xffff, 4);
+	*o = '\0';
 }
 
 /* ---- logging ----------------------------------------------------------- */
@@ -920,8 +1000,11 @@ drain_done(struct srv_worker *w)
 		struct smtp_reply r = { 0 };
 		if (c->spool_err == 0) {
 			r.code = 250;
-			snprintf(r.enh, sizeof(r.enh), "2.0.0");
-			snprintf(r.text, sizeof(r.text), "Ok: queued as %s", qid);
+			memcpy(r.enh, "2.0.0", 6);
+			struct srv_buf b = { r.text, 0, sizeof(r.text), true };
+			buf_puts(&b, "Ok: queued as ");
+			buf_puts(&b, qid);   /* CTL_QID_LEN: fits */
+			r.text[b.n] = '\0';
 		} else {
 			r.code = 451;
 			snprintf(r.enh, sizeof(r.enh), "4.3.0");
