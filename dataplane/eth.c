@@ -11,30 +11,66 @@
 
 static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 
-/* One's-complement sum in network order: 32-bit big-endian words folded
- * later give the same result as 16-bit ones, 8 bytes per step. */
+/* One's-complement sum (RFC 1071) in network order. The sum is byte-order
+ * independent (RFC 1071 2(B)), so the buffer is summed as native 64-bit
+ * words with their carries counted apart (add, adc: four words a step),
+ * folded to 16 bits and swapped once. An odd last byte is the high byte of
+ * a zero-padded word. Unaligned p is fine (memcpy loads). */
 uint32_t
 dp_csum_add(uint32_t sum, const uint8_t *p, size_t n)
 {
-	uint64_t s = sum;
+	uint64_t a = 0, c = 0, v0, v1, v2, v3;
+	while (n >= 32) {
+		memcpy(&v0, p, 8);
+		memcpy(&v1, p + 8, 8);
+		memcpy(&v2, p + 16, 8);
+		memcpy(&v3, p + 24, 8);
+		a += v0;
+		c += a < v0;
+		a += v1;
+		c += a < v1;
+		a += v2;
+		c += a < v2;
+		a += v3;
+		c += a < v3;
+		p += 32;
+		n -= 32;
+	}
 	while (n >= 8) {
-		uint64_t v;
-		memcpy(&v, p, 8);
-		v = be64toh(v);
-		s += (v >> 32) + (v & 0xffffffffu);
+		memcpy(&v0, p, 8);
+		a += v0;
+		c += a < v0;
 		p += 8;
 		n -= 8;
 	}
-	while (n >= 2) {
-		s += (uint32_t)(p[0] << 8 | p[1]);
-		p += 2;
-		n -= 2;
+	v0 = 0;             /* 0-7 bytes left, the rest zero: an odd byte pads right */
+	if (n & 4) {
+		uint32_t w;
+		memcpy(&w, p, 4);
+		v0 = w;
+		p += 4;
 	}
-	if (n)
-		s += (uint32_t)p[0] << 8;
-	while (s >> 32)
-		s = (s & 0xffffffffu) + (s >> 32);
-	return (uint32_t)s;
+	if (n & 2) {
+		uint16_t h;
+		memcpy(&h, p, 2);
+		v0 |= (uint64_t)h << (8 * (n & 4));
+		p += 2;
+	}
+	if (n & 1)
+		v0 |= (uint64_t)p[0] << (8 * (n & 6));
+	a += v0;
+	c += a < v0;
+	a += c;             /* c is small: one more carry at most */
+	a += a < c;
+	uint32_t x = (uint32_t)a + (uint32_t)(a >> 32);
+	x += x < (uint32_t)a;
+	x = (x & 0xffff) + (x >> 16);
+	x = (x & 0xffff) + (x >> 16);
+#if __BYTE_ORDER == __LITTLE_ENDIAN
+	x = (uint32_t)__builtin_bswap16((uint16_t)x);
+#endif
+	uint64_t r = (uint64_t)sum + x;
+	return (uint32_t)r + (uint32_t)(r >> 32);
 }
 
 uint16_t
@@ -76,6 +112,26 @@ dp_siphash(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n)
 	v0 ^= b;
 	v2 ^= 0xff;
 	SIPROUND; SIPROUND; SIPROUND; SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* SipHash-1-3 of one 64-bit word (the message is m's 8 bytes in
+ * little-endian order): for hash tables, where the key only has to keep
+ * peers from choosing colliding inputs; the ISNs and cookies keep 2-4. */
+uint64_t
+dp_siphash13_u64(uint64_t k0, uint64_t k1, uint64_t m)
+{
+	uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+	uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+	v3 ^= m;
+	SIPROUND;
+	v0 ^= m;
+	uint64_t b = 8ull << 56;
+	v3 ^= b;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND; SIPROUND; SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
@@ -127,12 +183,23 @@ dp_stack_input(struct dp_stack *st, const uint8_t *f, size_t len)
 		st->stats.drop_eth_type++;
 }
 
+static void __attribute__((noinline))
+poll_due(struct dp_stack *st, uint64_t now)
+{
+	if (dp_wheel_due(&st->wheel, now))
+		dp_wheel_expire(&st->wheel, now, dp_tcp_timer_fire, st);
+	if (now >= st->arp_next_scan)
+		dp_arp_poll(st);
+}
+
+/* Called on every pass of a busy loop: most passes have nothing due, so
+ * the checks come before any call. */
 void
 dp_stack_poll(struct dp_stack *st)
 {
-	dp_wheel_expire(&st->wheel, dp_now(st), dp_tcp_timer_fire, st);
-	if (dp_now(st) >= st->arp_next_scan)
-		dp_arp_poll(st);
+	uint64_t now = dp_now(st);
+	if (dp_wheel_due(&st->wheel, now) || now >= st->arp_next_scan)
+		poll_due(st, now);
 }
 
 uint64_t
@@ -200,6 +267,13 @@ dp_stack_new(const struct dp_stack_conf *conf, const struct dp_stack_io *io, voi
 		st->rcv_wscale++;
 	memcpy(&st->sip_k0, c->secret, 8);
 	memcpy(&st->sip_k1, c->secret + 8, 8);
+	/* Keys of their own for the cheaper SipHash-1-3 uses (flow table, TS
+	 * offsets), so that nothing they reveal bears on the ISN and cookie
+	 * key. */
+	st->flow_k[0] = dp_siphash(st->sip_k0, st->sip_k1, (const uint8_t *)"flow key 0", 10);
+	st->flow_k[1] = dp_siphash(st->sip_k0, st->sip_k1, (const uint8_t *)"flow key 1", 10);
+	st->ts_k[0] = dp_siphash(st->sip_k0, st->sip_k1, (const uint8_t *)"tsoff key 0", 11);
+	st->ts_k[1] = dp_siphash(st->sip_k0, st->sip_k1, (const uint8_t *)"tsoff key 1", 11);
 	dp_wheel_init(&st->wheel, w->now);
 
 	uint32_t hsize = 64;

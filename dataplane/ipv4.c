@@ -14,13 +14,10 @@
 uint32_t
 dp_ip_pseudo(uint32_t src, uint32_t dst, uint8_t proto, size_t len)
 {
-	uint8_t ph[12];
-	wr32(ph, src);
-	wr32(ph + 4, dst);
-	ph[8] = 0;
-	ph[9] = proto;
-	wr16(ph + 10, (uint16_t)len);
-	return dp_csum_add(0, ph, sizeof(ph));
+	/* The pseudo-header's 16-bit words summed in place (RFC 9293 3.1),
+	 * host-order values, as dp_csum_add() would sum its bytes. */
+	return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto +
+	       (uint32_t)(uint16_t)len;
 }
 
 static bool

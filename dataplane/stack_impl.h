@@ -185,6 +185,7 @@ struct dp_stack {
 	} xs;
 	uint16_t next_port;
 	uint64_t sip_k0, sip_k1;
+	uint64_t flow_k[2], ts_k[2];   /* SipHash-1-3 keys, derived from sip_k* at start */
 	uint8_t *scratch_big;          /* one MTU, for replies built from input */
 };
 
@@ -194,6 +195,7 @@ static inline uint64_t dp_now(const struct dp_stack *st) { return st->w->now; }
 uint32_t dp_csum_add(uint32_t sum, const uint8_t *p, size_t n);
 uint16_t dp_csum_fold(uint32_t sum);
 uint64_t dp_siphash(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n);
+uint64_t dp_siphash13_u64(uint64_t k0, uint64_t k1, uint64_t m);
 
 /* eth.c: frame output */
 uint8_t *dp_eth_tx_begin(struct dp_stack *st, const uint8_t dmac[6], uint16_t type, size_t l3max,

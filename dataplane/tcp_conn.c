@@ -14,11 +14,9 @@
 static uint32_t
 flow_hash(const struct dp_stack *st, uint32_t faddr, uint16_t fport, uint16_t lport)
 {
-	uint8_t k[8];
-	wr32(k, faddr);
-	wr16(k + 4, fport);
-	wr16(k + 6, lport);
-	return (uint32_t)dp_siphash(st->sip_k0 ^ 0x5a5a, st->sip_k1, k, sizeof(k)) & st->hmask;
+	/* SipHash-1-3: a table key, not a secret (ISNs, cookies: 2-4 below) */
+	uint64_t m = (uint64_t)faddr << 32 | (uint64_t)fport << 16 | lport;
+	return (uint32_t)dp_siphash13_u64(st->flow_k[0], st->flow_k[1], m) & st->hmask;
 }
 
 struct dp_tcb *
@@ -212,11 +210,16 @@ dp_tcp_isn(struct dp_stack *st, uint32_t faddr, uint16_t fport, uint16_t lport)
 	return (uint32_t)(dp_now(st) * 250u) + (uint32_t)tuple_hash(st, faddr, fport, lport, 0, 0, 1);
 }
 
-/* RFC 7323 5.4: a per-connection random offset for TSval. */
+/* RFC 7323 5.4: a per-connection random offset for TSval. It only hides
+ * the clock and keeps connections apart, so a keyed SipHash-1-3 of the
+ * 4-tuple (our address is fixed per stack) serves, with a key of its own;
+ * the ISN and the cookie MAC keep SipHash-2-4. Called twice per cookie
+ * connection (SYN-ACK, then the ACK), once per SYN-queue one. */
 uint32_t
 dp_tcp_ts_off(struct dp_stack *st, uint32_t faddr, uint16_t fport, uint16_t lport)
 {
-	return (uint32_t)tuple_hash(st, faddr, fport, lport, 0, 0, 2);
+	uint64_t m = (uint64_t)faddr << 32 | (uint64_t)fport << 16 | lport;
+	return (uint32_t)dp_siphash13_u64(st->ts_k[0], st->ts_k[1], m);
 }
 
 static const uint16_t cookie_mss[8] = { 536, 1200, 1300, 1380, 1400, 1440, 1460, 8960 };

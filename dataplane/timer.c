@@ -4,6 +4,10 @@
 #include <stddef.h>
 #include <string.h>
 
+/* How far past a scan dp_wheel_expire() looks for the next non-empty slot
+ * to raise wh->low: a slot i ticks ahead holds no timer due sooner. */
+#define LOW_SEARCH 64u
+
 static inline uint64_t
 tick_of(uint64_t ms)
 {
@@ -15,6 +19,15 @@ dp_wheel_init(struct dp_wheel *wh, uint64_t now)
 {
 	memset(wh, 0, sizeof(*wh));
 	wh->tick = tick_of(now);
+	wh->low = UINT64_MAX;
+	wh->due_ms = UINT64_MAX;
+}
+
+static void
+set_low(struct dp_wheel *wh, uint64_t tk)
+{
+	wh->low = tk;
+	wh->due_ms = (tk + 1) * DP_WHEEL_TICK_MS;
 }
 
 static void
@@ -33,7 +46,10 @@ dp_timer_cancel(struct dp_wheel *wh, struct dp_timer *t)
 	if (t->pprev == NULL)
 		return;
 	unlink_timer(t);
-	wh->armed--;
+	if (--wh->armed == 0) {
+		wh->low = UINT64_MAX;
+		wh->due_ms = UINT64_MAX;
+	}
 }
 
 void
@@ -52,6 +68,8 @@ dp_timer_arm(struct dp_wheel *wh, struct dp_timer *t, uint64_t deadline)
 	t->pprev = head;
 	*head = t;
 	wh->armed++;
+	if (tk < wh->low)
+		set_low(wh, tk);
 }
 
 unsigned
@@ -59,14 +77,17 @@ dp_wheel_expire(struct dp_wheel *wh, uint64_t now,
                 void (*fire)(struct dp_timer *t, void *arg), void *arg)
 {
 	/* A tick is looked at once it has ended, so every timer in its slot
-	 * that belongs to this revolution is due: at most one tick late. */
+	 * that belongs to this revolution is due: at most one tick late.
+	 * Before due_ms no slot below low has ended; wh->tick may lag then,
+	 * which only costs the clamp in dp_timer_arm() (deadlines not in the
+	 * past never hit it). */
+	if (now < wh->due_ms)
+		return 0;
 	uint64_t cur = tick_of(now);
 	if (cur <= wh->tick)
 		return 0;
-	uint64_t first = wh->tick, last = cur - 1;
+	uint64_t first = wh->tick > wh->low ? wh->tick : wh->low, last = cur - 1;
 	wh->tick = cur;
-	if (wh->armed == 0)
-		return 0;
 	/* After a long stall look at every slot once, not once per tick. */
 	if (last - first >= DP_WHEEL_SLOTS)
 		first = last - DP_WHEEL_SLOTS + 1;
@@ -84,6 +105,17 @@ dp_wheel_expire(struct dp_wheel *wh, uint64_t now,
 			t = next;
 		}
 	}
+	/* Every timer left is due at cur or later; a slot i ticks past cur
+	 * holds none due before cur + i. fire() may lower low again. */
+	if (wh->armed == 0) {
+		wh->low = UINT64_MAX;
+		wh->due_ms = UINT64_MAX;
+	} else {
+		uint64_t tk = cur;
+		while (tk < cur + LOW_SEARCH && wh->slot[tk % DP_WHEEL_SLOTS] == NULL)
+			tk++;
+		set_low(wh, tk);
+	}
 	unsigned n = 0;
 	while (due != NULL) {
 		struct dp_timer *t = due;
@@ -100,11 +132,11 @@ dp_wheel_idle_ms(const struct dp_wheel *wh, uint64_t now, uint64_t cap)
 {
 	if (wh->armed == 0)
 		return cap;
-	if (tick_of(now) > wh->tick)
-		return 0;  /* a tick ended that has not been looked at */
+	if (now >= wh->due_ms)
+		return 0;  /* a tick ended that may hold a due timer */
 	/* A slot i ticks ahead is at least i ticks away: stop at the cap. */
-	for (uint64_t i = 0; i < DP_WHEEL_SLOTS && i * DP_WHEEL_TICK_MS < cap; i++) {
-		uint64_t tk = wh->tick + i;
+	uint64_t start = tick_of(now) > wh->low ? tick_of(now) : wh->low;
+	for (uint64_t tk = start; tk - start < DP_WHEEL_SLOTS && tk * DP_WHEEL_TICK_MS < now + cap; tk++) {
 		if (wh->slot[tk % DP_WHEEL_SLOTS] != NULL) {
 			uint64_t at = (tk + 1) * DP_WHEEL_TICK_MS;
 			uint64_t d = at > now ? at - now : 0;

@@ -28,6 +28,8 @@ struct dp_timer {
 
 struct dp_wheel {
 	uint64_t tick;                 /* next tick to look at */
+	uint64_t low;                  /* no armed timer's tick is below this */
+	uint64_t due_ms;               /* (low + 1) ticks: nothing fires before; UINT64_MAX when empty */
 	uint32_t armed;
 	struct dp_timer *slot[DP_WHEEL_SLOTS];
 };
@@ -36,6 +38,9 @@ void dp_wheel_init(struct dp_wheel *wh, uint64_t now);
 void dp_timer_arm(struct dp_wheel *wh, struct dp_timer *t, uint64_t deadline);
 void dp_timer_cancel(struct dp_wheel *wh, struct dp_timer *t);
 static inline bool dp_timer_armed(const struct dp_timer *t) { return t->pprev != 0; }
+/* False when dp_wheel_expire() could fire nothing at now: the check a
+ * busy-polling loop makes on every pass instead of calling it. */
+static inline bool dp_wheel_due(const struct dp_wheel *wh, uint64_t now) { return now >= wh->due_ms; }
 /* Fire due timers; returns how many fired. */
 unsigned dp_wheel_expire(struct dp_wheel *wh, uint64_t now,
                          void (*fire)(struct dp_timer *t, void *arg), void *arg);

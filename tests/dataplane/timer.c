@@ -136,6 +136,54 @@ test_idle_hint(void **state)
 		fail_msg("got idle %llu ms, want 48..52", (unsigned long long)idle);
 }
 
+/* A busy loop that calls dp_wheel_expire() only when dp_wheel_due() says
+ * so: random deadlines, re-arms and cancels, every timer fires once, never
+ * early and at most a tick (plus the loop's step) late. */
+static void
+test_due_skips_nothing(void **state)
+{
+	static struct dp_wheel wh;
+	enum { N = 300 };
+	static struct ev e[N];
+	static uint64_t want[N];
+	struct ctx cx = { .now = 1000, .wh = &wh };
+	dp_wheel_init(&wh, cx.now);
+	srand(7);
+	int live = 0;
+	for (uint64_t end = cx.now + 20000; cx.now < end; cx.now += 1 + (uint64_t)(rand() % 3)) {
+		int i = rand() % N;
+		if (rand() % 8 == 0) {
+			if (dp_timer_armed(&e[i].t)) {
+				dp_timer_cancel(&wh, &e[i].t);
+				live--;
+			}
+			uint64_t d = (uint64_t)(rand() % 4 == 0 ? rand() % 6000 : rand() % 200);
+			e[i].fired = 0;
+			want[i] = cx.now + d;
+			dp_timer_arm(&wh, &e[i].t, want[i]);
+			live++;
+		}
+		if (!dp_wheel_due(&wh, cx.now))
+			continue;
+		dp_wheel_expire(&wh, cx.now, fire, &cx);
+		for (int j = 0; j < N; j++) {
+			if (e[j].fired && want[j]) {
+				if (e[j].fired_at < want[j] || e[j].fired_at > want[j] + DP_WHEEL_TICK_MS + 3)
+					fail_msg("timer %d: got fired at %llu, want %llu..+%u", j,
+					         (unsigned long long)e[j].fired_at, (unsigned long long)want[j],
+					         DP_WHEEL_TICK_MS + 3);
+				want[j] = 0;
+				live--;
+			}
+		}
+	}
+	for (int j = 0; j < N; j++)
+		if (want[j] && want[j] + DP_WHEEL_TICK_MS + 3 < cx.now)
+			fail_msg("timer %d: got not fired by %llu, want at %llu", j,
+			         (unsigned long long)cx.now, (unsigned long long)want[j]);
+	(void)live;
+}
+
 int
 main(void)
 {
@@ -145,6 +193,7 @@ main(void)
 		cmocka_unit_test(test_cancel_and_rearm),
 		cmocka_unit_test(test_long_stall_fires_everything_once),
 		cmocka_unit_test(test_idle_hint),
+		cmocka_unit_test(test_due_skips_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
