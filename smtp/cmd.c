@@ -66,7 +66,8 @@ lookup(const char *v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		u[i] = up(v[i]);
 	for (size_t i = 0; i < NCMDS; i++)
-		if (smtp_cmds[i].len == n && memcmp(smtp_cmds[i].verb, u, n) == 0)
+		if (smtp_cmds[i].len == n && smtp_cmds[i].verb[0] == u[0] &&
+		    memcmp(smtp_cmds[i].verb, u, n) == 0)
 			return &smtp_cmds[i];
 	return NULL;
 }
@@ -350,6 +351,7 @@ ehlo_reply(struct smtp_session *s)
 	const struct smtp_server_conf *c = s->conf;
 	char buf[1024];
 	const char *ext[10];
+	size_t extn[10];
 	char size[32];
 	size_t next = 0, n;
 	size_t hl = strnlen(c->hostname, 255);
@@ -357,27 +359,30 @@ ehlo_reply(struct smtp_session *s)
 		smtp_reply_parts(s, "250 ", 4, c->hostname, hl, "", 0);
 		return;
 	}
-	ext[next++] = "PIPELINING";
+	/* Literal lengths, no strlen: this runs once per connection. */
+#define EXT(lit) do { ext[next] = lit; extn[next++] = sizeof(lit) - 1; } while (0)
+	EXT("PIPELINING");
 	if (c->message_size_max != 0) {
 		memcpy(size, "SIZE ", 5);
-		size[5 + smtp_u64_str(size + 5, c->message_size_max)] = '\0';
+		extn[next] = 5 + smtp_u64_str(size + 5, c->message_size_max);
 		ext[next++] = size;
 	} else {
-		ext[next++] = "SIZE";
+		EXT("SIZE");
 	}
 	if (c->tls_ctx != NULL && !s->tls_up)
-		ext[next++] = "STARTTLS";
-	ext[next++] = "ENHANCEDSTATUSCODES";
-	ext[next++] = "8BITMIME";
-	ext[next++] = "DSN";
-	ext[next++] = "SMTPUTF8";
-	ext[next++] = "CHUNKING";
+		EXT("STARTTLS");
+	EXT("ENHANCEDSTATUSCODES");
+	EXT("8BITMIME");
+	EXT("DSN");
+	EXT("SMTPUTF8");
+	EXT("CHUNKING");
+#undef EXT
 	memcpy(buf, "250-", 4);
 	memcpy(buf + 4, c->hostname, hl);
 	memcpy(buf + 4 + hl, "\r\n", 2);
 	n = hl + 6;
 	for (size_t i = 0; i < next; i++) {
-		size_t k = strlen(ext[i]);
+		size_t k = extn[i];
 		memcpy(buf + n, i + 1 < next ? "250-" : "250 ", 4);
 		memcpy(buf + n + 4, ext[i], k);
 		memcpy(buf + n + 4 + k, "\r\n", 2);

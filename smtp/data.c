@@ -2,8 +2,9 @@
  * data.c - message content: DATA (dot-stuffed, RFC 5321 4.1.1.4, 4.5.2)
  * and BDAT chunks (RFC 3030), scanned in place.
  *
- * The scanner is a five-state machine driven by memchr() for LF and CR, so
- * a clean line costs two memchr calls and no per-byte work. Content goes to
+ * The scanner is a five-state machine driven by a search for the first CR
+ * or LF (find_eol), so a clean line costs one vector pass and no per-byte
+ * work. Content goes to
  * the data hook in the largest spans the input allows (many lines per call);
  * only a leading stuffed dot splits a span.
  *
@@ -21,6 +22,32 @@
 
 #include <stdio.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* The first CR or LF in [p, e), or NULL: one pass, 16 octets a step where
+ * SSE2 is there (every x86-64), where two memchr() calls per line cost
+ * twice the loads and two calls. */
+static inline const uint8_t *
+find_eol(const uint8_t *p, const uint8_t *e)
+{
+#if defined(__SSE2__)
+	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+	while (e - p >= 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr),
+		                                                      _mm_cmpeq_epi8(v, lf)));
+		if (m != 0)
+			return p + __builtin_ctz(m);
+		p += 16;
+	}
+#endif
+	for (; p < e; p++)
+		if (*p == '\r' || *p == '\n')
+			return p;
+	return NULL;
+}
 
 static void
 fail(struct smtp_session *s, enum smtp_event why)
@@ -111,45 +138,40 @@ scan(struct smtp_session *s, const uint8_t *p, size_t n, bool dot, bool *end)
 			d->ds = SMTP_DS_TEXT;
 			break;
 		case SMTP_DS_TEXT: {
+			/* The first CR or LF decides: CR LF ends a clean line; an
+			 * LF first is a bare LF; a CR not followed by LF is a bare
+			 * CR, unless it is the last octet (held back). */
 			const uint8_t *q = p + pos;
-			const uint8_t *lf = memchr(q, '\n', (size_t)(e - q));
-			if (lf != NULL) {
-				size_t l = (size_t)(lf - q);
-				const uint8_t *cr = l > 0 ? memchr(q, '\r', l) : NULL;
-				if (cr != NULL && cr == lf - 1) {
-					if (s->text_max != 0 && ll + l + 1 > s->text_max)
-						fail(s, SMTP_EV_ABORT_LINE_LENGTH);
-					ll = 0;
-					pos += l + 1;
-					/* BOL without a dot is TEXT again: skip the round trip */
-					if (dot && (pos == n || p[pos] == '.'))
-						d->ds = SMTP_DS_BOL;
-					continue;
-				} else if (cr == NULL) {
-					fail(s, SMTP_EV_ABORT_BARE_EOL);  /* bare LF */
-					ll += l + 1;
-					pos += l + 1;
-				} else {
-					fail(s, SMTP_EV_ABORT_BARE_EOL);  /* bare CR */
-					ll += (size_t)(cr - q) + 1;
-					pos = (size_t)(cr - p) + 1;
-				}
-			} else {
-				const uint8_t *cr = memchr(q, '\r', (size_t)(e - q));
-				if (cr == NULL) {
-					ll += (size_t)(e - q);
-					pos = n;
-				} else if (cr == e - 1) {
-					ll += (size_t)(e - q);
-					emit(s, p + span, (size_t)(cr - p) - span);
-					span = pos = n;
-					d->ds = SMTP_DS_CR;
-				} else {
-					fail(s, SMTP_EV_ABORT_BARE_EOL);
-					ll += (size_t)(cr - q) + 1;
-					pos = (size_t)(cr - p) + 1;
-				}
+			const uint8_t *x = find_eol(q, e);
+			if (x != NULL && *x == '\r' && x + 1 < e && x[1] == '\n') {
+				size_t l = (size_t)(x + 1 - q);
+				if (s->text_max != 0 && ll + l + 1 > s->text_max)
+					fail(s, SMTP_EV_ABORT_LINE_LENGTH);
+				ll = 0;
+				pos += l + 1;
+				/* BOL without a dot is TEXT again: skip the round trip */
+				if (dot && (pos == n || p[pos] == '.'))
+					d->ds = SMTP_DS_BOL;
+				continue;
+			}
+			if (x == NULL) {
+				ll += (size_t)(e - q);
+				pos = n;
 				line_len_check(s, ll);
+			} else if (*x == '\n') {
+				fail(s, SMTP_EV_ABORT_BARE_EOL);  /* bare LF */
+				ll += (size_t)(x - q) + 1;
+				pos = (size_t)(x - p) + 1;
+			} else if (x == e - 1) {
+				ll += (size_t)(e - q);
+				emit(s, p + span, (size_t)(x - p) - span);
+				span = pos = n;
+				d->ds = SMTP_DS_CR;
+				line_len_check(s, ll);
+			} else {
+				fail(s, SMTP_EV_ABORT_BARE_EOL);  /* bare CR */
+				ll += (size_t)(x - q) + 1;
+				pos = (size_t)(x - p) + 1;
 			}
 			if (s->text_max != 0 && ll > (uint64_t)s->text_max + 1)
 				ll = (uint64_t)s->text_max + 1;  /* no overflow on endless lines */
