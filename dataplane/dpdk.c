@@ -326,9 +326,8 @@ stats_log(struct dworker *w, bool final)
  *   IPv4/TCP, not a fragment: with software dispatch the owner of the flow
  *     (keyed hash of peer address, peer port, local port), with RSS the
  *     receiving worker (the NIC chose it);
- *   ARP requests and replies, ICMP errors (destination unreachable, time
- *     exceeded, which may carry a path MTU for any worker's connection):
- *     every worker (each stack learns the peer's MAC; only the receiving
+ *   ARP requests and replies, ICMP destination unreachable (it may carry a
+ *     path MTU or end an active open of any worker's): every worker (each stack learns the peer's MAC; only the receiving
  *     worker's answer to a request leaves, see io_tx_send);
  *   the rest (ICMP echo, IPv6 ND and ping, fragments, frames that fail
  *     validation): the receiving worker, whose stack answers or counts the
@@ -365,7 +364,7 @@ classify(const struct dp_dpdk *d, const struct rte_mbuf *m)
 		return DP_D_NO_OWNER;
 	const uint8_t *l4 = ip + hl;
 	if (ip[9] == IPPROTO_ICMP)
-		return l4[0] == 3 || l4[0] == 11 ? DP_D_ALL : DP_D_NO_OWNER;
+		return l4[0] == 3 ? DP_D_ALL : DP_D_NO_OWNER;
 	if (ip[9] != IPPROTO_TCP || !d->sw_dispatch)
 		return DP_D_NO_OWNER;
 	uint32_t faddr = (uint32_t)ip[12] << 24 | (uint32_t)ip[13] << 16 | (uint32_t)ip[14] << 8 | ip[15];
@@ -479,7 +478,8 @@ worker_loop(void *arg)
 			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
 			w->disp_in += k;
 			for (unsigned i = 0; i < k; i++) {
-				/* Only ARP comes copied (ICMP errors cause no ARP). */
+				/* A copied ARP frame: our stack learns from it, and its
+				 * answer is the receiving worker's to send. */
 				w->arp_copy = rx[i]->data_len >= 14 &&
 				              rte_pktmbuf_mtod(rx[i], const struct rte_ether_hdr *)
 				                      ->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
@@ -836,7 +836,12 @@ static void
 d_free(struct dp_dpdk *d)
 {
 	if (d->lsc_cb) {
-		rte_eth_dev_callback_unregister(d->port, RTE_ETH_EVENT_INTR_LSC, link_changed, d);
+		/* -EAGAIN: the callback is running on the interrupt thread. */
+		for (int i = 0; i < 1000 && rte_eth_dev_callback_unregister(d->port,
+		         RTE_ETH_EVENT_INTR_LSC, link_changed, d) == -EAGAIN; i++) {
+			struct timespec ts = { 0, 1000000L };
+			nanosleep(&ts, NULL);
+		}
 		d->lsc_cb = false;
 	}
 	if (d->port_started) {

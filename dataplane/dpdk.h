@@ -33,7 +33,7 @@
  *       MP/SC rte_ring (conf->ring slots; a full inbox drops the frame,
  *       counted, as a full RX queue would).
  *     - In both modes ARP requests and replies and ICMP
- *       destination-unreachable / time-exceeded go to every worker (one
+ *       destination-unreachable go to every worker (one
  *       mbuf, its reference count raised, enqueued to every other inbox),
  *       so each stack learns the peer's MAC and path MTU whichever worker
  *       saw or asked; the answer a stack writes to a copied ARP request is

@@ -114,6 +114,16 @@ def dp_stats(s, workers, timeout=20.0):
                          f"log:\n{s.log()[-3000:]}")
 
 
+# ICMP destination unreachable (fragmentation needed) with a wrong checksum:
+# every worker gets a copy, and each stack counts drop_icmp_csum.
+BAD_UNREACH = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+quote = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0,
+                    socket.inet_aton(sys.argv[1]), socket.inet_aton("10.77.0.1")) + bytes(8)
+s.sendto(struct.pack("!BBHHH", 3, 4, 0x1234, 0, 1400) + quote, (sys.argv[1], 0))
+"""
+
 CLIENTS = r"""
 import smtplib, sys
 n = int(sys.argv[2])
@@ -170,6 +180,17 @@ def test_two_workers_deliver(tmp_path, dpdk_conf):
             assert st[1].get("dpdk_arp_quiet", 0) >= 1 and \
                 st[1].get("arp_requests_out", 0) == 0, \
                 f"got worker 1 ARP counters {st[1]}, want dpdk_arp_quiet >= 1 and no requests"
+        p = in_ns(s, sys.executable, "-c", BAD_UNREACH, ADDR, timeout=30)
+        assert p.returncode == 0, f"raw ICMP: got exit {p.returncode}: {p.stderr!r}"
+        deadline = time.monotonic() + 10
+        while True:
+            st = dp_stats(s, 2)
+            csum = [st[w].get("drop_icmp_csum", 0) for w in (0, 1)]
+            if all(csum) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(csum), f"got drop_icmp_csum {csum} on workers 0/1 after one bad ICMP " \
+                          f"unreachable, want it on both (copied to every worker): {st}"
         drops = {w: st[w].get("dpdk_dispatch_drop", 0) for w in (0, 1)}
         assert not any(drops.values()), f"got dispatch drops {drops}, want none"
     final = parse_stats([l for l in s.log().splitlines() if "final=1" in l])
