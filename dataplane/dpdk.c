@@ -1,10 +1,14 @@
 /*
  * dpdk.c - the DPDK transport; see dpdk.h, transport.h and stack.h.
  *
- * One struct dworker per worker: its queue pair, its pool, its stack and
- * the burst of frames waiting to be sent. The stack's dp_stack_io writes
- * straight into mbufs; nothing is copied on transmit, and on receive only
- * a chained (multi-segment) frame is linearised into the worker's buffer.
+ * One struct dworker per worker: its queue pair (or the part of one the
+ * port could give), its pool, its stack, the burst of frames waiting to be
+ * sent and, with more than one worker, its dispatch inbox, its staging
+ * area for the other inboxes and perhaps a TX box (dpdk.h, "Dispatch").
+ * The stack's dp_stack_io writes straight into mbufs; nothing is copied on
+ * transmit or dispatch (a frame for every worker is one mbuf with a raised
+ * reference count), and on receive only a chained (multi-segment) frame is
+ * linearised into the worker's buffer.
  */
 #include "dataplane/dpdk.h"
 
