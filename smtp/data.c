@@ -198,7 +198,9 @@ data_end_answer(struct smtp_session *s, int res, struct smtp_reply *r)
 		smtp_out_put(s, "250 2.0.0 Ok\r\n", 14);
 		s->junk = 0;
 	} else {
-		if (smtp_hook_norm(r) < 400)
+		/* smtp_reply_hook normalizes (a code out of range becomes 451):
+		 * the same test without normalizing twice. */
+		if (r->code >= 200 && r->code < 400)
 			s->junk = 0;
 		smtp_reply_hook(s, r, "2.0.0", false);
 	}
