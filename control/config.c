@@ -74,6 +74,7 @@ struct key {
 static const char *const transport_names[] = { "kernel", "dpdk", NULL };
 static const char *const delivery_names[] = { "maildir", "discard", "lmtp", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
+static const char *const exception_names[] = { "drop", "tap", NULL };
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as a uint32_t");
 _Static_assert(sizeof(enum ctl_transport) == sizeof(int), "enums are stored as int");
@@ -166,6 +167,8 @@ static const struct key keys[] = {
 	{ "dpdk.dispatch_ring", KT_U32, OFF(dpdk_ring), 0, 1u << 20, NULL, NULL },
 	{ "dpdk.queues", KT_U32, OFF(dpdk_queues), 0, 1024, NULL, NULL },
 	{ "dpdk.software_dispatch", KT_BOOL, OFF(dpdk_software_dispatch), 0, 0, NULL, NULL },
+	{ "dpdk.exception", KT_ENUM, OFF(dpdk_exception), 0, 0, exception_names, NULL },
+	{ "dpdk.exception_iface", KT_TEXT, OFF(dpdk_exception_iface), 0, 0, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -523,6 +526,7 @@ void ctl_config_free(struct ctl_config *c)
 	free(c->filter_policy);
 	free(c->filter_attach_ext);
 	free(c->dpdk_eal);
+	free(c->dpdk_exception_iface);
 	for (unsigned i = 0; i < c->filter_attach_nscores && i < CTL_FILTER_SCORES_MAX; i++)
 		free(c->filter_attach_score_name[i]);
 	for (unsigned i = 0; i < c->nroutes; i++) {
@@ -1341,6 +1345,12 @@ static int check_whole(struct ld *ld)
 		                    "server.transport"),
 		            "dpdk.address: must be set with server.transport dpdk (the port's IPv4 "
 		            "address and prefix, e.g. 10.77.0.2/24)");
+	if (c->dpdk_exception_iface != NULL &&
+	    (c->dpdk_exception_iface[0] == '\0' || strlen(c->dpdk_exception_iface) > 15 ||
+	     strpbrk(c->dpdk_exception_iface, "/: ") != NULL))
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "dpdk.exception_iface"),
+		            "dpdk.exception_iface: expected an interface name (1-15 characters, no "
+		            "'/', ':' or blank), got '%s'", c->dpdk_exception_iface);
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];
 		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));

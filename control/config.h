@@ -143,6 +143,8 @@ struct ctl_config {
 	uint32_t dpdk_ring;            /* software dispatch ring slots; 0: auto */
 	uint32_t dpdk_queues;          /* queue pairs at most; 0: one per worker */
 	bool dpdk_software_dispatch;   /* even on a port with RSS */
+	int dpdk_exception;            /* 0 drop, 1 tap (the exception path) */
+	char *dpdk_exception_iface;    /* the tap's name; NULL: sluice-exc0 */
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */

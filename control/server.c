@@ -1256,6 +1256,8 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 			.ring = cfg->dpdk_ring,
 			.queues = cfg->dpdk_queues,
 			.software_dispatch = cfg->dpdk_software_dispatch,
+			.exception_tap = cfg->dpdk_exception == 1,
+			.exception_iface = cfg->dpdk_exception_iface,
 			.ipv4 = cfg->dpdk_address.addr,
 			.netmask = cfg->dpdk_address.prefix >= 32 ? 0xffffffffu :
 			           ~(0xffffffffu >> cfg->dpdk_address.prefix),

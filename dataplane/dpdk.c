@@ -37,6 +37,7 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
+#include "dataplane/exception.h"
 #include "dataplane/stack.h"
 
 #define DP_D_BURST       32
@@ -77,6 +78,10 @@ struct dworker {
 	uint64_t disp_out, disp_in, disp_drop, disp_copies, tx_via_frames, tx_via_drop;
 	uint64_t arp_quiet;            /* ARP answers to copies, not sent */
 	bool arp_copy;                 /* handing the stack a copied ARP frame */
+	bool in_inbox;                 /* handing the stack frames from our inbox */
+	bool exc_more;                 /* worker 0: the last tap read filled a burst */
+	uint64_t exc_last_ms;          /* worker 0: when the tap was last read */
+	uint64_t exc_out, exc_drop, exc_copies, exc_in, exc_in_drop;
 	unsigned stats_seen;           /* last stats generation logged */
 	uint8_t linear[DP_D_FRAME_MAX]; /* a chained frame, made contiguous */
 } __rte_cache_aligned;
@@ -96,6 +101,7 @@ struct dp_dpdk {
 	bool lsc_cb;                   /* link-state callback registered */
 	unsigned nrxq, ntxq;
 	uint64_t flow_key;             /* random: which worker owns a flow is not guessable */
+	int exc_fd;                    /* the exception tap, or -1 */
 	unsigned nworkers;
 	struct dworker *w[];
 };
@@ -247,6 +253,65 @@ static const struct dp_stack_io d_io = {
 	.tx_send = io_tx_send,
 };
 
+/* ---- exception path ------------------------------------------------------ */
+
+/* A frame for the kernel (stack.h, io->exception): one write to the tap.
+ * Frames from our inbox are TCP segments dispatched to us (written) or
+ * copies of ARP and ICMP frames that the receiving worker writes itself. */
+static void
+io_exception(void *ctx, const uint8_t *frame, size_t len)
+{
+	struct dworker *w = ctx;
+	if (w->in_inbox && !(len >= 14 + 20 && frame[12] == 0x08 && frame[13] == 0x00 &&
+	                     frame[14 + 9] == IPPROTO_TCP)) {
+		w->exc_copies++;
+		return;
+	}
+	if (dp_exc_tap_write(w->d->exc_fd, frame, len) == 0)
+		w->exc_out++;
+	else
+		w->exc_drop++;
+}
+
+static const struct dp_stack_io d_io_exc = {
+	.tx_buf = io_tx_buf,
+	.tx_send = io_tx_send,
+	.exception = io_exception,
+};
+
+/* Worker 0: frames the kernel wrote to the tap, onto our TX burst. At most
+ * one burst a pass; a pass that found none waits for the next millisecond.
+ * Returns how many were queued. */
+static unsigned
+exc_pull(struct dworker *w)
+{
+	struct dp_dpdk *d = w->d;
+	unsigned k = 0;
+	w->exc_last_ms = w->base.now;
+	w->exc_more = false;
+	for (unsigned i = 0; i < DP_D_BURST; i++) {
+		ssize_t n = dp_exc_tap_read(d->exc_fd, w->linear, sizeof(w->linear));
+		if (n <= 0)
+			return k;
+		struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
+		if (m == NULL || n < 14 || rte_pktmbuf_tailroom(m) < (size_t)n) {
+			w->exc_in_drop++;
+			rte_pktmbuf_free(m);
+			continue;
+		}
+		memcpy(rte_pktmbuf_mtod(m, uint8_t *), w->linear, (size_t)n);
+		m->data_len = (uint16_t)n;
+		m->pkt_len = (uint32_t)n;
+		w->tx[w->ntx++] = m;
+		if (w->ntx == DP_D_TXQ_MAX)
+			tx_flush(w);
+		w->exc_in++;
+		k++;
+	}
+	w->exc_more = true;
+	return k;
+}
+
 /* ---- statistics --------------------------------------------------------- */
 
 /* The uint64_t counters of struct dp_stack_stats by slot (offset / 8), so a
@@ -273,7 +338,7 @@ static const char *const stat_names[] = {
 	SF(tcp_delack), SF(tcp_tw_full), SF(tcp_tw_reuse), SF(tcp_timeouts), SF(tcp_sack_skip),
 	SF(tcp_segs_in), SF(tcp_segs_out),
 	SF(drop_ip6_bad), SF(drop_ip6_dst), SF(drop_ip6_proto), SF(drop_ip6_type), SF(drop_ip6_nd),
-	SF(nd_adverts_out), SF(icmp6_echo_out),
+	SF(nd_adverts_out), SF(icmp6_echo_out), SF(exception_out),
 };
 #undef SF
 
@@ -314,6 +379,11 @@ stats_log(struct dworker *w, bool final)
 		{ "dpdk_tx_via", w->tx_via_frames },
 		{ "dpdk_tx_via_drop", w->tx_via_drop },
 		{ "dpdk_arp_quiet", w->arp_quiet },
+		{ "dpdk_exception_out", w->exc_out },
+		{ "dpdk_exception_drop", w->exc_drop },
+		{ "dpdk_exception_copies", w->exc_copies },
+		{ "dpdk_exception_in", w->exc_in },
+		{ "dpdk_exception_in_drop", w->exc_in_drop },
 	};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && n < sizeof(line); i++)
 		if (own[i].v != 0)
@@ -455,7 +525,8 @@ worker_loop(void *arg)
 
 	w->base.now = mono_ms();
 	w->app = d->ops->worker_init(d->app, &w->base, w->id);
-	w->st = dp_stack_new(&d->sconf, &d_io, w, &w->base, d->ops, w->app);
+	w->st = dp_stack_new(&d->sconf, d->exc_fd >= 0 ? &d_io_exc : &d_io, w, &w->base, d->ops,
+	                     w->app);
 	if (w->st == NULL) {
 		/* Cannot serve: the start-up check (dp_stack_new in start) makes
 		 * this unreachable short of memory running out since. */
@@ -478,6 +549,7 @@ worker_loop(void *arg)
 		if (n > 0 && d->nworkers > 1)
 			stage_flush(w);
 		/* Every other poller may have handed us a burst this pass. */
+		w->in_inbox = true;
 		for (int b = 0; w->inbox != NULL && b < DP_D_DRAIN_BURSTS; b++) {
 			unsigned k = rte_ring_sc_dequeue_burst(w->inbox, (void **)rx, DP_D_BURST, NULL);
 			w->disp_in += k;
@@ -495,10 +567,14 @@ worker_loop(void *arg)
 			if (k < DP_D_BURST)
 				break;
 		}
+		w->in_inbox = false;
 		if (atomic_load_explicit(&w->wake_pending, memory_order_relaxed) &&
 		    atomic_exchange_explicit(&w->wake_pending, 0, memory_order_acquire))
 			d->ops->wake(w->app);
 		dp_stack_poll(w->st);
+		if (unlikely(d->exc_fd >= 0) && w->id == 0 &&
+		    (w->exc_more || w->base.now != w->exc_last_ms))
+			exc_pull(w);
 		bool sent = w->ntx > 0;
 		if (sent)
 			tx_flush(w);
@@ -863,6 +939,8 @@ d_free(struct dp_dpdk *d)
 	for (int s = 0; s < RTE_MAX_NUMA_NODES; s++)
 		if (d->pools[s] != NULL)
 			rte_mempool_free(d->pools[s]);
+	if (d->exc_fd >= 0)
+		close(d->exc_fd);  /* the tap interface goes with it */
 	free(d);
 	rte_eal_cleanup();
 }
@@ -887,6 +965,7 @@ dp_dpdk_start(const struct dp_dpdk_conf *conf, const struct dp_app_ops *ops, voi
 	d->conf = *conf;
 	d->ops = ops;
 	d->app = app;
+	d->exc_fd = -1;
 	if ((rc = stack_conf(d, err, errlen)) != 0) {
 		free(d);
 		errno = -rc;
@@ -930,6 +1009,17 @@ dp_dpdk_start(const struct dp_dpdk_conf *conf, const struct dp_app_ops *ops, voi
 	}
 	if ((rc = pools_setup(d, err, errlen)) != 0 || (rc = port_setup(d, err, errlen)) != 0)
 		goto fail;
+	if (conf->exception_tap) {
+		const char *ifname = conf->exception_iface != NULL ? conf->exception_iface
+		                                                   : "sluice-exc0";
+		rc = dp_exc_tap_open(ifname, d->sconf.mac, d->sconf.mtu ? d->sconf.mtu : 1500, err,
+		                     errlen);
+		if (rc < 0)
+			goto fail;
+		d->exc_fd = rc;
+		rc = 0;
+		d_log(&d->conf, "event=dpdk_exception mode=tap iface=%s", ifname);
+	}
 	/* Catch a bad stack configuration here, not on a worker. */
 	struct dp_stack *probe = dp_stack_new(&d->sconf, &d_io, d->w[0], &d->w[0]->base, ops, NULL);
 	if (probe == NULL) {

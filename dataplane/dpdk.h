@@ -57,6 +57,15 @@
  *   dp_worker_connect() opens IPv4 connections on the worker's stack; a
  *   pure client (sluice-bench) passes no listeners at all.
  *
+ *   Exception path (conf->exception_tap): the stacks hand frames that are
+ *   not for the SMTP service (stack.h, io->exception) to a TAP interface,
+ *   one write() each, from whichever worker received them (a copy from
+ *   another worker's dispatch, ARP or ICMP, is not written again); worker
+ *   0 reads the kernel's frames from it (non-blocking, DP_D_BURST a pass
+ *   at most, once a millisecond unless the last read filled the burst)
+ *   and sends them on its TX queue. Counted as dpdk_exception_* in the
+ *   dp_stats lines.
+ *
  *   Statistics: dp_dpdk_stats_request() bumps an atomic generation; each
  *   worker compares it with the last one it served once per loop pass and,
  *   when it moved, writes one line through conf->log from its own thread:
@@ -100,6 +109,14 @@ struct dp_dpdk_conf {
 	unsigned ring;                 /* dispatch / TX ring slots per worker */
 	unsigned queues;               /* queue pairs at most; 0: one per worker */
 	bool software_dispatch;        /* even when the port has RSS */
+	/* Exception path (docs/TCP.md): with exception_tap, frames not for
+	 * the SMTP service go to a Linux TAP interface named exception_iface
+	 * (NULL: "sluice-exc0") with the port's MAC, and what the kernel sends
+	 * there leaves through the port (worker 0 reads it: at most a burst
+	 * per pass, once a millisecond while there is nothing). Without it
+	 * they are dropped (counted), a TCP segment to a closed port reset. */
+	bool exception_tap;
+	const char *exception_iface;
 	/* Optional: start-up facts (port, MAC, queues, dispatch mode, link
 	 * state), one line each; link changes (event=dpdk_link) from the EAL
 	 * interrupt thread when the port has link-state interrupts; dp_stats

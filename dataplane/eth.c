@@ -173,14 +173,19 @@ dp_stack_input(struct dp_stack *st, const uint8_t *f, size_t len)
 		return;
 	}
 	uint16_t type = rd16(f + 12);
-	if (type == DP_ETH_IPV4)
+	st->rx_frame = f;   /* for dp_exception() */
+	st->rx_len = len;
+	if (type == DP_ETH_IPV4) {
 		dp_ip_input(st, f + DP_ETH_HLEN, len - DP_ETH_HLEN);
-	else if (type == DP_ETH_ARP)
+	} else if (type == DP_ETH_ARP) {
 		dp_arp_input(st, f + DP_ETH_HLEN, len - DP_ETH_HLEN);
-	else if (type == 0x86dd)
+		dp_exception(st);  /* the kernel keeps its neighbour cache too */
+	} else if (type == 0x86dd) {
 		dp_ip6_input(st, f + 6, f + DP_ETH_HLEN, len - DP_ETH_HLEN);
-	else
+	} else if (!dp_exception(st)) {
 		st->stats.drop_eth_type++;
+	}
+	st->rx_frame = NULL;
 }
 
 static void __attribute__((noinline))

@@ -2,8 +2,9 @@
  * icmp.c - ICMP (RFC 792): echo requests to our address are answered
  * (RFC 1122 3.2.2.6); destination unreachable quoting one of our TCP
  * segments goes to TCP (path MTU, RFC 1191; failed opens, RFC 1122
- * 4.2.3.9; validated there per RFC 5927); every other type is counted
- * and dropped.
+ * 4.2.3.9; validated there per RFC 5927); every other type, and an
+ * unreachable about something not ours, goes to the exception path
+ * (stack.h) or is counted and dropped.
  */
 #include "dataplane/stack_impl.h"
 
@@ -26,14 +27,24 @@ dp_icmp_input(struct dp_stack *st, uint32_t src, const uint8_t *p, size_t len)
 		if (qlen < DP_IP_HLEN || (q[0] >> 4) != 4 || qhl < DP_IP_HLEN || qlen < qhl + 8 ||
 		    q[9] != DP_PROTO_TCP || rd32(q + 12) != st->conf.ipv4 ||
 		    (rd16(q + 6) & 0x1fff) != 0) {
-			st->xs.icmp_bad_quote++;
+			/* About a datagram of the kernel's (UDP, ...), perhaps. */
+			if (!dp_exception(st))
+				st->xs.icmp_bad_quote++;
 			return;
 		}
+		/* A TCP quote no connection of ours matches: the kernel's. */
+		const uint8_t *t = q + qhl;
+		if (st->io->exception != NULL &&
+		    dp_tcp_lookup(st, rd32(q + 16), rd16(t + 2), rd16(t)) == NULL &&
+		    dp_exception(st))
+			return;
 		dp_tcp_icmp_unreach(st, p[1], rd16(p + 6), q, qlen);
 		return;
 	}
 	if (p[0] != 8 || p[1] != 0) {
-		st->stats.drop_icmp_type++;
+		/* Echo replies, time exceeded, ...: for the kernel's own traffic. */
+		if (!dp_exception(st))
+			st->stats.drop_icmp_type++;
 		return;
 	}
 	if (len > (size_t)st->conf.mtu - DP_IP_HLEN) {

@@ -54,13 +54,19 @@ dp_ip_input(struct dp_stack *st, const uint8_t *p, size_t len)
 		st->stats.drop_ip_csum++;
 		return;
 	}
+	uint32_t src = rd32(p + 12), dst = rd32(p + 16);
 	if ((rd16(p + 6) & 0x3fff) != 0) {   /* MF or an offset */
-		st->stats.drop_ip_frag++;
+		/* Not TCP: the kernel may reassemble it (exception path). */
+		if (p[9] == DP_PROTO_TCP || dst != st->conf.ipv4 || !dp_exception(st))
+			st->stats.drop_ip_frag++;
 		return;
 	}
-	uint32_t src = rd32(p + 12), dst = rd32(p + 16);
 	if (dst != st->conf.ipv4) {
-		st->stats.drop_ip_dst++;
+		/* Broadcasts (not TCP) may be the kernel's business. */
+		if (p[9] == DP_PROTO_TCP || (dst != 0xffffffffu &&
+		    (st->conf.netmask == 0xffffffffu || dst != (st->conf.ipv4 | ~st->conf.netmask))) ||
+		    !dp_exception(st))
+			st->stats.drop_ip_dst++;
 		return;
 	}
 	if (martian(st, src)) {
@@ -75,7 +81,8 @@ dp_ip_input(struct dp_stack *st, const uint8_t *p, size_t len)
 		dp_icmp_input(st, src, p + hl, tot - hl);
 		break;
 	default:
-		st->stats.drop_ip_proto++;
+		if (!dp_exception(st))
+			st->stats.drop_ip_proto++;
 	}
 }
 

@@ -162,7 +162,9 @@ dp_ip6_input(struct dp_stack *st, const uint8_t *smac, const uint8_t *p, size_t 
 		return;
 	}
 	if (p[6] != DP_PROTO_ICMP6) {
-		st->stats.drop_ip6_proto++;  /* TCP over IPv6, extension headers: not yet */
+		/* TCP over IPv6, extension headers: not yet (or the kernel's). */
+		if (!dp_exception(st))
+			st->stats.drop_ip6_proto++;
 		return;
 	}
 	const uint8_t *m = p + DP_IP6_HLEN;
@@ -183,7 +185,7 @@ dp_ip6_input(struct dp_stack *st, const uint8_t *smac, const uint8_t *p, size_t 
 		msg[0] = 129;
 		st->stats.icmp6_echo_out++;
 		icmp6_send(st, smac, dst, src, msg, plen, 64);
-	} else {
+	} else if (!dp_exception(st)) {  /* NA, RA, MLD, ...: the kernel's */
 		st->stats.drop_ip6_type++;
 	}
 }

@@ -89,6 +89,15 @@ struct dp_stack_conf {
 struct dp_stack_io {
 	uint8_t *(*tx_buf)(void *io_ctx, size_t max, void **h);
 	void (*tx_send)(void *io_ctx, void *h, size_t len);
+	/* Optional, the exception path (docs/TCP.md, "Exception path"): a
+	 * received frame that is not for the SMTP service (other EtherTypes,
+	 * IPv4 protocols other than TCP and ICMP, ICMP types the stack does not
+	 * handle, TCP to a port with neither listener nor connection, IPv6
+	 * other than ND and echo; every ARP frame, after the stack has learnt
+	 * from or answered it). The whole Ethernet frame, valid during the call
+	 * only; counted in exception_out. NULL: such frames are dropped (and a
+	 * TCP segment to a closed port is answered with RST), as before. */
+	void (*exception)(void *io_ctx, const uint8_t *frame, size_t len);
 };
 
 /* Counters. A frame that fails validation lands in one drop_* field;
@@ -115,6 +124,7 @@ struct dp_stack_stats {
 	uint64_t tcp_segs_in, tcp_segs_out;
 	uint64_t drop_ip6_bad, drop_ip6_dst, drop_ip6_proto, drop_ip6_type, drop_ip6_nd;
 	uint64_t nd_adverts_out, icmp6_echo_out;
+	uint64_t exception_out;        /* frames handed to io->exception */
 	uint32_t conns, time_wait;     /* gauges */
 };
 

@@ -187,9 +187,24 @@ struct dp_stack {
 	uint64_t sip_k0, sip_k1;
 	uint64_t flow_k[2], ts_k[2];   /* SipHash-1-3 keys, derived from sip_k* at start */
 	uint8_t *scratch_big;          /* one MTU, for replies built from input */
+	const uint8_t *rx_frame;       /* the frame dp_stack_input() is handling */
+	size_t rx_len;
 };
 
 static inline uint64_t dp_now(const struct dp_stack *st) { return st->w->now; }
+
+/* The frame being input (dp_stack_input) goes to the exception path if
+ * the binding has one (true); else nothing happens and the caller drops or
+ * answers it as it would without one (false). */
+static inline bool
+dp_exception(struct dp_stack *st)
+{
+	if (st->io->exception == NULL || st->rx_frame == NULL)
+		return false;
+	st->stats.exception_out++;
+	st->io->exception(st->io_ctx, st->rx_frame, st->rx_len);
+	return true;
+}
 
 /* util (eth.c) */
 uint32_t dp_csum_add(uint32_t sum, const uint8_t *p, size_t n);

@@ -192,11 +192,15 @@ cookie_opts(const struct dp_tcp_seg *s, uint8_t *opts)
 
 /* No connection for this 4-tuple: a SYN gets a half-open entry or a
  * cookie, an ACK may carry a cookie back; the rest is answered with RST
- * (RFC 9293 3.10.7.1). */
+ * (RFC 9293 3.10.7.1). A port without a listener goes to the exception
+ * path instead, when there is one. */
 static void
 no_conn(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport, struct dp_tcp_seg *s)
 {
 	uint8_t fl = s->flags;
+	/* Not the SMTP service's port: the kernel's (it answers or resets). */
+	if (st->io->exception != NULL && dp_tcp_listener(st, dport) < 0 && dp_exception(st))
+		return;
 	if (fl & DP_TH_RST) {
 		st->stats.drop_tcp_rst++;
 		return;
