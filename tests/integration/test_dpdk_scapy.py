@@ -52,7 +52,7 @@ HELO = "scapy.test.example"
 # of what sluiced sends it (TCP by our port, ICMP).
 
 class Host:
-    def __init__(self, ns, tap, sluice_mac):
+    def __init__(self, ns, tap):
         with enter_netns(ns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             self.sock.bind((tap, ETH_P_ALL))
@@ -61,16 +61,21 @@ class Host:
         self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.settimeout(0.05)
-        self.smac = sluice_mac
+        self.smac = None
+        self.have_mac = threading.Event()
         self.tcpq = {}
         self.icmpq = queue.Queue()
         self.lock = threading.Lock()
         self.stop = False
         self.t = threading.Thread(target=self._rx, daemon=True)
         self.t.start()
-        # Announce ourselves: sluiced learns a host that asks for it.
-        self.send(Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff") /
-                  ARP(op=1, hwsrc=HOST_MAC, psrc=HOST, pdst=ADDR))
+        # Ask for sluiced's MAC; it learns ours from the request.
+        for _ in range(20):
+            self.send(Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff") /
+                      ARP(op=1, hwsrc=HOST_MAC, psrc=HOST, pdst=ADDR))
+            if self.have_mac.wait(0.5):
+                break
+        assert self.smac is not None, f"got no ARP reply from {ADDR} in 10s, want one"
 
     def close(self):
         self.stop = True
@@ -103,6 +108,10 @@ class Host:
                     t = sec + nsec / 1e9
             et = data[12:14]
             if et == b"\x08\x06":
+                if (self.smac is None and len(data) >= 42 and data[20:22] == b"\x00\x02" and
+                        data[28:32] == socket.inet_aton(ADDR)):
+                    self.smac = Ether(data)[ARP].hwsrc    # sluiced's MAC, from its reply
+                    self.have_mac.set()
                 if len(data) >= 42 and data[20:22] == b"\x00\x01" and data[38:42] == HOST_IP:
                     a = Ether(data)[ARP]
                     self.send(Ether(src=HOST_MAC, dst=a.hwsrc) /
@@ -388,9 +397,7 @@ def check_delivered(sluice, tag, msg):
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("scapy")
     with dpdk_netns(root) as s:
-        m = re.search(r"event=dpdk_port .*?mac=([0-9a-fA-F:]{17})", s.log())
-        assert m, f"got no MAC in the dpdk_port log line, want one:\n{s.log()[-2000:]}"
-        h = Host(s.ns, s.tap, m.group(1).lower())
+        h = Host(s.ns, s.tap)
         s.host = h
         try:
             assert ping(h, b"warm-up", timeout=3.0) is not None, "got no echo reply, want one"
