@@ -185,7 +185,9 @@ static const char every_key[] =
 	"  eal: \"--no-huge --no-shconf -l 0 --vdev=net_tap0,iface=sltap0\"\n"
 	"  port: 1\n"
 	"  address: 10.77.0.2/24\n"
-	"  gateway: 10.77.0.1\n";
+	"  gateway: 10.77.0.1\n"
+	"  exception: tap\n"
+	"  exception_iface: exc0\n";
 
 
 static void test_every_key(void **state)
@@ -204,6 +206,8 @@ static void test_every_key(void **state)
 	assert_int_equal(c.dpdk_address.addr, 0x0a4d0002);
 	assert_int_equal(c.dpdk_address.prefix, 24);
 	assert_int_equal(c.dpdk_gateway, 0x0a4d0001);
+	assert_int_equal(c.dpdk_exception, 1);
+	assert_string_equal(c.dpdk_exception_iface, "exc0");
 	assert_int_equal(c.nlisten, 3);
 	assert_string_equal(c.listen[0].text, "192.0.2.1:25");
 	assert_true(c.listen[0].proxy_protocol);
@@ -339,6 +343,11 @@ static const struct bad bad[] = {
 	{ "dpdk:\n  gateway: 10.77.0.1/24\n", 2,
 	  "dpdk.gateway: expected an IPv4 address (a.b.c.d), got '10.77.0.1/24'" },
 	{ "dpdk:\n  port: 2000\n", 2, "dpdk.port: 2000 is out of range 0..1023" },
+	{ "dpdk:\n  exception: kernel\n", 2,
+	  "dpdk.exception: expected one of drop, tap, got 'kernel'" },
+	{ "dpdk:\n  exception_iface: a/b\n", 2,
+	  "dpdk.exception_iface: expected an interface name (1-15 characters, no '/', ':' or "
+	  "blank), got 'a/b'" },
 	{ "log:\n  level: trace\n", 2, "log.level: expected one of error, warn, info, debug, got 'trace'" },
 	{ "delivery:\n  method: smtp\n", 2,
 	  "delivery.method: expected one of maildir, discard, lmtp, got 'smtp'" },
