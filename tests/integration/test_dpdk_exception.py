@@ -8,7 +8,8 @@ to a Linux TAP interface (dpdk.exception: tap) or is dropped (drop).
 In B run a real HTTP server (python3 -m http.server, port 8080) and a UDP
 echo (port 9999), both bound to 10.77.0.2. From A, curl fetches a page and
 a datagram is echoed through sluiced's port, while SMTP on 2525 still
-reaches sluiced. With drop, the same curl is refused at once (the stack
+reaches sluiced, and the kernel in B pings A (its echo replies come over).
+With drop, the same curl is refused at once (the stack
 resets a port without a listener) and the datagram is counted and dropped.
 
 Skipped like test_dpdk_tap.py (no libdpdk, no /dev/net/tun, no root, no
@@ -28,6 +29,7 @@ import pytest
 from conftest import BAD_LOG, need, sluiced_path
 from dpdk_netns import (ADDR, PEER, PEER_MAC, PORT, DpdkSluice, dpdk_netns, enter_netns,
                         run)
+from test_dpdk_tap import PING
 from test_dpdk_workers import dp_stats
 
 HTTP_PORT = 8080
@@ -184,6 +186,12 @@ def test_exception_tap(tmp_path, workers, dpdk):
             assert echo is not None and echo.startswith(b"echo:ping "), \
                 f"UDP echo through the exception path: got {echo!r}, want b'echo:ping N'"
             smtp_ok(ns_a)
+            # The kernel behind the tap pings out: its echo replies are
+            # ICMP the stack does not handle, so they go over to it.
+            p = run("ip", "netns", "exec", ns_b, sys.executable, "-c", PING, PEER, check=False)
+            assert p.returncode == 0, \
+                (f"ping from the exception side to {PEER}: got exit {p.returncode}, want 0:\n"
+                 f"{p.stdout.decode(errors='replace')}")
             per = dp_stats(s, workers)
             st = {}
             for w in per.values():
@@ -195,6 +203,10 @@ def test_exception_tap(tmp_path, workers, dpdk):
                 f"dpdk_exception_in: got {st.get('dpdk_exception_in', 0)}, want > 0"
             assert st.get("tcp_accepted", 0) >= 1, \
                 f"tcp_accepted: got {st.get('tcp_accepted', 0)}, want >= 1 (SMTP to sluiced)"
+            if workers > 1:
+                assert st.get("dpdk_exception_copies", 0) > 0, \
+                    (f"dpdk_exception_copies: got {st.get('dpdk_exception_copies', 0)}, want > 0 "
+                     "(ARP copied to the other worker is written once)")
             assert st.get("drop_tcp_noport", 0) == 0, \
                 f"drop_tcp_noport: got {st.get('drop_tcp_noport')}, want 0 (to the kernel)"
 
