@@ -60,6 +60,7 @@ enum kt {
 	KT_SCORES,       /* filter.attachments.scores: RULE -> score */
 	KT_IPV4,         /* uint32_t, host byte order, "a.b.c.d" */
 	KT_IPV4_NET,     /* struct ctl_ipv4_net, "a.b.c.d/len" */
+	KT_IPV6_NET,     /* struct ctl_ipv6_net, "x:y::z/len" */
 };
 
 struct key {
@@ -159,6 +160,7 @@ static const struct key keys[] = {
 	{ "dpdk.port", KT_U32, OFF(dpdk_port), 0, 1023, NULL, NULL },
 	{ "dpdk.address", KT_IPV4_NET, OFF(dpdk_address), 0, 0, NULL, NULL },
 	{ "dpdk.gateway", KT_IPV4, OFF(dpdk_gateway), 0, 0, NULL, NULL },
+	{ "dpdk.address6", KT_IPV6_NET, OFF(dpdk_address6), 0, 0, NULL, NULL },
 	{ "dpdk.connections_max", KT_U32, OFF(dpdk_conn_max), 0, 16000000, NULL, NULL },
 	{ "dpdk.buffer_size", KT_SIZE, OFF(dpdk_buffer_size), 2048, 1ull << 30, NULL, NULL },
 	{ "dpdk.buffers", KT_U32, OFF(dpdk_buffers), 0, 16000000, NULL, NULL },
@@ -852,6 +854,38 @@ bad_ip:
 		            k->type == KT_IPV4 ? "an IPv4 address (a.b.c.d)" :
 		                                 "an IPv4 address with its prefix length (a.b.c.d/24)",
 		            show(n, v, sizeof(v)));
+	}
+	case KT_IPV6_NET: {
+		char a[INET6_ADDRSTRLEN];
+		const char *slash = strchr(s, '/');
+		size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+		struct ctl_ipv6_net *net = field;
+		struct in6_addr in6;
+		uint64_t len = 0;
+		static const uint8_t zero[16];
+		if (alen == 0 && !slash) {
+			memset(net, 0, sizeof(*net));   /* "": none */
+			return 0;
+		}
+		if (slash) {
+			const char *end = number(slash + 1, &len, &r);
+			if (r < 0 || *end != '\0')
+				len = 0;
+		}
+		if (alen >= sizeof(a) || len < 1 || len > 128)
+			goto bad_ip6;
+		memcpy(a, s, alen);
+		a[alen] = '\0';
+		/* a unicast address of our own: not ::, not multicast (ff00::/8) */
+		if (inet_pton(AF_INET6, a, &in6) != 1 || memcmp(in6.s6_addr, zero, 16) == 0 ||
+		    in6.s6_addr[0] == 0xff)
+			goto bad_ip6;
+		memcpy(net->addr, in6.s6_addr, 16);
+		net->prefix = (uint32_t)len;
+		return 0;
+bad_ip6:
+		return FAIL(ld, n, "%s: expected a unicast IPv6 address with its prefix length "
+		            "(2001:db8::25/64), got '%s'", k->name, show(n, v, sizeof(v)));
 	}
 	case KT_ENUM: {
 		char list[128];

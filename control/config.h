@@ -56,6 +56,11 @@ struct ctl_ipv4_net {
 	uint32_t prefix;               /* 1..32 */
 };
 
+struct ctl_ipv6_net {
+	uint8_t addr[16];              /* network byte order; all zero: unset */
+	uint32_t prefix;               /* 1..128 */
+};
+
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
 #define CTL_CONFIG_KEYS_MAX 96
 #define CTL_FILTER_PATHS_MAX 16
@@ -135,6 +140,7 @@ struct ctl_config {
 	uint32_t dpdk_port;            /* DPDK port id */
 	struct ctl_ipv4_net dpdk_address; /* addr 0: unset */
 	uint32_t dpdk_gateway;         /* host byte order; 0: none */
+	struct ctl_ipv6_net dpdk_address6; /* the stack's global IPv6 address */
 	uint32_t dpdk_conn_max;        /* stack connections per worker; 0: auto */
 	uint64_t dpdk_buffer_size;     /* bytes per receive / send ring */
 	uint32_t dpdk_buffers;         /* rings of each kind per worker; 0: auto */

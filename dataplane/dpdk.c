@@ -862,6 +862,7 @@ stack_conf(struct dp_dpdk *d, char *err, size_t errlen)
 	sc->ipv4 = d->conf.ipv4;
 	sc->netmask = d->conf.netmask;
 	sc->gateway = d->conf.gateway;
+	memcpy(sc->ipv6, d->conf.ipv6, sizeof(sc->ipv6));
 	sc->conn_max = d->conf.conn_max;
 	sc->rx_buf = sc->tx_buf = d->conf.buf_size;
 	sc->rx_bufs = sc->tx_bufs = d->conf.bufs;

@@ -30,6 +30,8 @@ from postfix_instance import Postfix
 
 ADDR = "10.77.0.2"
 PEER = "10.77.0.1"
+ADDR6 = "2001:db8:77::2"
+PEER6 = "2001:db8:77::1"
 PORT = 2525
 HELO = "ns.test.example"
 SENDER = "alice@client.test.example"
@@ -64,6 +66,7 @@ class DpdkSluice:
             "  port: 0\n"
             f"  address: {ADDR}/24\n"
             f"  gateway: {PEER}\n"
+            f"  address6: {ADDR6}/64\n"
             "log: {level: info}\n")
         self.proc = None
 
@@ -135,6 +138,7 @@ def dpdk(tmp_path, tls_cert):
         # net_tap gives the kernel side the port's own MAC: make them differ.
         run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "address", "02:00:00:77:00:01")
         run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PEER}/24", "dev", tap)
+        run("ip", "netns", "exec", ns, "ip", "-6", "addr", "add", f"{PEER6}/64", "dev", tap, "nodad")
         run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "up")
         run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
         s.ns = ns
@@ -183,6 +187,27 @@ for seq in range(1, 6):
 sys.exit(1)
 """
 
+PING6 = r"""
+import os, socket, struct, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.settimeout(2)
+ident = os.getpid() & 0xffff
+for seq in range(1, 8):
+    payload = b"sluice-ping6-%d" % seq
+    # the kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket
+    s.sendto(struct.pack("!BBHHH", 128, 0, 0, ident, seq) + payload, (sys.argv[1], 0))
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        try:
+            data, addr = s.recvfrom(2048)
+        except socket.timeout:
+            break
+        t, _, _, i, q = struct.unpack("!BBHHH", data[:8])
+        if addr[0] == sys.argv[1] and t == 129 and i == ident and q == seq and data[8:] == payload:
+            print("reply", seq); sys.exit(0)
+sys.exit(1)
+"""
+
 SMTPLIB = r"""
 import smtplib, ssl, sys
 data = open(sys.argv[2], "rb").read()
@@ -207,6 +232,14 @@ with smtplib.SMTP(sys.argv[1], 2525, local_hostname="ns.test.example", timeout=6
 def test_ping(dpdk):
     p = in_ns(dpdk, sys.executable, "-c", PING, ADDR, timeout=30)
     assert p.returncode == 0, f"ping {ADDR}: got no echo reply, want one:\n{p.stdout!r} {p.stderr!r}"
+
+
+def test_ping6_global_address(dpdk):
+    """dpdk.address6: the stack answers neighbour solicitation and echo on
+    the configured global IPv6 address (the kernel resolves it by ND)."""
+    p = in_ns(dpdk, sys.executable, "-c", PING6, ADDR6, timeout=40)
+    assert p.returncode == 0, \
+        f"ping {ADDR6}: got no echo reply, want one:\n{p.stdout!r} {p.stderr!r}\n{dpdk.log()[-1500:]}"
 
 
 def test_swaks(dpdk, tmp_path):
