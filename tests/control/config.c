@@ -186,6 +186,7 @@ static const char every_key[] =
 	"  port: 1\n"
 	"  address: 10.77.0.2/24\n"
 	"  gateway: 10.77.0.1\n"
+	"  address6: 2001:db8:77::2/64\n"
 	"  exception: tap\n"
 	"  exception_iface: exc0\n";
 
@@ -206,6 +207,11 @@ static void test_every_key(void **state)
 	assert_int_equal(c.dpdk_address.addr, 0x0a4d0002);
 	assert_int_equal(c.dpdk_address.prefix, 24);
 	assert_int_equal(c.dpdk_gateway, 0x0a4d0001);
+	{
+		static const uint8_t want6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 0x77, [15] = 2 };
+		assert_memory_equal(c.dpdk_address6.addr, want6, 16);
+		assert_int_equal(c.dpdk_address6.prefix, 64);
+	}
 	assert_int_equal(c.dpdk_exception, 1);
 	assert_string_equal(c.dpdk_exception_iface, "exc0");
 	assert_int_equal(c.nlisten, 3);
@@ -343,6 +349,15 @@ static const struct bad bad[] = {
 	{ "dpdk:\n  gateway: 10.77.0.1/24\n", 2,
 	  "dpdk.gateway: expected an IPv4 address (a.b.c.d), got '10.77.0.1/24'" },
 	{ "dpdk:\n  port: 2000\n", 2, "dpdk.port: 2000 is out of range 0..1023" },
+	{ "dpdk:\n  address6: 2001:db8::2\n", 2,
+	  "dpdk.address6: expected a unicast IPv6 address with its prefix length (2001:db8::25/64), "
+	  "got '2001:db8::2'" },
+	{ "dpdk:\n  address6: ff02::1/64\n", 2,
+	  "dpdk.address6: expected a unicast IPv6 address with its prefix length (2001:db8::25/64), "
+	  "got 'ff02::1/64'" },
+	{ "dpdk:\n  address6: 10.77.0.2/24\n", 2,
+	  "dpdk.address6: expected a unicast IPv6 address with its prefix length (2001:db8::25/64), "
+	  "got '10.77.0.2/24'" },
 	{ "dpdk:\n  exception: kernel\n", 2,
 	  "dpdk.exception: expected one of drop, tap, got 'kernel'" },
 	{ "dpdk:\n  exception_iface: a/b\n", 2,
