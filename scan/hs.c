@@ -24,10 +24,15 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 6u
+#define CACHE_VERSION 7u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
+/* where a PREFILTER gate lives */
+#define GSEP_SHARED 0           /* the target's database */
+#define GSEP_GATESDB 1          /* the target's gates database (its own stream) */
+#define GSEP_OWN 2              /* its own block-mode database: the relaxed form,
+                                   run over the kept text at the end of the message */
 
 /* a header key: what one record in the header stream is */
 struct hkey {
@@ -63,6 +68,9 @@ struct tdb {
 	unsigned npat;
 	uint32_t *always;       /* PCRE2 rules run on every message */
 	unsigned n_always;
+	hs_database_t *rdb;     /* block mode: the relaxed forms of the GSEP_OWN rules,
+	                           run over the kept text at the end of the message */
+	unsigned n_own;
 	unsigned n_gated;       /* GATED + PREFILTER rules */
 	size_t keep;            /* 0: this target keeps nothing */
 };
@@ -70,7 +78,8 @@ struct tdb {
 struct scan_hs {
 	const struct scan_ruleset *rs;
 	uint8_t *cls;                   /* [rs->n] enum scan_hs_class */
-	uint8_t *gsep;                  /* [rs->n] PREFILTER gate in the gates database */
+	uint8_t *gsep;                  /* [rs->n] PREFILTER gate: GSEP_SHARED / _GATESDB / _OWN */
+	char **rexpr;                   /* [rs->n] build only: GSEP_OWN rules' relaxed forms */
 	uint8_t *sample;                /* build only: the scan-cost model's text */
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
@@ -87,6 +96,7 @@ struct scan_hs {
 	unsigned max_pending;
 	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
 	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
+	const char *dump;               /* measurement: SLUICE_HS_DUMP directory */
 };
 
 struct scan_hs_worker {
@@ -118,6 +128,7 @@ struct scan_hs_msg_priv {
 	unsigned nterm;
 	bool dirty;
 	bool failed;
+	FILE *dump[SCAN_T_COUNT];       /* measurement: every target's bytes */
 };
 
 struct cbctx {
@@ -325,6 +336,8 @@ setup_header_keys(struct scan_hs *e)
 }
 
 /* ---- expressions ---- */
+
+static pcre2_code *pcre_compile(const char *x, uint32_t opts, char *why, size_t whylen);
 
 static void
 sb_hex(struct scan_sb *b, const uint8_t *s, size_t n)
@@ -616,7 +629,7 @@ scan_speed(const hs_database_t *db, const uint8_t *sample, size_t n, unsigned *m
 		return 0;
 	for (int r = 0; r < 3; r++) {
 		struct timespec c0, c1;
-		clock_gettime(CLOCK_MONOTONIC, &c0);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 		if (hs_open_stream(db, 0, &str) != HS_SUCCESS)
 			break;
 		unsigned k = 0;
@@ -626,7 +639,7 @@ scan_speed(const hs_database_t *db, const uint8_t *sample, size_t n, unsigned *m
 		hs_close_stream(str, sc, count_match, &k);
 		if (matches)
 			*matches = k;
-		clock_gettime(CLOCK_MONOTONIC, &c1);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 		double secs = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
 		double mbps = secs > 0 ? (double)n / secs / 1e6 : 1e9;
 		if (mbps > best)
@@ -645,14 +658,14 @@ hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size
 	size_t dbs = 0, ss = 0;
 	struct timespec c0, c1;
 
-	clock_gettime(CLOCK_MONOTONIC, &c0);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	if (hs_compile(expr, flags, HS_MODE_STREAM, NULL, &db, &err) != HS_SUCCESS) {
 		if (st)
 			add_reason(st, err ? err->message : "?");
 		hs_free_compile_error(err);
 		return false;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &c1);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 	hs_database_size(db, &dbs);
 	hs_stream_size(db, &ss);
 	if (mbps)
@@ -668,6 +681,127 @@ hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size
 		return false;
 	}
 	return true;
+}
+
+
+/* CPU seconds of one block scan of the sample text (best of three); 1e9 on failure. */
+static double
+block_seconds(const hs_database_t *db, const uint8_t *sample)
+{
+	hs_scratch_t *sc = NULL;
+	double best = 1e9;
+	unsigned k = 0;
+
+	if (!sample || hs_alloc_scratch(db, &sc) != HS_SUCCESS)
+		return 1e9;
+	for (int rep = 0; rep < 3; rep++) {
+		struct timespec c0, c1;
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+		if (hs_scan(db, (const char *)sample, SCAN_HS_SAMPLE, 0, sc, count_match, &k) !=
+		    HS_SUCCESS)
+			break;
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+		double t = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+		best = t < best ? t : best;
+	}
+	hs_free_scratch(sc);
+	return best;
+}
+
+/* CPU seconds PCRE2 (JIT) takes to run expression x of rule r over the sample (best of three). */
+static double
+pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
+{
+	char why[160];
+	pcre2_code *c = sample ? pcre_compile(x, rule_pcre_flags(r), why, sizeof(why)) : NULL;
+	pcre2_match_data *md = c ? pcre2_match_data_create(1, NULL) : NULL;
+	pcre2_match_context *mc = md ? pcre2_match_context_create(NULL) : NULL;
+	pcre2_jit_stack *js = mc ? pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL) : NULL;
+	double best = 0;
+
+	if (js) {
+		pcre2_set_match_limit(mc, 200000);
+		pcre2_set_depth_limit(mc, 10000);
+		pcre2_jit_stack_assign(mc, NULL, js);
+		best = 1e9;
+		for (int rep = 0; rep < 3; rep++) {
+			struct timespec c0, c1;
+			clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+			pcre2_match(c, sample, SCAN_HS_SAMPLE, 0, 0, md, mc);
+			clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+			double t = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+			best = t < best ? t : best;
+		}
+	}
+	pcre2_jit_stack_free(js);
+	pcre2_match_context_free(mc);
+	pcre2_match_data_free(md);
+	pcre2_code_free(c);
+	return best;
+}
+
+/*
+ * The relaxed form of rule i (scan_rules_relax, then scan_rules_collapse):
+ * the first of two copies of a repeated whole / one copy / no assertions
+ * that compiles alone in block mode within SCAN_HS_GATE_DB and scans the
+ * sample text in under half the CPU time PCRE2 takes to run the rule over
+ * it; NULL if none. It may match ordinary text: a gate that opens runs
+ * PCRE2 as the rule did without one, the cost bound keeps that cheap.
+ */
+static char *
+relaxed_form(const struct scan_hs *e, uint32_t i)
+{
+	const struct scan_rule *r = &e->rs->rules[i];
+	char *x = rule_expr(e, r);
+	unsigned f = rule_hs_flags(r, false);
+	char *ok = NULL;
+
+	/* two copies of a repeated whole, then one, then without assertions */
+	char *prev = NULL;
+	for (int pass = 0; x && pass < 3 && !ok; pass++) {
+		char *rx0 = scan_rules_relax(x, pass == 2, pass == 0 ? 2 : 1);
+		char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
+		hs_database_t *db = NULL;
+		hs_compile_error_t *err = NULL;
+		struct timespec c0, c1;
+		size_t dbs = 0;
+		free(rx0);
+		if (!rx || (prev && !strcmp(prev, rx))) {
+			free(rx);
+			continue;       /* nothing new to try */
+		}
+		free(prev);
+		prev = strdup(rx);
+		clock_gettime(CLOCK_MONOTONIC, &c0);
+		if (hs_compile(rx, f, HS_MODE_BLOCK, NULL, &db, &err) != HS_SUCCESS) {
+			hs_free_compile_error(err);
+			db = NULL;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &c1);
+		if (db)
+			hs_database_size(db, &dbs);
+		if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "relaxed %s pass %d: %s %.2fs db=%zu %.100s\n", r->name, pass,
+			    db ? "ok" : "refused", (double)(c1.tv_sec - c0.tv_sec) +
+			    (double)(c1.tv_nsec - c0.tv_nsec) / 1e9, dbs, rx);
+		/* size, not compile time, decides (a loaded machine compiles
+		 * slowly); and the form must scan the sample text in well under
+		 * half the time PCRE2 takes to run the rule over it */
+		double hs_s = db && dbs <= SCAN_HS_GATE_DB ? block_seconds(db, e->sample) : 1e9;
+		double pc_s = hs_s < 1e9 ? pcre_seconds(r, x, e->sample) : 0;
+		if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "relaxed %s: form %.1f us, pcre2 %.1f us on the sample\n",
+			    r->name, hs_s * 1e6, pc_s * 1e6);
+		if (hs_s < 1e9 && hs_s * 2 < pc_s)
+			ok = rx;
+		else
+			free(rx);
+		if (db)
+			hs_free_database(db);
+	}
+	free(prev);
+	free(x);
+	return ok;
 }
 
 /* A gate expression: lit behind the header key prefix for header rules. */
@@ -749,6 +883,10 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		unsigned f = (rule_hs_flags(r, false) | HS_FLAG_PREFILTER);
 		if (!x)
 			return -ENOMEM;
+		if (!classify && e->gsep[i] == GSEP_OWN) {
+			free(x);        /* in the target's relaxed database (cache) */
+			return 0;
+		}
 		if (!classify)
 			return items_add(e->gsep[i] ? git : it, x, f, GATE_BIT | i);
 		double mbps;
@@ -761,19 +899,28 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			    SCAN_HS_SAMPLE, &mbps, &fires)) {
 				if (!fires) {
 					e->cls[i] = SCAN_HS_C_PREFILTER;
-					e->gsep[i] = 0;
+					e->gsep[i] = GSEP_SHARED;
 					return items_add(it, x, f, GATE_BIT | i);
 				}
-			} else if (git && hs_cheap_within(x, f, NULL, SCAN_HS_GATE_DB,
+			}
+			if (git && hs_cheap_within(x, f, NULL, SCAN_HS_GATE_DB,
 			    SCAN_HS_GATE_SECONDS, smp, SCAN_HS_SAMPLE, &mbps, &fires) && !fires) {
 				/* too big for the shared database, but far cheaper than
 				 * PCRE2 on every message: the gates database */
 				e->cls[i] = SCAN_HS_C_PREFILTER;
-				e->gsep[i] = 1;
+				e->gsep[i] = GSEP_GATESDB;
 				return items_add(git, x, f, GATE_BIT | i);
 			}
 		}
 		free(x);
+	}
+	if (classify && !cfg->no_prefilter && r->type != SCAN_RT_HEADER &&
+	    (e->rexpr[i] = relaxed_form(e, i)) != NULL) {
+		/* a superset of the rule, cheaper to scan than the rule is to run,
+		 * in the target's relaxed database (block mode, the kept text) */
+		e->cls[i] = SCAN_HS_C_PREFILTER;
+		e->gsep[i] = GSEP_OWN;
+		return 0;
 	}
 	e->cls[i] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
 	return 0;
@@ -840,6 +987,22 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 			return rc;
 	}
 	return 0;
+}
+
+/* measurement (SLUICE_HS_DUMP): a database's expressions, for bench tools */
+static void
+dump_items(const struct scan_hs *e, unsigned t, const struct items *it, const char *kind)
+{
+	char fn[4096];
+
+	snprintf(fn, sizeof(fn), "%s/items-%u-%s", e->dump, t, kind);
+	FILE *f = fopen(fn, "w");
+	for (unsigned k = 0; f && k < it->n; k++)
+		fprintf(f, "%u %u %zu %s\n%s\n", it->v[k].id, it->v[k].flags, strlen(it->v[k].expr),
+		    it->v[k].id == GTUBE_ID ? "GTUBE" : e->rs->rules[it->v[k].id & ~GATE_BIT].name,
+		    it->v[k].expr);
+	if (f)
+		fclose(f);
 }
 
 /* Compiles the items; on a per-expression failure demotes it and retries. */
@@ -930,6 +1093,52 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 	return -EIO;
 }
 
+/*
+ * Compiles relaxed forms into a block database; one that fails leaves it
+ * (its rule runs PCRE2 on every message) and the rest are retried.
+ */
+static int
+compile_block(struct scan_hs *e, struct items *it, hs_database_t **dbp,
+    const struct scan_hs_config *cfg, struct scan_hs_stats *st)
+{
+	while (it->n) {
+		hs_compile_error_t *err = NULL;
+		const char **ex = malloc(it->n * sizeof(*ex));
+		unsigned *fl = malloc(it->n * sizeof(*fl));
+		unsigned *id = malloc(it->n * sizeof(*id));
+		if (!ex || !fl || !id) {
+			free(ex);
+			free(fl);
+			free(id);
+			return -ENOMEM;
+		}
+		for (unsigned k = 0; k < it->n; k++) {
+			ex[k] = it->v[k].expr;
+			fl[k] = it->v[k].flags;
+			id[k] = it->v[k].id;
+		}
+		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_BLOCK, NULL, dbp, &err);
+		free(ex);
+		free(fl);
+		free(id);
+		if (rc == HS_SUCCESS)
+			return 0;
+		int bad = err ? err->expression : -1;
+		if (st)
+			add_reason(st, err ? err->message : "?");
+		hs_free_compile_error(err);
+		if (bad < 0 || (unsigned)bad >= it->n)
+			return -EIO;
+		uint32_t ri = it->v[bad].id & ~GATE_BIT;
+		e->cls[ri] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
+		e->gsep[ri] = GSEP_SHARED;
+		free(it->v[bad].expr);
+		memmove(&it->v[bad], &it->v[bad + 1], (it->n - (unsigned)bad - 1) * sizeof(it->v[0]));
+		it->n--;
+	}
+	return 0;
+}
+
 /* ---- cache ---- */
 
 static uint64_t
@@ -1009,9 +1218,10 @@ cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
 	}
 	TAKE(e->cls, (size_t)n);
 	TAKE(e->gsep, (size_t)n);
-	for (unsigned k = 0; k < 2 * SCAN_T_COUNT; k++) {
+	for (unsigned k = 0; k < 3 * SCAN_T_COUNT; k++) {
 		uint64_t sz;
-		hs_database_t **dbp = k < SCAN_T_COUNT ? &e->t[k].db : &e->t[k - SCAN_T_COUNT].gdb;
+		hs_database_t **dbp = k < SCAN_T_COUNT ? &e->t[k].db : k < 2 * SCAN_T_COUNT ?
+		    &e->t[k - SCAN_T_COUNT].gdb : &e->t[k - 2 * SCAN_T_COUNT].rdb;
 		TAKE(&sz, 8);
 		if (!sz)
 			continue;
@@ -1035,7 +1245,9 @@ out:
 				hs_free_database(e->t[t].db);
 			if (e->t[t].gdb)
 				hs_free_database(e->t[t].gdb);
-			e->t[t].db = e->t[t].gdb = NULL;
+			if (e->t[t].rdb)
+				hs_free_database(e->t[t].rdb);
+			e->t[t].db = e->t[t].gdb = e->t[t].rdb = NULL;
 		}
 	}
 	return rc;
@@ -1054,11 +1266,12 @@ cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 	scan_sb_put(&b, &n, 8);
 	scan_sb_put(&b, e->cls, (size_t)n);
 	scan_sb_put(&b, e->gsep, (size_t)n);
-	for (unsigned k = 0; k < 2 * SCAN_T_COUNT; k++) {
+	for (unsigned k = 0; k < 3 * SCAN_T_COUNT; k++) {
 		char *ser = NULL;
 		size_t sz = 0;
 		uint64_t s64 = 0;
-		hs_database_t *db = k < SCAN_T_COUNT ? e->t[k].db : e->t[k - SCAN_T_COUNT].gdb;
+		hs_database_t *db = k < SCAN_T_COUNT ? e->t[k].db : k < 2 * SCAN_T_COUNT ?
+		    e->t[k - SCAN_T_COUNT].gdb : e->t[k - 2 * SCAN_T_COUNT].rdb;
 		if (db && hs_serialize_database(db, &ser, &sz) != HS_SUCCESS) {
 			free(b.p);
 			return;
@@ -1098,8 +1311,14 @@ scan_hs_free(struct scan_hs *e)
 			hs_free_database(e->t[t].db);
 		if (e->t[t].gdb)
 			hs_free_database(e->t[t].gdb);
+		if (e->t[t].rdb)
+			hs_free_database(e->t[t].rdb);
 		free(e->t[t].always);
 	}
+	if (e->rexpr)
+		for (uint32_t i = 0; i < e->rs->n; i++)
+			free(e->rexpr[i]);
+	free(e->rexpr);
 	if (e->code)
 		for (uint32_t i = 0; i < e->rs->n; i++)
 			if (e->code[i])
@@ -1191,12 +1410,14 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->pcre_limit = cfg.pcre_match_limit ? cfg.pcre_match_limit : 200000;
 	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
 	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
+	e->dump = getenv("SLUICE_HS_DUMP");
 	e->cls = calloc(rs->n + 1, 1);
 	e->gsep = calloc(rs->n + 1, 1);
+	e->rexpr = calloc(rs->n + 1, sizeof(*e->rexpr));
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
-	if (!e->cls || !e->gsep || !e->code || !e->multiple || !e->term_check) {
+	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1233,10 +1454,28 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			rc = compile_items(e, t, &git, NULL, &e->t[t].gdb, &cfg, st);
 		if (rc == 0 && cached && ((it.n && !e->t[t].db) || (git.n && !e->t[t].gdb)))
 			rc = -EIO;
+		if (rc == 0 && e->dump) {
+			dump_items(e, t, &it, "main");
+			dump_items(e, t, &git, "gates");
+		}
 		e->t[t].npat = it.n;
 		e->t[t].ngpat = git.n;
 		items_free(&it);
 		items_free(&git);
+		if (rc < 0)
+			goto fail;
+	}
+	for (unsigned t = 0; t < SCAN_T_COUNT && !cached; t++) {
+		/* the relaxed forms of the GSEP_OWN rules: one block database */
+		struct items rit = {0};
+		for (uint32_t i = 0; i < rs->n && rc == 0; i++)
+			if (rs->rules[i].type == t && e->cls[i] == SCAN_HS_C_PREFILTER &&
+			    e->gsep[i] == GSEP_OWN && e->rexpr[i])
+				rc = items_add(&rit, strdup(e->rexpr[i]), rule_hs_flags(&rs->rules[i], false),
+				    GATE_BIT | i);
+		if (rc == 0 && rit.n)
+			rc = compile_block(e, &rit, &e->t[t].rdb, &cfg, st);
+		items_free(&rit);
 		if (rc < 0)
 			goto fail;
 	}
@@ -1259,6 +1498,16 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			goto fail;
 		}
 		e->code[i] = pcre_compile(x, rule_pcre_flags(r), why, sizeof(why));
+		if (e->dump) {
+			char fn[4096];
+			snprintf(fn, sizeof(fn), "%s/pcre-%u", e->dump, r->type);
+			FILE *f = fopen(fn, "a");
+			if (f) {
+				fprintf(f, "%u %u %zu %s\n%s\n", i, rule_hs_flags(r, e->multiple[i] ||
+				    e->term_check[i]), strlen(x), r->name, x);
+				fclose(f);
+			}
+		}
 		free(x);
 		if (!e->code[i]) {
 			add_reason(st, why);
@@ -1282,6 +1531,10 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			}
 			d->always = a;
 			a[d->n_always++] = i;
+		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
+			d->n_own++;
+			d->n_gated++;
+			st->own[r->type]++;
 		} else if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER)
 			d->n_gated++;
 	}
@@ -1295,6 +1548,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_database_size(d->gdb, &st->gdb_bytes[t]);
 			hs_stream_size(d->gdb, &d->gstream_size);
 		}
+		if (d->rdb)
+			hs_database_size(d->rdb, &st->rdb_bytes[t]);
 		st->stream_bytes[t] = d->stream_size;
 		st->gstream_bytes[t] = d->gstream_size;
 		st->patterns[t] = d->npat;
@@ -1325,6 +1580,9 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			if (e->t[t].gdb)
 				hs_alloc_scratch(e->t[t].gdb, &sc);
 		}
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+			if (e->t[t].rdb)
+				hs_alloc_scratch(e->t[t].rdb, &sc);
 		if (sc) {
 			hs_scratch_size(sc, &st->scratch_bytes);
 			hs_free_scratch(sc);
@@ -1352,6 +1610,9 @@ scan_hs_worker_new(const struct scan_hs *e)
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if ((e->t[t].db && hs_alloc_scratch(e->t[t].db, &w->scratch) != HS_SUCCESS) ||
 		    (e->t[t].gdb && hs_alloc_scratch(e->t[t].gdb, &w->scratch) != HS_SUCCESS))
+			goto fail;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS)
 			goto fail;
 	w->md = pcre2_match_data_create(1, NULL);
 	w->mctx = pcre2_match_context_create(NULL);
@@ -1416,6 +1677,8 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 				hs_close_stream(p->gs[t], NULL, NULL, NULL);
 			free(p->keep[t]);
 			free(p->batch[t]);
+			if (p->dump[t])
+				fclose(p->dump[t]);
 		}
 		free(p->fired);
 		free(p->pending);
@@ -1456,6 +1719,11 @@ scan_hs_msg_new(const struct scan_hs *e)
 			goto fail;
 		if (e->t[t].keep && !(p->keep[t] = malloc(e->t[t].keep)))
 			goto fail;
+		if (e->dump) {
+			char fn[4096];
+			snprintf(fn, sizeof(fn), "%s/text-%u", e->dump, t);
+			p->dump[t] = fopen(fn, "w");
+		}
 	}
 	return m;
 fail:
@@ -1550,6 +1818,12 @@ feed_raw(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint
 	struct scan_hs_msg_priv *p = m->priv;
 
 	m->bytes[t] += n;
+	if (p->dump[t] && n) {
+		/* measurement: a record per write (u32 length, bytes) */
+		uint32_t l = (uint32_t)n;
+		fwrite(&l, 4, 1, p->dump[t]);
+		fwrite(b, 1, n, p->dump[t]);
+	}
 	if (p->keep[t] && p->kept[t] < e->t[t].keep) {
 		size_t k = e->t[t].keep - p->kept[t];
 		if (k > n)
@@ -1846,8 +2120,20 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 			p->failed = true;
 	}
 	p->dirty = false;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (p->dump[t]) {
+			uint32_t l = 0;         /* end of a message */
+			fwrite(&l, 4, 1, p->dump[t]);
+		}
 	if (p->failed)
 		rc = -EIO;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		/* the relaxed forms over the text PCRE2 would see: a rule whose
+		 * form does not match cannot match */
+		if (e->t[t].rdb && p->keep[t] && p->kept[t] && hs_scan(e->t[t].rdb,
+		    (const char *)p->keep[t], (unsigned)p->kept[t], 0, w->scratch, on_match, m) !=
+		    HS_SUCCESS)
+			rc = -EIO;
 	for (unsigned k = 0; k < p->npending && !e->skip_gated; k++)
 		run_pcre(m, w, p->pending[k]);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)

@@ -56,7 +56,15 @@
  *                target's gates database (a second stream per target), and
  *                only if it does not match the built-in sample prose (a
  *                gate that opens on ordinary text is no gate);
- *     ALWAYS     failing both, on every message (cfg.drop_always: not run).
+ *                Failing that, its relaxed form (scan_rules_relax and
+ *                scan_rules_collapse: look-arounds out, wide repeats
+ *                unbounded, a repeat of the whole cut to two copies or one,
+ *                look-alike letter alternations collapsed to classes), if
+ *                it scans the sample text in under half the time PCRE2 takes
+ *                to run the rule over it: all such forms of a target are one
+ *                block-mode database, scanned over the kept text at the end
+ *                of the message (a rule whose form does not match cannot);
+ *     ALWAYS     failing all, on every message (cfg.drop_always: not run).
  *   The scan-cost model: a BODY / RAWBODY pattern that scans the sample text
  *   alone slower than SCAN_HS_SLOW_MBPS and has a literal gate moves to
  *   PCRE2 behind it (not `multiple` rules: the engines count differently).
@@ -119,6 +127,9 @@ struct scan_hs_stats {
 	unsigned gpatterns[SCAN_T_COUNT];       /* gates database: expressions */
 	size_t gdb_bytes[SCAN_T_COUNT];
 	size_t gstream_bytes[SCAN_T_COUNT];
+	unsigned own[SCAN_T_COUNT];             /* PREFILTER gates by their relaxed forms,
+	                                           in a block database per target */
+	size_t rdb_bytes[SCAN_T_COUNT];
 	double sample_mbps[SCAN_T_COUNT];       /* each database on the sample text */
 	double gsample_mbps[SCAN_T_COUNT];
 	size_t scratch_bytes;                   /* one worker's Hyperscan scratch */

@@ -2532,3 +2532,585 @@ scan_rules_literal_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES
 	}
 	return req.n;
 }
+
+/* ---- relaxed forms (gates for rules Hyperscan cannot take) ---- */
+
+#define RELAX_MAXN 5            /* a repeat up to {m,5} stays bounded, and {n} of one atom */
+
+/* Past the group that opens at g ('('), or NULL if it does not close. */
+static const char *
+skip_group(const char *g)
+{
+	int depth = 0;
+
+	for (const char *s = g; *s; s++) {
+		if (*s == '\\') {
+			if (!*++s)
+				return NULL;
+			continue;
+		}
+		if (*s == '[') {
+			s++;
+			if (*s == '^')
+				s++;
+			if (*s == ']')
+				s++;
+			while (*s && *s != ']') {
+				if (*s == '\\' && s[1])
+					s++;
+				else if (s[0] == '[' && s[1] == ':') {
+					const char *q = strstr(s + 2, ":]");
+					if (q)
+						s = q + 1;
+				}
+				s++;
+			}
+			if (!*s)
+				return NULL;
+			continue;
+		}
+		if (*s == '(')
+			depth++;
+		else if (*s == ')' && --depth == 0)
+			return s + 1;
+	}
+	return NULL;
+}
+
+/* A counted quantifier at s ("{m}", "{m,}", "{m,n}"): its length, 0 if none. */
+static size_t
+counted(const char *s, unsigned *lo, unsigned *hi)
+{
+	const char *q = s + 1;
+	unsigned a = 0, b;
+
+	if (*s != '{' || !isdigit((unsigned char)*q))
+		return 0;
+	for (; isdigit((unsigned char)*q); q++)
+		if ((a = a * 10 + (unsigned)(*q - '0')) > 100000)
+			a = 100000;
+	b = a;
+	if (*q == ',') {
+		q++;
+		b = UINT32_MAX;
+		if (isdigit((unsigned char)*q))
+			for (b = 0; isdigit((unsigned char)*q); q++)
+				if ((b = b * 10 + (unsigned)(*q - '0')) > 100000)
+					b = 100000;
+	}
+	if (*q != '}')
+		return 0;
+	*lo = a;
+	*hi = b;
+	return (size_t)(q + 1 - s);
+}
+
+/*
+ * The relaxed form of an expression x wrapped in (?:...): a superset
+ * that Hyperscan may take where x is refused or too costly, so that every
+ * match of x contains a match of it and it can gate x. Look-arounds, \K and
+ * \G go; atomic groups become plain ones, possessive quantifiers greedy, a
+ * back-reference any text; a repeat with more than RELAX_MAXN copies becomes
+ * unbounded ({m,n} -> {min(m, RELAX_MAXN),}); a repeat of the whole
+ * expression keeps one copy. drop_asserts: ^ $ \b \B \A \z \Z go too.
+ * NULL for constructs it does not know (conditionals, recursion, /x) or ENOMEM.
+ */
+char *
+scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
+{
+	struct scan_sb b = {0};
+	const char *s = x;
+	bool quant = false;     /* the last token was a quantifier */
+	bool group = false;     /* the last token closed a group */
+
+	if (strncmp(x, "(?:", 3))
+		return NULL;
+	while (*s) {
+		const char *tok = s;
+		bool dropped = false;
+		bool was_group = group;
+		group = *s == ')';
+		if (quant && *s == '+') {
+			s++;    /* possessive */
+			quant = false;
+			continue;
+		}
+		if (quant && *s == '?') {
+			scan_sb_put(&b, s++, 1);        /* lazy */
+			quant = false;
+			continue;
+		}
+		quant = false;
+		if (*s == '\\') {
+			char d = s[1];
+			if (!d)
+				goto fail;
+			if (d >= '1' && d <= '9') {
+				s += 2;
+				while (isdigit((unsigned char)*s))
+					s++;
+				scan_sb_puts(&b, "[\\s\\S]*");
+				continue;
+			}
+			if (d == 'g' || d == 'k') {
+				const char *q = s + 2;
+				char close = *q == '{' ? '}' : *q == '<' ? '>' : *q == '\'' ? '\'' : 0;
+				if (close) {
+					q = strchr(q + 1, close);
+					if (!q)
+						goto fail;
+					q++;
+				} else {
+					if (*q == '-' || *q == '+')
+						q++;
+					while (isdigit((unsigned char)*q))
+						q++;
+				}
+				s = q;
+				scan_sb_puts(&b, "[\\s\\S]*");
+				continue;
+			}
+			if (d == 'K' || d == 'G' || (drop_asserts && strchr("bBAzZ", d))) {
+				s += 2;
+				dropped = true;
+			} else if (strchr("xpPNo", d) && s[2] == '{') {
+				const char *q = strchr(s + 2, '}');
+				if (!q)
+					goto fail;
+				s = q + 1;
+				scan_sb_put(&b, tok, (size_t)(s - tok));
+			} else if (d == 'c' && s[2]) {
+				scan_sb_put(&b, s, 3);
+				s += 3;
+			} else if (d == 'Q') {
+				goto fail;
+			} else {
+				scan_sb_put(&b, s, 2);
+				s += 2;
+			}
+		} else if (*s == '[') {
+			s++;
+			if (*s == '^')
+				s++;
+			if (*s == ']')
+				s++;
+			while (*s && *s != ']') {
+				if (*s == '\\' && s[1])
+					s += 2;
+				else if (s[0] == '[' && s[1] == ':') {
+					const char *q = strstr(s + 2, ":]");
+					s = q ? q + 2 : s + 1;
+				} else
+					s++;
+			}
+			if (!*s)
+				goto fail;
+			s++;
+			scan_sb_put(&b, tok, (size_t)(s - tok));
+		} else if (*s == '(' && s[1] == '?') {
+			const char *q = s + 2;
+			if (*q == '=' || *q == '!' || (*q == '<' && (q[1] == '=' || q[1] == '!')) ||
+			    *q == '#') {
+				s = skip_group(s);
+				if (!s)
+					goto fail;
+				dropped = true;
+			} else if (*q == '>') {
+				scan_sb_puts(&b, "(?:");
+				s += 3;
+			} else if (*q == '(' || *q == 'R' || *q == '&' || *q == '+' || *q == '-' ||
+			    isdigit((unsigned char)*q) || (*q == 'P' && q[1] == '>')) {
+				goto fail;
+			} else {
+				scan_sb_put(&b, s, 2);
+				s += 2;
+			}
+		} else if (*s == '{') {
+			unsigned lo, hi;
+			size_t k = counted(s, &lo, &hi);
+			if (k && hi > RELAX_MAXN && hi != UINT32_MAX && (was_group || lo != hi)) {
+				char q[32];
+				snprintf(q, sizeof(q), "{%u,}", lo < RELAX_MAXN ? lo : RELAX_MAXN);
+				scan_sb_puts(&b, q);
+				s += k;
+				quant = true;
+			} else if (k) {
+				scan_sb_put(&b, s, k);
+				s += k;
+				quant = true;
+			} else
+				scan_sb_put(&b, s++, 1);
+		} else if (*s == '*' || *s == '+' || *s == '?') {
+			scan_sb_put(&b, s++, 1);
+			quant = true;
+		} else if (drop_asserts && (*s == '^' || *s == '$')) {
+			s++;
+			dropped = true;
+		} else
+			scan_sb_put(&b, s++, 1);
+		/* a zero-width item that went, followed by a quantifier */
+		if (dropped && (*s == '*' || *s == '+' || *s == '?' || *s == '{'))
+			scan_sb_puts(&b, "(?:)");
+	}
+	if (b.oom || !b.p)
+		goto fail;
+	/* (?:(X){n}) keeps min(n, copies) copies of X: every match has them */
+	const char *g = b.p + 3;
+	char *q;
+	if (*g == '(' && (q = (char *)skip_group(g)) != NULL) {
+		unsigned lo, hi;
+		size_t k = counted(q, &lo, &hi);
+		if (!k && *q == '+')
+			k = 1, lo = 1;
+		bool lazy = k && q[k] == '?';
+		if (k && lo >= 1 && q[k + lazy] == ')' && !q[k + lazy + 1]) {
+			char rep[32];
+			snprintf(rep, sizeof(rep), "{%u})", lo < copies ? lo : copies);
+			*q = '\0';
+			b.n = (size_t)(q - b.p);
+			scan_sb_puts(&b, rep);
+			if (b.oom)
+				goto fail;
+		}
+	}
+	return b.p;
+fail:
+	free(b.p);
+	return NULL;
+}
+
+
+/*
+ * Collapse: a group that only spells a few short byte strings (the
+ * look-alike letters of the ReplaceTags FUZZY_* rules: (?:[pP]|\xce\xa1|...))
+ * becomes one class per position ([pP\xce...][\xa1...]?): a superset that
+ * Hyperscan scans as a handful of classes, not a wide alternation.
+ */
+#define CL_LEN 12
+#define CL_ALTS 256
+
+struct cl_seq {
+	uint8_t n;
+	uint8_t set[CL_LEN][32];
+};
+
+struct cl_alts {
+	unsigned n;
+	struct cl_seq *v;       /* [CL_ALTS] */
+};
+
+static void
+cl_bit(uint8_t *set, unsigned c)
+{
+	set[c >> 3] |= (uint8_t)(1u << (c & 7));
+}
+
+static int
+cl_hex(const char *s)
+{
+	int v = 0;
+
+	for (int k = 0; k < 2; k++) {
+		char c = s[k];
+		v = v * 16 + (c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+		    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1000);
+	}
+	return v < 0 ? -1 : v;
+}
+
+/* One byte of a class or sequence at *sp (an escape or a char): 0-255, -1 none. */
+static int
+cl_byte(const char **sp)
+{
+	const char *s = *sp;
+
+	if (*s != '\\') {
+		*sp = s + 1;
+		return (uint8_t)*s;
+	}
+	if (s[1] == 'x' && s[2] != '{') {
+		int v = cl_hex(s + 2);
+		*sp = s + 4;
+		return v;
+	}
+	if (s[1] && !isalnum((unsigned char)s[1])) {
+		*sp = s + 2;
+		return (uint8_t)s[1];
+	}
+	return -1;
+}
+
+/* A class at s ('['): its bytes, and the end; NULL if it has what this does not read. */
+static const char *
+cl_class(const char *s, uint8_t *set)
+{
+	bool neg = false, first = true;
+
+	memset(set, 0, 32);
+	s++;
+	if (*s == '^') {
+		neg = true;
+		s++;
+	}
+	while (*s && (first || *s != ']')) {
+		first = false;
+		if (s[0] == '\\' && (s[1] == 'd' || s[1] == 's' || s[1] == 'w')) {
+			for (unsigned c = 0; c < 256; c++)
+				if ((s[1] == 'd' && isdigit((int)c)) || (s[1] == 's' && (c == ' ' ||
+				    (c >= 9 && c <= 13))) || (s[1] == 'w' && (c < 128 && (isalnum((int)c) ||
+				    c == '_'))))
+					cl_bit(set, c);
+			s += 2;
+			continue;
+		}
+		if (s[0] == '[' && s[1] == ':')
+			return NULL;
+		int a = cl_byte(&s), b = a;
+		if (a < 0)
+			return NULL;
+		if (s[0] == '-' && s[1] && s[1] != ']') {
+			s++;
+			b = cl_byte(&s);
+			if (b < a)
+				return NULL;
+		}
+		for (int c = a; c <= b; c++)
+			cl_bit(set, (unsigned)c);
+	}
+	if (*s != ']')
+		return NULL;
+	if (neg)
+		for (unsigned k = 0; k < 32; k++)
+			set[k] = (uint8_t)~set[k];
+	return s + 1;
+}
+
+static bool cl_alts_of(const char *s, const char *end, struct cl_alts *out, int depth);
+
+/* The strings a sequence s..end spells (classes, bytes, (?:...) groups), appended to out. */
+static bool
+cl_seq_of(const char *s, const char *end, struct cl_alts *out, int depth)
+{
+	unsigned base = out->n;
+
+	if (out->n >= CL_ALTS)
+		return false;
+	memset(&out->v[out->n++], 0, sizeof(out->v[0]));
+	while (s < end) {
+		uint8_t set[32];
+		if (*s == '(') {
+			if (strncmp(s, "(?:", 3) || depth > 8)
+				return false;
+			const char *g = skip_group(s);
+			if (!g || g > end)
+				return false;
+			struct cl_alts sub = {0, malloc(CL_ALTS * sizeof(struct cl_seq))};
+			bool ok = sub.v && cl_alts_of(s + 3, g - 1, &sub, depth + 1);
+			/* product: every string so far times every string of the group */
+			unsigned have = out->n - base;
+			if (ok && have * sub.n > CL_ALTS - base)
+				ok = false;
+			if (ok) {
+				/* every string so far times every string of the group */
+				struct cl_seq *pre = malloc(have * sizeof(*pre));
+				if (!pre)
+					ok = false;
+				else {
+					memcpy(pre, &out->v[base], have * sizeof(*pre));
+					out->n = base;
+					for (unsigned a = 0; ok && a < have; a++)
+						for (unsigned k = 0; ok && k < sub.n; k++) {
+							struct cl_seq *d = &out->v[out->n++];
+							*d = pre[a];
+							if (d->n + sub.v[k].n > CL_LEN) {
+								ok = false;
+								break;
+							}
+							memcpy(d->set[d->n], sub.v[k].set, sub.v[k].n * 32u);
+							d->n = (uint8_t)(d->n + sub.v[k].n);
+						}
+					free(pre);
+				}
+			}
+			free(sub.v);
+			if (!ok)
+				return false;
+			s = g;
+			continue;
+		}
+		if (*s == '[') {
+			s = cl_class(s, set);
+			if (!s)
+				return false;
+		} else if (strchr("*+?{|)^$.", *s)) {
+			return false;
+		} else {
+			int c = cl_byte(&s);
+			if (c < 0)
+				return false;
+			memset(set, 0, 32);
+			cl_bit(set, (unsigned)c);
+		}
+		for (unsigned a = base; a < out->n; a++) {
+			if (out->v[a].n >= CL_LEN)
+				return false;
+			memcpy(out->v[a].set[out->v[a].n++], set, 32);
+		}
+	}
+	return true;
+}
+
+static bool
+cl_alts_of(const char *s, const char *end, struct cl_alts *out, int depth)
+{
+	const char *b = s;
+	int d = 0;
+
+	for (const char *q = s; q <= end; q++) {
+		if (q < end && *q == '\\') {
+			q++;
+			continue;
+		}
+		if (q < end && *q == '[') {
+			uint8_t set[32];
+			const char *c = cl_class(q, set);
+			if (!c)
+				return false;
+			q = c - 1;
+			continue;
+		}
+		if (q < end && *q == '(')
+			d++;
+		else if (q < end && *q == ')')
+			d--;
+		else if (q == end || (*q == '|' && d == 0)) {
+			if (!cl_seq_of(b, q, out, depth))
+				return false;
+			b = q + 1;
+		}
+	}
+	return true;
+}
+
+static void
+cl_emit(struct scan_sb *b, const uint8_t *set)
+{
+	char x[16];
+
+	scan_sb_puts(b, "[");
+	for (unsigned c = 0; c < 256;) {
+		if (!(set[c >> 3] & (1u << (c & 7)))) {
+			c++;
+			continue;
+		}
+		unsigned e = c;
+		while (e + 1 < 256 && (set[(e + 1) >> 3] & (1u << ((e + 1) & 7))))
+			e++;
+		if (e == c && c < 128 && isalnum((int)c))
+			snprintf(x, sizeof(x), "%c", (char)c);
+		else if (c < 128 && e < 128 && isalnum((int)c) && isalnum((int)e) && e > c + 1 &&
+		    (isdigit((int)c) == isdigit((int)e)) && (isupper((int)c) == isupper((int)e)))
+			snprintf(x, sizeof(x), "%c-%c", (char)c, (char)e);
+		else
+			snprintf(x, sizeof(x), e > c ? "\\x%02x-\\x%02x" : "\\x%02x", c, e);
+		scan_sb_puts(b, x);
+		c = e + 1;
+	}
+	scan_sb_puts(b, "]");
+}
+
+/* See rules.h. */
+char *
+scan_rules_collapse(const char *x)
+{
+	struct scan_sb b = {0};
+	struct cl_alts a = {0, malloc(CL_ALTS * sizeof(struct cl_seq))};
+
+	if (!a.v)
+		return NULL;
+	for (const char *s = x; *s;) {
+		if (!strncmp(s, "(?:", 3)) {
+			const char *g = skip_group(s);
+			a.n = 0;
+			if (g && cl_alts_of(s + 3, g - 1, &a, 0) && a.n > 1) {
+				unsigned mn = CL_LEN, mx = 0;
+				for (unsigned k = 0; k < a.n; k++) {
+					mn = a.v[k].n < mn ? a.v[k].n : mn;
+					mx = a.v[k].n > mx ? a.v[k].n : mx;
+				}
+				if (mn > 0) {
+					scan_sb_puts(&b, "(?:");
+					for (unsigned p = 0; p < mx; p++) {
+						uint8_t u[32] = {0};
+						for (unsigned k = 0; k < a.n; k++)
+							if (a.v[k].n > p)
+								for (unsigned j = 0; j < 32; j++)
+									u[j] |= a.v[k].set[p][j];
+						/* shorter still: several UTF-8 continuation bytes
+						 * become all of them, several digits all digits */
+						unsigned nc = 0, nd = 0;
+						for (unsigned c = 0x80; c < 0xc0; c++)
+							nc += (u[c >> 3] >> (c & 7)) & 1;
+						for (unsigned c = '0'; c <= '9'; c++)
+							nd += (u[c >> 3] >> (c & 7)) & 1;
+						if (nc >= 4)
+							memset(u + 16, 0xff, 8);
+						if (nd >= 3)
+							for (unsigned c = '0'; c <= '9'; c++)
+								cl_bit(u, c);
+						cl_emit(&b, u);
+						if (p >= mn)
+							scan_sb_puts(&b, "?");
+					}
+					scan_sb_puts(&b, ")");
+					s = g;
+					continue;
+				}
+			}
+			scan_sb_put(&b, s, 3);
+			s += 3;
+			continue;
+		}
+		if (*s == '\\' && s[1]) {
+			scan_sb_put(&b, s, 2);
+			s += 2;
+			continue;
+		}
+		if (*s == '[') {
+			uint8_t set[32];
+			const char *c = cl_class(s, set);
+			if (c) {
+				scan_sb_put(&b, s, (size_t)(c - s));
+				s = c;
+				continue;
+			}
+			/* a class this does not read: copy it as scan_rules_relax does */
+			const char *q = s + 1;
+			if (*q == '^')
+				q++;
+			if (*q == ']')
+				q++;
+			while (*q && *q != ']') {
+				if (*q == '\\' && q[1])
+					q += 2;
+				else if (q[0] == '[' && q[1] == ':') {
+					const char *z = strstr(q + 2, ":]");
+					q = z ? z + 2 : q + 1;
+				} else
+					q++;
+			}
+			if (*q)
+				q++;
+			scan_sb_put(&b, s, (size_t)(q - s));
+			s = q;
+			continue;
+		}
+		scan_sb_put(&b, s++, 1);
+	}
+	free(a.v);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}

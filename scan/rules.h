@@ -237,6 +237,23 @@ size_t scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t c
 unsigned scan_rules_literal_set(const char *re, uint32_t flags,
     uint8_t (*out)[SCAN_RULES_LSET_LEN + 1], unsigned cap);
 
+/*
+ * Relaxed forms, for gates. scan_rules_relax(): x is an expression wrapped in
+ * "(?:" ... ")"; returns a superset of it (every match of x contains a match
+ * of the result) that Hyperscan is more likely to take: look-arounds, \K and
+ * \G dropped, atomic groups plain, possessive quantifiers greedy,
+ * back-references any text, a bounded repeat wider than 5 unbounded
+ * (but for {n} of a single atom), a repeat of the whole kept to at most
+ * `copies` copies, and with drop_asserts ^ $ \b \B \A \z \Z dropped.
+ * scan_rules_collapse(): every (?:...) group that spells a few short byte
+ * strings (the look-alike letters of the FUZZY_* rules) becomes one class
+ * per position, a superset again.
+ * Both return a malloc'd string, or NULL (unknown constructs: conditionals,
+ * recursion, /x; ENOMEM).
+ */
+char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
+char *scan_rules_collapse(const char *x);
+
 const char *scan_rules_type_name(unsigned type);
 
 #endif

@@ -270,6 +270,7 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->patterns[t],
 		    st->db_bytes[t] / 1024, st->stream_bytes[t]);
+	printf(" scratch=%zu KB", st->scratch_bytes / 1024);
 	printf("\nsample text MB/s:");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		printf(" %s=%.0f", scan_rules_type_name(t), st->sample_mbps[t]);
@@ -282,6 +283,11 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 		if (st->gpatterns[t])
 			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->gpatterns[t],
 			    st->gdb_bytes[t] / 1024, st->gstream_bytes[t]);
+	printf("\nown relaxed-gate databases (block mode, run over the kept text):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->own[t])
+			printf(" %s=%u pat/%zu KB", scan_rules_type_name(t), st->own[t],
+			    st->rdb_bytes[t] / 1024);
 	printf("\ncost model: %u compilable patterns sent to PCRE2 (%u of them slow to scan, gated)\n",
 	    st->costly + st->slow, st->slow);
 	printf("scratch %zu KB per worker\n", st->scratch_bytes / 1024);

@@ -5,7 +5,9 @@
  * and finish never fail except for memory; every meta in the evaluation
  * order is active and comes after the active metas it reads; evaluation
  * over arbitrary hit counts stays in bounds; the required-literal walk of
- * every pattern returns at most its capacity. No Hyperscan compile (slow).
+ * every pattern returns at most its capacity; the relaxed-form rewrites
+ * (scan_rules_relax, scan_rules_collapse) take any pattern text. No
+ * Hyperscan compile (slow).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +56,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t lit[8];
 		if (r->re && scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit)) > sizeof(lit))
 			abort();
+		if (r->re) {
+			/* the relaxed forms: any pattern text, no crash, no leak */
+			size_t n = strlen(r->re);
+			char *x = malloc(n + 5);
+			if (!x)
+				abort();
+			memcpy(x, "(?:", 3);
+			memcpy(x + 3, r->re, n);
+			memcpy(x + 3 + n, ")", 2);
+			for (int k = 0; k < 2; k++) {
+				char *rx = scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
+				char *cx = rx ? scan_rules_collapse(rx) : NULL;
+				free(cx);
+				free(rx);
+			}
+			free(scan_rules_collapse(x));
+			free(x);
+		}
 	}
 	free(pos);
 	free(hits);

@@ -222,6 +222,40 @@ test_pcre_gate_set(void **state)
 	eng_down(&g);
 }
 
+/*
+ * A rule with neither a literal gate nor a usable prefilter form (embedded
+ * end anchors, a look-ahead) is gated by its relaxed form in the target's
+ * block database: PCRE2 runs only where the relaxed form matches.
+ */
+static void
+test_relaxed_gate(void **state)
+{
+	(void)state;
+	struct eng g;
+	eng_up(&g, "body R /(?:$|\\W)x(?=[a-z][0-9])(?:[a-z][0-9]){3}(?:$|\\W)/\n"
+	    "body W /(?:(?<![a-z])[a-z]{2}[0-9](?:\\s|,)){3}/\n", NULL);
+	struct scan_hs_msg *m = g.s->hm;
+	uint32_t r = (uint32_t)scan_rules_find(g.rs, "R");
+	assert_int_equal(scan_hs_rule_class(g.e, r), SCAN_HS_C_PREFILTER);
+	assert_true(g.st.own[SCAN_T_BODY] >= 1);
+	scan_split(&g, "Subject: x\r\n\r\nnothing to see here\r\n", 0, 0);
+	assert_int_equal(m->pcre_runs, 0);
+	assert_int_equal(hits(&g, "R"), 0);
+	scan_split(&g, "Subject: x\r\n\r\nsee xa1b2 only\r\n", 0, 0);
+	assert_int_equal(hits(&g, "R"), 0);
+	scan_split(&g, "Subject: x\r\n\r\nsee xa1b2c3 here\r\n", 0, 1);
+	assert_int_equal(hits(&g, "R"), 1);
+	assert_true(m->pcre_runs >= 1);
+	/* a repeat of the whole: the relaxed form keeps two copies */
+	scan_split(&g, "Subject: x\r\n\r\nab1 cd2 and more\r\n", 0, 0);
+	assert_int_equal(hits(&g, "W"), 0);
+	scan_split(&g, "Subject: x\r\n\r\nab1 cd2,ef3 gh4\r\n", 2, 7);
+	assert_int_equal(hits(&g, "W"), 1);
+	scan_split(&g, "Subject: x\r\n\r\nxab1 cd2,ef3 gh4\r\n", 0, 0);
+	assert_int_equal(hits(&g, "W"), 1);
+	eng_down(&g);
+}
+
 /* drop_always: a rule with no gate is not run at all (class FAILED). */
 static void
 test_drop_always(void **state)
@@ -397,6 +431,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_stream_splits),
 		cmocka_unit_test(test_pcre_gate),
 		cmocka_unit_test(test_pcre_gate_set),
+		cmocka_unit_test(test_relaxed_gate),
 		cmocka_unit_test(test_drop_always),
 		cmocka_unit_test(test_direct_targets),
 		cmocka_unit_test(test_gtube),
