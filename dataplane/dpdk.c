@@ -339,6 +339,9 @@ static const char *const stat_names[] = {
 	SF(tcp_segs_in), SF(tcp_segs_out),
 	SF(drop_ip6_bad), SF(drop_ip6_dst), SF(drop_ip6_proto), SF(drop_ip6_type), SF(drop_ip6_nd),
 	SF(nd_adverts_out), SF(icmp6_echo_out), SF(exception_out),
+	SF(tcp_synq_out), SF(tcp_synack_rexmit), SF(tcp_synq_timeout), SF(tcp_synq_ok),
+	SF(icmp_unreach), SF(icmp_bad_quote), SF(tcp_pmtu_lowered), SF(icmp_conn_err),
+	SF(icmp_soft_err),
 };
 #undef SF
 

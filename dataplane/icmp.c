@@ -23,13 +23,13 @@ dp_icmp_input(struct dp_stack *st, uint32_t src, const uint8_t *p, size_t len)
 		/* Unreachable: [type code csum unused|mtu] + our IP header + 8. */
 		const uint8_t *q = p + 8;
 		size_t qlen = len - 8, qhl = qlen >= DP_IP_HLEN ? (size_t)(q[0] & 15) * 4 : 0;
-		st->xs.icmp_unreach++;
+		st->stats.icmp_unreach++;
 		if (qlen < DP_IP_HLEN || (q[0] >> 4) != 4 || qhl < DP_IP_HLEN || qlen < qhl + 8 ||
 		    q[9] != DP_PROTO_TCP || rd32(q + 12) != st->conf.ipv4 ||
 		    (rd16(q + 6) & 0x1fff) != 0) {
 			/* About a datagram of the kernel's (UDP, ...), perhaps. */
 			if (!dp_exception(st))
-				st->xs.icmp_bad_quote++;
+				st->stats.icmp_bad_quote++;
 			return;
 		}
 		/* A TCP quote no connection of ours matches: the kernel's. */

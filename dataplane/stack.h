@@ -36,8 +36,11 @@
  *   non-empty. Running out is a normal outcome, counted in the stats: no
  *   connection (RST), data dropped (the peer retransmits), output waits.
  *
- *   Passive opens always use SYN cookies: no state exists until the ACK
- *   that completes the handshake (see docs/TCP.md for the encoding).
+ *   Passive opens: while fewer SYNs than the half-open table holds
+ *   (conn_max / 8, at most 256) arrived in the current second, a SYN gets
+ *   a small SYN_RCVD entry and its SYN-ACK is retransmitted if the third
+ *   ACK is lost; beyond that, SYN cookies, so a flood creates no state
+ *   (docs/TCP.md: the table, the cookie encoding).
  *
  * Call order: dp_stack_new -> (dp_stack_input | dp_stack_poll |
  * dp_stack_connect)* -> dp_stack_free.
@@ -125,6 +128,15 @@ struct dp_stack_stats {
 	uint64_t drop_ip6_bad, drop_ip6_dst, drop_ip6_proto, drop_ip6_type, drop_ip6_nd;
 	uint64_t nd_adverts_out, icmp6_echo_out;
 	uint64_t exception_out;        /* frames handed to io->exception */
+	uint64_t tcp_synq_out;         /* stateful SYN-ACKs (first transmission) */
+	uint64_t tcp_synack_rexmit;    /* SYN-ACKs sent again: timer or duplicate SYN */
+	uint64_t tcp_synq_timeout;     /* half-open entries given up */
+	uint64_t tcp_synq_ok;          /* half-open entries established */
+	uint64_t icmp_unreach;         /* destination unreachable received */
+	uint64_t icmp_bad_quote;       /* ... not matching a live connection's window */
+	uint64_t tcp_pmtu_lowered;     /* fragmentation needed: MSS lowered */
+	uint64_t icmp_conn_err;        /* active opens ended by a hard error */
+	uint64_t icmp_soft_err;        /* soft errors noted */
 	uint32_t conns, time_wait;     /* gauges */
 };
 

@@ -171,18 +171,6 @@ struct dp_stack {
 	uint32_t synq, synq_max;
 	uint32_t syn_count;
 	uint64_t syn_sec;
-	/* Counters not (yet) in struct dp_stack_stats. */
-	struct {
-		uint64_t synq_out;         /* stateful SYN-ACKs (first transmission) */
-		uint64_t synack_rexmit;    /* SYN-ACKs sent again: timer or duplicate SYN */
-		uint64_t synq_timeout;     /* half-open entries given up */
-		uint64_t synq_ok;          /* half-open entries established */
-		uint64_t icmp_unreach;     /* destination unreachable received */
-		uint64_t icmp_bad_quote;   /* ... not matching a live connection's window */
-		uint64_t pmtu_lowered;     /* fragmentation needed: MSS lowered */
-		uint64_t icmp_conn_err;    /* active opens ended by a hard error */
-		uint64_t icmp_soft_err;    /* soft errors noted */
-	} xs;
 	uint16_t next_port;
 	uint64_t sip_k0, sip_k1;
 	uint64_t flow_k[2], ts_k[2];   /* SipHash-1-3 keys, derived from sip_k* at start */

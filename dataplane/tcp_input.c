@@ -154,7 +154,7 @@ synq_open(struct dp_stack *st, uint32_t src, uint16_t sport, uint16_t dport,
 	if (c == NULL)
 		return false;
 	st->synq++;
-	st->xs.synq_out++;
+	st->stats.tcp_synq_out++;
 	c->state = DP_TCP_SYN_RCVD;
 	c->irs = s->seq;
 	c->rcv_nxt = s->seq + 1;
@@ -543,7 +543,7 @@ syn_rcvd(struct dp_tcb *c, struct dp_tcp_seg *s)
 	if ((fl & DP_TH_SYN) && !(fl & DP_TH_ACK)) {
 		if (s->seq == c->irs) {
 			/* Our SYN-ACK was lost: the same one again. */
-			st->xs.synack_rexmit++;
+			st->stats.tcp_synack_rexmit++;
 			c->snd_nxt = c->iss;
 			dp_tcp_output(c);
 		} else {
@@ -582,7 +582,7 @@ syn_rcvd(struct dp_tcb *c, struct dp_tcp_seg *s)
 		return;
 	}
 	dp_tcp_synq_leave(c);
-	st->xs.synq_ok++;
+	st->stats.tcp_synq_ok++;
 	c->snd_una = s->ack;
 	if (SEQ_LT(c->snd_nxt, c->snd_una))
 		c->snd_nxt = c->snd_una;
@@ -860,7 +860,7 @@ dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8
 	struct dp_tcb *c = dp_tcp_lookup(st, faddr, fport, lport);
 	if (c == NULL || c->state == DP_TCP_TIME_WAIT || c->state == DP_TCP_CLOSED ||
 	    SEQ_LT(seq, c->snd_una) || !SEQ_LT(seq, c->snd_max)) {
-		st->xs.icmp_bad_quote++;
+		st->stats.icmp_bad_quote++;
 		return;
 	}
 	if (code == 4) {
@@ -870,7 +870,7 @@ dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8
 		uint32_t mss = m - DP_IP_HLEN - DP_TCP_HLEN;
 		if (mss >= c->mss)
 			return;  /* a path MTU only ever goes down here */
-		st->xs.pmtu_lowered++;
+		st->stats.tcp_pmtu_lowered++;
 		c->mss = (uint16_t)mss;
 		if (c->state != DP_TCP_SYN_SENT && c->state != DP_TCP_SYN_RCVD &&
 		    c->snd_una != c->snd_max) {
@@ -881,7 +881,7 @@ dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8
 		return;
 	}
 	if (c->state != DP_TCP_SYN_SENT) {
-		st->xs.icmp_soft_err++;
+		st->stats.icmp_soft_err++;
 		return;
 	}
 	int err = 0;
@@ -890,11 +890,11 @@ dp_tcp_icmp_unreach(struct dp_stack *st, uint8_t code, uint16_t mtu, const uint8
 	else if (code == 9 || code == 10 || code == 13)
 		err = -EHOSTUNREACH;
 	if (err == 0) {
-		st->xs.icmp_soft_err++;
+		st->stats.icmp_soft_err++;
 		c->soft_unreach = 1;
 		return;
 	}
-	st->xs.icmp_conn_err++;
+	st->stats.icmp_conn_err++;
 	c->state = DP_TCP_CLOSED;
 	dp_tcp_detach(c, err);
 	dp_tcp_settle(c);

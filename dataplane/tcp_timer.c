@@ -83,12 +83,12 @@ rto_expired(struct dp_tcb *c)
 		/* Half-open: the SYN-ACK again, 1, 2, 4, 8 s apart, then the
 		 * entry goes quietly (as Linux drops a request sock). */
 		if (++c->backoff > DP_SYNACK_RETRIES) {
-			st->xs.synq_timeout++;
+			st->stats.tcp_synq_timeout++;
 			dp_tcp_synq_leave(c);
 			c->state = DP_TCP_CLOSED;
 			return;
 		}
-		st->xs.synack_rexmit++;
+		st->stats.tcp_synack_rexmit++;
 		c->rto = c->rto * 2 < DP_RTO_MAX ? c->rto * 2 : DP_RTO_MAX;
 		c->snd_nxt = c->iss;  /* dp_tcp_output sends it */
 		return;

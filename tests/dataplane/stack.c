@@ -622,15 +622,15 @@ test_syn_flood(void **state)
 	assert_int_equal(st->synq_max, 8);
 	assert_int_equal(S(p, 1)->tcp_syn_in, 10000);
 	assert_int_equal(S(p, 1)->tcp_cookies_out, 10000 - 8);
-	assert_int_equal(st->xs.synq_out, 8);
+	assert_int_equal(st->stats.tcp_synq_out, 8);
 	assert_int_equal(st->synq, 8);
 	assert_int_equal(S(p, 1)->conns, 8);
 	assert_int_equal(p->srv.accepted, 0);
 	/* The entries resend their SYN-ACKs, then give up: nothing left. */
 	net_run(&p->net, 40000, NULL, NULL);
 	cap_clear(&p->net, 0);
-	assert_int_equal(st->xs.synack_rexmit, 8 * 4);
-	assert_int_equal(st->xs.synq_timeout, 8);
+	assert_int_equal(st->stats.tcp_synack_rexmit, 8 * 4);
+	assert_int_equal(st->stats.tcp_synq_timeout, 8);
 	assert_int_equal(st->synq, 0);
 	assert_int_equal(S(p, 1)->conns, 0);
 	pair_free(p);
@@ -1439,7 +1439,7 @@ test_synq_lost_ack(void **state)
 	net_run(&p->net, 150, NULL, NULL);
 	assert_int_equal(raw_synacks(p, &again), 1);
 	assert_int_equal(again.seq, sa.seq);
-	assert_int_equal(st->xs.synack_rexmit, 2);
+	assert_int_equal(st->stats.tcp_synack_rexmit, 2);
 	/* The ACK at last, without data. */
 	uint8_t f[256];
 	struct tseg a = { .sip = sip, .sport = 41000, .dport = SRV_PORT, .seq = 7001,
@@ -1449,7 +1449,7 @@ test_synq_lost_ack(void **state)
 	assert_int_equal(p->srv.accepted, 1);
 	assert_int_equal(c->state, DP_TCP_ESTABLISHED);
 	assert_int_equal(st->synq, 0);
-	assert_int_equal(st->xs.synq_ok, 1);
+	assert_int_equal(st->stats.tcp_synq_ok, 1);
 	assert_int_equal(c->snd_wscale, 7);
 	assert_int_equal(c->rcv_wscale, st->rcv_wscale);
 	assert_true(c->sack_ok);
@@ -1476,7 +1476,7 @@ test_synq_timeout(void **state)
 	assert_int_equal(S(p, 1)->conns, 1);
 	net_run(&p->net, 40000, NULL, NULL);
 	assert_int_equal(raw_synacks(p, NULL), 4);
-	assert_int_equal(st->xs.synq_timeout, 1);
+	assert_int_equal(st->stats.tcp_synq_timeout, 1);
 	assert_int_equal(st->synq, 0);
 	assert_int_equal(S(p, 1)->conns, 0);
 	assert_int_equal(S(p, 1)->tcp_rst_out, 0);
@@ -1500,7 +1500,7 @@ test_synq_options_and_validation(void **state)
 	assert_false(sa.ts);
 	struct tview dup = raw_syn(p, sip, 41002, 500, false);
 	assert_int_equal(dup.seq, sa.seq);
-	assert_int_equal(st->xs.synack_rexmit, 1);
+	assert_int_equal(st->stats.tcp_synack_rexmit, 1);
 	uint8_t f[256];
 	struct tseg a = { .sip = sip, .sport = 41002, .dport = SRV_PORT, .seq = 501,
 	                  .ack = sa.seq + 7, .flags = DP_TH_ACK, .win = 100 };
@@ -1633,19 +1633,19 @@ test_icmp_frag_needed(void **state)
 	/* Outside the window: ignored. */
 	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, e->data, ev.seq - 5000));
 	assert_int_equal(c->mss, 1460);
-	assert_int_equal(st->xs.icmp_bad_quote, 1);
+	assert_int_equal(st->stats.icmp_bad_quote, 1);
 	assert_null(cap_pop(&p->net, 0));
 	/* Another connection's ports: ignored. */
 	uint8_t g[128];
 	memcpy(g, e->data, 62);
 	g[34 + 2] ^= 1;
 	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, g, 0));
-	assert_int_equal(st->xs.icmp_bad_quote, 2);
+	assert_int_equal(st->stats.icmp_bad_quote, 2);
 	/* In the window: MSS 960, the 1400 bytes go again as 948 + 452. */
 	raw_send(p, f, mk_unreach(f, IP_GW, 4, 1000, e->data, 0));
 	assert_int_equal(c->mss, 960);
-	assert_int_equal(st->xs.pmtu_lowered, 1);
-	assert_int_equal(st->xs.icmp_unreach, 3);
+	assert_int_equal(st->stats.tcp_pmtu_lowered, 1);
+	assert_int_equal(st->stats.icmp_unreach, 3);
 	size_t lens[4], n = 0;
 	while ((fr = cap_pop(&p->net, 0)) != NULL) {
 		struct tview v = tcp_view(fr);
@@ -1713,12 +1713,12 @@ test_icmp_unreach_active_open(void **state)
 	/* A wrong sequence number in the quote: ignored. */
 	raw_send(p, f, mk_unreach(f, dst, 3, 0, syn->data, tcp_view(syn).seq + 1));
 	assert_int_equal(p->srv.closed, 0);
-	assert_int_equal(st->xs.icmp_bad_quote, 1);
+	assert_int_equal(st->stats.icmp_bad_quote, 1);
 	raw_send(p, f, mk_unreach(f, dst, 3, 0, syn->data, 0));
 	assert_int_equal(p->srv.closed, 1);
 	assert_int_equal(p->srv.last_err, -ECONNREFUSED);
 	assert_int_equal(S(p, 1)->conns, 0);
-	assert_int_equal(st->xs.icmp_conn_err, 1);
+	assert_int_equal(st->stats.icmp_conn_err, 1);
 	free(syn);
 	/* Host unreachable: soft. */
 	sc = calloc(1, sizeof(*sc));
@@ -1736,7 +1736,7 @@ test_icmp_unreach_active_open(void **state)
 	assert_non_null(syn);
 	raw_send(p, f, mk_unreach(f, IP_GW, 1, 0, syn->data, 0));
 	assert_int_equal(p->srv.closed, 1);
-	assert_int_equal(st->xs.icmp_soft_err, 1);
+	assert_int_equal(st->stats.icmp_soft_err, 1);
 	net_run(&p->net, 130000, NULL, NULL);
 	assert_int_equal(p->srv.closed, 2);
 	assert_int_equal(p->srv.last_err, -EHOSTUNREACH);

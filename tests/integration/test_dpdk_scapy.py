@@ -952,6 +952,7 @@ def test_syn_flood_cookies(sl):
 def test_synack_retransmitted_for_lost_ack(sl):
     # SMTP clients wait for the banner: if the third ACK is lost, only the
     # server's SYN-ACK retransmission (a half-open entry) recovers.
+    st0 = stats(sl)
     c = Conn(sl.host)
     sa = c.connect(ack=False)
     t0 = sa.t
@@ -964,9 +965,14 @@ def test_synack_retransmitted_for_lost_ack(sl):
     c.send("A")
     assert c.read(rb"^220 .*\r\n").startswith(b"220 ")
     c.close()
+    if st0 is not None:
+        st1 = stats(sl)
+        for k in ("tcp_synack_rexmit", "tcp_synq_ok"):
+            assert st1.get(k, 0) > st0.get(k, 0), f"got {k} {st0.get(k, 0)} -> {st1.get(k, 0)}, want it up"
 
 
 def test_pmtu_frag_needed(sl):
+    st0 = stats(sl)
     c = Conn(sl.host)
     c.established()
     line = b"NOOP\r\n"
@@ -1031,6 +1037,10 @@ def test_pmtu_frag_needed(sl):
         f"got IP lengths {[s.ip_len for s in got]}, want <= 1000 after the PMTU drop"
     assert max(s.ip_len for s in got) > 900, "got only small segments, want the new MTU used"
     c.close()
+    if st0 is not None:
+        st1 = stats(sl)
+        for k in ("tcp_pmtu_lowered", "icmp_bad_quote"):
+            assert st1.get(k, 0) > st0.get(k, 0), f"got {k} {st0.get(k, 0)} -> {st1.get(k, 0)}, want it up"
 
 
 def test_keepalive_out_of_window_and_closed_port(sl):
