@@ -14,7 +14,7 @@ SLUICE_TEST_PKGS=(
   dovecot-core dovecot-lmtpd
   spamassassin
   clamav clamav-testfiles
-  iproute2 python3-scapy
+  iproute2 python3-scapy ethtool
 )
 
 sluice_missing() {
