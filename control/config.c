@@ -161,6 +161,7 @@ static const struct key keys[] = {
 	{ "dpdk.address", KT_IPV4_NET, OFF(dpdk_address), 0, 0, NULL, NULL },
 	{ "dpdk.gateway", KT_IPV4, OFF(dpdk_gateway), 0, 0, NULL, NULL },
 	{ "dpdk.address6", KT_IPV6_NET, OFF(dpdk_address6), 0, 0, NULL, NULL },
+	{ "dpdk.checksum_offload", KT_BOOL, OFF(dpdk_csum_offload), 0, 0, NULL, NULL },
 	{ "dpdk.connections_max", KT_U32, OFF(dpdk_conn_max), 0, 16000000, NULL, NULL },
 	{ "dpdk.buffer_size", KT_SIZE, OFF(dpdk_buffer_size), 2048, 1ull << 30, NULL, NULL },
 	{ "dpdk.buffers", KT_U32, OFF(dpdk_buffers), 0, 16000000, NULL, NULL },
@@ -468,6 +469,7 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->connections_max = 10000;
 	c->dpdk_buffer_size = 65536;
 	c->dpdk_time_wait_ms = 2000;
+	c->dpdk_csum_offload = true;
 	c->greet_pause_ms = 0;
 	c->timeout_command_ms = 5 * MS_M;
 	c->timeout_data_ms = 3 * MS_M;

@@ -141,6 +141,7 @@ struct ctl_config {
 	struct ctl_ipv4_net dpdk_address; /* addr 0: unset */
 	uint32_t dpdk_gateway;         /* host byte order; 0: none */
 	struct ctl_ipv6_net dpdk_address6; /* the stack's global IPv6 address */
+	bool dpdk_csum_offload;        /* default true: where the port has it */
 	uint32_t dpdk_conn_max;        /* stack connections per worker; 0: auto */
 	uint64_t dpdk_buffer_size;     /* bytes per receive / send ring */
 	uint32_t dpdk_buffers;         /* rings of each kind per worker; 0: auto */

@@ -1265,6 +1265,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 			.log = dpdk_log,
 		};
 		memcpy(dc.ipv6, cfg->dpdk_address6.addr, sizeof(dc.ipv6));
+		dc.no_csum_offload = !cfg->dpdk_csum_offload;
 		srv->dpdk = dp_dpdk_start(&dc, &srv_ops, srv, err, errlen);
 		if (srv->dpdk == NULL) {
 			free(srv);

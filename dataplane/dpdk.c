@@ -99,6 +99,7 @@ struct dp_dpdk {
 	bool rss;                      /* the NIC spreads TCP flows over the RX queues */
 	bool sw_dispatch;              /* we do: TCP frames go to hash(flow)'s worker */
 	bool lsc_cb;                   /* link-state callback registered */
+	bool tx_csum;                  /* the port fills in IPv4 and TCP checksums */
 	unsigned nrxq, ntxq;
 	uint64_t flow_key;             /* random: which worker owns a flow is not guessable */
 	int exc_fd;                    /* the exception tap, or -1 */
@@ -243,6 +244,18 @@ io_tx_send(void *ctx, void *h, size_t len)
 	}
 	m->data_len = (uint16_t)len;
 	m->pkt_len = (uint32_t)len;
+	if (w->d->tx_csum && len >= 14 + 20) {
+		/* The stack left the IPv4 header checksum 0 and put the
+		 * pseudo-header sum in the TCP one (stack.h, DP_STACK_TX_CSUM). */
+		const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+		if (f[12] == 0x08 && f[13] == 0x00) {
+			m->l2_len = 14;
+			m->l3_len = (uint64_t)(f[14] & 0x0f) * 4;
+			m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+			if (f[23] == IPPROTO_TCP)
+				m->ol_flags |= RTE_MBUF_F_TX_TCP_CKSUM;
+		}
+	}
 	w->tx[w->ntx++] = m;
 	if (w->ntx == DP_D_TXQ_MAX)
 		tx_flush(w);
@@ -756,6 +769,14 @@ port_setup(struct dp_dpdk *d, char *err, size_t errlen)
 	}
 	if (info.dev_flags != NULL && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) != 0)
 		pc.intr_conf.lsc = 1;
+	/* TX checksum offload where the port has both (RX: the stack checks in
+	 * software; a per-frame "verified" flag is future work). */
+	const uint64_t csum_tx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+	d->tx_csum = !d->conf.no_csum_offload && (info.tx_offload_capa & csum_tx) == csum_tx;
+	if (d->tx_csum) {
+		pc.txmode.offloads |= csum_tx;
+		d->sconf.offload |= DP_STACK_TX_CSUM;
+	}
 	if ((rc = rte_eth_dev_configure(port, (uint16_t)nrxq, (uint16_t)ntxq, &pc)) != 0) {
 		snprintf(err, errlen, "port %u: configure: %s", port, rte_strerror(-rc));
 		return rc;
@@ -806,10 +827,10 @@ port_setup(struct dp_dpdk *d, char *err, size_t errlen)
 	rte_eth_link_get_nowait(port, &link);
 	d_log(&d->conf, "event=dpdk_port port=%u name=%s driver=%s mac=" RTE_ETHER_ADDR_PRT_FMT
 	      " workers=%u rx_queues=%u tx_queues=%u port_max_queues=%u/%u rss_offloads=0x%llx "
-	      "dispatch=%s link=%s speed_mbps=%u duplex=%s link_watch=%s", port, name,
+	      "dispatch=%s tx_csum_offload=%d link=%s speed_mbps=%u duplex=%s link_watch=%s", port, name,
 	      info.driver_name, RTE_ETHER_ADDR_BYTES(&mac), nq, nrxq, ntxq, info.max_rx_queues,
 	      info.max_tx_queues, (unsigned long long)info.flow_type_rss_offloads,
-	      d->rss ? "rss" : d->sw_dispatch ? "software" : "none",
+	      d->rss ? "rss" : d->sw_dispatch ? "software" : "none", d->tx_csum ? 1 : 0,
 	      link.link_status ? "up" : "down", link.link_speed,
 	      link.link_duplex ? "full" : "half", d->lsc_cb ? "interrupt" : "no");
 	return 0;

@@ -102,6 +102,7 @@ struct dp_dpdk_conf {
 	unsigned conn_max;             /* per worker, TIME_WAIT included */
 	uint32_t ipv4, netmask, gateway;  /* host byte order; gateway 0: none */
 	uint8_t ipv6[16];              /* global IPv6 address (ND, ping); all zero: none */
+	bool no_csum_offload;          /* checksums in software even where the port has offload */
 	/* Sizes; 0 takes the default (stack.h's for the stack's). */
 	uint32_t buf_size;             /* bytes per connection receive / send ring */
 	uint32_t bufs;                 /* rings of each kind per worker */

@@ -187,6 +187,7 @@ static const char every_key[] =
 	"  address: 10.77.0.2/24\n"
 	"  gateway: 10.77.0.1\n"
 	"  address6: 2001:db8:77::2/64\n"
+	"  checksum_offload: false\n"
 	"  exception: tap\n"
 	"  exception_iface: exc0\n";
 
@@ -212,6 +213,7 @@ static void test_every_key(void **state)
 		assert_memory_equal(c.dpdk_address6.addr, want6, 16);
 		assert_int_equal(c.dpdk_address6.prefix, 64);
 	}
+	assert_false(c.dpdk_csum_offload);
 	assert_int_equal(c.dpdk_exception, 1);
 	assert_string_equal(c.dpdk_exception_iface, "exc0");
 	assert_int_equal(c.nlisten, 3);

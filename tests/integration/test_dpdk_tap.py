@@ -230,6 +230,9 @@ with smtplib.SMTP(sys.argv[1], 2525, local_hostname="ns.test.example", timeout=6
 
 
 def test_ping(dpdk):
+    # net_tap offers IPv4/TCP checksum offload: every test here sends
+    # through it (net_memif, in test_dpdk_memif.py, has none: software).
+    assert "tx_csum_offload=1" in dpdk.log(), dpdk.log()[-1500:]
     p = in_ns(dpdk, sys.executable, "-c", PING, ADDR, timeout=30)
     assert p.returncode == 0, f"ping {ADDR}: got no echo reply, want one:\n{p.stdout!r} {p.stderr!r}"
 
