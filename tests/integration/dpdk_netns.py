@@ -7,7 +7,11 @@ net_tap port whose kernel side is moved into a namespace of the test's own.
 with `.ns` set; it skips (with the reason) when sluiced was built without
 libdpdk, when /dev/net/tun or `ip` is missing, or without root, and on exit
 stops sluiced (exit 0 and a log free of errors required) and deletes the
-namespace. `stats()` asks sluiced for its stack counters (SIGUSR1: one
+namespace. Its keywords: `cert` (STARTTLS), `dpdk_extra` (lines added to
+the dpdk section), `conf_text` (a whole configuration instead),
+`stop_timeout`, `tag` (names of the tap and namespace). The pieces
+(`need_dpdk_env`, `peer_ns_up`, `finish`) serve fixtures with other shapes
+(test_dpdk_exception.py, test_dpdk_afpacket.py). `stats()` asks sluiced for its stack counters (SIGUSR1: one
 event=dp_stats line per worker) and returns them as a dict.
 
 `enter_netns(ns)` runs a block of the calling thread inside the namespace
@@ -45,7 +49,7 @@ def run(*cmd, check=True, timeout=30):
 
 
 class DpdkSluice:
-    def __init__(self, root, tap):
+    def __init__(self, root, tap, cert=None, dpdk_extra=""):
         self.root = Path(root)
         self.tap = tap
         self.ns = None
@@ -59,12 +63,14 @@ class DpdkSluice:
             "smtp: {message_size_max: 10m, greet_pause: 0}\n"
             f"spool: {{directory: {self.root / 'spool'}, sync: true}}\n"
             f"delivery: {{method: maildir, maildir: {self.maildir}, retry_min: 1s}}\n"
+            + (f"tls: {{certificate: {cert[0]}, key: {cert[1]}}}\n" if cert else "") +
             "dpdk:\n"
             f'  eal: "--no-huge --no-shconf --no-pci -l 0 --vdev=net_tap0,iface={tap} '
             '--log-level=notice"\n'
             "  port: 0\n"
             f"  address: {ADDR}/24\n"
             f"  gateway: {PEER}\n"
+            f"{dpdk_extra}"
             "log: {level: info}\n")
         self.proc = None
         self.exe = None
@@ -144,42 +150,71 @@ class DpdkSluice:
         return rc
 
 
-@contextlib.contextmanager
-def dpdk_netns(root):
-    """sluiced on net_tap, the tap in a fresh namespace with the kernel at
-    PEER; see the module comment."""
-    exe = sluiced_path()
-    if not os.path.exists("/dev/net/tun"):
+def need_dpdk_env(tap=True):
+    """Skip (with the reason) where the DPDK tests cannot run."""
+    if tap and not os.path.exists("/dev/net/tun"):
         pytest.skip("/dev/net/tun is missing (net_tap needs it)")
     if os.geteuid() != 0:
         pytest.skip("needs root (EAL, tap device, network namespace)")
     if not shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin"):
         pytest.skip("no 'ip' (Debian package iproute2)")
+
+
+def peer_ns_up(dev, ns, mac=PEER_MAC):
+    """Move `dev` (sluiced's net_tap, whose kernel side has the port's own
+    MAC) into `ns` with another MAC and PEER/24."""
+    run("ip", "link", "set", dev, "netns", ns)
+    if mac:
+        run("ip", "netns", "exec", ns, "ip", "link", "set", dev, "address", mac)
+    run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PEER}/24", "dev", dev)
+    run("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+    run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+
+def finish(s, timeout=20.0):
+    """Stop sluiced: exit 0 after SIGTERM and no error line in its log."""
+    rc = s.stop(timeout=timeout)
+    assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
+    bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
+    assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
+
+
+def kill(s):
+    """What finish() left running (a failed test): gone, no questions."""
+    if s.proc is not None:
+        s.proc.kill()
+        s.proc.wait(10)
+
+
+@contextlib.contextmanager
+def dpdk_netns(root, cert=None, dpdk_extra="", conf_text=None, stop_timeout=20.0, tag=""):
+    """sluiced on net_tap, the tap in a fresh namespace with the kernel at
+    PEER; see the module comment."""
+    exe = sluiced_path()
+    need_dpdk_env()
     n = os.getpid() % 100000
-    tap, ns = f"sltap{n}", f"sluice{n}"
-    s = DpdkSluice(root, tap)
+    tap, ns = f"sl{tag}tap{n}", f"sluice{tag}{n}"
+    s = DpdkSluice(root, tap, cert=cert, dpdk_extra=dpdk_extra)
+    if conf_text is not None:
+        s.conf.write_text(conf_text(tap) if callable(conf_text) else conf_text)
     s.check_built_in(exe)
+    run("ip", "netns", "del", ns, check=False)
     run("ip", "netns", "add", ns)
     try:
         s.start(exe)
         s.wait_tap()
-        run("ip", "link", "set", tap, "netns", ns)
-        # net_tap gives the kernel side the port's own MAC: make them differ.
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "address", PEER_MAC)
-        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PEER}/24", "dev", tap)
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "up")
-        run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        peer_ns_up(tap, ns)
         s.ns = ns
         yield s
-        rc = s.stop()
-        assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
-        bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
-        assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
+        finish(s, stop_timeout)
     finally:
-        if s.proc is not None:
-            s.proc.kill()
-            s.proc.wait(10)
+        kill(s)
         run("ip", "netns", "del", ns, check=False)
+
+
+def in_ns(s, *cmd, timeout=120):
+    return subprocess.run(["ip", "netns", "exec", s.ns, *cmd], capture_output=True,
+                          timeout=timeout)
 
 
 _libc = None

@@ -9,15 +9,15 @@ Maildir. The kernel side's TX checksum offload is turned off (ethtool),
 as an operator must on a veth feeding net_af_packet. Skipped like test_dpdk_tap.py without libdpdk, `ip` or root."""
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BAD_LOG, check_received, make_message, need, same_bytes, sluiced_path, wait_for_maildir
-from test_dpdk_tap import ADDR, PEER, PING, SMTPLIB, DpdkSluice, in_ns, run
+from conftest import check_received, make_message, need, same_bytes, sluiced_path, wait_for_maildir
+from dpdk_netns import ADDR, PEER, DpdkSluice, finish, in_ns, kill, need_dpdk_env, run
+from test_dpdk_tap import PING, SMTPLIB
 
 
 class AfPacketSluice(DpdkSluice):
@@ -42,10 +42,7 @@ class AfPacketSluice(DpdkSluice):
 @pytest.fixture
 def afp(tmp_path):
     exe = sluiced_path()
-    if os.geteuid() != 0:
-        pytest.skip("needs root (EAL, veth, network namespace)")
-    if not shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin"):
-        pytest.skip("no 'ip' (Debian package iproute2)")
+    need_dpdk_env(tap=False)
     n = os.getpid() % 100000
     vs, vc, ns = f"vethsl{n}", f"vethcl{n}", f"sluiceafp{n}"
     s = AfPacketSluice(tmp_path, vs)
@@ -70,14 +67,9 @@ def afp(tmp_path):
         s.wait_up()
         s.ns = ns
         yield s
-        rc = s.stop()
-        assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
-        bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
-        assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
+        finish(s)
     finally:
-        if s.proc is not None:
-            s.proc.kill()
-            s.proc.wait(10)
+        kill(s)
         run("ip", "link", "del", vs, check=False)
         run("ip", "netns", "del", ns, check=False)
 

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from conftest import wait_for_maildir
-from test_dpdk_tap import ADDR
+from dpdk_netns import ADDR
 from test_dpdk_workers import dp_stats, dpdk_sluice
 
 N = 10000

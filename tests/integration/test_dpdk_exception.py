@@ -26,9 +26,9 @@ import time
 
 import pytest
 
-from conftest import BAD_LOG, need, sluiced_path
-from dpdk_netns import (ADDR, PEER, PEER_MAC, PORT, DpdkSluice, dpdk_netns, enter_netns,
-                        run)
+from conftest import need, sluiced_path
+from dpdk_netns import (ADDR, PEER, PORT, DpdkSluice, dpdk_netns, enter_netns, finish, kill,
+                        need_dpdk_env, peer_ns_up, run)
 from test_dpdk_tap import PING
 from test_dpdk_workers import dp_stats
 
@@ -52,12 +52,7 @@ def exception_netns(root, workers=1, dpdk=""):
     the net_tap peer in namespace A (as dpdk_netns), the exception tap in
     namespace B with sluiced's address. Yields (sluiced, ns_a, ns_b)."""
     exe = sluiced_path()
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("/dev/net/tun is missing (net_tap needs it)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root (EAL, tap devices, network namespaces)")
-    if not subprocess.run(["sh", "-c", "command -v ip"], capture_output=True).returncode == 0:
-        pytest.skip("no 'ip' (Debian package iproute2)")
+    need_dpdk_env()
     n = os.getpid() % 100000
     tap, exc, ns_a, ns_b = f"sltap{n}", f"slexc{n}", f"sluice{n}", f"sluicex{n}"
     s = DpdkSluice(root, tap)
@@ -73,11 +68,7 @@ def exception_netns(root, workers=1, dpdk=""):
         s.wait_tap()
         assert f"event=dpdk_exception mode=tap iface={exc}" in s.log(), \
             f"got no event=dpdk_exception line, want one; log:\n{s.log()[-3000:]}"
-        run("ip", "link", "set", tap, "netns", ns_a)
-        run("ip", "netns", "exec", ns_a, "ip", "link", "set", tap, "address", PEER_MAC)
-        run("ip", "netns", "exec", ns_a, "ip", "addr", "add", f"{PEER}/24", "dev", tap)
-        run("ip", "netns", "exec", ns_a, "ip", "link", "set", tap, "up")
-        run("ip", "netns", "exec", ns_a, "ip", "link", "set", "lo", "up")
+        peer_ns_up(tap, ns_a)
         run("ip", "link", "set", exc, "netns", ns_b)
         # No IPv6 chatter (DAD, router solicitations) from the service side.
         run("ip", "netns", "exec", ns_b, "sysctl", "-qw", f"net.ipv6.conf.{exc}.disable_ipv6=1")
@@ -86,14 +77,9 @@ def exception_netns(root, workers=1, dpdk=""):
         run("ip", "netns", "exec", ns_b, "ip", "link", "set", "lo", "up")
         s.ns = ns_a
         yield s, ns_a, ns_b
-        rc = s.stop()
-        assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
-        bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
-        assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
+        finish(s)
     finally:
-        if s.proc is not None:
-            s.proc.kill()
-            s.proc.wait(10)
+        kill(s)
         run("ip", "netns", "del", ns_a, check=False)
         run("ip", "netns", "del", ns_b, check=False)
 

@@ -13,150 +13,28 @@ Skipped (with the reason) when sluiced was built without libdpdk, when
 --no-pci, so it touches no hardware; all traffic stays inside the namespace.
 """
 
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import (BAD_LOG, HOSTNAME, check_received, make_message, need, same_bytes,
-                      sluiced_path, wait_for_maildir)
+from conftest import check_received, make_message, need, same_bytes, wait_for_maildir
+from dpdk_netns import ADDR, PEER, PORT, dpdk_netns, in_ns, run
 from postfix_instance import Postfix
 
-ADDR = "10.77.0.2"
-PEER = "10.77.0.1"
 ADDR6 = "2001:db8:77::2"
 PEER6 = "2001:db8:77::1"
-PORT = 2525
 HELO = "ns.test.example"
 SENDER = "alice@client.test.example"
 
 
-def run(*cmd, check=True, timeout=30):
-    p = subprocess.run(list(cmd), capture_output=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: got exit {p.returncode}, want 0:\n"
-                             f"{p.stdout.decode(errors='replace')}{p.stderr.decode(errors='replace')}")
-    return p
-
-
-class DpdkSluice:
-    def __init__(self, root, tap, cert=None):
-        self.root = Path(root)
-        self.tap = tap
-        self.maildir = self.root / "Maildir"
-        self.logf = self.root / "sluiced.log"
-        self.conf = self.root / "sluice.conf"
-        self.conf.write_text(
-            f"server: {{hostname: {HOSTNAME}, workers: 1, transport: dpdk}}\n"
-            "listen:\n"
-            f"  - address: 0.0.0.0:{PORT}\n"
-            "smtp: {message_size_max: 10m, greet_pause: 0}\n"
-            f"spool: {{directory: {self.root / 'spool'}, sync: true}}\n"
-            f"delivery: {{method: maildir, maildir: {self.maildir}, retry_min: 1s}}\n"
-            + (f"tls: {{certificate: {cert[0]}, key: {cert[1]}}}\n" if cert else "") +
-            "dpdk:\n"
-            f'  eal: "--no-huge --no-shconf --no-pci -l 0 --vdev=net_tap0,iface={tap} '
-            '--log-level=notice"\n'
-            "  port: 0\n"
-            f"  address: {ADDR}/24\n"
-            f"  gateway: {PEER}\n"
-            f"  address6: {ADDR6}/64\n"
-            "log: {level: info}\n")
-        self.proc = None
-
-    def check_built_in(self, exe):
-        p = run(exe, "--check", "-c", str(self.conf), check=False)
-        out = (p.stdout + p.stderr).decode(errors="replace")
-        if "built without libdpdk" in out:
-            pytest.skip("sluiced was built without libdpdk (no DPDK transport)")
-        assert p.returncode == 0, f"sluiced --check: got exit {p.returncode}, want 0:\n{out}"
-
-    def start(self, exe):
-        self._logfh = open(self.logf, "ab")
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
-                                     stdout=self._logfh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def log(self):
-        return self.logf.read_text(errors="replace") if self.logf.exists() else ""
-
-    def wait_tap(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sluiced exited with {self.proc.returncode} before the "
-                                     f"tap existed; log:\n{self.log()[-4000:]}")
-            if Path(f"/sys/class/net/{self.tap}").exists() and "event=start" in self.log():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"got no interface {self.tap} within {timeout}s, want one; "
-                             f"log:\n{self.log()[-4000:]}")
-
-    def stop(self, timeout=20.0):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                self._logfh.close()
-                self.proc = None
-                raise AssertionError(f"sluiced: got no exit {timeout}s after SIGTERM, want exit 0")
-        rc = self.proc.returncode
-        self._logfh.close()
-        self.proc = None
-        return rc
-
-
 @pytest.fixture
 def dpdk(tmp_path, tls_cert):
-    exe = sluiced_path()
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("/dev/net/tun is missing (net_tap needs it)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root (EAL, tap device, network namespace)")
-    if not shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin"):
-        pytest.skip("no 'ip' (Debian package iproute2)")
-    n = os.getpid() % 100000
-    tap, ns = f"sltap{n}", f"sluice{n}"
-    s = DpdkSluice(tmp_path, tap, tls_cert)
-    s.check_built_in(exe)
-    run("ip", "netns", "add", ns)
-    try:
-        s.start(exe)
-        s.wait_tap()
-        run("ip", "link", "set", tap, "netns", ns)
-        # net_tap gives the kernel side the port's own MAC: make them differ.
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "address", "02:00:00:77:00:01")
-        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PEER}/24", "dev", tap)
-        run("ip", "netns", "exec", ns, "ip", "-6", "addr", "add", f"{PEER6}/64", "dev", tap, "nodad")
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "up")
-        run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        s.ns = ns
+    with dpdk_netns(tmp_path, cert=tls_cert, dpdk_extra=f"  address6: {ADDR6}/64\n") as s:
+        run("ip", "netns", "exec", s.ns, "ip", "-6", "addr", "add", f"{PEER6}/64", "dev", s.tap,
+            "nodad")
         yield s
-        rc = s.stop()
-        assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
-        bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
-        assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
-    finally:
-        if s.proc is not None:
-            s.proc.kill()
-            s.proc.wait(10)
-        run("ip", "netns", "del", ns, check=False)
-
-
-def in_ns(s, *cmd, timeout=120):
-    return subprocess.run(["ip", "netns", "exec", s.ns, *cmd], capture_output=True,
-                          timeout=timeout)
 
 
 PING = r"""

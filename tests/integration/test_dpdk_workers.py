@@ -13,7 +13,6 @@ event=dp_stats lines (SIGUSR1). Skips as test_dpdk_tap.py does.
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BAD_LOG, HOSTNAME, sluiced_path, wait_for_maildir
-from test_dpdk_tap import ADDR, PEER, PING, PORT, DpdkSluice, in_ns, run
+from conftest import HOSTNAME, sluiced_path, wait_for_maildir
+from dpdk_netns import ADDR, PEER, PORT, DpdkSluice, dpdk_netns, in_ns
+from test_dpdk_tap import PING
 
 
 def _config(root, tap, server="", smtp="", dpdk="", eal_extra=""):
@@ -49,39 +49,9 @@ def _config(root, tap, server="", smtp="", dpdk="", eal_extra=""):
 def dpdk_sluice(tmp_path, **conf):
     """sluiced on net_tap with the kernel side of the tap in a namespace of
     its own; conf goes to _config. Yields the DpdkSluice (with .ns)."""
-    exe = sluiced_path()
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("/dev/net/tun is missing (net_tap needs it)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root (EAL, tap device, network namespace)")
-    if not shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin"):
-        pytest.skip("no 'ip' (Debian package iproute2)")
-    n = os.getpid() % 100000
-    tap, ns = f"slwtap{n}", f"sluicew{n}"
-    s = DpdkSluice(tmp_path, tap)
-    s.conf.write_text(_config(tmp_path, tap, **conf))
-    s.check_built_in(exe)
-    run("ip", "netns", "del", ns, check=False)
-    run("ip", "netns", "add", ns)
-    try:
-        s.start(exe)
-        s.wait_tap()
-        run("ip", "link", "set", tap, "netns", ns)
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "address", "02:00:00:77:00:01")
-        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PEER}/24", "dev", tap)
-        run("ip", "netns", "exec", ns, "ip", "link", "set", tap, "up")
-        run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        s.ns = ns
+    with dpdk_netns(tmp_path, conf_text=lambda tap: _config(tmp_path, tap, **conf),
+                    stop_timeout=60, tag="w") as s:
         yield s
-        rc = s.stop(timeout=60)
-        assert rc == 0, f"sluiced: got exit code {rc} after SIGTERM, want 0:\n{s.log()[-3000:]}"
-        bad = [l for l in s.log().splitlines() if BAD_LOG.search(l)]
-        assert not bad, "got error lines in the log, want none:\n" + "\n".join(bad[:20])
-    finally:
-        if s.proc is not None:
-            s.proc.kill()
-            s.proc.wait(10)
-        run("ip", "netns", "del", ns, check=False)
 
 
 STATS = re.compile(r"event=dp_stats worker=(\d+) (.*)$")
