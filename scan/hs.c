@@ -375,22 +375,9 @@ anchors_to_mark(const char *re, struct scan_sb *out)
 			continue;
 		}
 		if (*s == '[') {
-			const char *b = s++;
-			if (*s == '^')
-				s++;
-			if (*s == ']')
-				s++;
-			while (*s && *s != ']') {
-				if (*s == '\\' && s[1])
-					s += 2;
-				else if (s[0] == '[' && s[1] == ':') {
-					const char *q = strstr(s + 2, ":]");
-					s = q ? q + 2 : s + 1;
-				} else
-					s++;
-			}
-			if (*s)
-				s++;
+			const char *b = s;
+			if ((s = scan_rules_class_end(b)) == NULL)
+				s = b + strlen(b);
 			scan_sb_put(out, b, (size_t)(s - b));
 			continue;
 		}

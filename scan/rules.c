@@ -2615,6 +2615,26 @@ counted(const char *s, unsigned *lo, unsigned *hi)
  * expression keeps one copy. drop_asserts: ^ $ \b \B \A \z \Z go too.
  * NULL for constructs it does not know (conditionals, recursion, /x) or ENOMEM.
  */
+const char *
+scan_rules_class_end(const char *s)
+{
+	s++;
+	if (*s == '^')
+		s++;
+	if (*s == ']')
+		s++;
+	while (*s && *s != ']') {
+		if (*s == '\\' && s[1])
+			s += 2;
+		else if (s[0] == '[' && s[1] == ':') {
+			const char *q = strstr(s + 2, ":]");
+			s = q ? q + 2 : s + 1;
+		} else
+			s++;
+	}
+	return *s ? s + 1 : NULL;
+}
+
 char *
 scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 {
@@ -2689,23 +2709,8 @@ scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 				s += 2;
 			}
 		} else if (*s == '[') {
-			s++;
-			if (*s == '^')
-				s++;
-			if (*s == ']')
-				s++;
-			while (*s && *s != ']') {
-				if (*s == '\\' && s[1])
-					s += 2;
-				else if (s[0] == '[' && s[1] == ':') {
-					const char *q = strstr(s + 2, ":]");
-					s = q ? q + 2 : s + 1;
-				} else
-					s++;
-			}
-			if (!*s)
+			if ((s = scan_rules_class_end(s)) == NULL)
 				goto fail;
-			s++;
 			scan_sb_put(&b, tok, (size_t)(s - tok));
 		} else if (*s == '(' && s[1] == '?') {
 			const char *q = s + 2;
@@ -3085,22 +3090,9 @@ scan_rules_collapse(const char *x)
 				continue;
 			}
 			/* a class this does not read: copy it as scan_rules_relax does */
-			const char *q = s + 1;
-			if (*q == '^')
-				q++;
-			if (*q == ']')
-				q++;
-			while (*q && *q != ']') {
-				if (*q == '\\' && q[1])
-					q += 2;
-				else if (q[0] == '[' && q[1] == ':') {
-					const char *z = strstr(q + 2, ":]");
-					q = z ? z + 2 : q + 1;
-				} else
-					q++;
-			}
-			if (*q)
-				q++;
+			const char *q = scan_rules_class_end(s);
+			if (q == NULL)
+				q = s + strlen(s);
 			scan_sb_put(&b, s, (size_t)(q - s));
 			s = q;
 			continue;

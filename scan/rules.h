@@ -252,6 +252,10 @@ unsigned scan_rules_literal_set(const char *re, uint32_t flags,
  * recursion, /x; ENOMEM).
  */
 char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
+/* Past the bracket expression that opens at s (a '['): just after its ']'
+ * (escapes, a ']' first or after '^', and POSIX [:name:] classes inside do
+ * not close it); NULL when the pattern ends first. */
+const char *scan_rules_class_end(const char *s);
 char *scan_rules_collapse(const char *x);
 
 const char *scan_rules_type_name(unsigned type);
