@@ -24,7 +24,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 7u
+#define CACHE_VERSION 9u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -33,6 +33,22 @@ const char scan_hs_gtube[] =
 #define GSEP_GATESDB 1          /* the target's gates database (its own stream) */
 #define GSEP_OWN 2              /* its own block-mode database: the relaxed form,
                                    run over the kept text at the end of the message */
+/* a Hyperscan rule that is not in its target's streaming database */
+#define DEFER_NO 0
+#define DEFER_LIT 1             /* deferred: its literal gate is in the database */
+#define DEFER_SQ 2              /* deferred: its gate is in the squeeze database */
+#define DEFER_COUNT 3           /* counted outside Hyperscan (scan_rules_exact_set) */
+#define CTR_MAX SCAN_RULES_LSET_MAX
+
+/* a rule whose matches are a few short strings, counted byte by byte */
+struct counter {
+	uint32_t rule;
+	uint32_t max;                   /* maxhits; 0 unbounded */
+	unsigned n;
+	uint32_t val[CTR_MAX];          /* a string (<= 4 bytes) as its last bytes */
+	uint32_t mask[CTR_MAX];
+	uint8_t last[256];              /* some string ends with this byte */
+};
 
 /* a header key: what one record in the header stream is */
 struct hkey {
@@ -72,6 +88,14 @@ struct tdb {
 	                           run over the kept text at the end of the message */
 	unsigned n_own;
 	unsigned n_gated;       /* GATED + PREFILTER rules */
+	hs_database_t *sdb;     /* squeeze gates: literals of the squeezed text */
+	size_t sstream_size;
+	unsigned nspat;
+	uint32_t *defer;        /* deferred rules: run alone, in block mode, over
+	                           the kept text when their gate fired */
+	unsigned n_defer;
+	struct counter *ctr;    /* rules counted without Hyperscan */
+	unsigned n_ctr;
 	size_t keep;            /* 0: this target keeps nothing */
 };
 
@@ -80,7 +104,11 @@ struct scan_hs {
 	uint8_t *cls;                   /* [rs->n] enum scan_hs_class */
 	uint8_t *gsep;                  /* [rs->n] PREFILTER gate: GSEP_SHARED / _GATESDB / _OWN */
 	char **rexpr;                   /* [rs->n] build only: GSEP_OWN rules' relaxed forms */
+	uint8_t *defer;                 /* [rs->n] DEFER_*: Hyperscan rules kept out of the stream */
+	hs_database_t **ddb;            /* [rs->n] a deferred rule's own block database */
 	uint8_t *sample;                /* build only: the scan-cost model's text */
+	uint8_t *sqsample;              /* build only: its squeezed image */
+	size_t sqsample_n;
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
 	uint8_t *term_check;            /* [rs->n] :addr / :name header rules */
@@ -107,11 +135,14 @@ struct scan_hs_worker {
 	pcre2_jit_stack *jit;
 	uint64_t *prof_ns;              /* [rs->n] SLUICE_HS_PROFILE: PCRE2 time per rule */
 	uint32_t *prof_runs;
+	uint8_t *sq;                    /* BATCH bytes: a write, squeezed */
 };
 
 struct scan_hs_msg_priv {
 	hs_stream_t *s[SCAN_T_COUNT];
 	hs_stream_t *gs[SCAN_T_COUNT];  /* the gates database's stream */
+	hs_stream_t *ss[SCAN_T_COUNT];  /* the squeeze database's stream */
+	uint32_t hist[SCAN_T_COUNT];    /* the last 4 bytes, for the counters */
 	uint8_t *batch[SCAN_T_COUNT];   /* small writes not yet scanned (BATCH) */
 	size_t blen[SCAN_T_COUNT];
 	uint8_t *keep[SCAN_T_COUNT];
@@ -157,6 +188,14 @@ unsigned
 scan_hs_rule_class(const struct scan_hs *e, uint32_t i)
 {
 	return i < e->rs->n ? e->cls[i] : SCAN_HS_C_NONE;
+}
+
+const char *
+scan_hs_rule_how(const struct scan_hs *e, uint32_t i)
+{
+	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted"};
+
+	return i < e->rs->n && e->cls[i] == SCAN_HS_C_HS && e->defer[i] < 4 ? how[e->defer[i]] : "";
 }
 
 /* ---- header keys ---- */
@@ -810,10 +849,11 @@ gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
 }
 
 /*
- * The literal gate of a PCRE2 rule, added to it: the longest literal every
- * match contains, or a set of literals one of which every match contains
- * (one per top-level branch), whichever has the longer shortest string;
- * each at least SCAN_HS_GATE_MIN bytes. 1 added, 0 none, or -ENOMEM.
+ * The literal gate of a rule, added to it (it NULL: only measured): the
+ * longest literal every match contains, or a set of literals one of which
+ * every match contains (one per top-level branch), whichever has the longer
+ * shortest string; each at least SCAN_HS_GATE_MIN bytes. The length of its
+ * shortest string, 0 none, or -ENOMEM.
  */
 static int
 gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
@@ -831,16 +871,90 @@ gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
 		if (set[k][0] < smin)
 			smin = set[k][0];
 	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
-		if ((rc = items_add(it, gate_expr(r, lit, n), f, GATE_BIT | i)) < 0)
+		if (it && (rc = items_add(it, gate_expr(r, lit, n), f, GATE_BIT | i)) < 0)
 			return rc;
-		return 1;
+		return (int)n;
 	}
 	if (smin < SCAN_HS_GATE_MIN)
 		return 0;
-	for (unsigned k = 0; k < ns; k++)
+	for (unsigned k = 0; k < ns && it; k++)
 		if ((rc = items_add(it, gate_expr(r, &set[k][1], set[k][0]), f, GATE_BIT | i)) < 0)
 			return rc;
-	return 1;
+	return (int)smin;
+}
+
+/*
+ * The squeeze gate of a rule, added to it (the target's squeeze database;
+ * NULL: only measured): the strings of scan_rules_squeeze_set, one of
+ * which the squeezed image of every match contains, at least
+ * SCAN_HS_SQUEEZE_MIN bytes each; with sq (the squeezed sample text, when
+ * deciding), a set with a string shorter than SCAN_HS_SQUEEZE_SURE that
+ * occurs in it is no gate. The length of the shortest, 0 none, or -ENOMEM.
+ */
+static int
+squeeze_gate(const struct scan_rule *r, struct items *it, uint32_t i, const uint8_t *sq,
+    size_t sqn)
+{
+	uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	unsigned ns = r->type == SCAN_RT_HEADER ? 0 :
+	    scan_rules_squeeze_set(r->re, r->re_flags, set, SCAN_RULES_LSET_MAX);
+	unsigned smin = ns ? 255 : 0;
+	int rc;
+
+	for (unsigned k = 0; k < ns; k++)
+		if (set[k][0] < smin)
+			smin = set[k][0];
+	if (smin < SCAN_HS_SQUEEZE_MIN)
+		return 0;
+	for (unsigned k = 0; k < ns && sq; k++)
+		if (set[k][0] < SCAN_HS_SQUEEZE_SURE && memmem(sq, sqn, &set[k][1], set[k][0]))
+			return 0;
+	for (unsigned k = 0; k < ns && it; k++) {
+		struct scan_sb b = {0};
+		sb_hex(&b, &set[k][1], set[k][0]);
+		if (b.oom) {
+			free(b.p);
+			return -ENOMEM;
+		}
+		if ((rc = items_add(it, b.p, HS_FLAG_SINGLEMATCH, GATE_BIT | i)) < 0)
+			return rc;
+	}
+	return (int)smin;
+}
+
+/*
+ * A counter for rule i (a `multiple` rule whose matches are a few strings
+ * of at most 4 bytes, e.g. /e/): true if it qualifies. Hyperscan reports a
+ * rule once per match end, so the count is the number of offsets where one
+ * of the strings ends, which a byte loop finds exactly.
+ */
+static bool
+counter_make(const struct scan_rule *r, uint32_t i, struct counter *c)
+{
+	uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	unsigned ns;
+
+	if (!(r->tflags & SCAN_TF_MULTIPLE) || r->type == SCAN_RT_HEADER ||
+	    !(ns = scan_rules_exact_set(r->re, r->re_flags, set, SCAN_RULES_LSET_MAX)) ||
+	    ns > CTR_MAX)
+		return false;
+	memset(c, 0, sizeof(*c));
+	c->rule = i;
+	c->max = r->maxhits;
+	for (unsigned k = 0; k < ns; k++) {
+		unsigned n = set[k][0];
+		if (!n || n > 4)
+			return false;
+		for (unsigned j = 0; j < n; j++) {
+			if (!set[k][1 + j] && n > 1)
+				return false;   /* the history starts as zero bytes */
+			c->val[k] = c->val[k] << 8 | set[k][1 + j];
+		}
+		c->mask[k] = n == 4 ? 0xffffffffu : (1u << (8 * n)) - 1;
+		c->last[set[k][n]] = 1;
+	}
+	c->n = ns;
+	return true;
 }
 
 /*
@@ -920,10 +1034,14 @@ target_rule(const struct scan_rule *r, unsigned t)
 	    r->type < SCAN_RT_META;
 }
 
-/* Builds the item list of target t from e->cls (classify: decide classes first). */
+/*
+ * Builds the item lists of target t from e->cls and e->defer (classify:
+ * decide them first): it the streaming database, git its gates database,
+ * sit its squeeze database.
+ */
 static int
 make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
-    const struct scan_hs_config *cfg, bool classify, struct scan_hs_stats *st)
+    struct items *sit, const struct scan_hs_config *cfg, bool classify, struct scan_hs_stats *st)
 {
 	const struct scan_ruleset *rs = e->rs;
 	int rc;
@@ -935,33 +1053,55 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 		if (classify) {
 			char *x = rule_expr(e, r);
 			unsigned f = rule_hs_flags(r, e->multiple[i] || e->term_check[i]);
+			struct counter ctr;
 			if (!x)
 				return -ENOMEM;
 			double mbps = 0;
-			bool slow_ok = e->sample && !e->multiple[i] && !e->term_check[i] &&
-			    (t == SCAN_T_BODY || t == SCAN_T_RAWBODY);
+			bool slow_ok = e->sample && !e->term_check[i] && t != SCAN_T_HEADER &&
+			    !cfg->no_defer;
+			e->defer[i] = DEFER_NO;
 			if (hs_accepts(x, f, st) && hs_cheap_within(x, f, st, SCAN_HS_COSTLY_DB,
 			    SCAN_HS_COSTLY_SECONDS, slow_ok ? e->sample : NULL, SCAN_HS_SAMPLE, &mbps,
 			    NULL)) {
 				e->cls[i] = SCAN_HS_C_HS;
-				/* the scan-cost model: a slow pattern with a literal gate runs
-				 * in PCRE2 behind that gate instead */
-				struct items tmp = {0};
-				if (slow_ok && mbps < SCAN_HS_SLOW_MBPS &&
-				    gate_literals(r, &tmp, i) > 0) {
-					e->cls[i] = SCAN_HS_C_ALWAYS;
-					if (st)
-						st->slow++;
+				if (!cfg->no_defer && counter_make(r, i, &ctr)) {
+					e->defer[i] = DEFER_COUNT;
+				} else if (slow_ok && mbps < (cfg->defer_mbps > 0 ? cfg->defer_mbps :
+				    SCAN_HS_DEFER_MBPS)) {
+					/* the scan-cost model: a slow pattern with a gate is
+					 * kept out of the stream and run alone, in block mode,
+					 * over the kept text when its gate fired; the squeeze
+					 * gate (denser text) must be a byte longer to win */
+					int ll = gate_literals(r, NULL, i);
+					int sl = squeeze_gate(r, NULL, i, e->sqsample, e->sqsample_n);
+					if (ll > 0 && ll + 1 >= sl)
+						e->defer[i] = DEFER_LIT;
+					else if (sl > 0)
+						e->defer[i] = DEFER_SQ;
 				}
-				items_free(&tmp);
 			} else
 				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
 			free(x);
 		}
 		if (e->cls[i] == SCAN_HS_C_HS) {
-			if ((rc = items_add(it, rule_expr(e, r),
-			    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i)) < 0)
+			switch (e->defer[i]) {
+			case DEFER_LIT:
+				rc = gate_literals(r, it, i);
+				break;
+			case DEFER_SQ:
+				rc = squeeze_gate(r, sit, i, NULL, 0);
+				break;
+			case DEFER_COUNT:
+				rc = 1;
+				break;
+			default:
+				rc = items_add(it, rule_expr(e, r),
+				    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i);
+			}
+			if (rc < 0)
 				return rc;
+			if (rc == 0 && e->defer[i] != DEFER_NO)
+				return -EINVAL;         /* a cache that does not fit the rules */
 		} else if (e->cls[i] != SCAN_HS_C_FAILED) {
 			if ((rc = add_gate(e, it, git, i, cfg, classify)) < 0)
 				return rc;
@@ -1128,15 +1268,52 @@ compile_block(struct scan_hs *e, struct items *it, hs_database_t **dbp,
 
 /* ---- cache ---- */
 
+/* The k-th database of the cache file: per target main, gates, relaxed,
+ * squeeze; then every deferred rule's, in rule order (NULL past the end). */
+static hs_database_t **
+cache_db(struct scan_hs *e, unsigned k)
+{
+	unsigned t = k % SCAN_T_COUNT;
+
+	switch (k / SCAN_T_COUNT) {
+	case 0: return &e->t[t].db;
+	case 1: return &e->t[t].gdb;
+	case 2: return &e->t[t].rdb;
+	case 3: return &e->t[t].sdb;
+	default:
+		break;
+	}
+	k -= 4 * SCAN_T_COUNT;
+	for (uint32_t i = 0; i < e->rs->n; i++)
+		if (e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ) &&
+		    k-- == 0)
+			return &e->ddb[i];
+	return NULL;
+}
+
+static void
+cache_free_dbs(struct scan_hs *e)
+{
+	hs_database_t **dbp;
+
+	for (unsigned k = 0; (dbp = cache_db(e, k)) != NULL; k++)
+		if (*dbp) {
+			hs_free_database(*dbp);
+			*dbp = NULL;
+		}
+}
+
 static uint64_t
 cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
 {
 	uint64_t h = fnv(&e->rs->hash, sizeof(e->rs->hash), 0xcbf29ce484222325ull);
 	const char *v = hs_version();
-	uint8_t opt[4] = {cfg->no_prefilter, cfg->no_gtube, cfg->drop_always, cfg->no_scan_cost};
+	uint8_t opt[5] = {cfg->no_prefilter, cfg->no_gtube, cfg->drop_always, cfg->no_scan_cost,
+	    cfg->no_defer};
 
 	h = fnv(v, strlen(v), h);
 	h = fnv(opt, sizeof(opt), h);
+	h = fnv(&cfg->defer_mbps, sizeof(cfg->defer_mbps), h);
 	uint32_t ver = CACHE_VERSION;
 	h = fnv(&ver, sizeof(ver), h);
 	return h;
@@ -1205,10 +1382,10 @@ cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
 	}
 	TAKE(e->cls, (size_t)n);
 	TAKE(e->gsep, (size_t)n);
-	for (unsigned k = 0; k < 3 * SCAN_T_COUNT; k++) {
+	TAKE(e->defer, (size_t)n);
+	hs_database_t **dbp;
+	for (unsigned k = 0; (dbp = cache_db(e, k)) != NULL; k++) {
 		uint64_t sz;
-		hs_database_t **dbp = k < SCAN_T_COUNT ? &e->t[k].db : k < 2 * SCAN_T_COUNT ?
-		    &e->t[k - SCAN_T_COUNT].gdb : &e->t[k - 2 * SCAN_T_COUNT].rdb;
 		TAKE(&sz, 8);
 		if (!sz)
 			continue;
@@ -1226,17 +1403,8 @@ cache_load(struct scan_hs *e, const struct scan_hs_config *cfg)
 out:
 #undef TAKE
 	free(buf);
-	if (rc < 0) {
-		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
-			if (e->t[t].db)
-				hs_free_database(e->t[t].db);
-			if (e->t[t].gdb)
-				hs_free_database(e->t[t].gdb);
-			if (e->t[t].rdb)
-				hs_free_database(e->t[t].rdb);
-			e->t[t].db = e->t[t].gdb = e->t[t].rdb = NULL;
-		}
-	}
+	if (rc < 0)
+		cache_free_dbs(e);
 	return rc;
 }
 
@@ -1253,12 +1421,13 @@ cache_save(const struct scan_hs *e, const struct scan_hs_config *cfg)
 	scan_sb_put(&b, &n, 8);
 	scan_sb_put(&b, e->cls, (size_t)n);
 	scan_sb_put(&b, e->gsep, (size_t)n);
-	for (unsigned k = 0; k < 3 * SCAN_T_COUNT; k++) {
+	scan_sb_put(&b, e->defer, (size_t)n);
+	hs_database_t **dbp;
+	for (unsigned k = 0; (dbp = cache_db((struct scan_hs *)e, k)) != NULL; k++) {
 		char *ser = NULL;
 		size_t sz = 0;
 		uint64_t s64 = 0;
-		hs_database_t *db = k < SCAN_T_COUNT ? e->t[k].db : k < 2 * SCAN_T_COUNT ?
-		    e->t[k - SCAN_T_COUNT].gdb : e->t[k - 2 * SCAN_T_COUNT].rdb;
+		hs_database_t *db = *dbp;
 		if (db && hs_serialize_database(db, &ser, &sz) != HS_SUCCESS) {
 			free(b.p);
 			return;
@@ -1300,8 +1469,18 @@ scan_hs_free(struct scan_hs *e)
 			hs_free_database(e->t[t].gdb);
 		if (e->t[t].rdb)
 			hs_free_database(e->t[t].rdb);
+		if (e->t[t].sdb)
+			hs_free_database(e->t[t].sdb);
 		free(e->t[t].always);
+		free(e->t[t].defer);
+		free(e->t[t].ctr);
 	}
+	if (e->ddb)
+		for (uint32_t i = 0; i < e->rs->n; i++)
+			if (e->ddb[i])
+				hs_free_database(e->ddb[i]);
+	free(e->ddb);
+	free(e->defer);
 	if (e->rexpr)
 		for (uint32_t i = 0; i < e->rs->n; i++)
 			free(e->rexpr[i]);
@@ -1314,6 +1493,7 @@ scan_hs_free(struct scan_hs *e)
 	free(e->cls);
 	free(e->gsep);
 	free(e->sample);
+	free(e->sqsample);
 	free(e->multiple);
 	free(e->term_check);
 	for (unsigned i = 0; i < e->nkeys; i++)
@@ -1400,11 +1580,14 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->dump = getenv("SLUICE_HS_DUMP");
 	e->cls = calloc(rs->n + 1, 1);
 	e->gsep = calloc(rs->n + 1, 1);
+	e->defer = calloc(rs->n + 1, 1);
+	e->ddb = calloc(rs->n + 1, sizeof(*e->ddb));
 	e->rexpr = calloc(rs->n + 1, sizeof(*e->rexpr));
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
-	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check) {
+	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check ||
+	    !e->defer || !e->ddb) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1417,8 +1600,13 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	}
 	if ((rc = setup_header_keys(e)) < 0)
 		goto fail;
-	if (!cfg.no_scan_cost && (e->sample = malloc(SCAN_HS_SAMPLE)))
+	if (!cfg.no_scan_cost && (e->sample = malloc(SCAN_HS_SAMPLE))) {
 		sample_text(e->sample, SCAN_HS_SAMPLE);
+		if ((e->sqsample = malloc(SCAN_HS_SAMPLE)))
+			for (size_t k = 0; k < SCAN_HS_SAMPLE; k++)
+				if ((e->sqsample[e->sqsample_n] = scan_rules_squeeze_byte(e->sample[k])))
+					e->sqsample_n++;
+	}
 	st->header_keys = e->nkeys;
 
 	st->cache_status = -ENOENT;
@@ -1429,29 +1617,79 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		if (!cached) {
 			memset(e->cls, 0, rs->n);
 			memset(e->gsep, 0, rs->n);
+			memset(e->defer, 0, rs->n);
 		}
 	}
 	st->cache_hit = cached;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
-		struct items it = {0}, git = {0};
-		rc = make_items(e, t, &it, &git, &cfg, !cached, st);
+		struct items it = {0}, git = {0}, sit = {0};
+		rc = make_items(e, t, &it, &git, &sit, &cfg, !cached, st);
 		if (rc == 0 && !cached && it.n)
 			rc = compile_items(e, t, &it, &git, &e->t[t].db, &cfg, st);
 		if (rc == 0 && !cached && git.n)
 			rc = compile_items(e, t, &git, NULL, &e->t[t].gdb, &cfg, st);
-		if (rc == 0 && cached && ((it.n && !e->t[t].db) || (git.n && !e->t[t].gdb)))
+		if (rc == 0 && !cached && sit.n)
+			rc = compile_items(e, t, &sit, NULL, &e->t[t].sdb, &cfg, st);
+		if (rc == 0 && cached && ((it.n && !e->t[t].db) || (git.n && !e->t[t].gdb) ||
+		    (sit.n && !e->t[t].sdb)))
 			rc = -EIO;
 		if (rc == 0 && e->dump) {
 			dump_items(e, t, &it, "main");
 			dump_items(e, t, &git, "gates");
+			dump_items(e, t, &sit, "squeeze");
 		}
 		e->t[t].npat = it.n;
 		e->t[t].ngpat = git.n;
+		e->t[t].nspat = sit.n;
 		items_free(&it);
 		items_free(&git);
+		items_free(&sit);
 		if (rc < 0)
 			goto fail;
 	}
+	/* a deferred rule's own block database, and the counters */
+	for (uint32_t i = 0; i < rs->n && rc == 0; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		struct tdb *d = &e->t[r->type < SCAN_T_COUNT ? r->type : 0];
+		if (e->cls[i] != SCAN_HS_C_HS || e->defer[i] == DEFER_NO || r->type >= SCAN_T_COUNT)
+			continue;
+		if (e->defer[i] == DEFER_COUNT) {
+			struct counter *c = realloc(d->ctr, (d->n_ctr + 1) * sizeof(*c));
+			if (!c) {
+				rc = -ENOMEM;
+				break;
+			}
+			d->ctr = c;
+			if (!counter_make(r, i, &d->ctr[d->n_ctr]))
+				rc = -EINVAL;
+			d->n_ctr++;
+			st->counted[r->type]++;
+			continue;
+		}
+		uint32_t *dv = realloc(d->defer, (d->n_defer + 1) * sizeof(*dv));
+		if (!dv) {
+			rc = -ENOMEM;
+			break;
+		}
+		d->defer = dv;
+		dv[d->n_defer++] = i;
+		st->deferred[r->type]++;
+		st->squeezed[r->type] += e->defer[i] == DEFER_SQ;
+		if (cached)
+			continue;
+		char *x = rule_expr(e, r);
+		hs_compile_error_t *err = NULL;
+		const char *xs[1] = {x};
+		unsigned fl[1] = {rule_hs_flags(r, e->multiple[i] || e->term_check[i])}, id[1] = {i};
+		/* the match reports carry the rule's index, as in the stream */
+		if (!x || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) !=
+		    HS_SUCCESS)
+			rc = x ? -EIO : -ENOMEM;
+		hs_free_compile_error(err);
+		free(x);
+	}
+	if (rc < 0)
+		goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT && !cached; t++) {
 		/* the relaxed forms of the GSEP_OWN rules: one block database */
 		struct items rit = {0};
@@ -1541,9 +1779,20 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		st->gstream_bytes[t] = d->gstream_size;
 		st->patterns[t] = d->npat;
 		st->gpatterns[t] = d->ngpat;
-		if (d->n_always || d->n_gated)
+		if (d->sdb) {
+			hs_database_size(d->sdb, &st->sdb_bytes[t]);
+			hs_stream_size(d->sdb, &d->sstream_size);
+		}
+		st->sstream_bytes[t] = d->sstream_size;
+		st->spatterns[t] = d->nspat;
+		for (unsigned k = 0; k < d->n_defer; k++) {
+			size_t z = 0;
+			hs_database_size(e->ddb[d->defer[k]], &z);
+			st->ddb_bytes += z;
+		}
+		if (d->n_always || d->n_gated || d->n_defer)
 			d->keep = cfg.keep[t] ? cfg.keep[t] : SCAN_HS_KEEP_DEFAULT;
-		e->max_pending += d->n_gated;
+		e->max_pending += d->n_gated + d->n_defer;
 	}
 	if (cfg.cache_path && !cached)
 		cache_save(e, &cfg);
@@ -1558,6 +1807,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	}
 	free(e->sample);
 	e->sample = NULL;
+	free(e->sqsample);
+	e->sqsample = NULL;
 	{
 		/* what a worker's scratch will take (report only) */
 		hs_scratch_t *sc = NULL;
@@ -1567,9 +1818,15 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			if (e->t[t].gdb)
 				hs_alloc_scratch(e->t[t].gdb, &sc);
 		}
-		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 			if (e->t[t].rdb)
 				hs_alloc_scratch(e->t[t].rdb, &sc);
+			if (e->t[t].sdb)
+				hs_alloc_scratch(e->t[t].sdb, &sc);
+		}
+		for (uint32_t i = 0; i < rs->n; i++)
+			if (e->ddb[i])
+				hs_alloc_scratch(e->ddb[i], &sc);
 		if (sc) {
 			hs_scratch_size(sc, &st->scratch_bytes);
 			hs_free_scratch(sc);
@@ -1599,8 +1856,14 @@ scan_hs_worker_new(const struct scan_hs *e)
 		    (e->t[t].gdb && hs_alloc_scratch(e->t[t].gdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		if (e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS)
+		if ((e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS) ||
+		    (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
+	for (uint32_t i = 0; i < e->rs->n; i++)
+		if (e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS)
+			goto fail;
+	if (!(w->sq = malloc(BATCH)))
+		goto fail;
 	w->md = pcre2_match_data_create(1, NULL);
 	w->mctx = pcre2_match_context_create(NULL);
 	w->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
@@ -1641,6 +1904,7 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 	}
 	free(w->prof_ns);
 	free(w->prof_runs);
+	free(w->sq);
 	if (w->scratch)
 		hs_free_scratch(w->scratch);
 	pcre2_match_data_free(w->md);
@@ -1662,6 +1926,8 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 				hs_close_stream(p->s[t], NULL, NULL, NULL);
 			if (p->gs[t])
 				hs_close_stream(p->gs[t], NULL, NULL, NULL);
+			if (p->ss[t])
+				hs_close_stream(p->ss[t], NULL, NULL, NULL);
 			free(p->keep[t]);
 			free(p->batch[t]);
 			if (p->dump[t])
@@ -1702,7 +1968,10 @@ scan_hs_msg_new(const struct scan_hs *e)
 			goto fail;
 		if (e->t[t].gdb && hs_open_stream(e->t[t].gdb, 0, &p->gs[t]) != HS_SUCCESS)
 			goto fail;
-		if ((p->s[t] || p->gs[t]) && !(p->batch[t] = malloc(BATCH)))
+		if (e->t[t].sdb && hs_open_stream(e->t[t].sdb, 0, &p->ss[t]) != HS_SUCCESS)
+			goto fail;
+		if ((p->s[t] || p->gs[t] || p->ss[t] || e->t[t].n_ctr) &&
+		    !(p->batch[t] = malloc(BATCH)))
 			goto fail;
 		if (e->t[t].keep && !(p->keep[t] = malloc(e->t[t].keep)))
 			goto fail;
@@ -1732,8 +2001,11 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 				hs_reset_stream(p->s[t], 0, NULL, NULL, NULL);
 			if (p->gs[t])
 				hs_reset_stream(p->gs[t], 0, NULL, NULL, NULL);
+			if (p->ss[t])
+				hs_reset_stream(p->ss[t], 0, NULL, NULL, NULL);
 		}
 	}
+	memset(p->hist, 0, sizeof(p->hist));
 	memset(m->hits, 0, e->rs->n * sizeof(*m->hits));
 	for (unsigned k = 0; k < p->npending; k++)
 		p->fired[p->pending[k]] = 0;
@@ -1747,7 +2019,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	p->failed = false;
 	p->dirty = true;
 	m->gtube = false;
-	m->pcre_runs = m->pcre_limited = m->writes = 0;
+	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = 0;
 }
 
 static bool
@@ -1818,7 +2090,7 @@ feed_raw(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint
 		memcpy(p->keep[t] + p->kept[t], b, k);
 		p->kept[t] += k;
 	}
-	if ((!p->s[t] && !p->gs[t]) || !n)
+	if ((!p->s[t] && !p->gs[t] && !p->ss[t] && !e->t[t].n_ctr) || !n)
 		return 0;
 	/* small writes are batched: a stream write costs a fixed amount (stream
 	 * state in and out of every engine), lines are short; matches are the
@@ -1845,12 +2117,77 @@ flush_batch(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t)
 	return n ? scan_write(m, w, t, p->batch[t], n) : 0;
 }
 
+/* The counters of target t over b: the match ends in b, up to maxhits. */
+static void
+count_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
+{
+	const struct tdb *d = &m->e->t[t];
+	struct scan_hs_msg_priv *p = m->priv;
+	uint32_t h = p->hist[t];
+
+	while (n) {
+		bool open = false;
+		for (unsigned k = 0; k < d->n_ctr; k++)
+			open |= !d->ctr[k].max || m->hits[d->ctr[k].rule] < d->ctr[k].max;
+		if (!open)
+			return;         /* every counter full: nothing more this message */
+		size_t c = n < 512 ? n : 512;
+		for (size_t j = 0; j < c; j++) {
+			h = h << 8 | b[j];
+			for (unsigned k = 0; k < d->n_ctr; k++) {
+				const struct counter *ct = &d->ctr[k];
+				if (!ct->last[b[j]])
+					continue;
+				for (unsigned q = 0; q < ct->n; q++)
+					if ((h & ct->mask[q]) == ct->val[q]) {
+						uint32_t *x = &m->hits[ct->rule];
+						if (!ct->max || *x < ct->max)
+							(*x)++;
+						break;
+					}
+			}
+		}
+		b += c;
+		n -= c;
+	}
+	p->hist[t] = h;
+}
+
+/* Target t's squeezed image of b (letters and digits, lower case) into its squeeze stream. */
+static int
+squeeze_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint8_t *b,
+    size_t n)
+{
+	struct scan_hs_msg_priv *p = m->priv;
+
+	while (n) {
+		size_t c = n < BATCH ? n : BATCH, k = 0;
+		for (size_t j = 0; j < c; j++) {
+			uint8_t q = scan_rules_squeeze_byte(b[j]);
+			w->sq[k] = q;
+			k += q != 0;
+		}
+		if (k && hs_scan_stream(p->ss[t], (const char *)w->sq, (unsigned)k, 0, w->scratch,
+		    on_match, m) != HS_SUCCESS)
+			return -EIO;
+		b += c;
+		n -= c;
+	}
+	return 0;
+}
+
 static int
 scan_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const uint8_t *b, size_t n)
 {
 	struct scan_hs_msg_priv *p = m->priv;
 
 	m->writes++;
+	if (m->e->t[t].n_ctr)
+		count_write(m, t, b, n);
+	if (p->ss[t] && squeeze_write(m, w, t, b, n) < 0) {
+		p->failed = true;
+		return -EIO;
+	}
 	while (n) {
 		/* Hyperscan takes unsigned int lengths */
 		unsigned c = n > 0x40000000u ? 0x40000000u : (unsigned)n;
@@ -2105,6 +2442,8 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 			p->failed = true;
 		if (p->gs[t] && hs_reset_stream(p->gs[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
 			p->failed = true;
+		if (p->ss[t] && hs_reset_stream(p->ss[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
+			p->failed = true;
 	}
 	p->dirty = false;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
@@ -2121,8 +2460,18 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		    (const char *)p->keep[t], (unsigned)p->kept[t], 0, w->scratch, on_match, m) !=
 		    HS_SUCCESS)
 			rc = -EIO;
-	for (unsigned k = 0; k < p->npending && !e->skip_gated; k++)
-		run_pcre(m, w, p->pending[k]);
+	for (unsigned k = 0; k < p->npending; k++) {
+		uint32_t ri = p->pending[k];
+		unsigned t = e->rs->rules[ri].type;
+		if (e->ddb[ri]) {
+			/* a deferred rule whose gate fired: alone, over the kept text */
+			m->deferred_runs++;
+			if (p->keep[t] && p->kept[t] && hs_scan(e->ddb[ri], (const char *)p->keep[t],
+			    (unsigned)p->kept[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
+				rc = -EIO;
+		} else if (!e->skip_gated)
+			run_pcre(m, w, ri);
+	}
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_always && !e->skip_always; k++)
 			run_pcre(m, w, e->t[t].always[k]);

@@ -92,7 +92,15 @@
  * (SCAN_HS_SAMPLE bytes of built-in pseudo-prose) slower than this, and has
  * a literal gate, runs in PCRE2 behind the gate */
 #define SCAN_HS_SAMPLE (32u * 1024)
-#define SCAN_HS_SLOW_MBPS 1000.0
+/* deferral: a pattern of any target but HEADER that alone scans the sample
+ * text slower than this, and has a gate (a literal of SCAN_HS_GATE_MIN
+ * bytes, or a squeeze literal of SCAN_HS_SQUEEZE_MIN), leaves the stream:
+ * its gate goes in instead, and the pattern runs alone in block mode over
+ * the kept text when the gate fired */
+#define SCAN_HS_DEFER_MBPS 1500.0
+#define SCAN_HS_SQUEEZE_MIN 3
+#define SCAN_HS_SQUEEZE_SURE 4  /* shorter squeeze strings must not occur in
+                                   the squeezed sample text */
 
 /* how a regex rule runs */
 enum scan_hs_class {
@@ -115,6 +123,10 @@ struct scan_hs_config {
 	                                   no check that a prefilter gate is selective) */
 	bool drop_always;               /* rules that would run PCRE2 on every message
 	                                   are not run (class FAILED): faster, fewer rules */
+	bool no_defer;                  /* measure: every Hyperscan rule in the stream
+	                                   (no deferral, no counters) */
+	double defer_mbps;              /* 0: SCAN_HS_DEFER_MBPS; tests: 1e12 defers
+	                                   every rule that has a gate */
 };
 
 #define SCAN_HS_REASONS 24
@@ -130,12 +142,18 @@ struct scan_hs_stats {
 	unsigned own[SCAN_T_COUNT];             /* PREFILTER gates by their relaxed forms,
 	                                           in a block database per target */
 	size_t rdb_bytes[SCAN_T_COUNT];
+	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
+	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
+	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */
+	unsigned spatterns[SCAN_T_COUNT];       /* squeeze database: expressions */
+	size_t sdb_bytes[SCAN_T_COUNT];
+	size_t sstream_bytes[SCAN_T_COUNT];
+	size_t ddb_bytes;                       /* every deferred rule's database */
 	double sample_mbps[SCAN_T_COUNT];       /* each database on the sample text */
 	double gsample_mbps[SCAN_T_COUNT];
 	size_t scratch_bytes;                   /* one worker's Hyperscan scratch */
 	unsigned header_keys;
 	unsigned costly;                /* compilable, but sent to PCRE2 by the cost model */
-	unsigned slow;                  /* ... of which by the scan-cost model (slow, gated) */
 	bool cache_hit;
 	int cache_status;               /* 0 hit, -ENOENT none, -ESTALE other key, -EBADMSG corrupt */
 	double compile_seconds;
@@ -158,6 +176,7 @@ struct scan_hs_msg {
 	uint32_t pcre_runs;             /* PCRE2 rules run this message */
 	uint32_t pcre_limited;          /* ... that hit a match limit */
 	uint32_t writes;                /* Hyperscan stream writes this message */
+	uint32_t deferred_runs;         /* deferred rules run this message */
 	struct scan_hs_msg_priv *priv;
 };
 
@@ -168,6 +187,10 @@ struct scan_hs *scan_hs_free(struct scan_hs *e);
 const struct scan_ruleset *scan_hs_rules(const struct scan_hs *e);
 /* The class of rule i (enum scan_hs_class). */
 unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
+/* How a Hyperscan rule runs when not in its stream: "deferred" (alone,
+ * behind a literal gate), "deferred-squeeze" (behind a squeeze gate),
+ * "counted" (a byte loop), or "" (in the stream, or not a Hyperscan rule). */
+const char *scan_hs_rule_how(const struct scan_hs *e, uint32_t i);
 
 struct scan_hs_worker *scan_hs_worker_new(const struct scan_hs *e);
 struct scan_hs_worker *scan_hs_worker_free(struct scan_hs_worker *w);

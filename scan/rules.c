@@ -1947,8 +1947,19 @@ scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap)
 /* ---- required literal sets ----
  * A walk over the pattern that keeps, per node, the finite set of strings
  * it can match (exact, when small) and a set of strings one of which every
- * match must contain (req). Strings are ASCII-lower-cased: the gates that
- * use them match caselessly, so folding only widens them.
+ * match must contain (req). Three modes:
+ *   LS_FOLD     strings ASCII-lower-cased: the gates that use them match
+ *               caselessly, so folding only widens them;
+ *   LS_SQUEEZE  the strings are those of the *squeezed* text: every byte
+ *               that is not an ASCII letter or digit deleted, letters
+ *               lower-cased (scan_rules_squeeze_byte). The squeeze is a
+ *               per-byte map, so a match's image is a substring of the
+ *               text's image: a class of separators ([_\W]{0,3}, \s+)
+ *               maps to the empty string whatever its repeat, a class
+ *               mixing letters and separators to its letters or nothing;
+ *   LS_EXACT    bytes as written and no assertion, look-around or inline
+ *               flag: the exact set is then every string the pattern
+ *               matches (for counting matches outside Hyperscan).
  */
 #define LS_MAX 32
 #define LS_LEN 24
@@ -1961,10 +1972,13 @@ struct lset {
 	uint8_t s[LS_MAX][LS_LEN];
 };
 
+enum { LS_FOLD, LS_SQUEEZE, LS_EXACT };
+
 struct lsp {
 	const char *s, *e;
 	bool x;
 	int depth;
+	int mode;
 };
 
 static void ls_alt(struct lsp *P, struct lset *exact, struct lset *req);
@@ -2005,6 +2019,33 @@ ls_byte(struct lset *a, uint8_t b)
 {
 	b = (uint8_t)tolower(b);
 	ls_add(a, &b, 1);
+}
+
+static bool
+ls_is_alnum(uint8_t b)
+{
+	return (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z');
+}
+
+/* The set of one literal byte, as the mode sees it. */
+static void
+ls_lit(const struct lsp *P, struct lset *a, uint8_t b)
+{
+	a->none = false;
+	a->n = 0;
+	if (P->mode == LS_EXACT)
+		ls_add(a, &b, 1);
+	else if (P->mode == LS_SQUEEZE && !ls_is_alnum(b))
+		ls_add(a, &b, 0);       /* deleted by the squeeze */
+	else
+		ls_byte(a, b);
+}
+
+/* Only the empty string (a separator, an assertion, under the squeeze). */
+static bool
+ls_eps(const struct lset *a)
+{
+	return !a->none && a->n == 1 && a->len[0] == 0;
 }
 
 static unsigned
@@ -2064,6 +2105,39 @@ ls_cross(struct lset *a, const struct lset *b)
 	*a = r;
 }
 
+/*
+ * cur x ax with cur cut to the suffixes of length L of its strings (the
+ * shorter ones whole), for the largest L that fits; false if none does.
+ */
+static bool
+ls_trim_cross(struct lset *cur, const struct lset *ax)
+{
+	unsigned maxlen = 0;
+
+	if (cur->none || ax->none || !ax->n)
+		return false;
+	for (unsigned i = 0; i < cur->n; i++)
+		if (cur->len[i] > maxlen)
+			maxlen = cur->len[i];
+	for (unsigned L = maxlen; L-- > 1;) {
+		struct lset t;
+		t.none = false;
+		t.n = 0;
+		for (unsigned i = 0; i < cur->n && !t.none; i++) {
+			unsigned k = cur->len[i] < L ? cur->len[i] : L;
+			ls_add(&t, cur->s[i] + cur->len[i] - k, k);
+		}
+		if (t.none || (unsigned)t.n * ax->n > LS_MAX)
+			continue;
+		ls_cross(&t, ax);
+		if (!t.none) {
+			*cur = t;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void
 ls_union(struct lset *a, const struct lset *b)
 {
@@ -2075,12 +2149,123 @@ ls_union(struct lset *a, const struct lset *b)
 		ls_add(a, b->s[j], b->len[j]);
 }
 
-/* One class after '['; exact set of its bytes if small. */
+/* Adds an escape's class (\d \w \s \h \v and negations) to mem; false if unknown. */
+static bool
+ls_class_escape(char d, uint8_t *mem)
+{
+	uint8_t m[256] = {0};
+	bool neg = isupper((unsigned char)d);
+
+	switch (tolower((unsigned char)d)) {
+	case 'd':
+		for (int b = '0'; b <= '9'; b++)
+			m[b] = 1;
+		break;
+	case 'w':
+		for (int b = 0; b < 256; b++)
+			m[b] = ls_is_alnum((uint8_t)b) || b == '_';
+		break;
+	case 's':
+		m[' '] = m['\t'] = m['\n'] = m['\v'] = m['\f'] = m['\r'] = 1;
+		break;
+	case 'h':
+		m[' '] = m['\t'] = 1;
+		break;
+	case 'v':
+		m['\n'] = m['\v'] = m['\f'] = m['\r'] = 1;
+		break;
+	default:
+		return false;
+	}
+	for (int b = 0; b < 256; b++)
+		if (m[b] != neg)
+			mem[b] = 1;
+	return true;
+}
+
+/* A POSIX [:name:] class into mem; false if unknown. */
+static bool
+ls_class_posix(const char *n, size_t len, uint8_t *mem)
+{
+	static const struct {
+		const char *name;
+		int (*f)(int);
+	} px[] = {
+		{"alpha", isalpha}, {"digit", isdigit}, {"alnum", isalnum}, {"space", isspace},
+		{"upper", isupper}, {"lower", islower}, {"punct", ispunct}, {"xdigit", isxdigit},
+	};
+	bool neg = len && *n == '^';
+
+	if (neg) {
+		n++;
+		len--;
+	}
+	for (size_t k = 0; k < sizeof(px) / sizeof(px[0]); k++)
+		if (strlen(px[k].name) == len && !memcmp(px[k].name, n, len)) {
+			for (int b = 0; b < 256; b++)
+				if ((b < 128 && px[k].f(b)) != neg)
+					mem[b] = 1;
+			return true;
+		}
+	return false;
+}
+
+/* One byte of a class: a plain byte or a simple escape; -1 if it is a class escape. */
+static int
+ls_class_byte(struct lsp *P, char c, char *esc)
+{
+	*esc = 0;
+	if (c != '\\' || P->s >= P->e)
+		return (unsigned char)c;
+	char d = *P->s++;
+	switch (d) {
+	case 'n': return '\n';
+	case 't': return '\t';
+	case 'r': return '\r';
+	case 'f': return '\f';
+	case 'e': return 0x1b;
+	case 'a': return 0x07;
+	case 'x': {
+		unsigned v = 0;
+		int k = 0;
+		if (P->s < P->e && *P->s == '{') {
+			*esc = '{';
+			while (P->s < P->e && *P->s != '}')
+				P->s++;
+			if (P->s < P->e)
+				P->s++;
+			return -1;
+		}
+		while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
+			char h = *P->s++;
+			v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' :
+			    tolower((unsigned char)h) - 'a' + 10);
+			k++;
+		}
+		return (int)v;
+	}
+	default:
+		if (isalnum((unsigned char)d)) {
+			*esc = d;       /* \d \w \s \p octal ...: a class escape */
+			if ((d == 'p' || d == 'P') && P->s < P->e && *P->s == '{')
+				while (P->s < P->e && *P->s++ != '}')
+					;
+			return -1;
+		}
+		return (unsigned char)d;
+	}
+}
+
+/*
+ * One class after '[': its members, then the set the mode makes of them
+ * (small classes only; under the squeeze, a class of separators is the
+ * empty string and a mixed one its letters or nothing).
+ */
 static void
 ls_class(struct lsp *P, struct lset *a)
 {
-	bool neg = false, big = false;
-	uint8_t seen[256] = {0};
+	bool neg = false, unknown = false;
+	uint8_t mem[256] = {0};
 	int prev = -1;
 
 	if (P->s < P->e && *P->s == '^') {
@@ -2089,103 +2274,71 @@ ls_class(struct lsp *P, struct lset *a)
 	}
 	bool first = true;
 	while (P->s < P->e && (*P->s != ']' || first)) {
-		int lo;
 		first = false;
-		char c = *P->s++;
+		char c = *P->s++, esc;
 		if (c == '[' && P->s < P->e && *P->s == ':') {
 			const char *q = strstr(P->s, ":]");
+			if (!q || q >= P->e || !ls_class_posix(P->s + 1, (size_t)(q - P->s - 1), mem))
+				unknown = true;
 			P->s = q && q < P->e ? q + 2 : P->e;
-			big = true;
 			prev = -1;
 			continue;
 		}
-		if (c == '\\' && P->s < P->e) {
-			char d = *P->s++;
-			switch (d) {
-			case 'n': lo = '\n'; break;
-			case 't': lo = '\t'; break;
-			case 'r': lo = '\r'; break;
-			case 'f': lo = '\f'; break;
-			case 'e': lo = 0x1b; break;
-			case 'a': lo = 0x07; break;
-			case 'x': {
-				unsigned v = 0;
-				int k = 0;
-				if (P->s < P->e && *P->s == '{') {
-					big = true;
-					while (P->s < P->e && *P->s != '}')
-						P->s++;
-					if (P->s < P->e)
-						P->s++;
-					continue;
-				}
-				while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
-					char h = *P->s++;
-					v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' :
-					    tolower((unsigned char)h) - 'a' + 10);
-					k++;
-				}
-				lo = (int)v;
-				break;
-			}
-			default:
-				if (isalnum((unsigned char)d)) {
-					big = true;     /* \d \w \s \p ... octal: not worth it */
-					prev = -1;
-					if ((d == 'p' || d == 'P') && P->s < P->e && *P->s == '{')
-						while (P->s < P->e && *P->s++ != '}')
-							;
-					continue;
-				}
-				lo = (unsigned char)d;
-			}
-		} else
-			lo = (unsigned char)c;
+		int lo = ls_class_byte(P, c, &esc);
+		if (lo < 0) {
+			if (!ls_class_escape(esc, mem))
+				unknown = true;
+			prev = -1;
+			continue;
+		}
 		if (c == '-' && prev >= 0 && P->s < P->e && *P->s != ']') {
-			/* a range prev-hi: read hi as a plain byte or simple escape */
-			int hi;
+			/* a range prev-hi */
 			char h = *P->s++;
-			if (h == '\\' && P->s < P->e) {
-				char d = *P->s++;
-				if (d == 'x') {
-					unsigned v = 0;
-					int k = 0;
-					while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
-						char q = *P->s++;
-						v = v * 16 + (unsigned)(isdigit((unsigned char)q) ? q - '0' :
-						    tolower((unsigned char)q) - 'a' + 10);
-						k++;
-					}
-					hi = (int)v;
-				} else if (isalnum((unsigned char)d)) {
-					big = true;
-					continue;
-				} else
-					hi = (unsigned char)d;
-			} else
-				hi = (unsigned char)h;
-			if (hi - prev > LS_CLASS * 2)
-				big = true;
+			int hi = ls_class_byte(P, h, &esc);
+			if (hi < 0)
+				unknown = true;
 			else
 				for (int b = prev; b <= hi && b < 256; b++)
-					seen[tolower(b)] = 1;
+					mem[b] = 1;
 			prev = -1;
 			continue;
 		}
-		seen[tolower(lo)] = 1;
+		mem[lo] = 1;
 		prev = lo;
 	}
 	if (P->s < P->e)
 		P->s++;         /* ']' */
 	ls_none(a);
-	if (neg || big)
+	if (unknown)
+		return;
+	if (neg)
+		for (int b = 0; b < 256; b++)
+			mem[b] = !mem[b];
+	uint8_t set[256] = {0};
+	bool sep = false;
+	unsigned n = 0;
+	for (int b = 0; b < 256; b++) {
+		if (!mem[b])
+			continue;
+		if (P->mode == LS_SQUEEZE && !ls_is_alnum((uint8_t)b)) {
+			sep = true;
+			continue;
+		}
+		int k = P->mode == LS_EXACT ? b : tolower(b);
+		n += !set[k];
+		set[k] = 1;
+	}
+	if (n > LS_CLASS)
 		return;
 	a->none = false;
+	a->n = 0;
 	for (int b = 0; b < 256; b++)
-		if (seen[b])
-			ls_byte(a, (uint8_t)b);
-	if (a->n > LS_CLASS)
-		ls_none(a);
+		if (set[b])
+			ls_add(a, (const uint8_t *)&(uint8_t){(uint8_t)b}, 1);
+	if (sep || !n)
+		ls_add(a, (const uint8_t *)"", 0);
+	if (!n && P->mode != LS_SQUEEZE)
+		ls_none(a);     /* an empty class matches nothing: no set */
 }
 
 /* Skips a group body up to its closing ')' (after the opening). */
@@ -2226,7 +2379,10 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 	ls_none(req);
 	switch (c) {
 	case '^': case '$':
-		ls_empty(ex);
+		if (P->mode == LS_EXACT)
+			ls_none(ex);    /* counting needs the bytes alone */
+		else
+			ls_empty(ex);
 		return;
 	case '.':
 		ls_none(ex);
@@ -2241,7 +2397,10 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 			    (*q == '<' && q + 1 < P->e && (q[1] == '=' || q[1] == '!')))) {
 				P->s = q;
 				ls_skip_group(P);
-				ls_empty(ex);
+				if (P->mode == LS_EXACT)
+					ls_none(ex);
+				else
+					ls_empty(ex);
 				return;
 			}
 			if (q < P->e && (*q == '(' || *q == 'R' || isdigit((unsigned char)*q) ||
@@ -2265,7 +2424,15 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 					q++;
 				if (q < P->e && *q == ')') {
 					P->s = q + 1;   /* (?flags) */
-					ls_empty(ex);
+					if (P->mode == LS_EXACT)
+						ls_none(ex);
+					else
+						ls_empty(ex);
+					return;
+				}
+				if (P->mode == LS_EXACT && q < P->e && *q == ':' && q != P->s + 1) {
+					ls_skip_group(P);       /* (?i:...): flags inside */
+					ls_none(ex);
 					return;
 				}
 				if (q < P->e && (*q == ':' || *q == '>' || *q == '|'))
@@ -2293,7 +2460,10 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 		uint8_t b;
 		switch (d) {
 		case 'b': case 'B': case 'A': case 'z': case 'Z': case 'G': case 'K':
-			ls_empty(ex);
+			if (P->mode == LS_EXACT)
+				ls_none(ex);
+			else
+				ls_empty(ex);
 			return;
 		case 't': b = '\t'; break;
 		case 'n': b = '\n'; break;
@@ -2350,20 +2520,21 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 			if (isalnum((unsigned char)d)) {
 				while (isdigit((unsigned char)d) && P->s < P->e && isdigit((unsigned char)*P->s))
 					P->s++;
-				ls_none(ex);    /* \d \w \s \1 octal ... */
+				/* \d \w \s \1 octal ...; under the squeeze a class of
+				 * separators only (\s \W \h \v \R) is the empty string */
+				if (P->mode == LS_SQUEEZE && strchr("sWhvR", d))
+					ls_empty(ex);
+				else
+					ls_none(ex);
 				return;
 			}
 			b = (uint8_t)d;
 		}
-		ex->none = false;
-		ex->n = 0;
-		ls_byte(ex, b);
+		ls_lit(P, ex, b);
 		return;
 	}
 	default:
-		ex->none = false;
-		ex->n = 0;
-		ls_byte(ex, (uint8_t)c);
+		ls_lit(P, ex, (uint8_t)c);
 		return;
 	}
 }
@@ -2426,7 +2597,11 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
 		}
 		int lo, hi;
 		ls_atom(P, &ax, &ar);
-		if (ls_quant(P, &lo, &hi)) {
+		bool q = ls_quant(P, &lo, &hi);
+		if (q && P->mode == LS_SQUEEZE && ls_eps(&ax)) {
+			/* separators only: any number of them squeezes to nothing */
+			ls_none(&ar);
+		} else if (q) {
 			struct lset one = ar;
 			ls_take_better(&one, &ax);
 			if (lo == 0) {
@@ -2466,10 +2641,14 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
 				cur = t;
 				continue;
 			}
-			/* too many or too long: the run so far is a candidate */
+			/* too many or too long: the run so far is a candidate, and
+			 * the run goes on from the longest suffixes of its strings
+			 * that leave room (each match still holds one of them
+			 * followed by one of ax's) */
 			ls_take_better(req, &cur);
-			cur = ax;
 			all_exact = false;
+			if (!ls_trim_cross(&cur, &ax))
+				cur = ax;
 			continue;
 		}
 		all_exact = false;
@@ -2511,12 +2690,25 @@ ls_alt(struct lsp *P, struct lset *exact, struct lset *req)
 	}
 }
 
-unsigned
-scan_rules_literal_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
+static unsigned
+ls_run(const char *re, uint32_t flags, int mode, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
     unsigned cap)
 {
-	struct lsp P = {.s = re, .e = re + strlen(re), .x = (flags & SCAN_RE_X) != 0};
+	struct lsp P = {.s = re, .e = re + strlen(re), .x = (flags & SCAN_RE_X) != 0, .mode = mode};
 	struct lset ex, req;
+
+	if (mode == LS_EXACT) {
+		if ((flags & (SCAN_RE_I | SCAN_RE_X)) || strstr(re, "(?x"))
+			return 0;
+		ls_alt(&P, &ex, &req);
+		if (P.s != P.e || ex.none || !ex.n || ex.n > cap || ls_minlen(&ex) == 0)
+			return 0;
+		for (unsigned i = 0; i < ex.n; i++) {
+			out[i][0] = ex.len[i];
+			memcpy(&out[i][1], ex.s[i], ex.len[i]);
+		}
+		return ex.n;
+	}
 
 	if (!P.x && strstr(re, "(?x"))
 		return 0;
@@ -2531,6 +2723,27 @@ scan_rules_literal_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES
 		memcpy(&out[i][1], req.s[i], req.len[i]);
 	}
 	return req.n;
+}
+
+unsigned
+scan_rules_literal_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
+    unsigned cap)
+{
+	return ls_run(re, flags, LS_FOLD, out, cap);
+}
+
+unsigned
+scan_rules_squeeze_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
+    unsigned cap)
+{
+	return ls_run(re, flags, LS_SQUEEZE, out, cap);
+}
+
+unsigned
+scan_rules_exact_set(const char *re, uint32_t flags, uint8_t (*out)[SCAN_RULES_LSET_LEN + 1],
+    unsigned cap)
+{
+	return ls_run(re, flags, LS_EXACT, out, cap);
 }
 
 /* ---- relaxed forms (gates for rules Hyperscan cannot take) ---- */

@@ -238,6 +238,31 @@ unsigned scan_rules_literal_set(const char *re, uint32_t flags,
     uint8_t (*out)[SCAN_RULES_LSET_LEN + 1], unsigned cap);
 
 /*
+ * The squeezed text of a byte string: every byte that is not an ASCII
+ * letter or digit deleted, letters lower-cased (scan_rules_squeeze_byte:
+ * the byte, or 0 when deleted). A per-byte map, so the image of a match is
+ * a substring of the image of the text.
+ * scan_rules_squeeze_set(): like scan_rules_literal_set, a set of strings
+ * one of which the squeezed image of every match of re contains: the
+ * obfuscation-proof spelling of rules such as /t[_\W]?r[_\W]?a[_\W]?m/
+ * ("tram"), which have no literal in the text itself.
+ * scan_rules_exact_set(): every string re can match, bytes as written, when
+ * that is a small finite set and re has no assertion, look-around, inline
+ * flag or /i (0 otherwise): its matches can be counted without a regex.
+ */
+static inline uint8_t
+scan_rules_squeeze_byte(uint8_t b)
+{
+	if ((b >= '0' && b <= '9') || (b >= 'a' && b <= 'z'))
+		return b;
+	return b >= 'A' && b <= 'Z' ? (uint8_t)(b + 32) : 0;
+}
+unsigned scan_rules_squeeze_set(const char *re, uint32_t flags,
+    uint8_t (*out)[SCAN_RULES_LSET_LEN + 1], unsigned cap);
+unsigned scan_rules_exact_set(const char *re, uint32_t flags,
+    uint8_t (*out)[SCAN_RULES_LSET_LEN + 1], unsigned cap);
+
+/*
  * Relaxed forms, for gates. scan_rules_relax(): x is an expression wrapped in
  * "(?:" ... ")"; returns a superset of it (every match of x contains a match
  * of the result) that Hyperscan is more likely to take: look-arounds, \K and

@@ -288,8 +288,21 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 		if (st->own[t])
 			printf(" %s=%u pat/%zu KB", scan_rules_type_name(t), st->own[t],
 			    st->rdb_bytes[t] / 1024);
-	printf("\ncost model: %u compilable patterns sent to PCRE2 (%u of them slow to scan, gated)\n",
-	    st->costly + st->slow, st->slow);
+	printf("\ndeferred (slow alone on the sample text; run alone over the kept text when the gate fired):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->deferred[t])
+			printf(" %s=%u (%u squeeze)", scan_rules_type_name(t), st->deferred[t],
+			    st->squeezed[t]);
+	printf("; %zu KB of databases\nsqueeze databases:", st->ddb_bytes / 1024);
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->spatterns[t])
+			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->spatterns[t],
+			    st->sdb_bytes[t] / 1024, st->sstream_bytes[t]);
+	printf("\ncounted without Hyperscan:");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->counted[t])
+			printf(" %s=%u", scan_rules_type_name(t), st->counted[t]);
+	printf("\ncost model: %u compilable patterns sent to PCRE2\n", st->costly);
 	printf("scratch %zu KB per worker\n", st->scratch_bytes / 1024);
 	printf("header keys %u; cache %s (%d); build %.2f s\n", st->header_keys,
 	    st->cache_hit ? "hit" : "miss", st->cache_status, st->compile_seconds);
@@ -331,7 +344,7 @@ main(int argc, char **argv)
 
 	if (!rs)
 		return 2;
-	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDh")) != -1) {
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:h")) != -1) {
 		switch (c) {
 		case 'r':
 			rc = scan_rules_load_path(rs, optarg);
@@ -352,12 +365,14 @@ main(int argc, char **argv)
 		case 'P': cfg.no_prefilter = true; break;
 		case 'S': cfg.no_scan_cost = true; break;
 		case 'D': cfg.drop_always = true; break;
+		case 'N': cfg.no_defer = true; break;
+		case 'M': cfg.defer_mbps = atof(optarg); break;
 		case 'l': list = true; break;
 		case 'H': hit_path = optarg; break;
 		case 'C': cmp_path = optarg; break;
 		default:
 			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
-			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-l] [-H HITS] [-C HITS]\n");
+			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-N] [-M MBPS] [-l] [-H HITS] [-C HITS]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -373,12 +388,13 @@ main(int argc, char **argv)
 	if (list) {
 		for (uint32_t i = 0; i < rs->n; i++)
 			if (rs->rules[i].defined)
-				printf("%s %s %s %.3f\n", rs->rules[i].name,
+				printf("%s %s %s%s%s %.3f\n", rs->rules[i].name,
 				    scan_rules_type_name(rs->rules[i].type),
 				    rs->rules[i].state == SCAN_RS_ACTIVE ?
 				    cls_names[scan_hs_rule_class(e, i)] :
 				    rs->rules[i].state == SCAN_RS_EVAL ? "eval" :
 				    rs->rules[i].state == SCAN_RS_DISABLED ? "score0" : "broken",
+				    *scan_hs_rule_how(e, i) ? "," : "", scan_hs_rule_how(e, i),
 				    rs->rules[i].score);
 		scan_hs_free(e);
 		scan_rules_free(rs);
@@ -405,7 +421,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "sluice-rules: hit file: %s\n", strerror(errno));
 		return 2;
 	}
-	uint64_t pcre_runs = 0, bytes = 0, writes = 0;
+	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -414,6 +430,7 @@ main(int argc, char **argv)
 		scan_verdict_compute(rs, sm->hm->hits, sm->hm->gtube, rc < 0, &pol, &v);
 		acts[v.action]++;
 		pcre_runs += sm->hm->pcre_runs;
+		deferred_runs += sm->hm->deferred_runs;
 		writes += sm->hm->writes;
 		bytes += msgs[i].n;
 		if (hitf)
@@ -432,8 +449,8 @@ main(int argc, char **argv)
 	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
-	printf("pcre2 runs/msg=%.1f hyperscan writes/msg=%.1f\n", (double)pcre_runs / nmsgs,
-	    (double)writes / nmsgs);
+	printf("pcre2 runs/msg=%.1f deferred runs/msg=%.1f hyperscan writes/msg=%.1f\n",
+	    (double)pcre_runs / nmsgs, (double)deferred_runs / nmsgs, (double)writes / nmsgs);
 	int cmp_rc = 0;
 	if (hitf) {
 		fflush(hitf);

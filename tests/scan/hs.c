@@ -382,6 +382,108 @@ test_cache(void **state)
 	unlink(path);
 }
 
+/*
+ * Deferral and counters change where a rule runs, never what it finds: the
+ * same rules (Debian's 20_drugs.cf, whose obfuscated spellings have no
+ * literal and are gated by their squeezed spelling, plus our own) built
+ * with everything in the stream, with the cost model's choice, and with
+ * every gated rule deferred, give the same hits on messages full of
+ * obfuscated spellings, cut at random.
+ */
+static const char defer_rules[] =
+    "body   E_CT   /e/\n"
+    "tflags E_CT   multiple maxhits=50\n"
+    "body   E_LIKE /(?:e|\\xc3[\\xa8\\xa9]|\\xd0\\xb5)/\n"
+    "tflags E_LIKE multiple maxhits=90\n"
+    "body   M_DEF  /\\bt[_\\W]?r[_\\W]?a[_\\W]?m[_\\W]?a\\w*/i\n"
+    "tflags M_DEF  multiple maxhits=4\n"
+    "body   WIN    /\\bwin+ing\\s(?:prize|number|draw)/i\n"
+    "rawbody R_PAY /payments?\\s+of\\s+\\d+/i\n";
+
+static void
+defer_msg(char *buf, size_t cap, unsigned seed)
+{
+	static const char *const words[] = {
+		"v-i-a-g-r-a", "V1AGRA", "t r a m @ d o l", "tr4m4d0l", "hydr0c0d0ne",
+		"c.e.l.e.b.r.e.x", "x_a_n_a_x", "vali|um", "am_bi_en", "ult.ram",
+		"caf\xc3\xa9 cr\xc3\xa8me \xd0\xb5", "winning prize", "winnning   draw",
+		"payments of 100", "the meeting notes", "tram tr_a_ma t.r.a.m.a tramadol",
+		"please review the agenda", "phentermine", "s0m4",
+	};
+	size_t n = 0;
+
+	n += (size_t)snprintf(buf + n, cap - n, "From: a@example.org\r\nTo: b@example.net\r\n"
+	    "Subject: test %u\r\n\r\n", seed);
+	for (unsigned k = 0; k < 80 && n + 64 < cap; k++) {
+		seed = seed * 1103515245u + 12345u;
+		n += (size_t)snprintf(buf + n, cap - n, "%s%s", words[(seed >> 16) %
+		    (sizeof(words) / sizeof(words[0]))], (seed >> 8) % 5 ? " " : "\r\n");
+	}
+	snprintf(buf + n, cap - n, "\r\n");
+}
+
+static void
+test_deferred_same_hits(void **state)
+{
+	(void)state;
+	static const char drugs[] = "/usr/share/spamassassin/20_drugs.cf";
+	struct scan_hs_config cfg[3] = {{.no_defer = true}, {0}, {.defer_mbps = 1e12}};
+	struct eng g[3];
+	struct scan_hs_stats *st = &g[2].st;
+	unsigned drug_hits = 0, mdef = 0, win = 0;
+
+	for (int k = 0; k < 3; k++) {
+		memset(&g[k], 0, sizeof(g[k]));
+		g[k].rs = scan_rules_new();
+		assert_non_null(g[k].rs);
+		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", defer_rules,
+		    strlen(defer_rules)), 0);
+		if (access(drugs, R_OK) == 0)
+			assert_int_equal(scan_rules_load_path(g[k].rs, drugs), 0);
+		assert_int_equal(scan_rules_finish(g[k].rs), 0);
+		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
+		assert_non_null(g[k].e);
+		g[k].w = scan_hs_worker_new(g[k].e);
+		g[k].s = scan_msg_new(g[k].e);
+		assert_non_null(g[k].w);
+		assert_non_null(g[k].s);
+	}
+	assert_int_equal(g[0].st.deferred[SCAN_T_BODY] + g[0].st.counted[SCAN_T_BODY], 0);
+	assert_true(st->counted[SCAN_T_BODY] >= 2);             /* E_CT, E_LIKE */
+	assert_true(st->deferred[SCAN_T_BODY] >= 3);
+	assert_true(st->deferred[SCAN_T_RAWBODY] >= 1);
+	assert_true(st->squeezed[SCAN_T_BODY] >= 1);            /* M_DEF at least */
+	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "E_CT")),
+	    "counted");
+	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "M_DEF")),
+	    "deferred-squeeze");
+	for (unsigned m = 0; m < 40; m++) {
+		char msg[8192];
+		defer_msg(msg, sizeof(msg), m + 1);
+		for (int k = 0; k < 3; k++)
+			scan_split(&g[k], msg, m % 3 == 0 ? 0 : 2, m);
+		for (uint32_t i = 0; i < g[0].rs->n; i++) {
+			uint32_t a = g[0].s->hm->hits[i], b = g[1].s->hm->hits[i], c = g[2].s->hm->hits[i];
+			if (a != b || a != c)
+				fail_msg("message %u, %s: %u hits in the stream, %u as the cost model "
+				    "chose, %u all deferred", m, g[0].rs->rules[i].name, a, b, c);
+			if (a && !strncmp(g[0].rs->rules[i].name, "__DRUGS_", 8))
+				drug_hits++;
+		}
+		assert_int_equal(hits(&g[0], "E_CT"), 50);
+		mdef += hits(&g[0], "M_DEF") > 0;
+		win += hits(&g[0], "WIN") > 0;
+	}
+	assert_true(mdef > 10 && win > 10);     /* not vacuous */
+	if (access(drugs, R_OK) == 0)
+		assert_true(drug_hits > 40);
+	print_message("deferred %u (%u squeeze), counted %u; drug rule hits %u\n",
+	    st->deferred[SCAN_T_BODY], st->squeezed[SCAN_T_BODY], st->counted[SCAN_T_BODY],
+	    drug_hits);
+	for (int k = 0; k < 3; k++)
+		eng_down(&g[k]);
+}
+
 /* The real Debian rules: counts and the share in effect (slow: a full compile). */
 static void
 test_debian_rules(void **state)
@@ -436,6 +538,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_direct_targets),
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
+		cmocka_unit_test(test_deferred_same_hits),
 	};
 	const struct CMUnitTest sa[] = {
 		cmocka_unit_test(test_debian_rules),

@@ -3,6 +3,7 @@
  * meta expressions (precedence, arithmetic), diagnostics with file:line,
  * required literals, and the real Debian rule files (counts).
  */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdbool.h>
 
 #include "scan/rules.h"
 
@@ -306,15 +311,17 @@ test_literal(void **state)
 	expect_lit("q{0,3}rstu", 0, "rstu");
 }
 
+typedef unsigned set_fn(const char *, uint32_t, uint8_t (*)[SCAN_RULES_LSET_LEN + 1], unsigned);
+
 /* want: the strings of the set, sorted, joined with '|' ("" = no set) */
 static void
-expect_set(const char *re, uint32_t flags, const char *want)
+expect_set_of(set_fn *fn, const char *re, uint32_t flags, const char *want)
 {
 	uint8_t out[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 	char buf[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 	char *v[SCAN_RULES_LSET_MAX];
 	char got[2048] = "";
-	unsigned n = scan_rules_literal_set(re, flags, out, SCAN_RULES_LSET_MAX);
+	unsigned n = fn(re, flags, out, SCAN_RULES_LSET_MAX);
 
 	for (unsigned i = 0; i < n; i++) {
 		memcpy(buf[i], &out[i][1], out[i][0]);
@@ -332,7 +339,13 @@ expect_set(const char *re, uint32_t flags, const char *want)
 		strcat(got, v[i]);
 	}
 	if (strcmp(got, want))
-		fail_msg("literal set of /%s/: got \"%s\", want \"%s\"", re, got, want);
+		fail_msg("set of /%s/: got \"%s\", want \"%s\"", re, got, want);
+}
+
+static void
+expect_set(const char *re, uint32_t flags, const char *want)
+{
+	expect_set_of(scan_rules_literal_set, re, flags, want);
 }
 
 static void
@@ -352,6 +365,132 @@ test_literal_set(void **state)
 	expect_set("[^a]bcd", 0, "bcd");
 	expect_set("(?<name>hello) [w0]orld", 0, "hello 0orld|hello world");
 	expect_set("ab)cd", 0, "");                         /* unbalanced: give up */
+}
+
+static void
+test_squeeze_set(void **state)
+{
+	(void)state;
+	/* separators squeeze to nothing, whatever their repeat */
+	expect_set_of(scan_rules_squeeze_set, "t[_\\W]?r[_\\W]{0,3}[a4@]\\s*m", SCAN_RE_I,
+	    "tr4m|tram|trm");
+	expect_set_of(scan_rules_squeeze_set, "(?:\\\\\\/|V)[_\\W]{0,3}iagra", SCAN_RE_I,
+	    "iagra|viagra");
+	expect_set_of(scan_rules_squeeze_set, "hello, world!", 0, "helloworld");
+	expect_set_of(scan_rules_squeeze_set, "\\bfoo\\W+bar\\b", 0, "foobar");
+	expect_set_of(scan_rules_squeeze_set, "[_\\W]+", 0, "");
+	expect_set_of(scan_rules_squeeze_set, "a\\w+bcde", 0, "bcde");  /* \\w: letters: the run ends */
+	expect_set_of(scan_rules_squeeze_set, "[[:punct:]]*abc[[:space:]]def", 0, "abcdef");
+	expect_set_of(scan_rules_squeeze_set, "c[^a-zA-Z0-9]?a[^A-Za-z0-9]?t", 0, "cat");
+	expect_set_of(scan_rules_squeeze_set, "c[^a-z0-9]?at", 0, "at"); /* A-Z are in it */
+	/* a negated class may hold letters: not a separator */
+	expect_set_of(scan_rules_squeeze_set, "ab[^x]cd", 0, "ab");
+}
+
+static void
+test_exact_set(void **state)
+{
+	(void)state;
+	expect_set_of(scan_rules_exact_set, "e", 0, "e");
+	expect_set_of(scan_rules_exact_set, "(?:E|\\xc3[\\xa8\\xa9])", 0, "E|\xc3\xa8|\xc3\xa9");
+	expect_set_of(scan_rules_exact_set, "\\be", 0, "");      /* an assertion */
+	expect_set_of(scan_rules_exact_set, "^e", 0, "");
+	expect_set_of(scan_rules_exact_set, "e", SCAN_RE_I, "");    /* caseless */
+	expect_set_of(scan_rules_exact_set, "(?i)e", 0, "");
+	expect_set_of(scan_rules_exact_set, "(?i:e)", 0, "");
+	expect_set_of(scan_rules_exact_set, "a+", 0, "");
+	expect_set_of(scan_rules_exact_set, "a(?=b)", 0, "");
+}
+
+/*
+ * The squeeze set is a gate: the squeezed image of every match must contain
+ * one of its strings. Checked against PCRE2 on random text built from the
+ * patterns' own letters and separators.
+ */
+static void
+test_squeeze_sound(void **state)
+{
+	(void)state;
+	static const char *const pats[] = {
+		"t[_\\W]?r[_\\W]?[a4@][_\\W]?m[_\\W]?[a4@]",
+		"(?:\\\\\\/|V)[_\\W]{0,3}[i1!|l][_\\W]{0,3}[o0][_\\W]{0,3}x[_\\W]{0,3}xx?",
+		"\\bd[_\\W]?[i1!|l][_\\W]?d[_\\W]?r[_\\W]?[e3]x",
+		"(?:foo|b[a4]r)\\s+baz",
+		"m\\W*o\\W*n\\W*e\\W*y",
+		"r[\\s.,]{1,2}[e3]\\W?d(?:[_\\W]|\\d)o",
+	};
+	/* the words the patterns spell, written with look-alikes, separators,
+	 * dropped and doubled letters: many matches and near misses */
+	static const char *const words[] = {"tramam", "\\/ioxxx", "vioxx", "didrex", "foo baz",
+	    "bar  baz", "money", "r. ed0o", "r,e d9o"};
+	static const char sep[] = "_- .!|/@,\\";
+	size_t n = 400000, i = 0;
+	uint8_t *text = malloc(n + 64);
+	uint32_t x = 12345;
+	unsigned total = 0;
+
+	assert_non_null(text);
+#define RND() (x = x * 1103515245u + 12345u, (x >> 16) & 0x7fff)
+	while (i < n) {
+		const char *w = words[RND() % (sizeof(words) / sizeof(words[0]))];
+		for (const char *c = w; *c && i < n; c++) {
+			unsigned r = RND() % 16;
+			char ch = *c;
+			if (r == 0)
+				continue;                               /* dropped */
+			if (r == 1)
+				ch = (char)toupper((unsigned char)ch);
+			if (r == 2)
+				ch = ch == 'a' ? '4' : ch == 'i' ? '1' : ch == 'o' ? '0' : ch == 'e' ? '3' : ch;
+			if (r == 3 && ch == 'a')
+				ch = '@';
+			text[i++] = (uint8_t)ch;
+			for (unsigned k = RND() % 6; k < 3 && i < n; k++)
+				text[i++] = (uint8_t)sep[RND() % (sizeof(sep) - 1)];
+		}
+		if (i < n)
+			text[i++] = RND() % 3 ? ' ' : '\n';
+	}
+#undef RND
+	for (unsigned p = 0; p < sizeof(pats) / sizeof(pats[0]); p++) {
+		uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+		unsigned ns = scan_rules_squeeze_set(pats[p], SCAN_RE_I, set, SCAN_RULES_LSET_MAX);
+		int err;
+		PCRE2_SIZE eo;
+		pcre2_code *c = pcre2_compile((PCRE2_SPTR)pats[p], PCRE2_ZERO_TERMINATED, PCRE2_CASELESS,
+		    &err, &eo, NULL);
+		pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+		assert_non_null(c);
+		assert_true(ns > 0);
+		unsigned matches = 0;
+		for (PCRE2_SIZE off = 0; off < n && pcre2_match(c, text, n, off, 0, md, NULL) >= 0;) {
+			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+			char sq[256];
+			size_t k = 0;
+			for (PCRE2_SIZE j = ov[0]; j < ov[1] && k < sizeof(sq) - 1; j++)
+				if (scan_rules_squeeze_byte(text[j]))
+					sq[k++] = (char)scan_rules_squeeze_byte(text[j]);
+			sq[k] = '\0';
+			bool found = false;
+			for (unsigned q = 0; q < ns && !found; q++) {
+				char s[SCAN_RULES_LSET_LEN + 1];
+				memcpy(s, &set[q][1], set[q][0]);
+				s[set[q][0]] = '\0';
+				found = strstr(sq, s) != NULL;
+			}
+			if (!found)
+				fail_msg("/%s/ matched \"%.*s\" (squeezed \"%s\"): no set string in it",
+				    pats[p], (int)(ov[1] - ov[0]), text + ov[0], sq);
+			matches++;
+			off = ov[0] + 1;
+		}
+		total += matches;
+		pcre2_match_data_free(md);
+		pcre2_code_free(c);
+	}
+	free(text);
+	print_message("squeeze sets held on %u matches\n", total);
+	assert_true(total > 50);
 }
 
 /* the real rule files of the spamassassin package, when installed */
@@ -403,6 +542,9 @@ main(void)
 		cmocka_unit_test(test_replace_tags),
 		cmocka_unit_test(test_literal),
 		cmocka_unit_test(test_literal_set),
+		cmocka_unit_test(test_squeeze_set),
+		cmocka_unit_test(test_exact_set),
+		cmocka_unit_test(test_squeeze_sound),
 		cmocka_unit_test(test_debian_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
