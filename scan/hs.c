@@ -24,7 +24,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 9u
+#define CACHE_VERSION 10u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -33,11 +33,21 @@ const char scan_hs_gtube[] =
 #define GSEP_GATESDB 1          /* the target's gates database (its own stream) */
 #define GSEP_OWN 2              /* its own block-mode database: the relaxed form,
                                    run over the kept text at the end of the message */
+#define GSEP_CHAIN 3            /* a whole repeat (?:(X){k}): the chain gate (chain_open) */
+#define CHAIN_MAX_K 8           /* deeper repeats are checked this deep (a superset) */
+#define CHAIN_ENDS 8192         /* ends of the first copy looked at; more: run the rule */
+#define CHAIN_STEP_ENDS 64      /* ends of one anchored copy; more: take it as reachable */
+#define CHAIN_BUDGET 4096       /* anchored scans per message and rule; more: run the rule */
+#define CHAIN_MEMO 2048
+
 /* a Hyperscan rule that is not in its target's streaming database */
 #define DEFER_NO 0
 #define DEFER_LIT 1             /* deferred: its literal gate is in the database */
 #define DEFER_SQ 2              /* deferred: its gate is in the squeeze database */
 #define DEFER_COUNT 3           /* counted outside Hyperscan (scan_rules_exact_set) */
+#define DEFER_FILTER 4          /* a GATED PCRE2 rule: when its literal fired, its
+                                   relaxed form runs first (its own block database),
+                                   and PCRE2 only if that matched */
 #define CTR_MAX SCAN_RULES_LSET_MAX
 
 /* a rule whose matches are a few short strings, counted byte by byte */
@@ -96,6 +106,8 @@ struct tdb {
 	unsigned n_defer;
 	struct counter *ctr;    /* rules counted without Hyperscan */
 	unsigned n_ctr;
+	uint32_t *chain;        /* PREFILTER rules behind a chain gate */
+	unsigned n_chain;
 	size_t keep;            /* 0: this target keeps nothing */
 };
 
@@ -105,7 +117,10 @@ struct scan_hs {
 	uint8_t *gsep;                  /* [rs->n] PREFILTER gate: GSEP_SHARED / _GATESDB / _OWN */
 	char **rexpr;                   /* [rs->n] build only: GSEP_OWN rules' relaxed forms */
 	uint8_t *defer;                 /* [rs->n] DEFER_*: Hyperscan rules kept out of the stream */
-	hs_database_t **ddb;            /* [rs->n] a deferred rule's own block database */
+	hs_database_t **ddb;            /* [rs->n] a deferred rule's own block database; a
+	                                   filtered rule's relaxed form; a chain rule's copy */
+	hs_database_t **adb;            /* [rs->n] a chain rule's copy anchored at the start */
+	uint8_t *chain_k;               /* [rs->n] a chain rule's copies to find */
 	uint8_t *sample;                /* build only: the scan-cost model's text */
 	uint8_t *sqsample;              /* build only: its squeezed image */
 	size_t sqsample_n;
@@ -122,6 +137,8 @@ struct scan_hs {
 	unsigned n_hrules;
 	uint32_t pcre_limit;
 	unsigned max_pending;
+	bool force_forms;               /* tests (defer_mbps >= 1e12): every relaxed form
+	                                   that compiles is used, whatever it costs */
 	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
 	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
 	const char *dump;               /* measurement: SLUICE_HS_DUMP directory */
@@ -136,6 +153,11 @@ struct scan_hs_worker {
 	uint64_t *prof_ns;              /* [rs->n] SLUICE_HS_PROFILE: PCRE2 time per rule */
 	uint32_t *prof_runs;
 	uint8_t *sq;                    /* BATCH bytes: a write, squeezed */
+	uint32_t *ends;                 /* CHAIN_ENDS: a chain rule's first-copy ends */
+	uint32_t memo_key[CHAIN_MEMO];  /* chain_reach: position << 4 | level */
+	uint32_t memo_gen[CHAIN_MEMO];
+	uint8_t memo_val[CHAIN_MEMO];
+	uint32_t gen;
 };
 
 struct scan_hs_msg_priv {
@@ -193,9 +215,14 @@ scan_hs_rule_class(const struct scan_hs *e, uint32_t i)
 const char *
 scan_hs_rule_how(const struct scan_hs *e, uint32_t i)
 {
-	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted"};
+	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted", "filtered"};
 
-	return i < e->rs->n && e->cls[i] == SCAN_HS_C_HS && e->defer[i] < 4 ? how[e->defer[i]] : "";
+	if (i >= e->rs->n || e->defer[i] > DEFER_FILTER)
+		return "";
+	if (e->cls[i] == SCAN_HS_C_HS ? e->defer[i] == DEFER_FILTER :
+	    e->cls[i] != SCAN_HS_C_GATED || e->defer[i] != DEFER_FILTER)
+		return "";
+	return how[e->defer[i]];
 }
 
 /* ---- header keys ---- */
@@ -818,7 +845,7 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 		if (getenv("SLUICE_HS_DEBUG"))
 			fprintf(stderr, "relaxed %s: form %.1f us, pcre2 %.1f us on the sample\n",
 			    r->name, hs_s * 1e6, pc_s * 1e6);
-		if (hs_s < 1e9 && hs_s * 2 < pc_s)
+		if (hs_s < 1e9 && (hs_s * 2 < pc_s || e->force_forms))
 			ok = rx;
 		else
 			free(rx);
@@ -958,6 +985,79 @@ counter_make(const struct scan_rule *r, uint32_t i, struct counter *c)
 }
 
 /*
+ * The chain gate of a rule that repeats one group as a whole, (?:(X){k})
+ * (the __FILL_THIS_FORM_SHORT2 shape): X' is X relaxed (a superset, every
+ * assertion dropped) and never empty. A match is k consecutive matches of
+ * X, so it holds a match of X' ending at some p1 (any start) from which
+ * k-1 more copies follow back to back: the gate scans for X' (every end)
+ * and then, from each end, for X' anchored there (chain_open). The copy
+ * scanning every end is in e->ddb[i], the anchored one in e->adb[i].
+ * 0, or -1 when the rule has no such shape or the forms do not compile.
+ */
+static int
+chain_build(struct scan_hs *e, uint32_t i)
+{
+	const struct scan_rule *r = &e->rs->rules[i];
+	char *x = rule_expr(e, r), *inner = NULL;
+	unsigned lo = x ? scan_rules_whole_repeat(x, &inner) : 0;
+	struct scan_sb b = {0}, a = {0};
+	int rc = -1;
+
+	free(x);
+	if (lo < 2) {
+		free(inner);
+		return -1;
+	}
+	scan_sb_puts(&b, "(?:");
+	scan_sb_puts(&b, inner);
+	scan_sb_puts(&b, ")");
+	free(inner);
+	char *rx0 = b.oom ? NULL : scan_rules_relax(b.p, true, 1);
+	char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
+	free(rx0);
+	free(b.p);
+	unsigned f = rule_hs_flags(r, true), fa = f & ~HS_FLAG_MULTILINE;
+	hs_expr_info_t *info = NULL;
+	hs_compile_error_t *err = NULL;
+	if (!rx || hs_expression_info(rx, f, &info, &err) != HS_SUCCESS || !info ||
+	    info->min_width == 0)
+		goto out;
+	scan_sb_puts(&a, "^");
+	scan_sb_puts(&a, rx);
+	const char *xs[1] = {rx}, *as[1] = {a.p};
+	unsigned id[1] = {i};
+	size_t z1 = 0, z2 = 0;
+	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) !=
+	    HS_SUCCESS)
+		goto out;
+	hs_free_compile_error(err);
+	err = NULL;
+	if (hs_compile_multi(as, &fa, id, 1, HS_MODE_BLOCK, NULL, &e->adb[i], &err) != HS_SUCCESS)
+		goto out;
+	hs_database_size(e->ddb[i], &z1);
+	hs_database_size(e->adb[i], &z2);
+	if (z1 > SCAN_HS_GATE_DB || z2 > SCAN_HS_GATE_DB)
+		goto out;
+	e->chain_k[i] = (uint8_t)(lo < CHAIN_MAX_K ? lo : CHAIN_MAX_K);
+	rc = 0;
+out:
+	if (getenv("SLUICE_HS_DEBUG"))
+		fprintf(stderr, "chain %s: k=%u %s %.100s\n", r->name, lo, rc ? "no" : "ok", rx ? rx : "");
+	if (rc) {
+		if (e->ddb[i])
+			hs_free_database(e->ddb[i]);
+		if (e->adb[i])
+			hs_free_database(e->adb[i]);
+		e->ddb[i] = e->adb[i] = NULL;
+	}
+	hs_free_compile_error(err);
+	free(info);
+	free(a.p);
+	free(rx);
+	return rc;
+}
+
+/*
  * Decides a PCRE2 rule's gate (cls GATED / PREFILTER / ALWAYS) and adds it
  * to the items (a costly prefilter form to git, the gates database).
  * classify: decide; else honour e->cls and e->gsep (cache load).
@@ -974,18 +1074,26 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			return g;
 		if (g > 0) {
 			e->cls[i] = SCAN_HS_C_GATED;
+			if (classify && !cfg->no_prefilter && !cfg->no_defer &&
+			    r->type != SCAN_RT_HEADER && (e->rexpr[i] = relaxed_form(e, i)) != NULL)
+				e->defer[i] = DEFER_FILTER;
 			return 0;
 		}
 		if (!classify)
 			return -EINVAL;
+	}
+	if (classify && e->force_forms && r->type != SCAN_RT_HEADER && chain_build(e, i) == 0) {
+		e->cls[i] = SCAN_HS_C_PREFILTER;        /* tests: the chain gate first */
+		e->gsep[i] = GSEP_CHAIN;
+		return 0;
 	}
 	if ((classify && !cfg->no_prefilter) || e->cls[i] == SCAN_HS_C_PREFILTER) {
 		char *x = rule_expr(e, r);
 		unsigned f = (rule_hs_flags(r, false) | HS_FLAG_PREFILTER);
 		if (!x)
 			return -ENOMEM;
-		if (!classify && e->gsep[i] == GSEP_OWN) {
-			free(x);        /* in the target's relaxed database (cache) */
+		if (!classify && (e->gsep[i] == GSEP_OWN || e->gsep[i] == GSEP_CHAIN)) {
+			free(x);        /* in the target's relaxed database, or a chain (cache) */
 			return 0;
 		}
 		if (!classify)
@@ -1014,6 +1122,12 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			}
 		}
 		free(x);
+	}
+	if (classify && !cfg->no_prefilter && !cfg->no_defer && r->type != SCAN_RT_HEADER &&
+	    chain_build(e, i) == 0) {
+		e->cls[i] = SCAN_HS_C_PREFILTER;
+		e->gsep[i] = GSEP_CHAIN;
+		return 0;
 	}
 	if (classify && !cfg->no_prefilter && r->type != SCAN_RT_HEADER &&
 	    (e->rexpr[i] = relaxed_form(e, i)) != NULL) {
@@ -1284,10 +1398,17 @@ cache_db(struct scan_hs *e, unsigned k)
 		break;
 	}
 	k -= 4 * SCAN_T_COUNT;
-	for (uint32_t i = 0; i < e->rs->n; i++)
-		if (e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ) &&
-		    k-- == 0)
+	for (uint32_t i = 0; i < e->rs->n; i++) {
+		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
+			if (k < 2)
+				return k ? &e->adb[i] : &e->ddb[i];
+			k -= 2;
+			continue;
+		}
+		if (((e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ)) ||
+		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER)) && k-- == 0)
 			return &e->ddb[i];
+	}
 	return NULL;
 }
 
@@ -1474,12 +1595,17 @@ scan_hs_free(struct scan_hs *e)
 		free(e->t[t].always);
 		free(e->t[t].defer);
 		free(e->t[t].ctr);
+		free(e->t[t].chain);
 	}
-	if (e->ddb)
-		for (uint32_t i = 0; i < e->rs->n; i++)
-			if (e->ddb[i])
-				hs_free_database(e->ddb[i]);
+	for (uint32_t i = 0; i < e->rs->n; i++) {
+		if (e->ddb && e->ddb[i])
+			hs_free_database(e->ddb[i]);
+		if (e->adb && e->adb[i])
+			hs_free_database(e->adb[i]);
+	}
 	free(e->ddb);
+	free(e->adb);
+	free(e->chain_k);
 	free(e->defer);
 	if (e->rexpr)
 		for (uint32_t i = 0; i < e->rs->n; i++)
@@ -1576,18 +1702,21 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->rs = rs;
 	e->pcre_limit = cfg.pcre_match_limit ? cfg.pcre_match_limit : 200000;
 	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
+	e->force_forms = cfg.defer_mbps >= 1e12;
 	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
 	e->dump = getenv("SLUICE_HS_DUMP");
 	e->cls = calloc(rs->n + 1, 1);
 	e->gsep = calloc(rs->n + 1, 1);
 	e->defer = calloc(rs->n + 1, 1);
 	e->ddb = calloc(rs->n + 1, sizeof(*e->ddb));
+	e->adb = calloc(rs->n + 1, sizeof(*e->adb));
+	e->chain_k = calloc(rs->n + 1, 1);
 	e->rexpr = calloc(rs->n + 1, sizeof(*e->rexpr));
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
 	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check ||
-	    !e->defer || !e->ddb) {
+	    !e->defer || !e->ddb || !e->adb || !e->chain_k) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1651,6 +1780,39 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	for (uint32_t i = 0; i < rs->n && rc == 0; i++) {
 		const struct scan_rule *r = &rs->rules[i];
 		struct tdb *d = &e->t[r->type < SCAN_T_COUNT ? r->type : 0];
+		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
+			char *x = rule_expr(e, r), *inner = NULL;
+			unsigned lo = x ? scan_rules_whole_repeat(x, &inner) : 0;
+			uint32_t *cv = realloc(d->chain, (d->n_chain + 1) * sizeof(*cv));
+			free(x);
+			free(inner);
+			if (cv)
+				d->chain = cv;
+			if (!cv || lo < 2 || !e->ddb[i] || !e->adb[i]) {
+				rc = cv ? -EINVAL : -ENOMEM;    /* a cache that does not fit */
+				break;
+			}
+			cv[d->n_chain++] = i;
+			e->chain_k[i] = (uint8_t)(lo < CHAIN_MAX_K ? lo : CHAIN_MAX_K);
+			st->chained[r->type]++;
+			continue;
+		}
+		if (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) {
+			/* the relaxed form, probed before PCRE2 */
+			st->filtered[r->type]++;
+			if (cached)
+				continue;
+			hs_compile_error_t *err = NULL;
+			const char *xs[1] = {e->rexpr[i]};
+			unsigned fl[1] = {rule_hs_flags(r, false)}, id[1] = {i};
+			if (!e->rexpr[i] || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i],
+			    &err) != HS_SUCCESS) {
+				e->defer[i] = DEFER_NO;         /* PCRE2 behind the literal alone */
+				st->filtered[r->type]--;
+			}
+			hs_free_compile_error(err);
+			continue;
+		}
 		if (e->cls[i] != SCAN_HS_C_HS || e->defer[i] == DEFER_NO || r->type >= SCAN_T_COUNT)
 			continue;
 		if (e->defer[i] == DEFER_COUNT) {
@@ -1756,6 +1918,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			}
 			d->always = a;
 			a[d->n_always++] = i;
+		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
+			d->n_gated++;
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
 			d->n_own++;
 			d->n_gated++;
@@ -1824,9 +1988,12 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			if (e->t[t].sdb)
 				hs_alloc_scratch(e->t[t].sdb, &sc);
 		}
-		for (uint32_t i = 0; i < rs->n; i++)
+		for (uint32_t i = 0; i < rs->n; i++) {
 			if (e->ddb[i])
 				hs_alloc_scratch(e->ddb[i], &sc);
+			if (e->adb[i])
+				hs_alloc_scratch(e->adb[i], &sc);
+		}
 		if (sc) {
 			hs_scratch_size(sc, &st->scratch_bytes);
 			hs_free_scratch(sc);
@@ -1860,9 +2027,10 @@ scan_hs_worker_new(const struct scan_hs *e)
 		    (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
 	for (uint32_t i = 0; i < e->rs->n; i++)
-		if (e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS)
+		if ((e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS) ||
+		    (e->adb[i] && hs_alloc_scratch(e->adb[i], &w->scratch) != HS_SUCCESS))
 			goto fail;
-	if (!(w->sq = malloc(BATCH)))
+	if (!(w->sq = malloc(BATCH)) || !(w->ends = malloc(CHAIN_ENDS * sizeof(*w->ends))))
 		goto fail;
 	w->md = pcre2_match_data_create(1, NULL);
 	w->mctx = pcre2_match_context_create(NULL);
@@ -1905,6 +2073,7 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 	free(w->prof_ns);
 	free(w->prof_runs);
 	free(w->sq);
+	free(w->ends);
 	if (w->scratch)
 		hs_free_scratch(w->scratch);
 	pcre2_match_data_free(w->md);
@@ -2019,7 +2188,8 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	p->failed = false;
 	p->dirty = true;
 	m->gtube = false;
-	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = 0;
+	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = m->filter_runs = 0;
+	m->chain_runs = 0;
 }
 
 static bool
@@ -2064,6 +2234,116 @@ on_match(unsigned int id, unsigned long long from, unsigned long long to,
 	} else
 		m->hits[id] = 1;
 	return 0;
+}
+
+/* ends of one pattern's matches, in order, each once */
+struct chain_ends {
+	uint32_t *v;
+	unsigned n, cap;
+	bool over;
+};
+
+static int
+chain_end(unsigned int id, unsigned long long from, unsigned long long to,
+    unsigned int flags, void *ctx)
+{
+	struct chain_ends *c = ctx;
+
+	(void)id;
+	(void)from;
+	(void)flags;
+	if (c->n && c->v[c->n - 1] == (uint32_t)to)
+		return 0;
+	if (c->n == c->cap) {
+		c->over = true;
+		return 1;
+	}
+	c->v[c->n++] = (uint32_t)to;
+	return 0;
+}
+
+/*
+ * Can `level` more copies of chain rule ri's X' follow back to back from
+ * pos of the kept text? Memoised per (pos, level); when the work runs out
+ * (budget) or a copy has too many ends to follow, the answer is yes: the
+ * rule then runs, as it would without the gate.
+ */
+static bool
+chain_reach(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri, uint32_t pos,
+    unsigned level, int *budget)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	unsigned t = e->rs->rules[ri].type;
+	uint32_t key = pos << 4 | level, h = (key * 2654435761u) % CHAIN_MEMO, slot = UINT32_MAX;
+
+	if (!level)
+		return true;
+	if (pos >= p->kept[t])
+		return false;
+	for (unsigned k = 0; k < 8; k++) {
+		uint32_t s = (h + k) % CHAIN_MEMO;
+		if (w->memo_gen[s] != w->gen) {
+			slot = s;
+			break;
+		}
+		if (w->memo_key[s] == key)
+			return w->memo_val[s];
+	}
+	if (--*budget < 0)
+		return true;
+	uint32_t ends[CHAIN_STEP_ENDS];
+	struct chain_ends c = {ends, 0, CHAIN_STEP_ENDS, false};
+	hs_error_t hr = hs_scan(e->adb[ri], (const char *)p->keep[t] + pos,
+	    (unsigned)(p->kept[t] - pos), 0, w->scratch, chain_end, &c);
+	bool yes = c.over || (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED);
+	for (unsigned j = 0; j < c.n && !yes; j++)
+		yes = ends[j] > 0 && chain_reach(m, w, ri, pos + ends[j], level - 1, budget);
+	if (slot != UINT32_MAX) {
+		w->memo_gen[slot] = w->gen;
+		w->memo_key[slot] = key;
+		w->memo_val[slot] = yes;
+	}
+	return yes;
+}
+
+/* Does chain rule ri's gate open: k copies of X' back to back somewhere? */
+static bool
+chain_open(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	unsigned t = e->rs->rules[ri].type;
+	struct chain_ends c = {w->ends, 0, CHAIN_ENDS, false};
+	int budget = CHAIN_BUDGET;
+
+	if (!p->keep[t] || !p->kept[t])
+		return false;
+	hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t], (unsigned)p->kept[t], 0,
+	    w->scratch, chain_end, &c);
+	if (c.over || (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED))
+		return true;
+	if (++w->gen == 0) {
+		memset(w->memo_gen, 0, sizeof(w->memo_gen));
+		w->gen = 1;
+	}
+	for (unsigned j = 0; j < c.n; j++)
+		if (chain_reach(m, w, ri, c.v[j], e->chain_k[ri] - 1u, &budget))
+			return true;
+	return false;
+}
+
+/* A filter's match: enough to know, stop the scan. */
+static int
+probe_match(unsigned int id, unsigned long long from, unsigned long long to,
+    unsigned int flags, void *ctx)
+{
+	(void)id;
+	(void)from;
+	(void)to;
+	(void)flags;
+	*(bool *)ctx = true;
+	return 1;
 }
 
 static int flush_batch(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t);
@@ -2460,10 +2740,34 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		    (const char *)p->keep[t], (unsigned)p->kept[t], 0, w->scratch, on_match, m) !=
 		    HS_SUCCESS)
 			rc = -EIO;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		for (unsigned k = 0; k < e->t[t].n_chain; k++) {
+			uint32_t ri = e->t[t].chain[k];
+			m->chain_runs++;
+			if (!p->fired[ri] && p->npending < e->max_pending && chain_open(m, w, ri)) {
+				p->fired[ri] = 1;
+				p->pending[p->npending++] = ri;
+			}
+		}
 	for (unsigned k = 0; k < p->npending; k++) {
 		uint32_t ri = p->pending[k];
 		unsigned t = e->rs->rules[ri].type;
-		if (e->ddb[ri]) {
+		if (e->cls[ri] == SCAN_HS_C_PREFILTER && e->gsep[ri] == GSEP_CHAIN) {
+			if (!e->skip_gated)
+				run_pcre(m, w, ri);
+		} else if (e->ddb[ri] && e->cls[ri] != SCAN_HS_C_HS) {
+			/* a filtered PCRE2 rule: its relaxed form first */
+			bool hit = false;
+			m->filter_runs++;
+			if (p->keep[t] && p->kept[t]) {
+				hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t],
+				    (unsigned)p->kept[t], 0, w->scratch, probe_match, &hit);
+				if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
+					hit = true;     /* cannot tell: run the rule */
+			}
+			if (hit && !e->skip_gated)
+				run_pcre(m, w, ri);
+		} else if (e->ddb[ri]) {
 			/* a deferred rule whose gate fired: alone, over the kept text */
 			m->deferred_runs++;
 			if (p->keep[t] && p->kept[t] && hs_scan(e->ddb[ri], (const char *)p->keep[t],

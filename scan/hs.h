@@ -145,6 +145,9 @@ struct scan_hs_stats {
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
 	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
 	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */
+	unsigned chained[SCAN_T_COUNT];         /* PREFILTER rules behind a chain gate */
+	unsigned filtered[SCAN_T_COUNT];        /* GATED PCRE2 rules probed by their relaxed
+	                                           form before PCRE2 runs */
 	unsigned spatterns[SCAN_T_COUNT];       /* squeeze database: expressions */
 	size_t sdb_bytes[SCAN_T_COUNT];
 	size_t sstream_bytes[SCAN_T_COUNT];
@@ -177,6 +180,8 @@ struct scan_hs_msg {
 	uint32_t pcre_limited;          /* ... that hit a match limit */
 	uint32_t writes;                /* Hyperscan stream writes this message */
 	uint32_t deferred_runs;         /* deferred rules run this message */
+	uint32_t filter_runs;           /* relaxed forms probed before PCRE2 */
+	uint32_t chain_runs;            /* chain gates evaluated */
 	struct scan_hs_msg_priv *priv;
 };
 
@@ -187,9 +192,10 @@ struct scan_hs *scan_hs_free(struct scan_hs *e);
 const struct scan_ruleset *scan_hs_rules(const struct scan_hs *e);
 /* The class of rule i (enum scan_hs_class). */
 unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
-/* How a Hyperscan rule runs when not in its stream: "deferred" (alone,
+/* How a rule runs, beyond its class: "deferred" (a Hyperscan rule alone,
  * behind a literal gate), "deferred-squeeze" (behind a squeeze gate),
- * "counted" (a byte loop), or "" (in the stream, or not a Hyperscan rule). */
+ * "counted" (a byte loop), "filtered" (a GATED PCRE2 rule whose relaxed
+ * form is probed before PCRE2), or "". */
 const char *scan_hs_rule_how(const struct scan_hs *e, uint32_t i);
 
 struct scan_hs_worker *scan_hs_worker_new(const struct scan_hs *e);

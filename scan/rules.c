@@ -2997,6 +2997,25 @@ fail:
 	return NULL;
 }
 
+unsigned
+scan_rules_whole_repeat(const char *x, char **inner)
+{
+	size_t n = strlen(x);
+	const char *q;
+	unsigned lo, hi;
+
+	*inner = NULL;
+	if (n < 6 || strncmp(x, "(?:", 3) || x[3] != '(' || x[n - 1] != ')')
+		return 0;
+	if ((q = skip_group(x + 3)) == NULL)
+		return 0;
+	size_t k = counted(q, &lo, &hi);
+	bool lazy = k && q[k] == '?';
+	if (!k || lo < 1 || q + k + lazy != x + n - 1)
+		return 0;
+	*inner = strndup(x + 3, (size_t)(q - (x + 3)));
+	return *inner ? lo : 0;
+}
 
 /*
  * Collapse: a group that only spells a few short byte strings (the

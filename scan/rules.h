@@ -282,6 +282,13 @@ char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
  * not close it); NULL when the pattern ends first. */
 const char *scan_rules_class_end(const char *s);
 char *scan_rules_collapse(const char *x);
+/*
+ * scan_rules_whole_repeat(): x (wrapped in "(?:" ... ")") is one group
+ * repeated as a whole, (?:(E){lo,hi}): returns lo and sets *inner to the
+ * group "(E)" (malloc'd); 0 otherwise (or ENOMEM). Every match is lo or
+ * more consecutive matches of the group.
+ */
+unsigned scan_rules_whole_repeat(const char *x, char **inner);
 
 const char *scan_rules_type_name(unsigned type);
 

@@ -298,6 +298,14 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 		if (st->spatterns[t])
 			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->spatterns[t],
 			    st->sdb_bytes[t] / 1024, st->sstream_bytes[t]);
+	printf("\nchain gates (whole repeats):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->chained[t])
+			printf(" %s=%u", scan_rules_type_name(t), st->chained[t]);
+	printf("\nfiltered (PCRE2 rules whose relaxed form is probed first):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->filtered[t])
+			printf(" %s=%u", scan_rules_type_name(t), st->filtered[t]);
 	printf("\ncounted without Hyperscan:");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->counted[t])
@@ -421,7 +429,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "sluice-rules: hit file: %s\n", strerror(errno));
 		return 2;
 	}
-	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0;
+	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0, filter_runs = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -431,6 +439,7 @@ main(int argc, char **argv)
 		acts[v.action]++;
 		pcre_runs += sm->hm->pcre_runs;
 		deferred_runs += sm->hm->deferred_runs;
+		filter_runs += sm->hm->filter_runs;
 		writes += sm->hm->writes;
 		bytes += msgs[i].n;
 		if (hitf)
@@ -449,8 +458,9 @@ main(int argc, char **argv)
 	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
-	printf("pcre2 runs/msg=%.1f deferred runs/msg=%.1f hyperscan writes/msg=%.1f\n",
-	    (double)pcre_runs / nmsgs, (double)deferred_runs / nmsgs, (double)writes / nmsgs);
+	printf("pcre2 runs/msg=%.1f deferred runs/msg=%.1f filter probes/msg=%.1f "
+	    "hyperscan writes/msg=%.1f\n", (double)pcre_runs / nmsgs, (double)deferred_runs / nmsgs,
+	    (double)filter_runs / nmsgs, (double)writes / nmsgs);
 	int cmp_rc = 0;
 	if (hitf) {
 		fflush(hitf);

@@ -5,7 +5,8 @@
  * and finish never fail except for memory; every meta in the evaluation
  * order is active and comes after the active metas it reads; evaluation
  * over arbitrary hit counts stays in bounds; the required-literal walk of
- * every pattern returns at most its capacity; the relaxed-form rewrites
+ * every pattern returns at most its capacity (and so do the squeeze and
+ * exact sets, scan_rules_whole_repeat finds a group); the relaxed-form rewrites
  * (scan_rules_relax, scan_rules_collapse) take any pattern text. No
  * Hyperscan compile (slow).
  */
@@ -72,6 +73,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				free(rx);
 			}
 			free(scan_rules_collapse(x));
+			/* the literal-set walks stay within their capacity; an exact
+			 * set has only non-empty strings; a whole repeat has a group */
+			uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+			unsigned (*const walk[3])(const char *, uint32_t,
+			    uint8_t (*)[SCAN_RULES_LSET_LEN + 1], unsigned) = {
+				scan_rules_literal_set, scan_rules_squeeze_set, scan_rules_exact_set};
+			for (int k = 0; k < 3; k++) {
+				unsigned ns = walk[k](r->re, r->re_flags, set, 4);
+				if (ns > 4)
+					abort();
+				for (unsigned q = 0; q < ns; q++)
+					if (set[q][0] > SCAN_RULES_LSET_LEN || (k == 2 && !set[q][0]))
+						abort();
+			}
+			char *inner = NULL;
+			if (scan_rules_whole_repeat(x, &inner) && (!inner || inner[0] != '('))
+				abort();
+			free(inner);
 			free(x);
 		}
 	}

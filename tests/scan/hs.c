@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -398,7 +399,8 @@ static const char defer_rules[] =
     "body   M_DEF  /\\bt[_\\W]?r[_\\W]?a[_\\W]?m[_\\W]?a\\w*/i\n"
     "tflags M_DEF  multiple maxhits=4\n"
     "body   WIN    /\\bwin+ing\\s(?:prize|number|draw)/i\n"
-    "rawbody R_PAY /payments?\\s+of\\s+\\d+/i\n";
+    "rawbody R_PAY /payments?\\s+of\\s+\\d+/i\n"
+    "body   F_GATED /(?<!un)paym[e3]nts?\\s+of\\s+\\d+(?!\\d)/i\n";
 
 static void
 defer_msg(char *buf, size_t cap, unsigned seed)
@@ -407,7 +409,7 @@ defer_msg(char *buf, size_t cap, unsigned seed)
 		"v-i-a-g-r-a", "V1AGRA", "t r a m @ d o l", "tr4m4d0l", "hydr0c0d0ne",
 		"c.e.l.e.b.r.e.x", "x_a_n_a_x", "vali|um", "am_bi_en", "ult.ram",
 		"caf\xc3\xa9 cr\xc3\xa8me \xd0\xb5", "winning prize", "winnning   draw",
-		"payments of 100", "the meeting notes", "tram tr_a_ma t.r.a.m.a tramadol",
+		"payments of 100", "the meeting notes", "paym3nt of 7", "unpayments of 12", "tram tr_a_ma t.r.a.m.a tramadol",
 		"please review the agenda", "phentermine", "s0m4",
 	};
 	size_t n = 0;
@@ -430,7 +432,7 @@ test_deferred_same_hits(void **state)
 	struct scan_hs_config cfg[3] = {{.no_defer = true}, {0}, {.defer_mbps = 1e12}};
 	struct eng g[3];
 	struct scan_hs_stats *st = &g[2].st;
-	unsigned drug_hits = 0, mdef = 0, win = 0;
+	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0;
 
 	for (int k = 0; k < 3; k++) {
 		memset(&g[k], 0, sizeof(g[k]));
@@ -457,6 +459,10 @@ test_deferred_same_hits(void **state)
 	    "counted");
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "M_DEF")),
 	    "deferred-squeeze");
+	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "F_GATED")),
+	    "filtered");
+	assert_int_equal(scan_hs_rule_class(g[0].e, (uint32_t)scan_rules_find(g[0].rs, "F_GATED")),
+	    SCAN_HS_C_GATED);
 	for (unsigned m = 0; m < 40; m++) {
 		char msg[8192];
 		defer_msg(msg, sizeof(msg), m + 1);
@@ -473,14 +479,69 @@ test_deferred_same_hits(void **state)
 		assert_int_equal(hits(&g[0], "E_CT"), 50);
 		mdef += hits(&g[0], "M_DEF") > 0;
 		win += hits(&g[0], "WIN") > 0;
+		fgated += hits(&g[0], "F_GATED") > 0;
 	}
-	assert_true(mdef > 10 && win > 10);     /* not vacuous */
+	assert_true(mdef > 10 && win > 10 && fgated > 10);     /* not vacuous */
 	if (access(drugs, R_OK) == 0)
 		assert_true(drug_hits > 40);
 	print_message("deferred %u (%u squeeze), counted %u; drug rule hits %u\n",
 	    st->deferred[SCAN_T_BODY], st->squeezed[SCAN_T_BODY], st->counted[SCAN_T_BODY],
 	    drug_hits);
 	for (int k = 0; k < 3; k++)
+		eng_down(&g[k]);
+}
+
+/*
+ * The chain gate: a rule that repeats a group as a whole opens only where
+ * that many copies follow back to back; hits equal the rule run alone.
+ */
+static void
+test_chain_gate(void **state)
+{
+	(void)state;
+	static const char text[] = "body CH /(?:\\w{3,8}(?<!x):\\s*\\d+\\s*){3}/\n"
+	    "tflags CH multiple maxhits=5\n";
+	static const struct {
+		const char *body;
+		uint32_t want;
+		bool gate;      /* the chain gate must open */
+	} msgs[] = {
+		{"abc: 12 def: 34 ghi: 5\n", 1, true},
+		{"abc: 12 def: 34\nand then nothing\n", 0, false},
+		{"abc: 12 some words\ndef: 34 ghi: 56 jkl: 7 mno: 8 pqr: 9\n", 1, true},
+		{"abx: 1 def: 2 ghi: 3\n", 0, true},    /* X' has no look-behind: opens */
+		{"ab: 1 cd: 2 ef: 3 plain text and more text\n", 0, false},
+		{"a1c: 1 b2d: 2 c3e: 3 d4f: 4 e5g: 5 f6h: 6 g7i: 7\n", 2, true},
+	};
+	struct scan_hs_config cfg[2] = {{.no_defer = true}, {.defer_mbps = 1e12}};
+	struct eng g[2];
+
+	for (int k = 0; k < 2; k++) {
+		memset(&g[k], 0, sizeof(g[k]));
+		g[k].rs = scan_rules_new();
+		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", text, strlen(text)), 0);
+		assert_int_equal(scan_rules_finish(g[k].rs), 0);
+		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
+		assert_non_null(g[k].e);
+		g[k].w = scan_hs_worker_new(g[k].e);
+		g[k].s = scan_msg_new(g[k].e);
+	}
+	assert_int_equal(g[1].st.chained[SCAN_T_BODY], 1);
+	assert_int_equal(g[0].st.chained[SCAN_T_BODY], 0);
+	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "Subject: t\r\n\r\n%s", msgs[i].body);
+		for (int k = 0; k < 2; k++)
+			scan_split(&g[k], msg, i % 2 ? 2 : 0, (unsigned)i);
+		if (hits(&g[0], "CH") != msgs[i].want || hits(&g[1], "CH") != msgs[i].want)
+			fail_msg("message %zu: %u hits alone, %u behind the chain, want %u", i,
+			    hits(&g[0], "CH"), hits(&g[1], "CH"), msgs[i].want);
+		assert_true(g[1].s->hm->chain_runs == 1);
+		if ((g[1].s->hm->pcre_runs != 0) != msgs[i].gate)
+			fail_msg("message %zu: the chain gate %s", i, msgs[i].gate ? "stayed shut" :
+			    "opened");
+	}
+	for (int k = 0; k < 2; k++)
 		eng_down(&g[k]);
 }
 
@@ -539,6 +600,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
+		cmocka_unit_test(test_chain_gate),
 	};
 	const struct CMUnitTest sa[] = {
 		cmocka_unit_test(test_debian_rules),
