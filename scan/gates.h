@@ -1,0 +1,92 @@
+/*
+ * gates.h - choosing the Hyperscan gate of a PCRE2 rule that has no literal
+ * gate: the prefilter form, the relaxed form, or a sub-chain of the relaxed
+ * form, whichever costs least on the sample text.
+ *
+ * Contract
+ *   Build time only (control plane; compiles and scans, allocates; any
+ *   thread, no shared state):
+ *     n = scan_gate_subchains(relaxed, out, cap)   every sub-chain, for tests
+ *     scan_gate_pick(pf, pf_flags, relaxed, flags, sample, n, pcre_s, max_db, &p)
+ *     scan_gate_pick_free(&p)
+ *   A gate must be sound: every text the rule matches, the gate matches.
+ *   The relaxed form (scan_rules_relax + scan_rules_collapse) is a superset
+ *   of the rule; when its body is a plain concatenation of top-level atoms
+ *   (groups, classes, escapes, literals, each with its quantifier; no
+ *   top-level '|'), every match of it contains, at the same offsets of the
+ *   same text, a match of any contiguous run of those atoms. Assertions in
+ *   the run (\b, ^, (?:$|\W)) see the same neighbours, because the gate scans
+ *   the whole kept text; so a run is a superset too. A run that starts at an
+ *   atom whose first byte is rare in ordinary text is far cheaper to scan
+ *   than the whole form (FUZZY_IMPORTANT: 22 us/msg down to 2.7).
+ *   Timing: CPU time of this thread (CLOCK_THREAD_CPUTIME_ID), best of three;
+ *   the choice is deterministic apart from it. SLUICE_GATE_DEBUG in the
+ *   environment prints every candidate (compile time, size, scan, opens).
+ */
+#ifndef SCAN_GATES_H
+#define SCAN_GATES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCAN_GATE_STARTS 4      /* sub-chains start at the rarest few atoms */
+#define SCAN_GATE_MAX_RUNS 32   /* at most SCAN_GATE_STARTS * 5 are made */
+
+enum scan_gate_mode {
+	SCAN_GATE_NONE = 0,
+	SCAN_GATE_STREAM,       /* the prefilter form, for the target's streaming
+	                           gates database */
+	SCAN_GATE_BLOCK,        /* its own block-mode database, scanned over the
+	                           kept text at the end of the message */
+};
+
+struct scan_gate_pick {
+	char *expr;             /* malloc'd gate expression, NULL with SCAN_GATE_NONE */
+	unsigned flags;         /* its Hyperscan flags */
+	enum scan_gate_mode mode;
+	double seconds;         /* its scan of the sample, CPU seconds (best of 3) */
+	bool opens;             /* it matched the sample text */
+	unsigned tried;         /* candidates compiled (report) */
+};
+
+/*
+ * The sub-chains of a relaxed form "(?:A1...An)" (or a bare A1...An): for
+ * each atom k that cannot match empty, in order, the runs from k through
+ * its 2nd, 3rd, 4th and 5th such atom (counting k), then through An; only
+ * runs with at least two such atoms, never the whole form, no duplicates.
+ * Each is "(?:" run ")", malloc'd in out[], caller frees. Returns how many
+ * were written, at most cap; 0 when the body has a top-level '|', a
+ * top-level option setting such as (?i), a construct this parser does not
+ * know (back-references, \Q, ...), or on ENOMEM.
+ */
+unsigned scan_gate_subchains(const char *relaxed, char **out, unsigned cap);
+
+/*
+ * Chooses the cheapest sound gate for a PCRE2 rule. prefilter: the rule's
+ * expression (compiled with pf_flags, which include HS_FLAG_PREFILTER; it is
+ * tried in stream mode, to share the target's streaming gates database), or
+ * NULL; relaxed: its relaxed form (compiled with flags; block mode), or
+ * NULL; from the relaxed form also the sub-chains that start at the
+ * SCAN_GATE_STARTS atoms whose first bytes are rarest in the sample
+ * (through 2..5 atoms or to the end; block mode, flags), shortest first,
+ * and from a start no longer ones once one stays shut on the sample (they
+ * match less but track more: the compiles they save are most of the build
+ * time). A sub-chain may compile where the whole form does not. A candidate
+ * must compile alone within max_db bytes (0: any size). Cost = its scan of the
+ * sample + (it matched the sample ? pcre_seconds : 0), so a gate that opens
+ * on the sample is never chosen; the cheapest under pcre_seconds wins
+ * (ties: prefilter, relaxed, then sub-chains from the rarest start).
+ * The seconds of a candidate that opens count only up to its first match;
+ * without a sample (NULL or n 0) every cost is 0: the first that compiles.
+ * Returns 0 with *out filled (mode NONE if nothing compiles or nothing
+ * costs under pcre_seconds; out->tried counts anyway), or -ENOMEM.
+ */
+int scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
+    unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
+    struct scan_gate_pick *out);
+
+/* Frees p->expr and clears *p (safe on a cleared or NONE pick). */
+void scan_gate_pick_free(struct scan_gate_pick *p);
+
+#endif

@@ -1,0 +1,628 @@
+/*
+ * Tests for scan/gates.c: the atom runs of hand-written relaxed forms (and
+ * the forms that have none), soundness of every run against look-alike
+ * strings that the whole form matches, and the choice of a gate.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <hs/hs.h>
+
+#include "scan/gates.h"
+
+#define CAP 64
+
+static void
+free_runs(char **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		free(v[i]);
+}
+
+static void
+expect_runs(const char *form, const char *const *want, unsigned nwant)
+{
+	char *got[CAP];
+	unsigned n = scan_gate_subchains(form, got, CAP);
+
+	for (unsigned i = 0; i < n && i < nwant; i++)
+		if (strcmp(got[i], want[i]))
+			fail_msg("%s run %u: got %s, want %s", form, i, got[i], want[i]);
+	if (n != nwant)
+		fail_msg("%s: got %u runs, want %u", form, n, nwant);
+	free_runs(got, n);
+}
+
+static void
+test_runs(void **state)
+{
+	(void)state;
+	/* six atoms, each solid: a, b, \x41 (one atom, not \x 4 1), a class
+	 * with an escaped ] and a lazy {m,n}, a quantified group, g */
+	static const char *const w1[] = {
+		"(?:ab)", "(?:ab\\x41)", "(?:ab\\x41[c\\]d]{2,3}?)",
+		"(?:ab\\x41[c\\]d]{2,3}?(?:e|f)+)",
+		"(?:b\\x41)", "(?:b\\x41[c\\]d]{2,3}?)", "(?:b\\x41[c\\]d]{2,3}?(?:e|f)+)",
+		"(?:b\\x41[c\\]d]{2,3}?(?:e|f)+g)",
+		"(?:\\x41[c\\]d]{2,3}?)", "(?:\\x41[c\\]d]{2,3}?(?:e|f)+)",
+		"(?:\\x41[c\\]d]{2,3}?(?:e|f)+g)",
+		"(?:[c\\]d]{2,3}?(?:e|f)+)", "(?:[c\\]d]{2,3}?(?:e|f)+g)",
+		"(?:(?:e|f)+g)",
+	};
+	expect_runs("(?:ab\\x41[c\\]d]{2,3}?(?:e|f)+g)", w1, sizeof(w1) / sizeof(w1[0]));
+
+	/* atoms that can match empty (\b, \W?, [-\s]*, d{0,2}, (?:$|\W)) do
+	 * not count and never start a run, but stay inside one */
+	static const char *const w2[] = {
+		"(?:[ab]\\W?c)", "(?:[ab]\\W?c[-\\s]*d{0,2}e)",
+		"(?:[ab]\\W?c[-\\s]*d{0,2}e(?:$|\\W))",
+		"(?:c[-\\s]*d{0,2}e)", "(?:c[-\\s]*d{0,2}e(?:$|\\W))",
+	};
+	expect_runs("(?:\\b[ab]\\W?c[-\\s]*d{0,2}e(?:$|\\W))", w2, sizeof(w2) / sizeof(w2[0]));
+
+	/* nested groups with ')' and '|' inside classes and escapes; ']' first
+	 * in a class; \x{..}; a negated class with {1,}? */
+	static const char *const w3[] = {
+		"(?:[]a](?:x[)|]|\\(|y))", "(?:[]a](?:x[)|]|\\(|y)\\x{41})",
+		"(?:[]a](?:x[)|]|\\(|y)\\x{41}[^\\]]{1,}?)",
+		"(?:(?:x[)|]|\\(|y)\\x{41})", "(?:(?:x[)|]|\\(|y)\\x{41}[^\\]]{1,}?)",
+		"(?:(?:x[)|]|\\(|y)\\x{41}[^\\]]{1,}?z)",
+		"(?:\\x{41}[^\\]]{1,}?)", "(?:\\x{41}[^\\]]{1,}?z)",
+		"(?:[^\\]]{1,}?z)",
+	};
+	expect_runs("(?:[]a](?:x[)|]|\\(|y)\\x{41}[^\\]]{1,}?z)", w3, sizeof(w3) / sizeof(w3[0]));
+
+	/* a bare body (no wrapping group) is split the same way */
+	static const char *const w4[] = {"(?:ab)", "(?:b[c])"};
+	expect_runs("ab[c]", w4, 2);
+	/* the whole form closes early: one body "(?:a)(?:b)c" of three atoms */
+	static const char *const w5[] = {"(?:(?:a)(?:b))", "(?:(?:b)c)"};
+	expect_runs("(?:a)(?:b)c", w5, 2);
+}
+
+static void
+test_no_runs(void **state)
+{
+	(void)state;
+	static const char *const none[] = {
+		"(?:ab|cd)",            /* top-level alternation */
+		"(?:ab(?:c)|d)",
+		"(?:a(?i)bc)",          /* an option setting: a run past it loses it */
+		"(?:(a)b\\1c)",         /* a back-reference */
+		"(?:a\\Qb|\\Ec)",
+		"(?:*ab)",              /* a dangling quantifier */
+		"(?:ab{2}{3})",
+		"(?:a(?R)b)",
+		"(?:ab(c)",             /* unbalanced */
+		"(?:a[bc)",
+		"(?:a)",                /* one atom */
+		"(?:a?b?c)",            /* one solid atom */
+		"",
+	};
+	char *got[CAP];
+
+	for (unsigned i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		unsigned n = scan_gate_subchains(none[i], got, CAP);
+		if (n)
+			fail_msg("%s: got %u runs (first %s), want none", none[i], n, got[0]);
+	}
+	assert_int_equal(scan_gate_subchains(NULL, got, CAP), 0);
+	/* a cap */
+	unsigned n = scan_gate_subchains("(?:abcdef)", got, 3);
+	assert_int_equal(n, 3);
+	assert_string_equal(got[0], "(?:ab)");
+	assert_string_equal(got[2], "(?:abcd)");
+	free_runs(got, n);
+}
+
+/* ---- soundness: look-alike strings of a form, every run must match ---- */
+
+static uint32_t rng = 2166136261u;
+
+static unsigned
+rnd(unsigned n)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 17;
+	rng ^= rng << 5;
+	return n ? rng % n : 0;
+}
+
+static int
+hex(int c)
+{
+	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/* an escape at *p (advanced): a byte, or -1 with set filled */
+static int
+gen_escape(const char **p, bool *set)
+{
+	const char *s = *p;
+	int b;
+
+	switch (s[1]) {
+	case 'x':
+		if (s[2] == '{') {
+			b = (int)strtol(s + 3, NULL, 16);
+			*p = strchr(s, '}') + 1;
+			return b;
+		}
+		*p = s + 4;
+		return hex(s[2]) * 16 + hex(s[3]);
+	case 's': case 'W': case 'w': case 'd':
+		for (int c = 1; c < 256; c++) {
+			bool w = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+			    (c >= 'A' && c <= 'Z') || c == '_';
+			set[c] = s[1] == 's' ? c == ' ' || c == '\t' : s[1] == 'W' ? !w :
+			    s[1] == 'w' ? w : c >= '0' && c <= '9';
+		}
+		*p = s + 2;
+		return -1;
+	default:
+		*p = s + 2;
+		return (unsigned char)s[1];
+	}
+}
+
+static int
+pick_of(const bool *set)
+{
+	int c, n = 0;
+
+	for (c = 1; c < 256; c++)
+		n += set[c] && c != '\n';
+	assert_true(n > 0);
+	unsigned k = rnd((unsigned)n);
+	for (c = 1; c < 256; c++)
+		if (set[c] && c != '\n' && k-- == 0)
+			break;
+	return c;
+}
+
+static const char *
+close_of(const char *s)
+{
+	int depth = 0;
+
+	for (;; s++) {
+		if (*s == '\\')
+			s++;
+		else if (*s == '[') {
+			s++;
+			if (*s == '^')
+				s++;
+			if (*s == ']')
+				s++;
+			while (*s != ']')
+				s += *s == '\\' ? 2 : 1;
+		} else if (*s == '(')
+			depth++;
+		else if (*s == ')' && --depth == 0)
+			return s;
+	}
+}
+
+static void gen_seq(const char *p, const char *e, char *out, size_t *n);
+
+/* One random string the atom at *p matches, ignoring assertions (the
+ * caller keeps only strings that the whole form matches). */
+static void
+gen_atom(const char **pp, char *out, size_t *n)
+{
+	const char *p = *pp, *q;
+	bool set[256] = {false};
+	int lit = -1;
+	const char *gb = NULL, *ge = NULL;
+
+	if (*p == '(') {
+		ge = close_of(p);
+		gb = p[1] == '?' ? p + 3 : p + 1;
+		q = ge + 1;
+	} else if (*p == '[') {
+		bool neg = false;
+		q = p + 1;
+		if (*q == '^') {
+			neg = true;
+			q++;
+		}
+		for (bool first = true; first || *q != ']'; first = false) {
+			int lo = *q == '\\' ? gen_escape(&q, set) : (unsigned char)*q++;
+			if (lo >= 0 && *q == '-' && q[1] != ']') {
+				q++;
+				int hi = *q == '\\' ? gen_escape(&q, set) : (unsigned char)*q++;
+				for (int c = lo; c <= hi; c++)
+					set[c] = true;
+			} else if (lo >= 0)
+				set[lo] = true;
+		}
+		q++;
+		if (neg)
+			for (int c = 0; c < 256; c++)
+				set[c] = !set[c];
+	} else if (*p == '\\' && strchr("bB", p[1])) {
+		q = p + 2;
+		lit = -2;
+	} else if (*p == '\\') {
+		q = p;
+		lit = gen_escape(&q, set);
+	} else if (*p == '^' || *p == '$') {
+		q = p + 1;
+		lit = -2;
+	} else {
+		q = p + 1;
+		lit = (unsigned char)*p;
+	}
+	unsigned lo = 1, hi = 1;
+	if (*q == '?' || *q == '*' || *q == '+') {
+		lo = *q == '+';
+		hi = *q == '?' ? 1 : lo + 2;
+		q++;
+	} else if (*q == '{') {
+		char *x;
+		lo = (unsigned)strtoul(q + 1, &x, 10);
+		hi = *x == ',' ? (x[1] == '}' ? lo + 2 : (unsigned)strtoul(x + 1, NULL, 10)) : lo;
+		if (hi > lo + 2)
+			hi = lo + 2;
+		q = strchr(q, '}') + 1;
+	}
+	if (*q == '?')
+		q++;
+	for (unsigned r = lo + rnd(hi - lo + 1); r > 0; r--) {
+		if (gb)
+			gen_seq(gb, ge, out, n);
+		else if (lit >= 0)
+			out[(*n)++] = (char)lit;
+		else if (lit == -1)
+			out[(*n)++] = (char)pick_of(set);
+	}
+	*pp = q;
+}
+
+static void
+gen_seq(const char *p, const char *e, char *out, size_t *n)
+{
+	const char *alt[16];
+	unsigned na = 0;
+	const char *s = p;
+
+	/* top-level alternatives of [p, e) */
+	alt[na++] = p;
+	while (s < e) {
+		if (*s == '\\')
+			s += 2;
+		else if (*s == '(' || *s == '[') {
+			if (*s == '(')
+				s = close_of(s) + 1;
+			else {
+				const char *t = s + 1;
+				if (*t == '^')
+					t++;
+				if (*t == ']')
+					t++;
+				while (*t != ']')
+					t += *t == '\\' ? 2 : 1;
+				s = t + 1;
+			}
+		} else if (*s == '|') {
+			alt[na++] = ++s;
+			assert_true(na < 16);
+		} else
+			s++;
+	}
+	unsigned k = rnd(na);
+	const char *b = alt[k], *end = k + 1 < na ? alt[k + 1] - 1 : e;
+	while (b < end)
+		gen_atom(&b, out, n);
+}
+
+static hs_database_t *
+compile_block(const char *x, unsigned flags)
+{
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+
+	if (hs_compile(x, flags, HS_MODE_BLOCK, NULL, &db, &err) != HS_SUCCESS) {
+		print_error("hs_compile %s: %s\n", x, err ? err->message : "?");
+		hs_free_compile_error(err);
+		return NULL;
+	}
+	return db;
+}
+
+static int
+on_hit(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+    void *ctx)
+{
+	(void)id;
+	(void)from;
+	(void)to;
+	(void)flags;
+	*(bool *)ctx = true;
+	return 1;
+}
+
+static bool
+matches(const hs_database_t *db, hs_scratch_t **sc, const char *t, size_t n)
+{
+	bool hit = false;
+
+	assert_int_equal(hs_alloc_scratch(db, sc), HS_SUCCESS);
+	hs_error_t rc = hs_scan(db, t, (unsigned)n, 0, *sc, on_hit, &hit);
+	assert_true(rc == HS_SUCCESS || rc == HS_SCAN_TERMINATED);
+	return hit;
+}
+
+/*
+ * Generates strings for form, keeps those the form matches (in a line of
+ * prose), and checks that every run in runs[] matches each; returns how
+ * many runs missed at least one (0: sound), *pos the positives.
+ */
+static unsigned
+check_runs(const char *form, unsigned flags, char *const *runs, unsigned nr, unsigned tries,
+    unsigned *pos)
+{
+	hs_database_t *whole = compile_block(form, flags);
+	hs_database_t *db[CAP];
+	hs_scratch_t *sc = NULL;
+	bool missed[CAP] = {false};
+	unsigned bad = 0;
+
+	assert_non_null(whole);
+	assert_true(nr <= CAP);
+	for (unsigned i = 0; i < nr; i++)
+		assert_non_null(db[i] = compile_block(runs[i], flags));
+	*pos = 0;
+	for (unsigned t = 0; t < tries; t++) {
+		char text[1024];
+		size_t n = 0;
+		memcpy(text, "hello ", 6);
+		n = 6;
+		const char *b = form + 3, *e = form + strlen(form) - 1;
+		while (b < e)
+			gen_atom(&b, text, &n);
+		memcpy(text + n, " there\n", 7);
+		n += 7;
+		assert_true(n < sizeof(text));
+		if (!matches(whole, &sc, text, n))
+			continue;
+		(*pos)++;
+		for (unsigned i = 0; i < nr; i++)
+			if (!missed[i] && !matches(db[i], &sc, text, n)) {
+				missed[i] = true;
+				bad++;
+				print_message("%s misses %.*s\n", runs[i], (int)n - 1, text);
+			}
+	}
+	for (unsigned i = 0; i < nr; i++)
+		hs_free_database(db[i]);
+	hs_free_database(whole);
+	hs_free_scratch(sc);
+	return bad;
+}
+
+/* look-alike forms in the style of the FUZZY_* relaxed forms (ours) */
+static const struct {
+	const char *form;
+	unsigned flags;
+} fuzzy[] = {
+	{"(?:(?:[Gg6\\xc4\\xc7][\\x80-\\xbf]?)\\W?(?:[Rr\\xc5\\xd0-\\xd1][\\x80-\\xbf]?)\\W?"
+	 "(?:[Ee3\\xc3\\xc8-\\xcb][\\x80-\\xbf]?)\\W?(?:[Aa4@\\xc0-\\xc5][\\x80-\\xbf]?)\\W?"
+	 "(?:[Tt7\\xc5\\xd4][\\x80-\\xbf]?))", HS_FLAG_MULTILINE},
+	{"(?:(?:^|\\W)(?:[Ww\\xc5\\xd0-\\xd1][\\x80-\\xbf]?[\\x80-\\xbf]?)"
+	 "(?:[Ii1!|l\\xcc-\\xcf][\\x23\\x80-\\xbf]?[0-9]?)(?:[Nn\\xc3\\xd1][\\x80-\\xbf]?){1,2}"
+	 "[-\\s]*(?:[Ee3\\xc8-\\xcb][\\x80-\\xbf]?)(?:[Rr\\xc5][\\x80-\\xbf]?)(?:$|\\W))",
+	 HS_FLAG_MULTILINE},
+	{"(?:\\b(?:[Ff\\xc6][\\x80-\\xbf]?)[_\\W]{0,3}(?:[Rr][\\x80-\\xbf]?)[_\\W]{0,3}"
+	 "(?:[Ee3][\\x80-\\xbf]?)[_\\W]{0,3}(?:[Ee3][\\x80-\\xbf]?)\\b)", HS_FLAG_MULTILINE},
+	{"(?:c[\\x2e\\-]?a,?s\\s?h\\W{0,2}\\d{1,3}\\$)", HS_FLAG_MULTILINE | HS_FLAG_CASELESS},
+};
+
+static void
+test_soundness(void **state)
+{
+	(void)state;
+	for (unsigned f = 0; f < sizeof(fuzzy) / sizeof(fuzzy[0]); f++) {
+		char *runs[CAP];
+		unsigned pos, nr = scan_gate_subchains(fuzzy[f].form, runs, CAP);
+		if (nr < 5)
+			fail_msg("%s: got %u runs, want >= 5", fuzzy[f].form, nr);
+		unsigned bad = check_runs(fuzzy[f].form, fuzzy[f].flags, runs, nr, 400, &pos);
+		if (bad)
+			fail_msg("%s: got %u unsound runs, want 0", fuzzy[f].form, bad);
+		if (pos < 200)
+			fail_msg("%s: got %u positives of 400, want >= 200", fuzzy[f].form, pos);
+		free_runs(runs, nr);
+	}
+	/* the check itself finds an unsound run: one that leaves out a \W? */
+	char *skip = strdup("(?:(?:[Gg6\\xc4\\xc7][\\x80-\\xbf]?)(?:[Rr\\xc5\\xd0-\\xd1][\\x80-\\xbf]?))");
+	unsigned pos;
+	assert_int_equal(check_runs(fuzzy[0].form, fuzzy[0].flags, &skip, 1, 400, &pos), 1);
+	free(skip);
+}
+
+/* ---- the choice ---- */
+
+/* prose of common words: no digits, no capitals, no high bytes */
+static uint8_t *
+prose(size_t n)
+{
+	static const char *const words[] = {
+		"the", "and", "to", "of", "a", "in", "that", "is", "it", "for", "on",
+		"was", "with", "as", "at", "be", "this", "have", "from", "or", "one",
+		"had", "by", "word", "but", "not", "what", "all", "were", "we", "when",
+		"your", "can", "said", "there", "use", "an", "each", "which", "she",
+		"do", "how", "their", "if", "will", "up", "other", "about", "out",
+		"many", "then", "them", "these", "so", "some", "her", "would", "make",
+		"like", "him", "into", "time", "has", "look", "two", "more", "write",
+		"go", "see", "number", "no", "way", "could", "people", "my", "than",
+	};
+	uint8_t *b = malloc(n);
+	size_t i = 0;
+
+	assert_non_null(b);
+	while (i < n) {
+		const char *w = words[rnd(sizeof(words) / sizeof(words[0]))];
+		for (size_t j = 0; w[j] && i < n; j++)
+			b[i++] = (uint8_t)w[j];
+		if (i < n)
+			b[i++] = rnd(12) ? ' ' : rnd(2) ? '\n' : ',';
+	}
+	return b;
+}
+
+static bool
+compiles(const char *x, unsigned flags, unsigned mode)
+{
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+
+	if (hs_compile(x, flags, mode, NULL, &db, &err) != HS_SUCCESS) {
+		hs_free_compile_error(err);
+		return false;
+	}
+	hs_free_database(db);
+	return true;
+}
+
+/* a letter that looks like c: the letter either case or a UTF-8 lead
+ * byte, then up to three optional continuation or entity bytes */
+static void
+fuzzy_letter(char *out, size_t cap, char c)
+{
+	size_t n = strlen(out);
+
+	snprintf(out + n, cap - n, "(?:[%c%c\\xc3-\\xc5\\xd0-\\xd1][\\x23\\x80-\\xbf]?"
+	    "[0-9\\x80-\\xbf]?[0-9\\x3b]?[\\x3b]?)\\W?", c, c - 32);
+}
+
+static void
+test_pick(void **state)
+{
+	(void)state;
+	size_t n = 32 * 1024;
+	uint8_t *smp = prose(n);
+	struct scan_gate_pick p;
+	char form[4096] = "(?:";
+	const unsigned fl = HS_FLAG_MULTILINE;
+
+	/* "theseqzjxk": its first letters are everywhere in the prose, its
+	 * last ones nowhere; the whole form wakes up on every t, h, e, s */
+	for (const char *w = "theseqzjxk"; *w; w++)
+		fuzzy_letter(form, sizeof(form), *w);
+	strcat(form, ")");
+
+	char *runs[CAP];
+	unsigned nr = scan_gate_subchains(form, runs, CAP);
+	assert_true(nr > 0);
+	assert_int_equal(scan_gate_pick(NULL, 0, form, fl, smp, n, 1.0, 0, &p), 0);
+	print_message("picked %s, %.1f us, tried %u\n", p.expr ? p.expr : "-", p.seconds * 1e6,
+	    p.tried);
+	assert_int_equal(p.mode, SCAN_GATE_BLOCK);
+	assert_false(p.opens);
+	assert_int_equal(p.flags, fl);
+	assert_true(p.tried > 1 && p.tried <= 1 + SCAN_GATE_MAX_RUNS);
+	if (!strcmp(p.expr, form))
+		fail_msg("got the whole relaxed form, want a run");
+	bool found = false;
+	for (unsigned i = 0; i < nr && !found; i++)
+		found = !strcmp(runs[i], p.expr);
+	assert_true(found);
+	assert_true(compiles(p.expr, p.flags, HS_MODE_BLOCK));
+	/* it starts at one of the rare letters */
+	assert_true(strncmp(p.expr, "(?:(?:[q", 8) == 0 || strncmp(p.expr, "(?:(?:[z", 8) == 0 ||
+	    strncmp(p.expr, "(?:(?:[j", 8) == 0 || strncmp(p.expr, "(?:(?:[x", 8) == 0);
+	scan_gate_pick_free(&p);
+	assert_null(p.expr);
+	free_runs(runs, nr);
+
+	/* the prefilter form alone: stream mode, as given */
+	const char *pf = "qzj(?=xk)";
+	unsigned pff = HS_FLAG_MULTILINE | HS_FLAG_PREFILTER;
+	assert_int_equal(scan_gate_pick(pf, pff, NULL, 0, smp, n, 1.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_STREAM);
+	assert_string_equal(p.expr, pf);
+	assert_int_equal(p.flags, pff);
+	assert_int_equal(p.tried, 1);
+	assert_true(compiles(p.expr, p.flags, HS_MODE_STREAM));
+	scan_gate_pick_free(&p);
+
+	/* nothing to try */
+	assert_int_equal(scan_gate_pick(NULL, 0, NULL, 0, smp, n, 1.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_NONE);
+	assert_null(p.expr);
+	assert_int_equal(p.tried, 0);
+
+	/* a gate that opens on the sample costs its scan plus PCRE2: never */
+	assert_int_equal(scan_gate_pick("the", pff, "(?:th[e])", fl, smp, n, 1.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_NONE);
+	assert_int_equal(p.tried, 4);   /* the two forms, (?:th), (?:h[e]) */
+
+	/* nothing costs under a PCRE2 time of zero */
+	assert_int_equal(scan_gate_pick(NULL, 0, form, fl, smp, n, 0.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_NONE);
+	assert_true(p.tried > 1);
+
+	/* nothing fits in 16 bytes */
+	assert_int_equal(scan_gate_pick(pf, pff, form, fl, smp, n, 1.0, 16, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_NONE);
+
+	/* Hyperscan refuses a look-ahead; a run without it is still a gate */
+	assert_int_equal(scan_gate_pick(NULL, 0, "(?:qz(?=j))", fl, smp, n, 1.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_BLOCK);
+	assert_string_equal(p.expr, "(?:qz)");
+	scan_gate_pick_free(&p);
+	/* ... and with one solid atom there is no run: no gate */
+	assert_int_equal(scan_gate_pick(NULL, 0, "(?:q(?=zj))", fl, smp, n, 1.0, 0, &p), 0);
+	assert_int_equal(p.mode, SCAN_GATE_NONE);
+	assert_int_equal(p.tried, 1);
+	free(smp);
+}
+
+/* the forms' own gates on prose: each a run or the form, and it compiles */
+static void
+test_pick_fuzzy(void **state)
+{
+	(void)state;
+	size_t n = 32 * 1024;
+	uint8_t *smp = prose(n);
+
+	for (unsigned f = 0; f < sizeof(fuzzy) / sizeof(fuzzy[0]); f++) {
+		struct scan_gate_pick p;
+		char *runs[CAP];
+		unsigned nr = scan_gate_subchains(fuzzy[f].form, runs, CAP);
+		assert_int_equal(scan_gate_pick(NULL, 0, fuzzy[f].form, fuzzy[f].flags, smp, n, 1.0,
+		    0, &p), 0);
+		assert_int_equal(p.mode, SCAN_GATE_BLOCK);
+		bool ok = !strcmp(p.expr, fuzzy[f].form);
+		for (unsigned i = 0; i < nr && !ok; i++)
+			ok = !strcmp(runs[i], p.expr);
+		if (!ok)
+			fail_msg("got %s, want the form or one of its runs", p.expr);
+		assert_true(compiles(p.expr, p.flags, HS_MODE_BLOCK));
+		print_message("%u: %s %.1f us, tried %u\n", f, p.expr, p.seconds * 1e6, p.tried);
+		scan_gate_pick_free(&p);
+		free_runs(runs, nr);
+	}
+	free(smp);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_runs),
+		cmocka_unit_test(test_no_runs),
+		cmocka_unit_test(test_soundness),
+		cmocka_unit_test(test_pick),
+		cmocka_unit_test(test_pick_fuzzy),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
