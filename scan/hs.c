@@ -4,6 +4,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "scan/hs.h"
+#include "scan/gates.h"
 #include "scan/strbuf.h"
 
 #include <ctype.h>
@@ -24,15 +25,16 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 10u
+#define CACHE_VERSION 12u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
 /* where a PREFILTER gate lives */
 #define GSEP_SHARED 0           /* the target's database */
 #define GSEP_GATESDB 1          /* the target's gates database (its own stream) */
-#define GSEP_OWN 2              /* its own block-mode database: the relaxed form,
-                                   run over the kept text at the end of the message */
+#define GSEP_OWN 2              /* its own block-mode database (e->ddb[i]: the relaxed
+                                   form or a sub-chain of it, scan_gate_pick), run over
+                                   the kept text at the end of the message */
 #define GSEP_CHAIN 3            /* a whole repeat (?:(X){k}): the chain gate (chain_open) */
 #define CHAIN_MAX_K 8           /* deeper repeats are checked this deep (a superset) */
 #define CHAIN_ENDS 8192         /* ends of the first copy looked at; more: run the rule */
@@ -108,6 +110,7 @@ struct tdb {
 	unsigned n_ctr;
 	uint32_t *chain;        /* PREFILTER rules behind a chain gate */
 	unsigned n_chain;
+	uint32_t *ownv;         /* PREFILTER rules behind a gate of their own (GSEP_OWN) */
 	size_t keep;            /* 0: this target keeps nothing */
 };
 
@@ -123,6 +126,7 @@ struct scan_hs {
 	uint8_t *chain_k;               /* [rs->n] a chain rule's copies to find */
 	uint8_t *sample;                /* build only: the scan-cost model's text */
 	uint8_t *sqsample;              /* build only: its squeezed image */
+	uint8_t *lcsample;              /* build only: lower-cased */
 	size_t sqsample_n;
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
@@ -152,6 +156,7 @@ struct scan_hs_worker {
 	pcre2_jit_stack *jit;
 	uint64_t *prof_ns;              /* [rs->n] SLUICE_HS_PROFILE: PCRE2 time per rule */
 	uint32_t *prof_runs;
+	uint64_t prof_phase[5];         /* ... and per phase of the message's end */
 	uint8_t *sq;                    /* BATCH bytes: a write, squeezed */
 	uint32_t *ends;                 /* CHAIN_ENDS: a chain rule's first-copy ends */
 	uint32_t memo_key[CHAIN_MEMO];  /* chain_reach: position << 4 | level */
@@ -635,6 +640,9 @@ sample_text(uint8_t *b, size_t n)
 		"re:", "hi", "all", "thanks", "later.", "minutes", "draft", "slides",
 		"lunch", "next", "week", "room", "call", "patch", "branch", "tests",
 		"--", "=3D", "<b>", "</b>", "(1)", "[2]", "release", "notes", "fixed",
+		"to", "of", "in", "is", "it", "on", "be", "at", "by", "as", "or", "an", "if",
+		"so", "my", "me", "do", "no", "up", "isn't", "don't", "it's", "account",
+		"payment", "order", "price", "money", "10%", "$25", "one", "two", "time",
 	};
 	uint32_t x = 2463534242u;
 	size_t i = 0, col = 0;
@@ -883,7 +891,33 @@ gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
  * shortest string, 0 none, or -ENOMEM.
  */
 static int
+gate_literals_in(const struct scan_rule *r, struct items *it, uint32_t i, const uint8_t *lc,
+    size_t lcn);
+
+static int
 gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
+{
+	return gate_literals_in(r, it, i, NULL, 0);
+}
+
+/* Does s (n bytes) occur in lc (lower-cased text), compared caselessly? */
+static bool
+in_lower(const uint8_t *lc, size_t lcn, const uint8_t *s, size_t n)
+{
+	uint8_t low[256];
+
+	if (!lc || n > sizeof(low))
+		return false;
+	for (size_t k = 0; k < n; k++)
+		low[k] = (uint8_t)tolower(s[k]);
+	return memmem(lc, lcn, low, n) != NULL;
+}
+
+/* gate_literals; with lc (the lower-cased sample text), a gate that occurs in
+ * it opens on ordinary prose: 0, no gate. */
+static int
+gate_literals_in(const struct scan_rule *r, struct items *it, uint32_t i, const uint8_t *lc,
+    size_t lcn)
 {
 	uint8_t lit[256];
 	uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
@@ -898,12 +932,17 @@ gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
 		if (set[k][0] < smin)
 			smin = set[k][0];
 	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
+		if (in_lower(lc, lcn, lit, n))
+			return 0;
 		if (it && (rc = items_add(it, gate_expr(r, lit, n), f, GATE_BIT | i)) < 0)
 			return rc;
 		return (int)n;
 	}
 	if (smin < SCAN_HS_GATE_MIN)
 		return 0;
+	for (unsigned k = 0; k < ns && lc; k++)
+		if (in_lower(lc, lcn, &set[k][1], set[k][0]))
+			return 0;
 	for (unsigned k = 0; k < ns && it; k++)
 		if ((rc = items_add(it, gate_expr(r, &set[k][1], set[k][0]), f, GATE_BIT | i)) < 0)
 			return rc;
@@ -934,8 +973,8 @@ squeeze_gate(const struct scan_rule *r, struct items *it, uint32_t i, const uint
 	if (smin < SCAN_HS_SQUEEZE_MIN)
 		return 0;
 	for (unsigned k = 0; k < ns && sq; k++)
-		if (set[k][0] < SCAN_HS_SQUEEZE_SURE && memmem(sq, sqn, &set[k][1], set[k][0]))
-			return 0;
+		if (memmem(sq, sqn, &set[k][1], set[k][0]))
+			return 0;       /* opens on ordinary prose */
 	for (unsigned k = 0; k < ns && it; k++) {
 		struct scan_sb b = {0};
 		sb_hex(&b, &set[k][1], set[k][0]);
@@ -1058,6 +1097,75 @@ out:
 }
 
 /*
+ * The gate of a PCRE2 rule (not HEADER) with no literal gate, by cost on
+ * the sample text (scan_gate_pick): its prefilter form (the shared
+ * database if cheap to compile there, else the gates database), or its
+ * relaxed form or a run of it in a block database of its own (e->ddb[i]).
+ * 1 chosen, 0 none better than running PCRE2 on every message, or -ENOMEM.
+ */
+static int
+pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
+    struct scan_hs_stats *st)
+{
+	const struct scan_rule *r = &e->rs->rules[i];
+	char *x = rule_expr(e, r);
+	unsigned f = rule_hs_flags(r, false), pf = f | HS_FLAG_PREFILTER;
+	struct scan_gate_pick pk;
+	int rc;
+
+	if (!x)
+		return -ENOMEM;
+	char *rx0 = scan_rules_relax(x, false, 1);
+	char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
+	free(rx0);
+	if (!rx && (rx0 = scan_rules_relax(x, true, 1)) != NULL) {
+		rx = scan_rules_collapse(rx0);
+		free(rx0);
+	}
+	double pc = pcre_seconds(r, x, e->sample);
+	rc = scan_gate_pick(hs_accepts(x, pf, NULL) ? x : NULL, pf, rx, f, e->sample,
+	    SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, &pk);
+	free(rx);
+	if (getenv("SLUICE_HS_DEBUG"))
+		fprintf(stderr, "gate %s: mode %d, %u tried, %.1f us (pcre2 %.1f us) %.100s\n", r->name,
+		    rc ? -1 : (int)pk.mode, pk.tried, pk.seconds * 1e6, pc * 1e6,
+		    pk.expr ? pk.expr : "");
+	if (rc < 0) {
+		free(x);
+		return rc;
+	}
+	rc = 0;
+	if (pk.mode == SCAN_GATE_STREAM) {
+		e->cls[i] = SCAN_HS_C_PREFILTER;
+		if (hs_cheap_within(x, pf, NULL, SCAN_HS_COSTLY_DB, SCAN_HS_COSTLY_SECONDS, NULL, 0,
+		    NULL, NULL)) {
+			e->gsep[i] = GSEP_SHARED;
+			rc = items_add(it, x, pf, GATE_BIT | i);
+		} else {
+			e->gsep[i] = GSEP_GATESDB;
+			rc = items_add(git, x, pf, GATE_BIT | i);
+		}
+		x = NULL;
+		rc = rc < 0 ? rc : 1;
+	} else if (pk.mode == SCAN_GATE_BLOCK) {
+		hs_compile_error_t *err = NULL;
+		const char *xs[1] = {pk.expr};
+		unsigned id[1] = {i};
+		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) ==
+		    HS_SUCCESS) {
+			e->cls[i] = SCAN_HS_C_PREFILTER;
+			e->gsep[i] = GSEP_OWN;
+			rc = 1;
+		} else if (st)
+			add_reason(st, err ? err->message : "?");
+		hs_free_compile_error(err);
+	}
+	scan_gate_pick_free(&pk);
+	free(x);
+	return rc;
+}
+
+/*
  * Decides a PCRE2 rule's gate (cls GATED / PREFILTER / ALWAYS) and adds it
  * to the items (a costly prefilter form to git, the gates database).
  * classify: decide; else honour e->cls and e->gsep (cache load).
@@ -1087,13 +1195,28 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		e->gsep[i] = GSEP_CHAIN;
 		return 0;
 	}
+	if (classify && !cfg->no_prefilter && !cfg->no_defer && r->type != SCAN_RT_HEADER &&
+	    e->sample) {
+		/* by cost: the chain gate for a whole repeat, else the cheapest of
+		 * the prefilter form, the relaxed form and its runs */
+		int g;
+		if (chain_build(e, i) == 0) {
+			e->cls[i] = SCAN_HS_C_PREFILTER;
+			e->gsep[i] = GSEP_CHAIN;
+			return 0;
+		}
+		if ((g = pick_gate(e, it, git, i, NULL)) != 0)
+			return g < 0 ? g : 0;
+		e->cls[i] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
+		return 0;
+	}
 	if ((classify && !cfg->no_prefilter) || e->cls[i] == SCAN_HS_C_PREFILTER) {
 		char *x = rule_expr(e, r);
 		unsigned f = (rule_hs_flags(r, false) | HS_FLAG_PREFILTER);
 		if (!x)
 			return -ENOMEM;
 		if (!classify && (e->gsep[i] == GSEP_OWN || e->gsep[i] == GSEP_CHAIN)) {
-			free(x);        /* in the target's relaxed database, or a chain (cache) */
+			free(x);        /* a database of its own, or a chain (cache) */
 			return 0;
 		}
 		if (!classify)
@@ -1127,14 +1250,6 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 	    chain_build(e, i) == 0) {
 		e->cls[i] = SCAN_HS_C_PREFILTER;
 		e->gsep[i] = GSEP_CHAIN;
-		return 0;
-	}
-	if (classify && !cfg->no_prefilter && r->type != SCAN_RT_HEADER &&
-	    (e->rexpr[i] = relaxed_form(e, i)) != NULL) {
-		/* a superset of the rule, cheaper to scan than the rule is to run,
-		 * in the target's relaxed database (block mode, the kept text) */
-		e->cls[i] = SCAN_HS_C_PREFILTER;
-		e->gsep[i] = GSEP_OWN;
 		return 0;
 	}
 	e->cls[i] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
@@ -1186,7 +1301,9 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 					 * kept out of the stream and run alone, in block mode,
 					 * over the kept text when its gate fired; the squeeze
 					 * gate (denser text) must be a byte longer to win */
-					int ll = gate_literals(r, NULL, i);
+					/* a gate that opens on the sample prose would run the
+					 * rule alone on most messages: it stays in the stream */
+					int ll = gate_literals_in(r, NULL, i, e->lcsample, SCAN_HS_SAMPLE);
 					int sl = squeeze_gate(r, NULL, i, e->sqsample, e->sqsample_n);
 					if (ll > 0 && ll + 1 >= sl)
 						e->defer[i] = DEFER_LIT;
@@ -1334,52 +1451,6 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 	return -EIO;
 }
 
-/*
- * Compiles relaxed forms into a block database; one that fails leaves it
- * (its rule runs PCRE2 on every message) and the rest are retried.
- */
-static int
-compile_block(struct scan_hs *e, struct items *it, hs_database_t **dbp,
-    const struct scan_hs_config *cfg, struct scan_hs_stats *st)
-{
-	while (it->n) {
-		hs_compile_error_t *err = NULL;
-		const char **ex = malloc(it->n * sizeof(*ex));
-		unsigned *fl = malloc(it->n * sizeof(*fl));
-		unsigned *id = malloc(it->n * sizeof(*id));
-		if (!ex || !fl || !id) {
-			free(ex);
-			free(fl);
-			free(id);
-			return -ENOMEM;
-		}
-		for (unsigned k = 0; k < it->n; k++) {
-			ex[k] = it->v[k].expr;
-			fl[k] = it->v[k].flags;
-			id[k] = it->v[k].id;
-		}
-		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_BLOCK, NULL, dbp, &err);
-		free(ex);
-		free(fl);
-		free(id);
-		if (rc == HS_SUCCESS)
-			return 0;
-		int bad = err ? err->expression : -1;
-		if (st)
-			add_reason(st, err ? err->message : "?");
-		hs_free_compile_error(err);
-		if (bad < 0 || (unsigned)bad >= it->n)
-			return -EIO;
-		uint32_t ri = it->v[bad].id & ~GATE_BIT;
-		e->cls[ri] = cfg->drop_always ? SCAN_HS_C_FAILED : SCAN_HS_C_ALWAYS;
-		e->gsep[ri] = GSEP_SHARED;
-		free(it->v[bad].expr);
-		memmove(&it->v[bad], &it->v[bad + 1], (it->n - (unsigned)bad - 1) * sizeof(it->v[0]));
-		it->n--;
-	}
-	return 0;
-}
-
 /* ---- cache ---- */
 
 /* The k-th database of the cache file: per target main, gates, relaxed,
@@ -1406,7 +1477,8 @@ cache_db(struct scan_hs *e, unsigned k)
 			continue;
 		}
 		if (((e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ)) ||
-		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER)) && k-- == 0)
+		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) ||
+		    (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN)) && k-- == 0)
 			return &e->ddb[i];
 	}
 	return NULL;
@@ -1596,6 +1668,7 @@ scan_hs_free(struct scan_hs *e)
 		free(e->t[t].defer);
 		free(e->t[t].ctr);
 		free(e->t[t].chain);
+		free(e->t[t].ownv);
 	}
 	for (uint32_t i = 0; i < e->rs->n; i++) {
 		if (e->ddb && e->ddb[i])
@@ -1620,6 +1693,7 @@ scan_hs_free(struct scan_hs *e)
 	free(e->gsep);
 	free(e->sample);
 	free(e->sqsample);
+	free(e->lcsample);
 	free(e->multiple);
 	free(e->term_check);
 	for (unsigned i = 0; i < e->nkeys; i++)
@@ -1735,6 +1809,9 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			for (size_t k = 0; k < SCAN_HS_SAMPLE; k++)
 				if ((e->sqsample[e->sqsample_n] = scan_rules_squeeze_byte(e->sample[k])))
 					e->sqsample_n++;
+		if ((e->lcsample = malloc(SCAN_HS_SAMPLE)))
+			for (size_t k = 0; k < SCAN_HS_SAMPLE; k++)
+				e->lcsample[k] = (uint8_t)tolower(e->sample[k]);
 	}
 	st->header_keys = e->nkeys;
 
@@ -1797,6 +1874,17 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			st->chained[r->type]++;
 			continue;
 		}
+		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
+			uint32_t *ov = realloc(d->ownv, (d->n_own + 1) * sizeof(*ov));
+			if (ov)
+				d->ownv = ov;
+			if (!ov || !e->ddb[i]) {
+				rc = ov ? -EINVAL : -ENOMEM;
+				break;
+			}
+			ov[d->n_own++] = i;
+			continue;
+		}
 		if (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) {
 			/* the relaxed form, probed before PCRE2 */
 			st->filtered[r->type]++;
@@ -1852,20 +1940,6 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	}
 	if (rc < 0)
 		goto fail;
-	for (unsigned t = 0; t < SCAN_T_COUNT && !cached; t++) {
-		/* the relaxed forms of the GSEP_OWN rules: one block database */
-		struct items rit = {0};
-		for (uint32_t i = 0; i < rs->n && rc == 0; i++)
-			if (rs->rules[i].type == t && e->cls[i] == SCAN_HS_C_PREFILTER &&
-			    e->gsep[i] == GSEP_OWN && e->rexpr[i])
-				rc = items_add(&rit, strdup(e->rexpr[i]), rule_hs_flags(&rs->rules[i], false),
-				    GATE_BIT | i);
-		if (rc == 0 && rit.n)
-			rc = compile_block(e, &rit, &e->t[t].rdb, &cfg, st);
-		items_free(&rit);
-		if (rc < 0)
-			goto fail;
-	}
 	/* exists rules are resolved from the header keys seen */
 	for (uint32_t i = 0; i < rs->n; i++) {
 		const struct scan_rule *r = &rs->rules[i];
@@ -1921,9 +1995,12 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
 			d->n_gated++;
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
-			d->n_own++;
+			size_t z = 0;
 			d->n_gated++;
 			st->own[r->type]++;
+			if (e->ddb[i])
+				hs_database_size(e->ddb[i], &z);
+			st->rdb_bytes[r->type] += z;
 		} else if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER)
 			d->n_gated++;
 	}
@@ -1937,8 +2014,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_database_size(d->gdb, &st->gdb_bytes[t]);
 			hs_stream_size(d->gdb, &d->gstream_size);
 		}
-		if (d->rdb)
-			hs_database_size(d->rdb, &st->rdb_bytes[t]);
+
 		st->stream_bytes[t] = d->stream_size;
 		st->gstream_bytes[t] = d->gstream_size;
 		st->patterns[t] = d->npat;
@@ -1973,6 +2049,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->sample = NULL;
 	free(e->sqsample);
 	e->sqsample = NULL;
+	free(e->lcsample);
+	e->lcsample = NULL;
 	{
 		/* what a worker's scratch will take (report only) */
 		hs_scratch_t *sc = NULL;
@@ -2065,10 +2143,18 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 					best = i;
 			if (best == UINT32_MAX)
 				break;
-			fprintf(stderr, "pcre2 %8.1f ms %6u runs cls=%u %s\n", w->prof_ns[best] / 1e6,
-			    w->prof_runs[best], w->e->cls[best], w->e->rs->rules[best].name);
+			fprintf(stderr, "%s %8.1f ms %6u runs cls=%u %s\n",
+			    w->e->cls[best] == SCAN_HS_C_HS ? "deferred" : "pcre2/probe",
+			    w->prof_ns[best] / 1e6, w->prof_runs[best], w->e->cls[best],
+			    w->e->rs->rules[best].name);
 			w->prof_ns[best] = 0;
 		}
+	}
+	if (w->prof_ns) {
+		static const char *const ph[] = {"relaxed databases", "chain gates", "filter probes",
+		    "deferred rules"};
+		for (int k = 0; k < 4; k++)
+			fprintf(stderr, "phase %8.1f ms %s\n", w->prof_phase[k] / 1e6, ph[k]);
 	}
 	free(w->prof_ns);
 	free(w->prof_runs);
@@ -2234,6 +2320,37 @@ on_match(unsigned int id, unsigned long long from, unsigned long long to,
 	} else
 		m->hits[id] = 1;
 	return 0;
+}
+
+/*
+ * SLUICE_HS_PROFILE: CPU time since the last mark goes to phase k (0 the
+ * relaxed databases, 1 chain gates, 2 filter probes, 3 deferred rules);
+ * k < 0 only restarts the clock. PCRE2 keeps its own per-rule count.
+ */
+static void
+prof_mark_rule(struct scan_hs_worker *w, int k, uint32_t ri)
+{
+	static __thread struct timespec last;
+	struct timespec now;
+
+	if (!w->prof_ns)
+		return;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+	uint64_t d = (uint64_t)((now.tv_sec - last.tv_sec) * 1000000000ll +
+	    (now.tv_nsec - last.tv_nsec));
+	if (k >= 0)
+		w->prof_phase[k] += d;
+	if (k >= 0 && ri != UINT32_MAX) {
+		w->prof_ns[ri] += d;
+		w->prof_runs[ri]++;
+	}
+	last = now;
+}
+
+static void
+prof_mark(struct scan_hs_worker *w, int k)
+{
+	prof_mark_rule(w, k, UINT32_MAX);
 }
 
 /* ends of one pattern's matches, in order, each once */
@@ -2733,13 +2850,23 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		}
 	if (p->failed)
 		rc = -EIO;
+	prof_mark(w, -1);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		/* the relaxed forms over the text PCRE2 would see: a rule whose
-		 * form does not match cannot match */
-		if (e->t[t].rdb && p->keep[t] && p->kept[t] && hs_scan(e->t[t].rdb,
-		    (const char *)p->keep[t], (unsigned)p->kept[t], 0, w->scratch, on_match, m) !=
-		    HS_SUCCESS)
-			rc = -EIO;
+		for (unsigned k = 0; k < e->t[t].n_own && p->keep[t] && p->kept[t]; k++) {
+			/* a gate of its own over the text PCRE2 would see: a rule
+			 * whose gate does not match cannot match */
+			uint32_t ri = e->t[t].ownv[k];
+			bool hit = false;
+			hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t], (unsigned)p->kept[t],
+			    0, w->scratch, probe_match, &hit);
+			if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
+				hit = true;
+			if (hit && !p->fired[ri] && p->npending < e->max_pending) {
+				p->fired[ri] = 1;
+				p->pending[p->npending++] = ri;
+			}
+		}
+	prof_mark(w, 0);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_chain; k++) {
 			uint32_t ri = e->t[t].chain[k];
@@ -2749,10 +2876,11 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 				p->pending[p->npending++] = ri;
 			}
 		}
+	prof_mark(w, 1);
 	for (unsigned k = 0; k < p->npending; k++) {
 		uint32_t ri = p->pending[k];
 		unsigned t = e->rs->rules[ri].type;
-		if (e->cls[ri] == SCAN_HS_C_PREFILTER && e->gsep[ri] == GSEP_CHAIN) {
+		if (e->cls[ri] == SCAN_HS_C_PREFILTER) {
 			if (!e->skip_gated)
 				run_pcre(m, w, ri);
 		} else if (e->ddb[ri] && e->cls[ri] != SCAN_HS_C_HS) {
@@ -2765,14 +2893,17 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 				if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
 					hit = true;     /* cannot tell: run the rule */
 			}
+			prof_mark_rule(w, 2, ri);
 			if (hit && !e->skip_gated)
 				run_pcre(m, w, ri);
+			prof_mark(w, -1);
 		} else if (e->ddb[ri]) {
 			/* a deferred rule whose gate fired: alone, over the kept text */
 			m->deferred_runs++;
 			if (p->keep[t] && p->kept[t] && hs_scan(e->ddb[ri], (const char *)p->keep[t],
 			    (unsigned)p->kept[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
 				rc = -EIO;
+			prof_mark_rule(w, 3, ri);
 		} else if (!e->skip_gated)
 			run_pcre(m, w, ri);
 	}

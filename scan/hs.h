@@ -64,10 +64,19 @@
  *                to run the rule over it: all such forms of a target are one
  *                block-mode database, scanned over the kept text at the end
  *                of the message (a rule whose form does not match cannot);
+ *                A whole repeat (?:(X){k}) gets the chain gate instead: k
+ *                copies of X relaxed, back to back (chain_open in hs.c).
  *     ALWAYS     failing all, on every message (cfg.drop_always: not run).
- *   The scan-cost model: a BODY / RAWBODY pattern that scans the sample text
- *   alone slower than SCAN_HS_SLOW_MBPS and has a literal gate moves to
- *   PCRE2 behind it (not `multiple` rules: the engines count differently).
+ *   A GATED rule whose relaxed form is cheaper than the rule is "filtered":
+ *   when the literal fired, the form is scanned first, PCRE2 only if it
+ *   matched.
+ *   The scan-cost model: a pattern (not HEADER) that scans the sample text
+ *   alone slower than SCAN_HS_DEFER_MBPS and has a gate is deferred: its
+ *   gate goes in the stream (a literal, or a literal of the squeezed text
+ *   in the target's squeeze database, scan_rules_squeeze_set), and the
+ *   pattern runs alone, block mode, over the kept text when the gate fired:
+ *   the same hits. A `multiple` rule that matches a few short strings is
+ *   counted by a byte loop (scan_rules_exact_set). See docs/SCAN-RULES.md.
  *   Match and backtracking limits bound PCRE2.
  */
 #ifndef SCAN_HS_H
