@@ -146,6 +146,10 @@ def sluice_bench(args, acct, msgs, rep):
             info["load_s"] = float(m.group(3))
         if line.startswith("regex rules in effect"):
             info["in_effect"] = line.strip()
+        for key in ("gates databases", "own gates", "deferred", "squeeze databases",
+                    "chain gates", "filtered", "counted without"):
+            if line.startswith(key):
+                info.setdefault("engine", []).append(line.strip())
     res["info"] = info
     runs = []
     for k in range(rep):
@@ -416,6 +420,8 @@ def report(args, msgs, nbytes, sl, sa, rs, acct, load0, load1, elapsed):
             L.append("- %s" % i["in_effect"])
         if i.get("databases"):
             L.append("- databases (patterns / size / stream state per message): %s" % i["databases"])
+        for line in i.get("engine", []):
+            L.append("- %s" % line)
         r = median_run(sl["runs"])
         L.append("- verdicts over the corpus (default policy 5/10/15): %s" % r["verdicts"])
         L.append("- sluice-rules' own wall-clock figure for the median run: %d msgs/s, %.1f MB/s" % (r["wall_rate"], r["wall_mbs"]))

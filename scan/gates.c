@@ -17,6 +17,7 @@
 #define CHUNK 4096u             /* stream writes while measuring, as the
                                    cost model in hs.c feeds its streams */
 #define REPS 3
+#define SAMPLE_MSGS 8           /* the sample, cut into this many "messages" */
 
 /* One top-level atom of a relaxed form's body, its quantifier included. */
 struct atom {
@@ -720,7 +721,7 @@ elapsed(const struct timespec *a, const struct timespec *b)
  */
 static bool
 measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t n,
-    size_t max_db, double *secs, bool *opens)
+    size_t max_db, double *secs, double *share)
 {
 	hs_database_t *db = NULL;
 	hs_compile_error_t *err = NULL;
@@ -731,7 +732,7 @@ measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t
 	struct timespec t0, t1;
 
 	*secs = 0;
-	*opens = false;
+	*share = 0;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
 	hs_error_t rc = hs_compile(x, flags, mode, NULL, &db, &err);
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
@@ -748,33 +749,44 @@ measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t
 	ok = true;
 	if (!smp || !n)
 		goto out;
+	/* the sample as SAMPLE_MSGS messages: the share of them a gate opens
+	 * on is the share of messages that would run PCRE2 behind it */
 	*secs = 1e9;
-	for (int rep = 0; rep < REPS && !*opens; rep++) {
+	for (int rep = 0; rep < REPS; rep++) {
 		struct timespec c0, c1;
-		hs_stream_t *st = NULL;
+		unsigned opened = 0;
+		size_t per = (n + SAMPLE_MSGS - 1) / SAMPLE_MSGS;
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-		if (mode == HS_MODE_BLOCK) {
-			rc = hs_scan(db, (const char *)smp, (unsigned)n, 0, sc, on_match, opens);
-			if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)
+		for (size_t m0 = 0; m0 < n && ok; m0 += per) {
+			const uint8_t *mp = smp + m0;
+			size_t mn = n - m0 < per ? n - m0 : per;
+			bool op = false;
+			hs_stream_t *st = NULL;
+			if (mode == HS_MODE_BLOCK) {
+				rc = hs_scan(db, (const char *)mp, (unsigned)mn, 0, sc, on_match, &op);
+				if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)
+					ok = false;
+			} else if (hs_open_stream(db, 0, &st) == HS_SUCCESS) {
+				for (size_t o = 0; o < mn && !op; o += CHUNK)
+					hs_scan_stream(st, (const char *)mp + o,
+					    (unsigned)(mn - o < CHUNK ? mn - o : CHUNK), 0, sc, on_match, &op);
+				hs_close_stream(st, sc, op ? NULL : on_match, &op);
+			} else
 				ok = false;
-		} else if (hs_open_stream(db, 0, &st) == HS_SUCCESS) {
-			for (size_t o = 0; o < n && !*opens; o += CHUNK)
-				hs_scan_stream(st, (const char *)smp + o,
-				    (unsigned)(n - o < CHUNK ? n - o : CHUNK), 0, sc, on_match, opens);
-			hs_close_stream(st, sc, *opens ? NULL : on_match, opens);
-		} else
-			ok = false;
+			opened += op;
+		}
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 		if (!ok)
 			break;
 		double t = elapsed(&c0, &c1);
 		*secs = t < *secs ? t : *secs;
+		*share = (double)opened / SAMPLE_MSGS;
 	}
 out:
 	if (getenv("SLUICE_GATE_DEBUG"))
 		fprintf(stderr, "gate %s %s compile %.3fs db=%zu scan %.1f us%s: %.100s\n",
 		    mode == HS_MODE_BLOCK ? "block" : "stream", ok ? "ok" : "refused",
-		    elapsed(&t0, &t1), dbs, *secs * 1e6, *opens ? " opens" : "", x);
+		    elapsed(&t0, &t1), dbs, *secs * 1e6, *share > 0 ? " opens" : "", x);
 	hs_free_scratch(sc);
 	hs_free_database(db);
 	return ok;
@@ -811,19 +823,19 @@ scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
 		const char *x = i == 0 ? prefilter : i == 1 ? relaxed : runs[i - 2];
 		unsigned f = i == 0 ? pf_flags : flags;
 		unsigned mode = i == 0 ? HS_MODE_STREAM : HS_MODE_BLOCK;
-		double secs;
-		bool opens;
+		double secs, share;
 		if (!x || (i >= 2 && done[from[i - 2]]))
 			continue;
 		out->tried++;
-		if (!measure(x, f, mode, sample, n, max_db, &secs, &opens))
+		if (!measure(x, f, mode, sample, n, max_db, &secs, &share))
 			continue;
+		bool opens = share > 0;
 		/* a longer run from the same start matches less and has more
 		 * states to track: once one stays shut, the rest cannot be
 		 * cheaper by much, and their compiles are the build time */
 		if (i >= 2 && !opens)
 			done[from[i - 2]] = true;
-		double cost = secs + (opens ? pcre_seconds : 0);
+		double cost = secs + share * pcre_seconds;
 		if (cost < best_cost) {
 			best = x;
 			best_cost = cost;

@@ -73,9 +73,10 @@ unsigned scan_gate_subchains(const char *relaxed, char **out, unsigned cap);
  * and from a start no longer ones once one stays shut on the sample (they
  * match less but track more: the compiles they save are most of the build
  * time). A sub-chain may compile where the whole form does not. A candidate
- * must compile alone within max_db bytes (0: any size). Cost = its scan of the
- * sample + (it matched the sample ? pcre_seconds : 0), so a gate that opens
- * on the sample is never chosen; the cheapest under pcre_seconds wins
+ * must compile alone within max_db bytes (0: any size). The sample is cut
+ * into 8 "messages"; cost = its scan of them + the share of them it opens
+ * on x pcre_seconds (PCRE2 over the whole sample), the expected cost per
+ * sample's worth of mail; the cheapest under pcre_seconds wins
  * (ties: prefilter, relaxed, then sub-chains from the rarest start).
  * The seconds of a candidate that opens count only up to its first match;
  * without a sample (NULL or n 0) every cost is 0: the first that compiles.

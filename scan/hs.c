@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 12u
+#define CACHE_VERSION 14u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -41,6 +41,7 @@ const char scan_hs_gtube[] =
 #define CHAIN_STEP_ENDS 64      /* ends of one anchored copy; more: take it as reachable */
 #define CHAIN_BUDGET 4096       /* anchored scans per message and rule; more: run the rule */
 #define CHAIN_MEMO 2048
+#define OWN_BUCKETS 16          /* block databases the GSEP_OWN gates of a target share */
 
 /* a Hyperscan rule that is not in its target's streaming database */
 #define DEFER_NO 0
@@ -111,6 +112,8 @@ struct tdb {
 	uint32_t *chain;        /* PREFILTER rules behind a chain gate */
 	unsigned n_chain;
 	uint32_t *ownv;         /* PREFILTER rules behind a gate of their own (GSEP_OWN) */
+	hs_database_t *obk[OWN_BUCKETS]; /* ... grouped into a few block databases */
+	unsigned n_obk;
 	size_t keep;            /* 0: this target keeps nothing */
 };
 
@@ -643,6 +646,13 @@ sample_text(uint8_t *b, size_t n)
 		"to", "of", "in", "is", "it", "on", "be", "at", "by", "as", "or", "an", "if",
 		"so", "my", "me", "do", "no", "up", "isn't", "don't", "it's", "account",
 		"payment", "order", "price", "money", "10%", "$25", "one", "two", "time",
+		"which", "before", "made", "these", "most", "had", "them", "over", "into",
+		"even", "than", "him", "she", "her", "they", "were", "been", "said", "would",
+		"could", "other", "about", "many", "first", "man", "what", "some", "also",
+		"then", "must", "such", "like", "any", "who", "when", "their", "through",
+		"after", "has", "did", "may", "out", "its", "his", "but", "way", "work",
+		"here", "information", "company", "service", "email", "online", "home",
+		"day", "year", "people", "good", "know", "get", "make", "see", "use", "need",
 	};
 	uint32_t x = 2463534242u;
 	size_t i = 0, col = 0;
@@ -1152,7 +1162,7 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		const char *xs[1] = {pk.expr};
 		unsigned id[1] = {i};
 		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) ==
-		    HS_SUCCESS) {
+		    HS_SUCCESS && (e->rexpr[i] = strdup(pk.expr)) != NULL) {
 			e->cls[i] = SCAN_HS_C_PREFILTER;
 			e->gsep[i] = GSEP_OWN;
 			rc = 1;
@@ -1469,6 +1479,9 @@ cache_db(struct scan_hs *e, unsigned k)
 		break;
 	}
 	k -= 4 * SCAN_T_COUNT;
+	if (k < SCAN_T_COUNT * OWN_BUCKETS)
+		return &e->t[k / OWN_BUCKETS].obk[k % OWN_BUCKETS];
+	k -= SCAN_T_COUNT * OWN_BUCKETS;
 	for (uint32_t i = 0; i < e->rs->n; i++) {
 		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
 			if (k < 2)
@@ -1477,8 +1490,7 @@ cache_db(struct scan_hs *e, unsigned k)
 			continue;
 		}
 		if (((e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ)) ||
-		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) ||
-		    (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN)) && k-- == 0)
+		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER)) && k-- == 0)
 			return &e->ddb[i];
 	}
 	return NULL;
@@ -1669,6 +1681,9 @@ scan_hs_free(struct scan_hs *e)
 		free(e->t[t].ctr);
 		free(e->t[t].chain);
 		free(e->t[t].ownv);
+		for (unsigned b = 0; b < e->t[t].n_obk; b++)
+			if (e->t[t].obk[b])
+				hs_free_database(e->t[t].obk[b]);
 	}
 	for (uint32_t i = 0; i < e->rs->n; i++) {
 		if (e->ddb && e->ddb[i])
@@ -1750,6 +1765,101 @@ absent_hit(const struct scan_rule *r)
 	return r->negate ? !m : m;
 }
 
+/* One block database of the gates of rules v[0..n-1] (ids GATE_BIT | rule); NULL if it fails. */
+static hs_database_t *
+own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
+{
+	const char **ex = malloc(n * sizeof(*ex));
+	unsigned *fl = malloc(n * sizeof(*fl)), *id = malloc(n * sizeof(*id));
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+
+	for (unsigned k = 0; ex && fl && id && k < n; k++) {
+		ex[k] = e->rexpr[v[k]];
+		fl[k] = rule_hs_flags(&e->rs->rules[v[k]], false);
+		id[k] = GATE_BIT | v[k];
+	}
+	if (!ex || !fl || !id || hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, &db, &err) !=
+	    HS_SUCCESS)
+		db = NULL;
+	hs_free_compile_error(err);
+	free(ex);
+	free(fl);
+	free(id);
+	return db;
+}
+
+/*
+ * Groups target t's gates of their own into a few block databases, each
+ * scanned once per message: a database costs a pass over the text, but
+ * some gates slow each other down badly when they share one (measured).
+ * Costliest first, a gate joins the open group if the group then scans the
+ * sample in at most its time plus 80% of the gate's own; else it opens the
+ * next group. The gates' own databases are freed.
+ */
+static int
+own_group(struct scan_hs *e, unsigned t)
+{
+	struct tdb *d = &e->t[t];
+	unsigned n = d->n_own, g0 = 0;
+	double *cost = calloc(n + 1, sizeof(*cost)), gcost = 0;
+	uint32_t *v = malloc((n + 1) * sizeof(*v));
+	hs_database_t *cur = NULL;
+	int rc = 0;
+
+	if (!cost || !v) {
+		free(cost);
+		free(v);
+		return -ENOMEM;
+	}
+	memcpy(v, d->ownv, n * sizeof(*v));
+	for (unsigned k = 0; k < n; k++)
+		cost[k] = e->ddb[v[k]] ? block_seconds(e->ddb[v[k]], e->sample) : 1e9;
+	for (unsigned a = 1; a < n; a++)
+		for (unsigned b = a; b > 0 && cost[b] > cost[b - 1]; b--) {
+			double tc = cost[b];
+			uint32_t tv = v[b];
+			cost[b] = cost[b - 1];
+			v[b] = v[b - 1];
+			cost[b - 1] = tc;
+			v[b - 1] = tv;
+		}
+	for (unsigned k = 0; k < n && rc == 0; k++) {
+		hs_database_t *db = k > g0 ? own_compile(e, v + g0, k - g0 + 1) : NULL;
+		double c = db ? block_seconds(db, e->sample) : 1e9;
+		bool full = d->n_obk == OWN_BUCKETS - 1;
+		if (db && (c <= gcost + 0.8 * cost[k] || full)) {
+			hs_free_database(cur);
+			cur = db;
+			gcost = c;
+			continue;
+		}
+		if (db)
+			hs_free_database(db);
+		if (cur)
+			d->obk[d->n_obk++] = cur;
+		g0 = k;
+		cur = own_compile(e, v + k, 1);
+		gcost = cost[k];
+		if (!cur)
+			rc = -EIO;
+	}
+	if (cur && rc == 0)
+		d->obk[d->n_obk++] = cur;
+	else if (cur)
+		hs_free_database(cur);
+	if (getenv("SLUICE_HS_DEBUG"))
+		fprintf(stderr, "own gates t=%u: %u in %u databases\n", t, n, d->n_obk);
+	for (unsigned k = 0; k < n; k++)
+		if (e->ddb[d->ownv[k]]) {
+			hs_free_database(e->ddb[d->ownv[k]]);
+			e->ddb[d->ownv[k]] = NULL;
+		}
+	free(cost);
+	free(v);
+	return rc;
+}
+
 struct scan_hs *
 scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in,
     struct scan_hs_stats *st_out)
@@ -1820,6 +1930,9 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	if (cfg.cache_path) {
 		st->cache_status = cache_load(e, &cfg);
 		cached = st->cache_status == 0;
+		for (unsigned t = 0; t < SCAN_T_COUNT && cached; t++)
+			while (e->t[t].n_obk < OWN_BUCKETS && e->t[t].obk[e->t[t].n_obk])
+				e->t[t].n_obk++;
 		if (!cached) {
 			memset(e->cls, 0, rs->n);
 			memset(e->gsep, 0, rs->n);
@@ -1878,12 +1991,12 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			uint32_t *ov = realloc(d->ownv, (d->n_own + 1) * sizeof(*ov));
 			if (ov)
 				d->ownv = ov;
-			if (!ov || !e->ddb[i]) {
-				rc = ov ? -EINVAL : -ENOMEM;
+			if (!ov) {
+				rc = -ENOMEM;
 				break;
 			}
 			ov[d->n_own++] = i;
-			continue;
+			continue;       /* grouped below (own_group) or from the cache */
 		}
 		if (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) {
 			/* the relaxed form, probed before PCRE2 */
@@ -1938,6 +2051,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		hs_free_compile_error(err);
 		free(x);
 	}
+	for (unsigned t = 0; t < SCAN_T_COUNT && !cached && rc == 0; t++)
+		rc = own_group(e, t);
 	if (rc < 0)
 		goto fail;
 	/* exists rules are resolved from the header keys seen */
@@ -1995,12 +2110,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
 			d->n_gated++;
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
-			size_t z = 0;
 			d->n_gated++;
 			st->own[r->type]++;
-			if (e->ddb[i])
-				hs_database_size(e->ddb[i], &z);
-			st->rdb_bytes[r->type] += z;
 		} else if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER)
 			d->n_gated++;
 	}
@@ -2024,6 +2135,12 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_stream_size(d->sdb, &d->sstream_size);
 		}
 		st->sstream_bytes[t] = d->sstream_size;
+		for (unsigned b = 0; b < d->n_obk; b++) {
+			size_t z = 0;
+			hs_database_size(d->obk[b], &z);
+			st->rdb_bytes[t] += z;
+		}
+		st->own_dbs[t] = d->n_obk;
 		st->spatterns[t] = d->nspat;
 		for (unsigned k = 0; k < d->n_defer; k++) {
 			size_t z = 0;
@@ -2065,6 +2182,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 				hs_alloc_scratch(e->t[t].rdb, &sc);
 			if (e->t[t].sdb)
 				hs_alloc_scratch(e->t[t].sdb, &sc);
+			for (unsigned b = 0; b < e->t[t].n_obk; b++)
+				hs_alloc_scratch(e->t[t].obk[b], &sc);
 		}
 		for (uint32_t i = 0; i < rs->n; i++) {
 			if (e->ddb[i])
@@ -2104,6 +2223,10 @@ scan_hs_worker_new(const struct scan_hs *e)
 		if ((e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS) ||
 		    (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		for (unsigned b = 0; b < e->t[t].n_obk; b++)
+			if (hs_alloc_scratch(e->t[t].obk[b], &w->scratch) != HS_SUCCESS)
+				goto fail;
 	for (uint32_t i = 0; i < e->rs->n; i++)
 		if ((e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS) ||
 		    (e->adb[i] && hs_alloc_scratch(e->adb[i], &w->scratch) != HS_SUCCESS))
@@ -2852,20 +2975,12 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		rc = -EIO;
 	prof_mark(w, -1);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		for (unsigned k = 0; k < e->t[t].n_own && p->keep[t] && p->kept[t]; k++) {
-			/* a gate of its own over the text PCRE2 would see: a rule
-			 * whose gate does not match cannot match */
-			uint32_t ri = e->t[t].ownv[k];
-			bool hit = false;
-			hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t], (unsigned)p->kept[t],
-			    0, w->scratch, probe_match, &hit);
-			if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
-				hit = true;
-			if (hit && !p->fired[ri] && p->npending < e->max_pending) {
-				p->fired[ri] = 1;
-				p->pending[p->npending++] = ri;
-			}
-		}
+		for (unsigned b = 0; b < e->t[t].n_obk && p->keep[t] && p->kept[t]; b++)
+			/* the gates of their own over the text PCRE2 would see: a
+			 * rule whose gate does not match cannot match */
+			if (hs_scan(e->t[t].obk[b], (const char *)p->keep[t], (unsigned)p->kept[t], 0,
+			    w->scratch, on_match, m) != HS_SUCCESS)
+				rc = -EIO;
 	prof_mark(w, 0);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_chain; k++) {

@@ -151,6 +151,7 @@ struct scan_hs_stats {
 	unsigned own[SCAN_T_COUNT];             /* PREFILTER gates by their relaxed forms,
 	                                           in a block database per target */
 	size_t rdb_bytes[SCAN_T_COUNT];
+	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
 	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
 	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */

@@ -283,11 +283,11 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 		if (st->gpatterns[t])
 			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->gpatterns[t],
 			    st->gdb_bytes[t] / 1024, st->gstream_bytes[t]);
-	printf("\nown relaxed-gate databases (block mode, run over the kept text):");
+	printf("\nown gates (relaxed forms or runs of them; block mode, over the kept text):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->own[t])
-			printf(" %s=%u pat/%zu KB", scan_rules_type_name(t), st->own[t],
-			    st->rdb_bytes[t] / 1024);
+			printf(" %s=%u pat in %u databases/%zu KB", scan_rules_type_name(t), st->own[t],
+			    st->own_dbs[t], st->rdb_bytes[t] / 1024);
 	printf("\ndeferred (slow alone on the sample text; run alone over the kept text when the gate fired):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->deferred[t])

@@ -400,7 +400,10 @@ static const char defer_rules[] =
     "tflags M_DEF  multiple maxhits=4\n"
     "body   WIN    /\\bwin+ing\\s(?:prize|number|draw)/i\n"
     "rawbody R_PAY /payments?\\s+of\\s+\\d+/i\n"
-    "body   F_GATED /(?<!un)paym[e3]nts?\\s+of\\s+\\d+(?!\\d)/i\n";
+    "body   F_GATED /(?<!un)paym[e3]nts?\\s+of\\s+\\d+(?!\\d)/i\n"
+    "body   O_1    /(?<![a-z])x[a-z]{2}[0-9]{2}(?![0-9])/\n"
+    "body   O_2    /(?<!q)z[0-9]z[0-9]/\n"
+    "body   O_3    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n";
 
 static void
 defer_msg(char *buf, size_t cap, unsigned seed)
@@ -409,7 +412,8 @@ defer_msg(char *buf, size_t cap, unsigned seed)
 		"v-i-a-g-r-a", "V1AGRA", "t r a m @ d o l", "tr4m4d0l", "hydr0c0d0ne",
 		"c.e.l.e.b.r.e.x", "x_a_n_a_x", "vali|um", "am_bi_en", "ult.ram",
 		"caf\xc3\xa9 cr\xc3\xa8me \xd0\xb5", "winning prize", "winnning   draw",
-		"payments of 100", "the meeting notes", "paym3nt of 7", "unpayments of 12", "tram tr_a_ma t.r.a.m.a tramadol",
+		"payments of 100", "the meeting notes", "paym3nt of 7", "unpayments of 12",
+		"xab12", "axab12", "xcd345", "z1z2", "qz1z2", "jabc7", "qwer8k", "tram tr_a_ma t.r.a.m.a tramadol",
 		"please review the agenda", "phentermine", "s0m4",
 	};
 	size_t n = 0;
@@ -432,7 +436,7 @@ test_deferred_same_hits(void **state)
 	struct scan_hs_config cfg[3] = {{.no_defer = true}, {0}, {.defer_mbps = 1e12}};
 	struct eng g[3];
 	struct scan_hs_stats *st = &g[2].st;
-	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0;
+	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0;
 
 	for (int k = 0; k < 3; k++) {
 		memset(&g[k], 0, sizeof(g[k]));
@@ -455,6 +459,8 @@ test_deferred_same_hits(void **state)
 	assert_true(st->deferred[SCAN_T_BODY] >= 3);
 	assert_true(st->deferred[SCAN_T_RAWBODY] >= 1);
 	assert_true(st->squeezed[SCAN_T_BODY] >= 1);            /* M_DEF at least */
+	assert_true(g[1].st.own[SCAN_T_BODY] >= 2);             /* O_1, O_2, O_3: own gates */
+	assert_true(g[1].st.own_dbs[SCAN_T_BODY] >= 1);
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "E_CT")),
 	    "counted");
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "M_DEF")),
@@ -476,16 +482,19 @@ test_deferred_same_hits(void **state)
 			if (a && !strncmp(g[0].rs->rules[i].name, "__DRUGS_", 8))
 				drug_hits++;
 		}
-		assert_int_equal(hits(&g[0], "E_CT"), 50);
+		assert_true(hits(&g[0], "E_CT") > 0 && hits(&g[0], "E_CT") <= 50);   /* maxhits */
+		ecap += hits(&g[0], "E_CT") == 50;
 		mdef += hits(&g[0], "M_DEF") > 0;
 		win += hits(&g[0], "WIN") > 0;
 		fgated += hits(&g[0], "F_GATED") > 0;
+		own += hits(&g[0], "O_1") > 0 && hits(&g[0], "O_2") > 0 && hits(&g[0], "O_3") > 0;
 	}
-	assert_true(mdef > 10 && win > 10 && fgated > 10);     /* not vacuous */
+	assert_true(mdef > 10 && win > 10 && fgated > 10 && own > 5 && ecap > 10); /* not vacuous */
 	if (access(drugs, R_OK) == 0)
 		assert_true(drug_hits > 40);
-	print_message("deferred %u (%u squeeze), counted %u; drug rule hits %u\n",
-	    st->deferred[SCAN_T_BODY], st->squeezed[SCAN_T_BODY], st->counted[SCAN_T_BODY],
+	print_message("deferred %u (%u squeeze), counted %u, own gates %u in %u databases; "
+	    "drug rule hits %u\n", st->deferred[SCAN_T_BODY], st->squeezed[SCAN_T_BODY],
+	    st->counted[SCAN_T_BODY], g[1].st.own[SCAN_T_BODY], g[1].st.own_dbs[SCAN_T_BODY],
 	    drug_hits);
 	for (int k = 0; k < 3; k++)
 		eng_down(&g[k]);
