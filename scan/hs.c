@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 14u
+#define CACHE_VERSION 16u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -41,7 +41,7 @@ const char scan_hs_gtube[] =
 #define CHAIN_STEP_ENDS 64      /* ends of one anchored copy; more: take it as reachable */
 #define CHAIN_BUDGET 4096       /* anchored scans per message and rule; more: run the rule */
 #define CHAIN_MEMO 2048
-#define OWN_BUCKETS 16          /* block databases the GSEP_OWN gates of a target share */
+#define OWN_BUCKETS 64          /* block databases the GSEP_OWN gates of a target share */
 
 /* a Hyperscan rule that is not in its target's streaming database */
 #define DEFER_NO 0
@@ -51,6 +51,8 @@ const char scan_hs_gtube[] =
 #define DEFER_FILTER 4          /* a GATED PCRE2 rule: when its literal fired, its
                                    relaxed form runs first (its own block database),
                                    and PCRE2 only if that matched */
+#define DEFER_RUN 5             /* deferred: its gate is a run of its own atoms
+                                   (scan_gate_pick), among the target's own gates */
 #define CTR_MAX SCAN_RULES_LSET_MAX
 
 /* a rule whose matches are a few short strings, counted byte by byte */
@@ -223,9 +225,10 @@ scan_hs_rule_class(const struct scan_hs *e, uint32_t i)
 const char *
 scan_hs_rule_how(const struct scan_hs *e, uint32_t i)
 {
-	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted", "filtered"};
+	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted", "filtered",
+	    "deferred-run"};
 
-	if (i >= e->rs->n || e->defer[i] > DEFER_FILTER)
+	if (i >= e->rs->n || e->defer[i] > DEFER_RUN)
 		return "";
 	if (e->cls[i] == SCAN_HS_C_HS ? e->defer[i] == DEFER_FILTER :
 	    e->cls[i] != SCAN_HS_C_GATED || e->defer[i] != DEFER_FILTER)
@@ -1319,6 +1322,19 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 						e->defer[i] = DEFER_LIT;
 					else if (sl > 0)
 						e->defer[i] = DEFER_SQ;
+					else if (mbps > 0) {
+						/* no literal: a run of its own atoms that is far
+						 * cheaper and opens rarely on the sample, among
+						 * the target's own gates (end of message) */
+						struct scan_gate_pick pk;
+						double alone = SCAN_HS_SAMPLE / (mbps * 1e6);
+						if (scan_gate_pick(NULL, 0, x, rule_hs_flags(r, false), e->sample,
+						    SCAN_HS_SAMPLE, alone, SCAN_HS_GATE_DB, &pk) == 0 &&
+						    pk.mode == SCAN_GATE_BLOCK && strcmp(pk.expr, x) &&
+						    (e->rexpr[i] = strdup(pk.expr)) != NULL)
+							e->defer[i] = DEFER_RUN;
+						scan_gate_pick_free(&pk);
+					}
 				}
 			} else
 				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
@@ -1333,6 +1349,7 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 				rc = squeeze_gate(r, sit, i, NULL, 0);
 				break;
 			case DEFER_COUNT:
+			case DEFER_RUN:
 				rc = 1;
 				break;
 			default:
@@ -1489,7 +1506,8 @@ cache_db(struct scan_hs *e, unsigned k)
 			k -= 2;
 			continue;
 		}
-		if (((e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ)) ||
+		if (((e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT || e->defer[i] == DEFER_SQ ||
+		    e->defer[i] == DEFER_RUN)) ||
 		    (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER)) && k-- == 0)
 			return &e->ddb[i];
 	}
@@ -1813,8 +1831,12 @@ own_group(struct scan_hs *e, unsigned t)
 		return -ENOMEM;
 	}
 	memcpy(v, d->ownv, n * sizeof(*v));
-	for (unsigned k = 0; k < n; k++)
-		cost[k] = e->ddb[v[k]] ? block_seconds(e->ddb[v[k]], e->sample) : 1e9;
+	for (unsigned k = 0; k < n; k++) {
+		hs_database_t *one = own_compile(e, v + k, 1);
+		cost[k] = one ? block_seconds(one, e->sample) : 1e9;
+		if (one)
+			hs_free_database(one);
+	}
 	for (unsigned a = 1; a < n; a++)
 		for (unsigned b = a; b > 0 && cost[b] > cost[b - 1]; b--) {
 			double tc = cost[b];
@@ -1851,7 +1873,8 @@ own_group(struct scan_hs *e, unsigned t)
 	if (getenv("SLUICE_HS_DEBUG"))
 		fprintf(stderr, "own gates t=%u: %u in %u databases\n", t, n, d->n_obk);
 	for (unsigned k = 0; k < n; k++)
-		if (e->ddb[d->ownv[k]]) {
+		if (e->cls[d->ownv[k]] == SCAN_HS_C_PREFILTER && e->ddb[d->ownv[k]]) {
+			/* a PCRE2 rule's gate alone (a deferred rule's own stays) */
 			hs_free_database(e->ddb[d->ownv[k]]);
 			e->ddb[d->ownv[k]] = NULL;
 		}
@@ -2028,6 +2051,17 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			d->n_ctr++;
 			st->counted[r->type]++;
 			continue;
+		}
+		if (e->defer[i] == DEFER_RUN) {
+			/* its gate is grouped with the own gates */
+			uint32_t *ov = realloc(d->ownv, (d->n_own + 1) * sizeof(*ov));
+			if (!ov) {
+				rc = -ENOMEM;
+				break;
+			}
+			d->ownv = ov;
+			ov[d->n_own++] = i;
+			st->deferred_run[r->type]++;
 		}
 		uint32_t *dv = realloc(d->defer, (d->n_defer + 1) * sizeof(*dv));
 		if (!dv) {

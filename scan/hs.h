@@ -154,6 +154,7 @@ struct scan_hs_stats {
 	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
 	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
+	unsigned deferred_run[SCAN_T_COUNT];    /* ... behind a run of their own atoms */
 	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */
 	unsigned chained[SCAN_T_COUNT];         /* PREFILTER rules behind a chain gate */
 	unsigned filtered[SCAN_T_COUNT];        /* GATED PCRE2 rules probed by their relaxed

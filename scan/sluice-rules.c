@@ -291,8 +291,8 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	printf("\ndeferred (slow alone on the sample text; run alone over the kept text when the gate fired):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->deferred[t])
-			printf(" %s=%u (%u squeeze)", scan_rules_type_name(t), st->deferred[t],
-			    st->squeezed[t]);
+			printf(" %s=%u (%u squeeze, %u run)", scan_rules_type_name(t), st->deferred[t],
+			    st->squeezed[t], st->deferred_run[t]);
 	printf("; %zu KB of databases\nsqueeze databases:", st->ddb_bytes / 1024);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->spatterns[t])

@@ -403,7 +403,8 @@ static const char defer_rules[] =
     "body   F_GATED /(?<!un)paym[e3]nts?\\s+of\\s+\\d+(?!\\d)/i\n"
     "body   O_1    /(?<![a-z])x[a-z]{2}[0-9]{2}(?![0-9])/\n"
     "body   O_2    /(?<!q)z[0-9]z[0-9]/\n"
-    "body   O_3    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n";
+    "body   O_3    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n"
+    "body   RUNR   /\\b[a-z]{2,6}\\s+[0-9]{3}q[0-9]{2}z\\b/\n";
 
 static void
 defer_msg(char *buf, size_t cap, unsigned seed)
@@ -413,7 +414,8 @@ defer_msg(char *buf, size_t cap, unsigned seed)
 		"c.e.l.e.b.r.e.x", "x_a_n_a_x", "vali|um", "am_bi_en", "ult.ram",
 		"caf\xc3\xa9 cr\xc3\xa8me \xd0\xb5", "winning prize", "winnning   draw",
 		"payments of 100", "the meeting notes", "paym3nt of 7", "unpayments of 12",
-		"xab12", "axab12", "xcd345", "z1z2", "qz1z2", "jabc7", "qwer8k", "tram tr_a_ma t.r.a.m.a tramadol",
+		"xab12", "axab12", "xcd345", "z1z2", "qz1z2", "jabc7", "qwer8k",
+		"ab 123q45z", "abc 12q45z", "word 987q65z", "x 111q22", "tram tr_a_ma t.r.a.m.a tramadol",
 		"please review the agenda", "phentermine", "s0m4",
 	};
 	size_t n = 0;
@@ -436,7 +438,7 @@ test_deferred_same_hits(void **state)
 	struct scan_hs_config cfg[3] = {{.no_defer = true}, {0}, {.defer_mbps = 1e12}};
 	struct eng g[3];
 	struct scan_hs_stats *st = &g[2].st;
-	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0;
+	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0, runr = 0;
 
 	for (int k = 0; k < 3; k++) {
 		memset(&g[k], 0, sizeof(g[k]));
@@ -467,6 +469,8 @@ test_deferred_same_hits(void **state)
 	    "deferred-squeeze");
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "F_GATED")),
 	    "filtered");
+	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "RUNR")),
+	    "deferred-run");
 	assert_int_equal(scan_hs_rule_class(g[0].e, (uint32_t)scan_rules_find(g[0].rs, "F_GATED")),
 	    SCAN_HS_C_GATED);
 	for (unsigned m = 0; m < 40; m++) {
@@ -487,9 +491,11 @@ test_deferred_same_hits(void **state)
 		mdef += hits(&g[0], "M_DEF") > 0;
 		win += hits(&g[0], "WIN") > 0;
 		fgated += hits(&g[0], "F_GATED") > 0;
+		runr += hits(&g[0], "RUNR") > 0;
 		own += hits(&g[0], "O_1") > 0 && hits(&g[0], "O_2") > 0 && hits(&g[0], "O_3") > 0;
 	}
-	assert_true(mdef > 10 && win > 10 && fgated > 10 && own > 5 && ecap > 10); /* not vacuous */
+	assert_true(mdef > 10 && win > 10 && fgated > 10 && own > 5 && ecap > 10 &&
+	    runr > 5);         /* not vacuous */
 	if (access(drugs, R_OK) == 0)
 		assert_true(drug_hits > 40);
 	print_message("deferred %u (%u squeeze), counted %u, own gates %u in %u databases; "
