@@ -3029,6 +3029,7 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	for (unsigned k = 0; k < p->npending; k++) {
 		uint32_t ri = p->pending[k];
 		unsigned t = e->rs->rules[ri].type;
+		prof_mark(w, -1);       /* PCRE2 keeps its own count */
 		if (e->cls[ri] == SCAN_HS_C_PREFILTER) {
 			if (!e->skip_gated)
 				run_pcre(m, w, ri);
