@@ -2250,6 +2250,8 @@ ls_class_byte(struct lsp *P, char c, char *esc)
 			if ((d == 'p' || d == 'P') && P->s < P->e && *P->s == '{')
 				while (P->s < P->e && *P->s++ != '}')
 					;
+			else if ((d == 'p' || d == 'P') && P->s < P->e)
+				P->s++;         /* \pL */
 			return -1;
 		}
 		return (unsigned char)d;
@@ -2456,50 +2458,25 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 			ls_none(ex);
 			return;
 		}
-		char d = *P->s++;
-		uint8_t b;
+		char d = *P->s;
 		switch (d) {
 		case 'b': case 'B': case 'A': case 'z': case 'Z': case 'G': case 'K':
+			P->s++;
 			if (P->mode == LS_EXACT)
 				ls_none(ex);
 			else
 				ls_empty(ex);
 			return;
-		case 't': b = '\t'; break;
-		case 'n': b = '\n'; break;
-		case 'r': b = '\r'; break;
-		case 'f': b = '\f'; break;
-		case 'e': b = 0x1b; break;
-		case 'a': b = 0x07; break;
-		case 'x': {
-			unsigned v = 0;
-			int k = 0;
-			if (P->s < P->e && *P->s == '{') {
-				while (P->s < P->e && *P->s != '}')
-					P->s++;
-				if (P->s < P->e)
-					P->s++;
-				ls_none(ex);
-				return;
-			}
-			while (k < 2 && P->s < P->e && isxdigit((unsigned char)*P->s)) {
-				char h = *P->s++;
-				v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' :
-				    tolower((unsigned char)h) - 'a' + 10);
-				k++;
-			}
-			b = (uint8_t)v;
-			break;
-		}
 		case 'Q': {
-			const char *q = P->s;
+			const char *q = ++P->s;
 			while (q + 1 < P->e && !(q[0] == '\\' && q[1] == 'E'))
 				q++;
 			P->s = q + 1 < P->e ? q + 2 : P->e;
 			ls_none(ex);
 			return;
 		}
-		case 'p': case 'P': case 'N': case 'k': case 'g':
+		case 'N': case 'k': case 'g':
+			P->s++;
 			if (P->s < P->e && (*P->s == '{' || *P->s == '<' || *P->s == '\'')) {
 				char cl = *P->s == '{' ? '}' : *P->s == '<' ? '>' : '\'';
 				P->s++;
@@ -2512,25 +2489,27 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 			ls_none(ex);
 			return;
 		case 'c':
-			if (P->s < P->e)
-				P->s++;
+			P->s += P->s + 1 < P->e ? 2 : 1;
 			ls_none(ex);
 			return;
 		default:
-			if (isalnum((unsigned char)d)) {
-				while (isdigit((unsigned char)d) && P->s < P->e && isdigit((unsigned char)*P->s))
-					P->s++;
-				/* \d \w \s \1 octal ...; under the squeeze a class of
-				 * separators only (\s \W \h \v \R) is the empty string */
-				if (P->mode == LS_SQUEEZE && strchr("sWhvR", d))
-					ls_empty(ex);
-				else
-					ls_none(ex);
-				return;
-			}
-			b = (uint8_t)d;
+			break;
 		}
-		ls_lit(P, ex, b);
+		/* a byte, or a class escape (\d \w \s \p{..} \1 octal ...) */
+		char esc;
+		int lo = ls_class_byte(P, '\\', &esc);
+		if (lo >= 0) {
+			ls_lit(P, ex, (uint8_t)lo);
+			return;
+		}
+		while (isdigit((unsigned char)esc) && P->s < P->e && isdigit((unsigned char)*P->s))
+			P->s++;
+		/* under the squeeze a class of separators only (\s \W \h \v \R) is
+		 * the empty string */
+		if (P->mode == LS_SQUEEZE && esc && strchr("sWhvR", esc))
+			ls_empty(ex);
+		else
+			ls_none(ex);
 		return;
 	}
 	default:
