@@ -696,8 +696,8 @@ rare_starts(const struct chain *c, const uint8_t *smp, size_t n, unsigned *start
 	return ns;
 }
 
-static int
-on_match(unsigned int id, unsigned long long from, unsigned long long to,
+int
+scan_gate_probe(unsigned int id, unsigned long long from, unsigned long long to,
     unsigned int flags, void *ctx)
 {
 	(void)id;
@@ -763,14 +763,14 @@ measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t
 			bool op = false;
 			hs_stream_t *st = NULL;
 			if (mode == HS_MODE_BLOCK) {
-				rc = hs_scan(db, (const char *)mp, (unsigned)mn, 0, sc, on_match, &op);
+				rc = hs_scan(db, (const char *)mp, (unsigned)mn, 0, sc, scan_gate_probe, &op);
 				if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)
 					ok = false;
 			} else if (hs_open_stream(db, 0, &st) == HS_SUCCESS) {
 				for (size_t o = 0; o < mn && !op; o += CHUNK)
 					hs_scan_stream(st, (const char *)mp + o,
-					    (unsigned)(mn - o < CHUNK ? mn - o : CHUNK), 0, sc, on_match, &op);
-				hs_close_stream(st, sc, op ? NULL : on_match, &op);
+					    (unsigned)(mn - o < CHUNK ? mn - o : CHUNK), 0, sc, scan_gate_probe, &op);
+				hs_close_stream(st, sc, op ? NULL : scan_gate_probe, &op);
 			} else
 				ok = false;
 			opened += op;

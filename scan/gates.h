@@ -87,6 +87,10 @@ int scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed
     unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
     struct scan_gate_pick *out);
 
+/* A Hyperscan match callback for gates: sets *(bool *)ctx, stops the scan. */
+int scan_gate_probe(unsigned int id, unsigned long long from, unsigned long long to,
+    unsigned int flags, void *ctx);
+
 /* Frees p->expr and clears *p (safe on a cleared or NONE pick). */
 void scan_gate_pick_free(struct scan_gate_pick *p);
 

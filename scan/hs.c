@@ -1783,6 +1783,19 @@ absent_hit(const struct scan_rule *r)
 	return r->negate ? !m : m;
 }
 
+/* Appends x to the list *v of *n rule ids; 0 or -ENOMEM. */
+static int
+u32_push(uint32_t **v, unsigned *n, uint32_t x)
+{
+	uint32_t *nv = realloc(*v, (*n + 1) * sizeof(*nv));
+
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[(*n)++] = x;
+	return 0;
+}
+
 /* One block database of the gates of rules v[0..n-1] (ids GATE_BIT | rule); NULL if it fails. */
 static hs_database_t *
 own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
@@ -1996,29 +2009,21 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
 			char *x = rule_expr(e, r), *inner = NULL;
 			unsigned lo = x ? scan_rules_whole_repeat(x, &inner) : 0;
-			uint32_t *cv = realloc(d->chain, (d->n_chain + 1) * sizeof(*cv));
 			free(x);
 			free(inner);
-			if (cv)
-				d->chain = cv;
-			if (!cv || lo < 2 || !e->ddb[i] || !e->adb[i]) {
-				rc = cv ? -EINVAL : -ENOMEM;    /* a cache that does not fit */
+			if (lo < 2 || !e->ddb[i] || !e->adb[i]) {
+				rc = -EINVAL;   /* a cache that does not fit */
 				break;
 			}
-			cv[d->n_chain++] = i;
+			if ((rc = u32_push(&d->chain, &d->n_chain, i)) < 0)
+				break;
 			e->chain_k[i] = (uint8_t)(lo < CHAIN_MAX_K ? lo : CHAIN_MAX_K);
 			st->chained[r->type]++;
 			continue;
 		}
 		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
-			uint32_t *ov = realloc(d->ownv, (d->n_own + 1) * sizeof(*ov));
-			if (ov)
-				d->ownv = ov;
-			if (!ov) {
-				rc = -ENOMEM;
+			if ((rc = u32_push(&d->ownv, &d->n_own, i)) < 0)
 				break;
-			}
-			ov[d->n_own++] = i;
 			continue;       /* grouped below (own_group) or from the cache */
 		}
 		if (e->cls[i] == SCAN_HS_C_GATED && e->defer[i] == DEFER_FILTER) {
@@ -2054,22 +2059,12 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		}
 		if (e->defer[i] == DEFER_RUN) {
 			/* its gate is grouped with the own gates */
-			uint32_t *ov = realloc(d->ownv, (d->n_own + 1) * sizeof(*ov));
-			if (!ov) {
-				rc = -ENOMEM;
+			if ((rc = u32_push(&d->ownv, &d->n_own, i)) < 0)
 				break;
-			}
-			d->ownv = ov;
-			ov[d->n_own++] = i;
 			st->deferred_run[r->type]++;
 		}
-		uint32_t *dv = realloc(d->defer, (d->n_defer + 1) * sizeof(*dv));
-		if (!dv) {
-			rc = -ENOMEM;
+		if ((rc = u32_push(&d->defer, &d->n_defer, i)) < 0)
 			break;
-		}
-		d->defer = dv;
-		dv[d->n_defer++] = i;
 		st->deferred[r->type]++;
 		st->squeezed[r->type] += e->defer[i] == DEFER_SQ;
 		if (cached)
@@ -2134,13 +2129,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		struct tdb *d = &e->t[r->type];
 		st->cls[r->type][c]++;
 		if (c == SCAN_HS_C_ALWAYS) {
-			uint32_t *a = realloc(d->always, (d->n_always + 1) * sizeof(*a));
-			if (!a) {
-				rc = -ENOMEM;
+			if ((rc = u32_push(&d->always, &d->n_always, i)) < 0)
 				goto fail;
-			}
-			d->always = a;
-			a[d->n_always++] = i;
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
 			d->n_gated++;
 		} else if (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN) {
@@ -2607,18 +2597,6 @@ chain_open(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	return false;
 }
 
-/* A filter's match: enough to know, stop the scan. */
-static int
-probe_match(unsigned int id, unsigned long long from, unsigned long long to,
-    unsigned int flags, void *ctx)
-{
-	(void)id;
-	(void)from;
-	(void)to;
-	(void)flags;
-	*(bool *)ctx = true;
-	return 1;
-}
 
 static int flush_batch(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t);
 static int scan_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t,
@@ -3039,7 +3017,7 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 			m->filter_runs++;
 			if (p->keep[t] && p->kept[t]) {
 				hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t],
-				    (unsigned)p->kept[t], 0, w->scratch, probe_match, &hit);
+				    (unsigned)p->kept[t], 0, w->scratch, scan_gate_probe, &hit);
 				if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
 					hit = true;     /* cannot tell: run the rule */
 			}
