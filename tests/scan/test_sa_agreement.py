@@ -87,12 +87,14 @@ def run(argv, env=None, timeout=1100):
 
 
 def sluice_rule_list(tool, cache):
-    """name -> (type, class) from sluice-rules -l."""
+    """name -> (type, class) from sluice-rules -l; the class field may carry
+    how the rule runs after a comma ("hyperscan,deferred-squeeze"), which
+    does not change whether it is in effect."""
     out = {}
     for line in run([tool, "-r", str(RULES_DIR), "-c", cache, "-l"]).splitlines():
         f = line.split()
         if len(f) >= 3:
-            out[f[0]] = (f[1], f[2])
+            out[f[0]] = (f[1], f[2].split(",")[0])
     return out
 
 
