@@ -2742,23 +2742,10 @@ skip_group(const char *g)
 			continue;
 		}
 		if (*s == '[') {
-			s++;
-			if (*s == '^')
-				s++;
-			if (*s == ']')
-				s++;
-			while (*s && *s != ']') {
-				if (*s == '\\' && s[1])
-					s++;
-				else if (s[0] == '[' && s[1] == ':') {
-					const char *q = strstr(s + 2, ":]");
-					if (q)
-						s = q + 1;
-				}
-				s++;
-			}
-			if (!*s)
+			const char *q = scan_rules_class_end(s);
+			if (!q)
 				return NULL;
+			s = q - 1;      /* the loop steps past the ']' */
 			continue;
 		}
 		if (*s == '(')
