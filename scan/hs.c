@@ -1833,11 +1833,15 @@ own_group(struct scan_hs *e, unsigned t)
 {
 	struct tdb *d = &e->t[t];
 	unsigned n = d->n_own, g0 = 0;
-	double *cost = calloc(n + 1, sizeof(*cost)), gcost = 0;
-	uint32_t *v = malloc((n + 1) * sizeof(*v));
+	double *cost, gcost = 0;
+	uint32_t *v;
 	hs_database_t *cur = NULL;
 	int rc = 0;
 
+	if (!n)
+		return 0;
+	cost = calloc(n + 1, sizeof(*cost));
+	v = malloc((n + 1) * sizeof(*v));
 	if (!cost || !v) {
 		free(cost);
 		free(v);
