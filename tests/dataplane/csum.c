@@ -10,19 +10,7 @@
 #include <cmocka.h>
 
 #include "dataplane/stack_impl.h"
-
-static uint16_t
-ref_csum(uint32_t start, const uint8_t *p, size_t n)
-{
-	uint64_t s = start;
-	for (size_t i = 0; i + 1 < n; i += 2)
-		s += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (n & 1)
-		s += (uint32_t)p[n - 1] << 8;
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
-}
+#include "tests/dataplane/ref_csum.h"
 
 static void
 test_random_buffers(void **state)

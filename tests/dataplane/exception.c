@@ -18,6 +18,7 @@
 
 #include "dataplane/exception.h"
 #include "dataplane/stack_impl.h"
+#include "tests/dataplane/ref_csum.h"
 
 #define OUR_IP  0x0a000002u        /* 10.0.0.2/24 */
 #define PEER_IP 0x0a000001u
@@ -118,18 +119,6 @@ fix_free(struct fix *f)
 	free(f);
 }
 
-static uint16_t
-csum(uint32_t sum, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i + 1 < n; i += 2)
-		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (n & 1)
-		sum += (uint32_t)p[n - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 static size_t
 eth(uint8_t *f, const uint8_t *dmac, uint16_t type)
 {
@@ -153,7 +142,7 @@ ip4(uint8_t *f, uint32_t dst, uint8_t proto, uint16_t frag, size_t l4len)
 	ip[9] = proto;
 	wr32(ip + 12, PEER_IP);
 	wr32(ip + 16, dst);
-	wr16(ip + 10, csum(0, ip, DP_IP_HLEN));
+	wr16(ip + 10, ref_csum(0, ip, DP_IP_HLEN));
 	return DP_ETH_HLEN + DP_IP_HLEN + l4len;
 }
 
@@ -183,7 +172,7 @@ tcp(uint8_t *f, uint16_t dport, uint8_t flags, bool bad_csum)
 	wr16(t + 14, 65535);
 	uint32_t ps = (PEER_IP >> 16) + (PEER_IP & 0xffff) + (OUR_IP >> 16) + (OUR_IP & 0xffff) +
 	              DP_PROTO_TCP + DP_TCP_HLEN;
-	wr16(t + 16, (uint16_t)(csum(ps, t, DP_TCP_HLEN) ^ (bad_csum ? 1 : 0)));
+	wr16(t + 16, (uint16_t)(ref_csum(ps, t, DP_TCP_HLEN) ^ (bad_csum ? 1 : 0)));
 	return ip4(f, OUR_IP, DP_PROTO_TCP, 0, DP_TCP_HLEN);
 }
 
@@ -196,7 +185,7 @@ icmp(uint8_t *f, uint8_t type, uint8_t code, const uint8_t *body, size_t n)
 	m[0] = type;
 	m[1] = code;
 	memcpy(m + 8, body, n);
-	wr16(m + 2, csum(0, m, 8 + n));
+	wr16(m + 2, ref_csum(0, m, 8 + n));
 	return ip4(f, OUR_IP, DP_PROTO_ICMP, 0, 8 + n);
 }
 

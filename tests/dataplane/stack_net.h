@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dataplane/stack_impl.h"
+#include "tests/dataplane/ref_csum.h"
 
 #define IP_CLI 0x0a000001u
 #define IP_SRV 0x0a000002u
@@ -267,18 +268,6 @@ cap_clear(struct net *net, int i)
 
 /* ---- hand-made frames from a raw endpoint ---- */
 
-static uint16_t
-t_csum(uint32_t sum, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i + 1 < n; i += 2)
-		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (n & 1)
-		sum += (uint32_t)p[n - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 static void
 t_wr16(uint8_t *p, uint16_t v)
 {
@@ -313,7 +302,7 @@ mk_ip(uint8_t *f, const uint8_t *smac, uint32_t sip, uint32_t dip, uint8_t proto
 	ip[9] = proto;
 	t_wr32(ip + 12, sip);
 	t_wr32(ip + 16, dip);
-	t_wr16(ip + 10, t_csum(0, ip, 20));
+	t_wr16(ip + 10, ref_csum(0, ip, 20));
 	return 34 + l4len;
 }
 
@@ -366,7 +355,7 @@ mk_tcp(uint8_t *f, const struct tseg *s)
 	uint32_t sum = 0;
 	for (int i = 0; i < 12; i += 2)
 		sum += (uint32_t)(ph[i] << 8 | ph[i + 1]);
-	t_wr16(t + 16, t_csum(sum, t, len));
+	t_wr16(t + 16, ref_csum(sum, t, len));
 	return mk_ip(f, MAC_GW, s->sip, IP_SRV, 6, len);
 }
 

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "dataplane/stack_impl.h"
+#include "tests/dataplane/ref_csum.h"
 
 #define PEER_IP 0x0a000009u
 #define OUR_IP  0x0a000002u
@@ -51,18 +52,6 @@ static struct fz F;
 
 static void fw_wake(struct dp_worker *w) { (void)w; }
 static const struct dp_worker_ops fw_ops = { .wake = fw_wake };
-
-static uint16_t
-ck(uint32_t sum, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i + 1 < n; i += 2)
-		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (n & 1)
-		sum += (uint32_t)p[n - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
 
 static uint8_t *
 f_tx_buf(void *ctx, size_t max, void **h)
@@ -91,7 +80,7 @@ f_tx_send(void *ctx, void *h, size_t len)
 			abort();
 		return;
 	}
-	if (!(f[12] == 8 && f[13] == 0) || len < 34 || ck(0, f + 14, 20) != 0)
+	if (!(f[12] == 8 && f[13] == 0) || len < 34 || ref_csum(0, f + 14, 20) != 0)
 		abort();
 	const uint8_t *ip = f + 14, *t = ip + 20;
 	if (ip[9] != 6 || len < 54)
@@ -250,7 +239,7 @@ send_tcp(unsigned port, uint8_t fl, const uint8_t *data, size_t n)
 	wr16(t + 18, 0);
 	memcpy(t + hl, data, n);
 	uint32_t sum = dp_ip_pseudo(PEER_IP, OUR_IP, 6, len);
-	wr16(t + 16, ck(sum, t, len));
+	wr16(t + 16, ref_csum(sum, t, len));
 	memcpy(f, F.st->conf.mac, 6);
 	memcpy(f + 6, "\x02\0\0\0\0\x09", 6);
 	wr16(f + 12, 0x0800);
@@ -262,7 +251,7 @@ send_tcp(unsigned port, uint8_t fl, const uint8_t *data, size_t n)
 	ip[9] = 6;
 	wr32(ip + 12, PEER_IP);
 	wr32(ip + 16, OUR_IP);
-	wr16(ip + 10, ck(0, ip, 20));
+	wr16(ip + 10, ref_csum(0, ip, 20));
 	feed(f, 34 + len);
 }
 
