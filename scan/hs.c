@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 16u
+#define CACHE_VERSION 17u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -54,6 +54,18 @@ const char scan_hs_gtube[] =
 #define DEFER_RUN 5             /* deferred: its gate is a run of its own atoms
                                    (scan_gate_pick), among the target's own gates */
 #define CTR_MAX SCAN_RULES_LSET_MAX
+/* a PCRE2 rule whose matches are at most WIN_MAX bytes wide runs only near
+ * the ends of its gate's matches (run_pcre): the windows of a message */
+#define WIN_MAX 4096
+#define WIN_CAP 512             /* merged windows one message keeps; more: whole text */
+#define WIN_NONE 0xffffu
+#define WIN_OVER 0xfffeu        /* this rule ran out of windows */
+
+/* the gate of one windowed rule matched at ends lo..hi, each within its width of the next */
+struct win {
+	uint32_t lo, hi;
+	uint16_t next;
+};
 
 /* a rule whose matches are a few short strings, counted byte by byte */
 struct counter {
@@ -136,6 +148,11 @@ struct scan_hs {
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
 	uint8_t *term_check;            /* [rs->n] :addr / :name header rules */
+	uint16_t *width;                /* [rs->n] a PCRE2 rule's widest match, if at most
+	                                   WIN_MAX and its gate may report every end: it
+	                                   runs near them (near_ok); else 0 */
+	uint16_t *wslot;                /* [rs->n] 1 + its slot among windowed rules, 0 none */
+	unsigned n_wslot;
 	struct tdb t[SCAN_T_COUNT];
 	struct hkey *keys;
 	unsigned nkeys;
@@ -150,6 +167,7 @@ struct scan_hs {
 	                                   that compiles is used, whatever it costs */
 	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
 	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
+	bool no_near;                   /* cfg.no_near */
 	const char *dump;               /* measurement: SLUICE_HS_DUMP directory */
 };
 
@@ -161,6 +179,7 @@ struct scan_hs_worker {
 	pcre2_jit_stack *jit;
 	uint64_t *prof_ns;              /* [rs->n] SLUICE_HS_PROFILE: PCRE2 time per rule */
 	uint32_t *prof_runs;
+	uint32_t *prof_near;            /* ... of which near the gate's matches */
 	uint64_t prof_phase[5];         /* ... and per phase of the message's end */
 	uint8_t *sq;                    /* BATCH bytes: a write, squeezed */
 	uint32_t *ends;                 /* CHAIN_ENDS: a chain rule's first-copy ends */
@@ -192,6 +211,9 @@ struct scan_hs_msg_priv {
 	bool dirty;
 	bool failed;
 	FILE *dump[SCAN_T_COUNT];       /* measurement: every target's bytes */
+	struct win *win;                /* WIN_CAP */
+	unsigned nwin;
+	uint16_t *whead, *wtail;        /* [e->n_wslot] a fired windowed rule's windows */
 };
 
 struct cbctx {
@@ -543,6 +565,51 @@ rule_pcre_flags(const struct scan_rule *r)
 	if ((r->re_flags & SCAN_RE_M) || r->type != SCAN_RT_FULL)
 		f |= PCRE2_MULTILINE;
 	return f;
+}
+
+/*
+ * Rule i's widest match, from Hyperscan's max_width of its width form
+ * (scan_rules_width_form: every match of the rule is one of it, at the same
+ * offsets), into e->width[i] when 1..WIN_MAX, else 0. Header rules are
+ * left out: their form starts at the record's name, any distance before.
+ */
+static void
+rule_width(struct scan_hs *e, uint32_t i)
+{
+	const struct scan_rule *r = &e->rs->rules[i];
+	hs_expr_info_t *info = NULL;
+	hs_compile_error_t *err = NULL;
+	char *x, *wx;
+
+	e->width[i] = 0;
+	if (r->type == SCAN_RT_HEADER || e->multiple[i] || e->term_check[i])
+		return;
+	if ((x = rule_expr(e, r)) == NULL)
+		return;
+	wx = scan_rules_width_form(x);
+	free(x);
+	if (wx) {
+		/* look-alike letter groups as classes: as wide, and within Hyperscan's limits */
+		char *cx = scan_rules_collapse(wx);
+		free(wx);
+		wx = cx;
+	}
+	if (wx && hs_expression_info(wx, rule_hs_flags(r, false), &info, &err) == HS_SUCCESS &&
+	    info->max_width >= 1 && info->max_width <= WIN_MAX)
+		e->width[i] = (uint16_t)info->max_width;
+	if (getenv("SLUICE_HS_DEBUG"))
+		fprintf(stderr, "width %s: %u (%s)\n", r->name, info ? info->max_width : 0,
+		    wx ? (info ? "info" : err ? err->message : "?") : "no width form");
+	hs_free_compile_error(err);
+	free(info);
+	free(wx);
+}
+
+/* Does PCRE2 rule i run near its gate's match ends (its gate reports them all)? */
+static bool
+near_ok(const struct scan_hs *e, uint32_t i)
+{
+	return e->width[i] != 0;
 }
 
 static void
@@ -905,12 +972,13 @@ gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
  */
 static int
 gate_literals_in(const struct scan_rule *r, struct items *it, uint32_t i, const uint8_t *lc,
-    size_t lcn);
+    size_t lcn, bool all_ends);
 
+/* all_ends: the gate reports every match end (a windowed rule), not only the first */
 static int
-gate_literals(const struct scan_rule *r, struct items *it, uint32_t i)
+gate_literals(const struct scan_rule *r, struct items *it, uint32_t i, bool all_ends)
 {
-	return gate_literals_in(r, it, i, NULL, 0);
+	return gate_literals_in(r, it, i, NULL, 0, all_ends);
 }
 
 /* Does s (n bytes) occur in lc (lower-cased text), compared caselessly? */
@@ -930,14 +998,14 @@ in_lower(const uint8_t *lc, size_t lcn, const uint8_t *s, size_t n)
  * it opens on ordinary prose: 0, no gate. */
 static int
 gate_literals_in(const struct scan_rule *r, struct items *it, uint32_t i, const uint8_t *lc,
-    size_t lcn)
+    size_t lcn, bool all_ends)
 {
 	uint8_t lit[256];
 	uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 	size_t n = scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit));
 	unsigned ns = scan_rules_literal_set(r->re, r->re_flags, set, SCAN_RULES_LSET_MAX);
 	unsigned smin = ns ? 255 : 0;
-	unsigned f = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH |
+	unsigned f = HS_FLAG_CASELESS | (all_ends ? 0 : HS_FLAG_SINGLEMATCH) |
 	    (r->type == SCAN_RT_HEADER ? HS_FLAG_MULTILINE : 0);
 	int rc;
 
@@ -1189,8 +1257,9 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 {
 	const struct scan_rule *r = &e->rs->rules[i];
 
+	rule_width(e, i);
 	if (classify || e->cls[i] == SCAN_HS_C_GATED) {
-		int g = gate_literals(r, it, i);
+		int g = gate_literals(r, it, i, near_ok(e, i));
 		if (g < 0)
 			return g;
 		if (g > 0) {
@@ -1316,7 +1385,8 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 					 * gate (denser text) must be a byte longer to win */
 					/* a gate that opens on the sample prose would run the
 					 * rule alone on most messages: it stays in the stream */
-					int ll = gate_literals_in(r, NULL, i, e->lcsample, SCAN_HS_SAMPLE);
+					int ll = gate_literals_in(r, NULL, i, e->lcsample, SCAN_HS_SAMPLE,
+					    false);
 					int sl = squeeze_gate(r, NULL, i, e->sqsample, e->sqsample_n);
 					if (ll > 0 && ll + 1 >= sl)
 						e->defer[i] = DEFER_LIT;
@@ -1343,7 +1413,7 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 		if (e->cls[i] == SCAN_HS_C_HS) {
 			switch (e->defer[i]) {
 			case DEFER_LIT:
-				rc = gate_literals(r, it, i);
+				rc = gate_literals(r, it, i, false);
 				break;
 			case DEFER_SQ:
 				rc = squeeze_gate(r, sit, i, NULL, 0);
@@ -1386,6 +1456,24 @@ dump_items(const struct scan_hs *e, unsigned t, const struct items *it, const ch
 		fprintf(f, "%u %u %zu %s\n%s\n", it->v[k].id, it->v[k].flags, strlen(it->v[k].expr),
 		    it->v[k].id == GTUBE_ID ? "GTUBE" : e->rs->rules[it->v[k].id & ~GATE_BIT].name,
 		    it->v[k].expr);
+	if (f)
+		fclose(f);
+}
+
+/* measurement (SLUICE_HS_DUMP): the gates of their own, one block database each */
+static void
+dump_own(const struct scan_hs *e, unsigned t)
+{
+	char fn[4096];
+
+	snprintf(fn, sizeof(fn), "%s/items-%u-own", e->dump, t);
+	FILE *f = fopen(fn, "w");
+	for (unsigned k = 0; f && k < e->t[t].n_own; k++) {
+		uint32_t i = e->t[t].ownv[k];
+		if (e->rexpr[i])
+			fprintf(f, "%u %u %zu %s\n%s\n", i, rule_hs_flags(&e->rs->rules[i], false),
+			    strlen(e->rexpr[i]), e->rs->rules[i].name, e->rexpr[i]);
+	}
 	if (f)
 		fclose(f);
 }
@@ -1729,6 +1817,8 @@ scan_hs_free(struct scan_hs *e)
 	free(e->lcsample);
 	free(e->multiple);
 	free(e->term_check);
+	free(e->width);
+	free(e->wslot);
 	for (unsigned i = 0; i < e->nkeys; i++)
 		free(e->keys[i].name);
 	free(e->keys);
@@ -1808,6 +1898,8 @@ own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
 	for (unsigned k = 0; ex && fl && id && k < n; k++) {
 		ex[k] = e->rexpr[v[k]];
 		fl[k] = rule_hs_flags(&e->rs->rules[v[k]], false);
+		if (e->cls[v[k]] == SCAN_HS_C_PREFILTER && near_ok(e, v[k]))
+			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;        /* every end: windows */
 		id[k] = GATE_BIT | v[k];
 	}
 	if (!ex || !fl || !id || hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, &db, &err) !=
@@ -1928,6 +2020,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
 	e->force_forms = cfg.defer_mbps >= 1e12;
 	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
+	e->no_near = cfg.no_near;
 	e->dump = getenv("SLUICE_HS_DUMP");
 	e->cls = calloc(rs->n + 1, 1);
 	e->gsep = calloc(rs->n + 1, 1);
@@ -1939,8 +2032,10 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
+	e->width = calloc(rs->n + 1, sizeof(*e->width));
+	e->wslot = calloc(rs->n + 1, sizeof(*e->wslot));
 	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check ||
-	    !e->defer || !e->ddb || !e->adb || !e->chain_k) {
+	    !e->defer || !e->ddb || !e->adb || !e->chain_k || !e->width || !e->wslot) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -2086,6 +2181,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	}
 	for (unsigned t = 0; t < SCAN_T_COUNT && !cached && rc == 0; t++)
 		rc = own_group(e, t);
+	for (unsigned t = 0; t < SCAN_T_COUNT && e->dump && rc == 0; t++)
+		dump_own(e, t);
 	if (rc < 0)
 		goto fail;
 	/* exists rules are resolved from the header keys seen */
@@ -2106,7 +2203,17 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			rc = -ENOMEM;
 			goto fail;
 		}
-		e->code[i] = pcre_compile(x, rule_pcre_flags(r), why, sizeof(why));
+		/* near its gate's match ends: a literal gate, or one of its own
+		 * (a relaxed form or a run of it; a chain or prefilter gate's
+		 * ends say nothing certain) */
+		bool near = near_ok(e, i) && r->type != SCAN_RT_HEADER &&
+		    (c == SCAN_HS_C_GATED || (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN));
+		if (near && e->n_wslot < 0xfffeu) {
+			e->wslot[i] = (uint16_t)++e->n_wslot;
+			st->near[r->type]++;
+		}
+		e->code[i] = pcre_compile(x, rule_pcre_flags(r) | (e->wslot[i] ?
+		    PCRE2_USE_OFFSET_LIMIT : 0), why, sizeof(why));
 		if (e->dump) {
 			char fn[4096];
 			snprintf(fn, sizeof(fn), "%s/pcre-%u", e->dump, r->type);
@@ -2272,6 +2379,7 @@ scan_hs_worker_new(const struct scan_hs *e)
 	if (getenv("SLUICE_HS_PROFILE")) {
 		w->prof_ns = calloc(e->rs->n + 1, sizeof(*w->prof_ns));
 		w->prof_runs = calloc(e->rs->n + 1, sizeof(*w->prof_runs));
+		w->prof_near = calloc(e->rs->n + 1, sizeof(*w->prof_near));
 	}
 	return w;
 fail:
@@ -2285,7 +2393,7 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 {
 	if (!w)
 		return NULL;
-	if (w->prof_ns && w->prof_runs) {
+	if (w->prof_ns && w->prof_runs && w->prof_near) {
 		/* the 40 costliest PCRE2 rules, to stderr */
 		for (int k = 0; k < 40; k++) {
 			uint32_t best = UINT32_MAX;
@@ -2294,9 +2402,10 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 					best = i;
 			if (best == UINT32_MAX)
 				break;
-			fprintf(stderr, "%s %8.1f ms %6u runs cls=%u %s\n",
+			fprintf(stderr, "%s %8.1f ms %6u runs (%u near, width %u) cls=%u %s\n",
 			    w->e->cls[best] == SCAN_HS_C_HS ? "deferred" : "pcre2/probe",
-			    w->prof_ns[best] / 1e6, w->prof_runs[best], w->e->cls[best],
+			    w->prof_ns[best] / 1e6, w->prof_runs[best], w->prof_near[best],
+			    w->e->wslot[best] ? w->e->width[best] : 0, w->e->cls[best],
 			    w->e->rs->rules[best].name);
 			w->prof_ns[best] = 0;
 		}
@@ -2308,6 +2417,7 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 			fprintf(stderr, "phase %8.1f ms %s\n", w->prof_phase[k] / 1e6, ph[k]);
 	}
 	free(w->prof_ns);
+	free(w->prof_near);
 	free(w->prof_runs);
 	free(w->sq);
 	free(w->ends);
@@ -2341,6 +2451,9 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 		}
 		free(p->fired);
 		free(p->pending);
+		free(p->win);
+		free(p->whead);
+		free(p->wtail);
 		free(p->seen);
 		free(p->hbuf);
 		free(p);
@@ -2367,7 +2480,10 @@ scan_hs_msg_new(const struct scan_hs *e)
 	p->pending = calloc(e->max_pending + 1, sizeof(*p->pending));
 	p->seen = calloc(e->nkeys / 64 + 1, sizeof(*p->seen));
 	p->hbuf = malloc(HDR_BUF);
-	if (!p->fired || !p->pending || !p->seen || !p->hbuf)
+	p->win = malloc(WIN_CAP * sizeof(*p->win));
+	p->whead = malloc((e->n_wslot + 1) * sizeof(*p->whead));
+	p->wtail = malloc((e->n_wslot + 1) * sizeof(*p->wtail));
+	if (!p->fired || !p->pending || !p->seen || !p->hbuf || !p->win || !p->whead || !p->wtail)
 		goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (e->t[t].db && hs_open_stream(e->t[t].db, 0, &p->s[t]) != HS_SUCCESS)
@@ -2422,11 +2538,48 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	memset(m->bytes, 0, sizeof(m->bytes));
 	p->hlen = 0;
 	p->nterm = 0;
+	p->nwin = 0;
 	p->failed = false;
 	p->dirty = true;
 	m->gtube = false;
 	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = m->filter_runs = 0;
 	m->chain_runs = 0;
+	m->near_runs = 0;
+}
+
+/*
+ * A windowed rule's gate matched, ending at g: its match, if any, starts in
+ * [g - width, g]. Windows whose start ranges overlap merge; ends arrive in
+ * order, so only the last window can take g.
+ */
+static void
+win_add(struct scan_hs_msg_priv *p, unsigned s, unsigned long long g, uint32_t wd)
+{
+	uint16_t h = p->whead[s], t = p->wtail[s];
+
+	if (h == WIN_OVER || g > UINT32_MAX - WIN_MAX)
+		return;
+	if (h != WIN_NONE) {
+		struct win *w = &p->win[t];
+		if (g + wd >= w->lo && g <= (unsigned long long)w->hi + wd) {
+			if (g < w->lo)
+				w->lo = (uint32_t)g;
+			if (g > w->hi)
+				w->hi = (uint32_t)g;
+			return;
+		}
+	}
+	if (p->nwin == WIN_CAP) {
+		p->whead[s] = WIN_OVER;         /* run over the whole text */
+		return;
+	}
+	uint16_t k = (uint16_t)p->nwin++;
+	p->win[k] = (struct win){(uint32_t)g, (uint32_t)g, WIN_NONE};
+	if (h == WIN_NONE)
+		p->whead[s] = k;
+	else
+		p->win[t].next = k;
+	p->wtail[s] = k;
 }
 
 static bool
@@ -2458,10 +2611,17 @@ on_match(unsigned int id, unsigned long long from, unsigned long long to,
 		return 0;
 	if (id & GATE_BIT) {
 		uint32_t r = id & ~GATE_BIT;
-		if (!p->fired[r] && p->npending < e->max_pending) {
+		unsigned ws = e->wslot[r];
+		if (!p->fired[r]) {
+			if (p->npending >= e->max_pending)
+				return 0;
 			p->fired[r] = 1;
 			p->pending[p->npending++] = r;
+			if (ws)
+				p->whead[ws - 1] = WIN_NONE;
 		}
+		if (ws)
+			win_add(p, ws - 1, to, e->width[r]);
 		return 0;
 	}
 	if (e->multiple[id]) {
@@ -2936,6 +3096,33 @@ run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	struct timespec p0, p1;
 	if (w->prof_ns)
 		clock_gettime(CLOCK_MONOTONIC, &p0);
+	unsigned ws = e->wslot[ri];
+	if (ws && p->whead[ws - 1] != WIN_OVER && !e->no_near) {
+		/* near the gate's match ends only: every match of the rule holds
+		 * one of its gate's, so starts at most its width before that end */
+		uint32_t wd = e->width[ri];
+		size_t span = 0;
+		for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE; k = p->win[k].next)
+			span += p->win[k].hi - p->win[k].lo + wd;
+		if (span < n) {
+			m->near_runs++;
+			if (w->prof_near)
+				w->prof_near[ri]++;
+			for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE && !hits; k = p->win[k].next) {
+				size_t a = p->win[k].lo > wd ? p->win[k].lo - wd : 0;
+				if (a > n)
+					break;
+				pcre2_set_offset_limit(w->mctx, p->win[k].hi);
+				int rc = pcre2_match(c, p->keep[t], n, a, 0, w->md, w->mctx);
+				if (rc >= 0)
+					hits = 1;
+				else if (rc != PCRE2_ERROR_NOMATCH)
+					m->pcre_limited++;
+			}
+			pcre2_set_offset_limit(w->mctx, PCRE2_UNSET);
+			off = n + 1;    /* done */
+		}
+	}
 	while (hits < mx && off <= n) {
 		int rc = pcre2_match(c, p->keep[t], n, off, 0, w->md, w->mctx);
 		if (rc < 0) {

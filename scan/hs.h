@@ -136,6 +136,8 @@ struct scan_hs_config {
 	                                   (no deferral, no counters) */
 	double defer_mbps;              /* 0: SCAN_HS_DEFER_MBPS; tests: 1e12 defers
 	                                   every rule that has a gate */
+	bool no_near;                   /* tests, measure: PCRE2 over the whole kept text,
+	                                   not only near its gate's match ends */
 };
 
 #define SCAN_HS_REASONS 24
@@ -152,6 +154,8 @@ struct scan_hs_stats {
 	                                           in a block database per target */
 	size_t rdb_bytes[SCAN_T_COUNT];
 	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
+	unsigned near[SCAN_T_COUNT];            /* PCRE2 rules that run near their gate's
+	                                           match ends (at most WIN_MAX wide) */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
 	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
 	unsigned deferred_run[SCAN_T_COUNT];    /* ... behind a run of their own atoms */
@@ -193,6 +197,7 @@ struct scan_hs_msg {
 	uint32_t deferred_runs;         /* deferred rules run this message */
 	uint32_t filter_runs;           /* relaxed forms probed before PCRE2 */
 	uint32_t chain_runs;            /* chain gates evaluated */
+	uint32_t near_runs;             /* PCRE2 rules run only near their gate's matches */
 	struct scan_hs_msg_priv *priv;
 };
 

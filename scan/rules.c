@@ -2814,8 +2814,9 @@ scan_rules_class_end(const char *s)
 	return *s ? s + 1 : NULL;
 }
 
-char *
-scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
+/* width: keep every repeat as written (scan_rules_width_form) */
+static char *
+relax(const char *x, bool drop_asserts, unsigned copies, bool width)
 {
 	struct scan_sb b = {0};
 	const char *s = x;
@@ -2869,6 +2870,8 @@ scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 				scan_sb_puts(&b, "[\\s\\S]*");
 				continue;
 			}
+			if (width && (d == 'K' || d == 'G'))
+				goto fail;      /* the match start moves, or depends on where the search began */
 			if (d == 'K' || d == 'G' || (drop_asserts && strchr("bBAzZ", d))) {
 				s += 2;
 				dropped = true;
@@ -2912,7 +2915,7 @@ scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 		} else if (*s == '{') {
 			unsigned lo, hi;
 			size_t k = counted(s, &lo, &hi);
-			if (k && hi > RELAX_MAXN && hi != UINT32_MAX && (was_group || lo != hi)) {
+			if (k && !width && hi > RELAX_MAXN && hi != UINT32_MAX && (was_group || lo != hi)) {
 				char q[32];
 				snprintf(q, sizeof(q), "{%u,}", lo < RELAX_MAXN ? lo : RELAX_MAXN);
 				scan_sb_puts(&b, q);
@@ -2941,7 +2944,7 @@ scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 	/* (?:(X){n}) keeps min(n, copies) copies of X: every match has them */
 	const char *g = b.p + 3;
 	char *q;
-	if (*g == '(' && (q = (char *)skip_group(g)) != NULL) {
+	if (!width && *g == '(' && (q = (char *)skip_group(g)) != NULL) {
 		unsigned lo, hi;
 		size_t k = counted(q, &lo, &hi);
 		if (!k && *q == '+')
@@ -2961,6 +2964,18 @@ scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 fail:
 	free(b.p);
 	return NULL;
+}
+
+char *
+scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
+{
+	return relax(x, drop_asserts, copies, false);
+}
+
+char *
+scan_rules_width_form(const char *x)
+{
+	return relax(x, true, 0, true);
 }
 
 unsigned

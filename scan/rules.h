@@ -283,6 +283,15 @@ char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
 const char *scan_rules_class_end(const char *s);
 char *scan_rules_collapse(const char *x);
 /*
+ * scan_rules_width_form(): as scan_rules_relax(x, true, .) but every
+ * repeat kept as written, so its widest match is at least as wide as x's
+ * (look-arounds and assertions consume nothing; a back-reference becomes
+ * any text); NULL
+ * also for \K and \G, where the match or the search start is not where a
+ * search from a chosen offset would find it. For Hyperscan's max_width.
+ */
+char *scan_rules_width_form(const char *x);
+/*
  * scan_rules_whole_repeat(): x (wrapped in "(?:" ... ")") is one group
  * repeated as a whole, (?:(E){lo,hi}): returns lo and sets *inner to the
  * group "(E)" (malloc'd); 0 otherwise (or ENOMEM). Every match is lo or

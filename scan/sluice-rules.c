@@ -302,6 +302,10 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->chained[t])
 			printf(" %s=%u", scan_rules_type_name(t), st->chained[t]);
+	printf("\nnear (PCRE2 rules run only near their gate's match ends):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->near[t])
+			printf(" %s=%u", scan_rules_type_name(t), st->near[t]);
 	printf("\nfiltered (PCRE2 rules whose relaxed form is probed first):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->filtered[t])
@@ -352,7 +356,7 @@ main(int argc, char **argv)
 
 	if (!rs)
 		return 2;
-	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:h")) != -1) {
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:Wh")) != -1) {
 		switch (c) {
 		case 'r':
 			rc = scan_rules_load_path(rs, optarg);
@@ -375,12 +379,13 @@ main(int argc, char **argv)
 		case 'D': cfg.drop_always = true; break;
 		case 'N': cfg.no_defer = true; break;
 		case 'M': cfg.defer_mbps = atof(optarg); break;
+		case 'W': cfg.no_near = true; break;
 		case 'l': list = true; break;
 		case 'H': hit_path = optarg; break;
 		case 'C': cmp_path = optarg; break;
 		default:
 			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
-			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-N] [-M MBPS] [-l] [-H HITS] [-C HITS]\n");
+			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-N] [-M MBPS] [-W] [-l] [-H HITS] [-C HITS]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -430,6 +435,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0, filter_runs = 0;
+	uint64_t near_runs = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -440,6 +446,7 @@ main(int argc, char **argv)
 		pcre_runs += sm->hm->pcre_runs;
 		deferred_runs += sm->hm->deferred_runs;
 		filter_runs += sm->hm->filter_runs;
+		near_runs += sm->hm->near_runs;
 		writes += sm->hm->writes;
 		bytes += msgs[i].n;
 		if (hitf)
@@ -458,9 +465,9 @@ main(int argc, char **argv)
 	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
-	printf("pcre2 runs/msg=%.1f deferred runs/msg=%.1f filter probes/msg=%.1f "
-	    "hyperscan writes/msg=%.1f\n", (double)pcre_runs / nmsgs, (double)deferred_runs / nmsgs,
-	    (double)filter_runs / nmsgs, (double)writes / nmsgs);
+	printf("pcre2 runs/msg=%.1f (near %.1f) deferred runs/msg=%.1f filter probes/msg=%.1f "
+	    "hyperscan writes/msg=%.1f\n", (double)pcre_runs / nmsgs, (double)near_runs / nmsgs,
+	    (double)deferred_runs / nmsgs, (double)filter_runs / nmsgs, (double)writes / nmsgs);
 	int cmp_rc = 0;
 	if (hitf) {
 		fflush(hitf);

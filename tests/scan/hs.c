@@ -507,6 +507,109 @@ test_deferred_same_hits(void **state)
 }
 
 /*
+ * PCRE2 near its gate's matches: a rule at most WIN_MAX wide runs only in
+ * windows that end at its gate's match ends. Rules that start before their
+ * literal, look behind or ahead past a window's edge, span 300 bytes, or
+ * are unbounded (whole text); messages with many near misses, and one with
+ * more windows than a message keeps. Hits must equal PCRE2 over the whole
+ * kept text, and the windows must have been used.
+ */
+static const char near_rules[] =
+    "body N_LIT    /(?<!un)lucky\\s{1,3}(?:draw|number)\\s{1,3}\\d{1,6}(?!\\d)/i\n"
+    "body N_BEFORE /\\b[a-z]{3,12}\\s(?<!the\\s)claim\\s{1,2}now\\b/\n"
+    "body N_FAR    /(?<![a-z])alpha[\\s\\S]{0,300}omega(?!x)/\n"
+    "body N_UNB    /(?<!x)start\\w+finish/\n"
+    "body N_TIGHT  /(?<=[0-9])zqk[a-c]{1,3}(?![a-c])/\n"
+    "body N_OWN    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n";
+
+static void
+near_msg(char *buf, size_t cap, unsigned seed)
+{
+	static const char *const words[] = {
+		"lucky draw 123", "unlucky draw 45", "lucky number 1234567", "LUCKY   NUMBER 9",
+		"lucky", "draw", "the claim now", "your claim now", "a claim nowhere", "big claim  now",
+		"alpha", "omega", "omegax", "xalpha", "start", "startfinish", "start_ab_finish",
+		"xstartabfinish", "7zqkab", "zqkab", "7zqkabcd", "9zqkc", "jabc7", "qwer8k", "zjab1",
+		"the meeting notes", "please review", "filler text here and there",
+	};
+	size_t n = 0;
+
+	n += (size_t)snprintf(buf + n, cap - n, "From: a@example.org\r\nSubject: near %u\r\n\r\n",
+	    seed);
+	for (unsigned k = 0; k < 16 && n + 64 < cap; k++) {
+		seed = seed * 1103515245u + 12345u;
+		n += (size_t)snprintf(buf + n, cap - n, "%s%s", words[(seed >> 16) %
+		    (sizeof(words) / sizeof(words[0]))], (seed >> 8) % 5 ? " " : "\r\n");
+	}
+	snprintf(buf + n, cap - n, "\r\n");
+}
+
+static void
+test_near_same_hits(void **state)
+{
+	(void)state;
+	struct scan_hs_config cfg[3] = {{.no_near = true}, {0}, {.defer_mbps = 1e12}};
+	struct eng g[3];
+	static const char *const names[] = {"N_LIT", "N_BEFORE", "N_FAR", "N_UNB", "N_TIGHT",
+	    "N_OWN"};
+	unsigned hit[6] = {0}, near = 0;
+	static char big[64 * 1024];
+
+	for (int k = 0; k < 3; k++) {
+		memset(&g[k], 0, sizeof(g[k]));
+		g[k].rs = scan_rules_new();
+		assert_non_null(g[k].rs);
+		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", near_rules,
+		    strlen(near_rules)), 0);
+		assert_int_equal(scan_rules_finish(g[k].rs), 0);
+		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
+		assert_non_null(g[k].e);
+		g[k].w = scan_hs_worker_new(g[k].e);
+		g[k].s = scan_msg_new(g[k].e);
+		assert_non_null(g[k].w);
+		assert_non_null(g[k].s);
+	}
+	/* N_LIT, N_BEFORE, N_FAR, N_TIGHT: literal gates; N_UNB has no width */
+	assert_true(g[1].st.near[SCAN_T_BODY] >= 4);
+	assert_true(g[2].st.near[SCAN_T_BODY] >= 4);    /* N_OWN too if it got a gate of its own */
+	for (unsigned m = 0; m < 100; m++) {
+		char msg[8192];
+		near_msg(msg, sizeof(msg), m + 1);
+		for (int k = 0; k < 3; k++)
+			scan_split(&g[k], msg, m % 3 == 0 ? 0 : 2, m);
+		for (uint32_t i = 0; i < g[0].rs->n; i++) {
+			uint32_t a = g[0].s->hm->hits[i], b = g[1].s->hm->hits[i], c = g[2].s->hm->hits[i];
+			if (a != b || a != c)
+				fail_msg("message %u, %s: %u hits over the whole text, %u near the gate, "
+				    "%u near every form's gate", m, g[0].rs->rules[i].name, a, b, c);
+		}
+		assert_int_equal(g[0].s->hm->near_runs, 0);
+		near += g[1].s->hm->near_runs;
+		for (unsigned k = 0; k < 6; k++)
+			hit[k] += hits(&g[0], names[k]) > 0;
+	}
+	for (unsigned k = 0; k < 6; k++)
+		if (hit[k] < 5 || hit[k] > 95)
+			fail_msg("%s hit %u of 100 messages: not a test", names[k], hit[k]);
+	assert_true(near > 60);
+	/* more windows than a message keeps, and the one match at the very end */
+	size_t n = (size_t)snprintf(big, sizeof(big), "Subject: many\r\n\r\n");
+	for (unsigned k = 0; k < 1500 && n + 64 < sizeof(big); k++)
+		n += (size_t)snprintf(big + n, sizeof(big) - n, "x zqkab %s\r\n",
+		    k % 2 ? "filler words" : "lucky draw");
+	snprintf(big + n, sizeof(big) - n, "5zqkb.\r\n");
+	for (int k = 0; k < 3; k++) {
+		scan_split(&g[k], big, 0, 0);
+		assert_int_equal(hits(&g[k], "N_TIGHT"), 1);
+		assert_int_equal(hits(&g[k], "N_LIT"), 0);
+	}
+	print_message("near runs %u over 100 messages; windowed rules %u\n", near,
+	    g[2].st.near[SCAN_T_BODY]);
+	for (int k = 0; k < 3; k++)
+		eng_down(&g[k]);
+}
+
+/*
  * The chain gate: a rule that repeats a group as a whole opens only where
  * that many copies follow back to back; hits equal the rule run alone.
  */
@@ -616,6 +719,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
 		cmocka_unit_test(test_chain_gate),
+		cmocka_unit_test(test_near_same_hits),
 	};
 	const struct CMUnitTest sa[] = {
 		cmocka_unit_test(test_debian_rules),
