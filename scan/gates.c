@@ -18,6 +18,7 @@
                                    cost model in hs.c feeds its streams */
 #define REPS 3
 #define SAMPLE_MSGS 8           /* the sample, cut into this many "messages" */
+#define NEAR_CALL_SECONDS 0.3e-6 /* a PCRE2 search and the gate's callbacks, per window */
 
 /* One top-level atom of a relaxed form's body, its quantifier included. */
 struct atom {
@@ -535,6 +536,46 @@ atom_scan(const char *p, const char *e, bool icase, const char **end, uint8_t *f
 }
 
 /*
+ * Adds the atoms of [p, e) to c: a plain group with no quantifier, (?:X)
+ * or (X), whose content is itself a concatenation, gives its atoms instead
+ * (the same language, and a run may then start inside it: the '%' of
+ * __PCT_FOR_YOU_1 sits in such a group). false: no plain concatenation.
+ */
+static bool
+chain_add(struct chain *c, const char *p, const char *e, bool icase, unsigned depth)
+{
+	while (p < e) {
+		struct atom *a = &c->a[c->n];
+		const char *q, *g;
+		bool empty, ic = icase;
+		/* an option setting applies to the atoms after it: a run
+		 * that started past it would lose it */
+		if (option_set(p, &ic) || !atom_scan(p, e, icase, &q, a->first, &empty))
+			return false;
+		if (depth < 8 && *p == '(' && (p[1] != '?' || p[2] == ':') &&
+		    (g = group_end(p, e)) == q) {
+			unsigned n0 = c->n;
+			const char *body = p[1] == '?' ? p + 3 : p + 1;
+			if (q - 1 > body && chain_add(c, body, q - 1, icase, depth + 1)) {
+				p = q;
+				continue;
+			}
+			c->n = n0;      /* alternatives inside: one atom */
+			a = &c->a[c->n];
+			memset(a->first, 0, sizeof(a->first));
+			if (!atom_scan(p, e, icase, &q, a->first, &empty))
+				return false;
+		}
+		a->off = (size_t)(p - c->body);
+		a->len = (size_t)(q - p);
+		a->solid = !empty;
+		c->n++;
+		p = q;
+	}
+	return true;
+}
+
+/*
  * Splits a relaxed form into its top-level atoms; c->n 0 when it is no
  * plain concatenation (see scan_gate_subchains). 0 or -ENOMEM.
  */
@@ -554,39 +595,32 @@ chain_parse(const char *x, bool icase, struct chain *c)
 		return 0;
 	if (!(c->a = calloc((size_t)(e - b), sizeof(*c->a))))
 		return -ENOMEM;
-	for (const char *p = b; p < e;) {
-		struct atom *a = &c->a[c->n];
-		const char *q;
-		bool empty, ic = icase;
-		/* an option setting applies to the atoms after it: a run
-		 * that started past it would lose it */
-		if (option_set(p, &ic) || !atom_scan(p, e, icase, &q, a->first, &empty)) {
-			free(c->a);
-			memset(c, 0, sizeof(*c));
-			return 0;
-		}
-		a->off = (size_t)(p - b);
-		a->len = (size_t)(q - p);
-		a->solid = !empty;
-		c->n++;
-		p = q;
+	if (!chain_add(c, b, e, icase, 0)) {
+		free(c->a);
+		memset(c, 0, sizeof(*c));
 	}
 	return 0;
 }
 
-/* "(?:" atoms [k, end) ")", malloc'd. */
+/* "(?:" atoms [k, end) ")", malloc'd (atoms from inside groups are not
+ * contiguous in the text). */
 static char *
 chain_run(const struct chain *c, unsigned k, unsigned end)
 {
-	size_t off = c->a[k].off;
-	size_t n = c->a[end - 1].off + c->a[end - 1].len - off;
-	char *s = malloc(n + 5);
+	size_t n = 0;
+	char *s;
 
-	if (s) {
-		memcpy(s, "(?:", 3);
-		memcpy(s + 3, c->body + off, n);
-		memcpy(s + 3 + n, ")", 2);
+	for (unsigned j = k; j < end; j++)
+		n += c->a[j].len;
+	if ((s = malloc(n + 5)) == NULL)
+		return NULL;
+	memcpy(s, "(?:", 3);
+	n = 3;
+	for (unsigned j = k; j < end; j++) {
+		memcpy(s + n, c->body + c->a[j].off, c->a[j].len);
+		n += c->a[j].len;
 	}
+	memcpy(s + n, ")", 2);
 	return s;
 }
 
@@ -708,6 +742,36 @@ scan_gate_probe(unsigned int id, unsigned long long from, unsigned long long to,
 	return 1;               /* a gate needs one match */
 }
 
+/* a gate's match ends, merged into windows as run_pcre (hs.c) merges them */
+struct near_count {
+	unsigned width;
+	unsigned long long hi;          /* the open window's last end */
+	bool open;
+	unsigned windows;
+	unsigned long long span;        /* bytes PCRE2 may start in, all windows */
+};
+
+static int
+near_end(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+    void *ctx)
+{
+	struct near_count *c = ctx;
+
+	(void)id;
+	(void)from;
+	(void)flags;
+	if (c->open && to <= c->hi + c->width) {
+		c->span += to - c->hi;
+		c->hi = to;
+		return 0;
+	}
+	c->open = true;
+	c->hi = to;
+	c->windows++;
+	c->span += c->width;
+	return 0;
+}
+
 static double
 elapsed(const struct timespec *a, const struct timespec *b)
 {
@@ -721,7 +785,7 @@ elapsed(const struct timespec *a, const struct timespec *b)
  */
 static bool
 measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t n,
-    size_t max_db, double *secs, double *share)
+    size_t max_db, double *secs, double *share, struct near_count *near)
 {
 	hs_database_t *db = NULL;
 	hs_compile_error_t *err = NULL;
@@ -762,7 +826,18 @@ measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t
 			size_t mn = n - m0 < per ? n - m0 : per;
 			bool op = false;
 			hs_stream_t *st = NULL;
-			if (mode == HS_MODE_BLOCK) {
+			if (mode == HS_MODE_BLOCK && near && near->width) {
+				/* every end, as the engine collects them */
+				struct near_count c = {.width = near->width};
+				rc = hs_scan(db, (const char *)mp, (unsigned)mn, 0, sc, near_end, &c);
+				if (rc != HS_SUCCESS)
+					ok = false;
+				op = c.windows > 0;
+				if (rep == 0) {
+					near->windows += c.windows;
+					near->span += c.span;
+				}
+			} else if (mode == HS_MODE_BLOCK) {
 				rc = hs_scan(db, (const char *)mp, (unsigned)mn, 0, sc, scan_gate_probe, &op);
 				if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)
 					ok = false;
@@ -797,6 +872,15 @@ scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
     unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
     struct scan_gate_pick *out)
 {
+	return scan_gate_pick_near(prefilter, pf_flags, relaxed, flags, sample, n, pcre_seconds,
+	    max_db, 0, out);
+}
+
+int
+scan_gate_pick_near(const char *prefilter, unsigned pf_flags, const char *relaxed,
+    unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
+    unsigned width, struct scan_gate_pick *out)
+{
 	char *runs[SCAN_GATE_MAX_RUNS];
 	unsigned from[SCAN_GATE_MAX_RUNS];     /* the start of each run */
 	bool done[SCAN_GATE_STARTS] = {false};
@@ -821,13 +905,14 @@ scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
 	double best_cost = pcre_seconds;
 	for (unsigned i = 0; i < 2 + nr; i++) {
 		const char *x = i == 0 ? prefilter : i == 1 ? relaxed : runs[i - 2];
-		unsigned f = i == 0 ? pf_flags : flags;
+		unsigned f = i == 0 ? pf_flags : width ? flags & ~(unsigned)HS_FLAG_SINGLEMATCH : flags;
 		unsigned mode = i == 0 ? HS_MODE_STREAM : HS_MODE_BLOCK;
 		double secs, share;
+		struct near_count near = {.width = i == 0 ? 0 : width};
 		if (!x || (i >= 2 && done[from[i - 2]]))
 			continue;
 		out->tried++;
-		if (!measure(x, f, mode, sample, n, max_db, &secs, &share))
+		if (!measure(x, f, mode, sample, n, max_db, &secs, &share, &near))
 			continue;
 		bool opens = share > 0;
 		/* a longer run from the same start matches less and has more
@@ -836,6 +921,15 @@ scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
 		if (i >= 2 && !opens)
 			done[from[i - 2]] = true;
 		double cost = secs + share * pcre_seconds;
+		if (near.width && n) {
+			/* PCRE2 near the gate's ends: a search per window, over
+			 * the bytes it may start in (and its width past them) */
+			double per_byte = pcre_seconds / (double)n;
+			double nc = near.windows * NEAR_CALL_SECONDS +
+			    (double)(near.span + (unsigned long long)near.windows * width) * per_byte;
+			if (nc < share * pcre_seconds)
+				cost = secs + nc;
+		}
 		if (cost < best_cost) {
 			best = x;
 			best_cost = cost;

@@ -83,6 +83,17 @@ unsigned scan_gate_subchains(const char *relaxed, char **out, unsigned cap);
  * Returns 0 with *out filled (mode NONE if nothing compiles or nothing
  * costs under pcre_seconds; out->tried counts anyway), or -ENOMEM.
  */
+/*
+ * scan_gate_pick for a rule whose widest match is width bytes (0: unknown),
+ * which then runs near its gate's match ends (hs.c, run_pcre): a relaxed
+ * form or run costs its scan + for every window of the sample's ends (ends
+ * within width of each other merge) a PCRE2 search over the window and
+ * its width, at PCRE2's rate over the sample, if that is less than
+ * running PCRE2 on the messages it opens on.
+ */
+int scan_gate_pick_near(const char *prefilter, unsigned pf_flags, const char *relaxed,
+    unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
+    unsigned width, struct scan_gate_pick *out);
 int scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed,
     unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
     struct scan_gate_pick *out);

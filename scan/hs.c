@@ -1204,8 +1204,8 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		free(rx0);
 	}
 	double pc = pcre_seconds(r, x, e->sample);
-	rc = scan_gate_pick(hs_accepts(x, pf, NULL) ? x : NULL, pf, rx, f, e->sample,
-	    SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, &pk);
+	rc = scan_gate_pick_near(hs_accepts(x, pf, NULL) ? x : NULL, pf, rx, f, e->sample,
+	    SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, e->width[i], &pk);
 	free(rx);
 	if (getenv("SLUICE_HS_DEBUG"))
 		fprintf(stderr, "gate %s: mode %d, %u tried, %.1f us (pcre2 %.1f us) %.100s\n", r->name,

@@ -82,9 +82,24 @@ test_runs(void **state)
 	/* a bare body (no wrapping group) is split the same way */
 	static const char *const w4[] = {"(?:ab)", "(?:b[c])"};
 	expect_runs("ab[c]", w4, 2);
-	/* the whole form closes early: one body "(?:a)(?:b)c" of three atoms */
-	static const char *const w5[] = {"(?:(?:a)(?:b))", "(?:(?:b)c)"};
+	/* the whole form closes early: one body "(?:a)(?:b)c"; its plain
+	 * groups give their atoms, so runs are a b c */
+	static const char *const w5[] = {"(?:ab)", "(?:bc)"};
 	expect_runs("(?:a)(?:b)c", w5, 2);
+	/* a run may start inside a plain group (__PCT_FOR_YOU_1's '%'), not
+	 * inside one with alternatives or a quantifier */
+	static const char *const w6[] = {
+		"(?:\\d\\d)", "(?:\\d\\d\\s?%)",
+		"(?:\\d\\d\\s?%[\\s)]{0,3}(?:for|to))", "(?:\\d\\d\\s?%[\\s)]{0,3}(?:for|to)\\s)",
+		"(?:\\d\\d\\s?%[\\s)]{0,3}(?:for|to)\\s(?:you)+)", "(?:\\d\\s?%)",
+		"(?:\\d\\s?%[\\s)]{0,3}(?:for|to))", "(?:\\d\\s?%[\\s)]{0,3}(?:for|to)\\s)",
+		"(?:\\d\\s?%[\\s)]{0,3}(?:for|to)\\s(?:you)+)", "(?:%[\\s)]{0,3}(?:for|to))",
+		"(?:%[\\s)]{0,3}(?:for|to)\\s)", "(?:%[\\s)]{0,3}(?:for|to)\\s(?:you)+)",
+		"(?:(?:for|to)\\s)", "(?:(?:for|to)\\s(?:you)+)",
+		"(?:\\s(?:you)+)",
+	};
+	expect_runs("(?:(?:\\b\\d\\d\\s?%)[\\s)]{0,3}((?:for|to)\\s)(?:you)+)", w6,
+	    sizeof(w6) / sizeof(w6[0]));
 }
 
 static void
@@ -537,8 +552,8 @@ test_pick(void **state)
 	assert_true(found);
 	assert_true(compiles(p.expr, p.flags, HS_MODE_BLOCK));
 	/* it starts at one of the rare letters */
-	assert_true(strncmp(p.expr, "(?:(?:[q", 8) == 0 || strncmp(p.expr, "(?:(?:[z", 8) == 0 ||
-	    strncmp(p.expr, "(?:(?:[j", 8) == 0 || strncmp(p.expr, "(?:(?:[x", 8) == 0);
+	assert_true(strncmp(p.expr, "(?:[q", 5) == 0 || strncmp(p.expr, "(?:[z", 5) == 0 ||
+	    strncmp(p.expr, "(?:[j", 5) == 0 || strncmp(p.expr, "(?:[x", 5) == 0);
 	scan_gate_pick_free(&p);
 	assert_null(p.expr);
 	free_runs(runs, nr);
