@@ -7,14 +7,57 @@
  * over arbitrary hit counts stays in bounds; the required-literal walk of
  * every pattern returns at most its capacity (and so do the squeeze and
  * exact sets, scan_rules_whole_repeat finds a group); the relaxed-form rewrites
- * (scan_rules_relax, scan_rules_collapse) take any pattern text. No
- * Hyperscan compile (slow).
+ * (scan_rules_relax, scan_rules_collapse, scan_rules_width_form) take any
+ * pattern text; the sub-chains of a form (scan_gate_subchains, groups
+ * flattened) are at most their capacity, each "(?:" ... ")" with balanced
+ * parentheses outside classes and escapes. No Hyperscan compile (slow).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "scan/gates.h"
 #include "scan/rules.h"
+
+/* "(?:" ... ")", every ( closed, outside classes and escapes */
+static int
+balanced(const char *x)
+{
+	int depth = 0;
+
+	if (strncmp(x, "(?:", 3) || x[strlen(x) - 1] != ')')
+		return 0;
+	for (const char *p = x; *p; p++) {
+		if (*p == '\\') {
+			if (!*++p)
+				return 0;
+		} else if (*p == '[') {
+			const char *q = scan_rules_class_end(p);
+			if (!q)
+				return 0;
+			p = q - 1;
+		} else if (*p == '(')
+			depth++;
+		else if (*p == ')' && --depth < 0)
+			return 0;
+	}
+	return depth == 0;
+}
+
+static void
+check_runs(const char *form)
+{
+	char *runs[8];
+	unsigned n = form ? scan_gate_subchains(form, runs, 8) : 0;
+
+	if (n > 8)
+		abort();
+	for (unsigned k = 0; k < n; k++) {
+		if (!balanced(runs[k]))
+			abort();
+		free(runs[k]);
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -69,9 +112,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int k = 0; k < 2; k++) {
 				char *rx = scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
 				char *cx = rx ? scan_rules_collapse(rx) : NULL;
+				if (balanced(x) && !strstr(x, "(?#") && cx)
+					check_runs(cx);
 				free(cx);
 				free(rx);
 			}
+			free(scan_rules_width_form(x));
 			free(scan_rules_collapse(x));
 			/* the literal-set walks stay within their capacity; an exact
 			 * set has only non-empty strings; a whole repeat has a group */
