@@ -664,6 +664,26 @@ chain_runs(const struct chain *c, const unsigned *starts, unsigned ns, char **ou
 }
 
 unsigned
+scan_gate_prefixes(const char *form, char **out, unsigned cap)
+{
+	struct chain c;
+	unsigned m = 0;
+
+	if (!form || chain_parse(form, false, &c) < 0)
+		return 0;
+	for (unsigned j = 1; j <= c.n && m < cap; j++) {
+		if ((out[m] = chain_run(&c, 0, j)) == NULL) {
+			while (m)
+				free(out[--m]);
+			break;
+		}
+		m++;
+	}
+	free(c.a);
+	return m;
+}
+
+unsigned
 scan_gate_subchains(const char *relaxed, char **out, unsigned cap)
 {
 	struct chain c;

@@ -63,6 +63,14 @@ struct scan_gate_pick {
 unsigned scan_gate_subchains(const char *relaxed, char **out, unsigned cap);
 
 /*
+ * The prefixes of a form's atom chain (groups flattened as above): "(?:"
+ * A1..Aj ")" for j = 1, 2, ... into out[] (malloc'd, caller frees), at
+ * most cap; 0 when it is no plain concatenation or on ENOMEM. Every match
+ * of the form begins with a match of each prefix, at the same offset.
+ */
+unsigned scan_gate_prefixes(const char *form, char **out, unsigned cap);
+
+/*
  * Chooses the cheapest sound gate for a PCRE2 rule. prefilter: the rule's
  * expression (compiled with pf_flags, which include HS_FLAG_PREFILTER; it is
  * tried in stream mode, to share the target's streaming gates database), or

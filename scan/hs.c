@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 17u
+#define CACHE_VERSION 18u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -57,7 +57,10 @@ const char scan_hs_gtube[] =
 /* a PCRE2 rule whose matches are at most WIN_MAX bytes wide runs only near
  * the ends of its gate's matches (run_pcre): the windows of a message */
 #define WIN_MAX 4096
-#define WIN_CAP 512             /* merged windows one message keeps; more: whole text */
+#define WIN_CAP 1024            /* merged windows one message keeps; more: whole text */
+#define WIN_RULE_CAP 64         /* ... one rule keeps: a gate that matches all over
+                                   the text runs its rule over the whole text once,
+                                   and leaves the windows to the others */
 #define WIN_NONE 0xffffu
 #define WIN_OVER 0xfffeu        /* this rule ran out of windows */
 
@@ -148,9 +151,13 @@ struct scan_hs {
 	pcre2_code **code;              /* [rs->n] for PCRE2 classes */
 	uint8_t *multiple;              /* [rs->n] */
 	uint8_t *term_check;            /* [rs->n] :addr / :name header rules */
-	uint16_t *width;                /* [rs->n] a PCRE2 rule's widest match, if at most
-	                                   WIN_MAX and its gate may report every end: it
-	                                   runs near them (near_ok); else 0 */
+	uint16_t *width;                /* [rs->n] how far before one of its gate's match
+	                                   ends a PCRE2 rule's match can start: its widest
+	                                   match, or behind a literal gate its reach
+	                                   (literal_reach); at most WIN_MAX, its gate then
+	                                   reports every end and it runs near them
+	                                   (near_ok); else 0 */
+	uint16_t *reach;                /* [rs->n] build: rule_width's reach for a literal gate */
 	uint16_t *wslot;                /* [rs->n] 1 + its slot among windowed rules, 0 none */
 	unsigned n_wslot;
 	struct tdb t[SCAN_T_COUNT];
@@ -214,6 +221,7 @@ struct scan_hs_msg_priv {
 	struct win *win;                /* WIN_CAP */
 	unsigned nwin;
 	uint16_t *whead, *wtail;        /* [e->n_wslot] a fired windowed rule's windows */
+	uint8_t *wcount;                /* [e->n_wslot] ... how many (to WIN_RULE_CAP) */
 };
 
 struct cbctx {
@@ -573,35 +581,120 @@ rule_pcre_flags(const struct scan_rule *r)
  * offsets), into e->width[i] when 1..WIN_MAX, else 0. Header rules are
  * left out: their form starts at the record's name, any distance before.
  */
+/* Hyperscan's max_width of a width form (collapsed first), 0 if over WIN_MAX or unknown */
+static unsigned
+form_width(const char *wx, unsigned flags)
+{
+	hs_expr_info_t *info = NULL;
+	hs_compile_error_t *err = NULL;
+	/* look-alike letter groups as classes: as wide, and within Hyperscan's limits */
+	char *cx = wx ? scan_rules_collapse(wx) : NULL;
+	unsigned w = 0;
+
+	if (cx && hs_expression_info(cx, flags, &info, &err) == HS_SUCCESS &&
+	    info->max_width >= 1 && info->max_width <= WIN_MAX)
+		w = info->max_width;
+	hs_free_compile_error(err);
+	free(info);
+	free(cx);
+	return w;
+}
+
+/*
+ * The strings a literal gate of pattern re would be made of (as
+ * gate_literals_in chooses them: the required literal, or the literal set),
+ * into set[]; how many, 0 none.
+ */
+static unsigned
+gate_strings(const char *re, uint32_t re_flags, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1])
+{
+	uint8_t lit[256];
+	size_t n = scan_rules_literal(re, re_flags, lit, sizeof(lit));
+	unsigned ns = scan_rules_literal_set(re, re_flags, set, SCAN_RULES_LSET_MAX);
+	unsigned smin = ns ? 255 : 0;
+
+	for (unsigned k = 0; k < ns; k++)
+		if (set[k][0] < smin)
+			smin = set[k][0];
+	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
+		if (n > SCAN_RULES_LSET_LEN)
+			return 0;       /* longer than a set string: not compared here */
+		set[0][0] = (uint8_t)n;
+		memcpy(&set[0][1], lit, n);
+		return 1;
+	}
+	return smin >= SCAN_HS_GATE_MIN ? ns : 0;
+}
+
+/*
+ * A literal-gated rule too wide (or unbounded) for a window can still
+ * have a bounded reach from its start to its gate: the shortest prefix
+ * A1..Aj of its width form whose own gate strings are all among the
+ * rule's holds one in every match, within the prefix's width of the
+ * match's start, so that width bounds how far before a gate end a match
+ * starts. 0: no such prefix.
+ */
+static unsigned
+literal_reach(const struct scan_rule *r, const char *wx)
+{
+	uint8_t g[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	uint8_t p[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
+	char *pre[64];
+	unsigned ng = gate_strings(r->re, r->re_flags, g), reach = 0;
+	unsigned np = ng ? scan_gate_prefixes(wx, pre, 64) : 0;
+
+	for (unsigned j = 0; j < np; j++) {
+		if (!reach) {
+			unsigned w = form_width(pre[j], rule_hs_flags(r, false));
+			size_t l = strlen(pre[j]);
+			if (!w)
+				j = np - 1;     /* wider prefixes are no narrower */
+			else if (l > 4) {
+				pre[j][l - 1] = '\0';  /* the atoms without "(?:" ")" */
+				unsigned n = gate_strings(pre[j] + 3, r->re_flags, p), in = 0;
+				for (unsigned a = 0; a < n; a++)
+					for (unsigned b = 0; b < ng; b++)
+						if (p[a][0] == g[b][0] && !strncasecmp((const char *)&p[a][1],
+						    (const char *)&g[b][1], p[a][0])) {
+							in++;
+							break;
+						}
+				if (n && in == n)
+					reach = w;
+			}
+		}
+		free(pre[j]);
+	}
+	return reach;
+}
+
+/*
+ * Rule i's widest match, from Hyperscan's max_width of its width form
+ * (scan_rules_width_form: every match of the rule is one of it, at the same
+ * offsets), into e->width[i] when 1..WIN_MAX, else 0; and into
+ * e->reach[i], for a literal gate, the widest a match reaches from its
+ * start to the end of its gate's string (literal_reach), or that width.
+ * Header rules are left out: their form starts at the record's name, any
+ * distance before.
+ */
 static void
 rule_width(struct scan_hs *e, uint32_t i)
 {
 	const struct scan_rule *r = &e->rs->rules[i];
-	hs_expr_info_t *info = NULL;
-	hs_compile_error_t *err = NULL;
 	char *x, *wx;
 
-	e->width[i] = 0;
+	e->width[i] = e->reach[i] = 0;
 	if (r->type == SCAN_RT_HEADER || e->multiple[i] || e->term_check[i])
 		return;
 	if ((x = rule_expr(e, r)) == NULL)
 		return;
 	wx = scan_rules_width_form(x);
 	free(x);
-	if (wx) {
-		/* look-alike letter groups as classes: as wide, and within Hyperscan's limits */
-		char *cx = scan_rules_collapse(wx);
-		free(wx);
-		wx = cx;
-	}
-	if (wx && hs_expression_info(wx, rule_hs_flags(r, false), &info, &err) == HS_SUCCESS &&
-	    info->max_width >= 1 && info->max_width <= WIN_MAX)
-		e->width[i] = (uint16_t)info->max_width;
+	e->width[i] = (uint16_t)form_width(wx, rule_hs_flags(r, false));
+	e->reach[i] = e->width[i] ? e->width[i] : wx ? (uint16_t)literal_reach(r, wx) : 0;
 	if (getenv("SLUICE_HS_DEBUG"))
-		fprintf(stderr, "width %s: %u (%s)\n", r->name, info ? info->max_width : 0,
-		    wx ? (info ? "info" : err ? err->message : "?") : "no width form");
-	hs_free_compile_error(err);
-	free(info);
+		fprintf(stderr, "width %s: %u, reach %u%s\n", r->name, e->width[i], e->reach[i],
+		    wx ? "" : " (no width form)");
 	free(wx);
 }
 
@@ -1259,10 +1352,12 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 
 	rule_width(e, i);
 	if (classify || e->cls[i] == SCAN_HS_C_GATED) {
-		int g = gate_literals(r, it, i, near_ok(e, i));
+		int g = gate_literals(r, it, i, e->reach[i] != 0);
 		if (g < 0)
 			return g;
 		if (g > 0) {
+			/* behind its literal: a window reaches back to the match start */
+			e->width[i] = e->reach[i];
 			e->cls[i] = SCAN_HS_C_GATED;
 			if (classify && !cfg->no_prefilter && !cfg->no_defer &&
 			    r->type != SCAN_RT_HEADER && (e->rexpr[i] = relaxed_form(e, i)) != NULL)
@@ -1819,6 +1914,7 @@ scan_hs_free(struct scan_hs *e)
 	free(e->term_check);
 	free(e->width);
 	free(e->wslot);
+	free(e->reach);
 	for (unsigned i = 0; i < e->nkeys; i++)
 		free(e->keys[i].name);
 	free(e->keys);
@@ -2034,8 +2130,10 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->term_check = calloc(rs->n + 1, 1);
 	e->width = calloc(rs->n + 1, sizeof(*e->width));
 	e->wslot = calloc(rs->n + 1, sizeof(*e->wslot));
+	e->reach = calloc(rs->n + 1, sizeof(*e->reach));
 	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check ||
-	    !e->defer || !e->ddb || !e->adb || !e->chain_k || !e->width || !e->wslot) {
+	    !e->defer || !e->ddb || !e->adb || !e->chain_k || !e->width || !e->wslot ||
+	    !e->reach) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -2454,6 +2552,7 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 		free(p->win);
 		free(p->whead);
 		free(p->wtail);
+		free(p->wcount);
 		free(p->seen);
 		free(p->hbuf);
 		free(p);
@@ -2483,7 +2582,9 @@ scan_hs_msg_new(const struct scan_hs *e)
 	p->win = malloc(WIN_CAP * sizeof(*p->win));
 	p->whead = malloc((e->n_wslot + 1) * sizeof(*p->whead));
 	p->wtail = malloc((e->n_wslot + 1) * sizeof(*p->wtail));
-	if (!p->fired || !p->pending || !p->seen || !p->hbuf || !p->win || !p->whead || !p->wtail)
+	p->wcount = malloc(e->n_wslot + 1);
+	if (!p->fired || !p->pending || !p->seen || !p->hbuf || !p->win || !p->whead ||
+	    !p->wtail || !p->wcount)
 		goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (e->t[t].db && hs_open_stream(e->t[t].db, 0, &p->s[t]) != HS_SUCCESS)
@@ -2569,10 +2670,11 @@ win_add(struct scan_hs_msg_priv *p, unsigned s, unsigned long long g, uint32_t w
 			return;
 		}
 	}
-	if (p->nwin == WIN_CAP) {
+	if (p->nwin == WIN_CAP || p->wcount[s] == WIN_RULE_CAP) {
 		p->whead[s] = WIN_OVER;         /* run over the whole text */
 		return;
 	}
+	p->wcount[s]++;
 	uint16_t k = (uint16_t)p->nwin++;
 	p->win[k] = (struct win){(uint32_t)g, (uint32_t)g, WIN_NONE};
 	if (h == WIN_NONE)
@@ -2617,8 +2719,10 @@ on_match(unsigned int id, unsigned long long from, unsigned long long to,
 				return 0;
 			p->fired[r] = 1;
 			p->pending[p->npending++] = r;
-			if (ws)
+			if (ws) {
 				p->whead[ws - 1] = WIN_NONE;
+				p->wcount[ws - 1] = 0;
+			}
 		}
 		if (ws)
 			win_add(p, ws - 1, to, e->width[r]);

@@ -520,7 +520,9 @@ static const char near_rules[] =
     "body N_FAR    /(?<![a-z])alpha[\\s\\S]{0,300}omega(?!x)/\n"
     "body N_UNB    /(?<!x)start\\w+finish/\n"
     "body N_TIGHT  /(?<=[0-9])zqk[a-c]{1,3}(?![a-c])/\n"
-    "body N_OWN    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n";
+    "body N_OWN    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n"
+    "body N_REACH  /(?<!un)lucky\\s+(?:draw|number)\\s+\\d+(?!\\d)/i\n"
+    "body N_REACH2 /\\b(?:cheap|free)pills?\\s+\\w+\\s+(?:now|today)(?!\\w)/\n";
 
 static void
 near_msg(char *buf, size_t cap, unsigned seed)
@@ -531,6 +533,8 @@ near_msg(char *buf, size_t cap, unsigned seed)
 		"alpha", "omega", "omegax", "xalpha", "start", "startfinish", "start_ab_finish",
 		"xstartabfinish", "7zqkab", "zqkab", "7zqkabcd", "9zqkc", "jabc7", "qwer8k", "zjab1",
 		"the meeting notes", "please review", "filler text here and there",
+		"lucky draw 12345678", "freepills buy now", "cheappill buy today", "freepills  now",
+		"freepills buy nowhere", "xfreepills buy now",
 	};
 	size_t n = 0;
 
@@ -551,8 +555,8 @@ test_near_same_hits(void **state)
 	struct scan_hs_config cfg[3] = {{.no_near = true}, {0}, {.defer_mbps = 1e12}};
 	struct eng g[3];
 	static const char *const names[] = {"N_LIT", "N_BEFORE", "N_FAR", "N_UNB", "N_TIGHT",
-	    "N_OWN"};
-	unsigned hit[6] = {0}, near = 0;
+	    "N_OWN", "N_REACH", "N_REACH2"};
+	unsigned hit[8] = {0}, near = 0;
 	static char big[64 * 1024];
 
 	for (int k = 0; k < 3; k++) {
@@ -569,9 +573,10 @@ test_near_same_hits(void **state)
 		assert_non_null(g[k].w);
 		assert_non_null(g[k].s);
 	}
-	/* N_LIT, N_BEFORE, N_FAR, N_TIGHT: literal gates; N_UNB has no width */
-	assert_true(g[1].st.near[SCAN_T_BODY] >= 4);
-	assert_true(g[2].st.near[SCAN_T_BODY] >= 4);    /* N_OWN too if it got a gate of its own */
+	/* N_LIT, N_BEFORE, N_FAR, N_TIGHT: literal gates; N_REACH, N_REACH2:
+	 * unbounded, but a bounded reach to their literal; N_UNB neither */
+	assert_true(g[1].st.near[SCAN_T_BODY] >= 6);
+	assert_true(g[2].st.near[SCAN_T_BODY] >= 6);    /* N_OWN too if it got a gate of its own */
 	for (unsigned m = 0; m < 100; m++) {
 		char msg[8192];
 		near_msg(msg, sizeof(msg), m + 1);
@@ -585,14 +590,14 @@ test_near_same_hits(void **state)
 		}
 		assert_int_equal(g[0].s->hm->near_runs, 0);
 		near += g[1].s->hm->near_runs;
-		for (unsigned k = 0; k < 6; k++)
+		for (unsigned k = 0; k < 8; k++)
 			hit[k] += hits(&g[0], names[k]) > 0;
 	}
-	for (unsigned k = 0; k < 6; k++)
+	for (unsigned k = 0; k < 8; k++)
 		if (hit[k] < 5 || hit[k] > 95)
 			fail_msg("%s hit %u of 100 messages: not a test", names[k], hit[k]);
 	assert_true(near > 60);
-	/* more windows than a message keeps, and the one match at the very end */
+	/* more windows than a rule keeps (WIN_RULE_CAP), and the one match at the very end */
 	size_t n = (size_t)snprintf(big, sizeof(big), "Subject: many\r\n\r\n");
 	for (unsigned k = 0; k < 1500 && n + 64 < sizeof(big); k++)
 		n += (size_t)snprintf(big + n, sizeof(big) - n, "x zqkab %s\r\n",
