@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 18u
+#define CACHE_VERSION 19u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -114,7 +114,9 @@ struct tdb {
 	unsigned npat;
 	uint32_t *always;       /* PCRE2 rules run on every message */
 	unsigned n_always;
-	hs_database_t *rdb;     /* block mode: the relaxed forms of the GSEP_OWN rules,
+	hs_database_t *rdb;     /* block mode: every own gate's ASCII form (own_ascii),
+	                           scanned instead of obk[] when the kept text has no
+	                           byte >= 0x80; was: the relaxed forms of the GSEP_OWN rules,
 	                           run over the kept text at the end of the message */
 	unsigned n_own;
 	unsigned n_gated;       /* GATED + PREFILTER rules */
@@ -2088,6 +2090,80 @@ own_group(struct scan_hs *e, unsigned t)
 	return rc;
 }
 
+/*
+ * Target t's own gates in their ASCII forms (scan_rules_ascii_form), one
+ * block database: on a kept text with no byte >= 0x80 they match where the
+ * gates do, at the same offsets, and the look-alike groups of the fuzzy
+ * forms lose their UTF-8 branches (half the scan). A form that does not
+ * compile stays as it was. 0, or -ENOMEM; a database that fails is none.
+ */
+static int
+own_ascii(struct scan_hs *e, unsigned t)
+{
+	struct tdb *d = &e->t[t];
+	unsigned n = d->n_own;
+	const char **ex;
+	char **ax;
+	unsigned *fl, *id;
+	hs_compile_error_t *err = NULL;
+	int rc = 0;
+
+	if (!n || getenv("SLUICE_HS_NO_ASCII"))
+		return 0;
+	ex = calloc(n, sizeof(*ex));
+	ax = calloc(n, sizeof(*ax));
+	fl = calloc(n, sizeof(*fl));
+	id = calloc(n, sizeof(*id));
+	for (unsigned k = 0; ex && ax && fl && id && k < n; k++) {
+		uint32_t i = d->ownv[k];
+		hs_expr_info_t *info = NULL;
+		fl[k] = rule_hs_flags(&e->rs->rules[i], false);
+		if (e->cls[i] == SCAN_HS_C_PREFILTER && near_ok(e, i))
+			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;
+		id[k] = GATE_BIT | i;
+		ax[k] = e->rexpr[i] ? scan_rules_ascii_form(e->rexpr[i]) : NULL;
+		if (ax[k] && hs_expression_info(ax[k], fl[k], &info, &err) != HS_SUCCESS) {
+			hs_free_compile_error(err);
+			err = NULL;
+			free(ax[k]);
+			ax[k] = NULL;
+		}
+		free(info);
+		ex[k] = ax[k] ? ax[k] : e->rexpr[i];
+		if (!ex[k])
+			rc = -EINVAL;
+	}
+	if (!ex || !ax || !fl || !id)
+		rc = -ENOMEM;
+	else if (rc == 0 && hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, &d->rdb, &err) !=
+	    HS_SUCCESS)
+		d->rdb = NULL;
+	hs_free_compile_error(err);
+	for (unsigned k = 0; ax && k < n; k++)
+		free(ax[k]);
+	free(ex);
+	free(ax);
+	free(fl);
+	free(id);
+	return rc == -ENOMEM ? rc : 0;
+}
+
+/* Has b (n bytes) no byte >= 0x80? */
+static bool
+all_ascii(const uint8_t *b, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t k = 0;
+
+	for (; k + 8 <= n; k += 8) {
+		memcpy(&w, b + k, 8);
+		acc |= w;
+	}
+	for (; k < n; k++)
+		acc |= b[k];
+	return (acc & 0x8080808080808080ull) == 0;
+}
+
 struct scan_hs *
 scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in,
     struct scan_hs_stats *st_out)
@@ -2278,7 +2354,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		free(x);
 	}
 	for (unsigned t = 0; t < SCAN_T_COUNT && !cached && rc == 0; t++)
-		rc = own_group(e, t);
+		if ((rc = own_group(e, t)) == 0)
+			rc = own_ascii(e, t);
 	for (unsigned t = 0; t < SCAN_T_COUNT && e->dump && rc == 0; t++)
 		dump_own(e, t);
 	if (rc < 0)
@@ -2374,6 +2451,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			st->rdb_bytes[t] += z;
 		}
 		st->own_dbs[t] = d->n_obk;
+		if (d->rdb)
+			hs_database_size(d->rdb, &st->ascii_bytes[t]);
 		st->spatterns[t] = d->nspat;
 		for (unsigned k = 0; k < d->n_defer; k++) {
 			size_t z = 0;
@@ -2646,6 +2725,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = m->filter_runs = 0;
 	m->chain_runs = 0;
 	m->near_runs = 0;
+	m->ascii_runs = 0;
 }
 
 /*
@@ -3281,13 +3361,24 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	if (p->failed)
 		rc = -EIO;
 	prof_mark(w, -1);
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		for (unsigned b = 0; b < e->t[t].n_obk && p->keep[t] && p->kept[t]; b++)
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		if (!p->keep[t] || !p->kept[t] || !e->t[t].n_obk)
+			continue;
+		if (e->t[t].rdb && all_ascii(p->keep[t], p->kept[t])) {
+			/* the same gates in their ASCII forms, one pass */
+			m->ascii_runs++;
+			if (hs_scan(e->t[t].rdb, (const char *)p->keep[t], (unsigned)p->kept[t], 0,
+			    w->scratch, on_match, m) != HS_SUCCESS)
+				rc = -EIO;
+			continue;
+		}
+		for (unsigned b = 0; b < e->t[t].n_obk; b++)
 			/* the gates of their own over the text PCRE2 would see: a
 			 * rule whose gate does not match cannot match */
 			if (hs_scan(e->t[t].obk[b], (const char *)p->keep[t], (unsigned)p->kept[t], 0,
 			    w->scratch, on_match, m) != HS_SUCCESS)
 				rc = -EIO;
+	}
 	prof_mark(w, 0);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_chain; k++) {

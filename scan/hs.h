@@ -154,6 +154,8 @@ struct scan_hs_stats {
 	                                           in a block database per target */
 	size_t rdb_bytes[SCAN_T_COUNT];
 	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
+	size_t ascii_bytes[SCAN_T_COUNT];       /* ... all of them in ASCII forms, one
+	                                           database (0: none) */
 	unsigned near[SCAN_T_COUNT];            /* PCRE2 rules that run near their gate's
 	                                           match ends (at most WIN_MAX wide) */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
@@ -198,6 +200,7 @@ struct scan_hs_msg {
 	uint32_t filter_runs;           /* relaxed forms probed before PCRE2 */
 	uint32_t chain_runs;            /* chain gates evaluated */
 	uint32_t near_runs;             /* PCRE2 rules run only near their gate's matches */
+	uint32_t ascii_runs;            /* targets whose own gates ran in their ASCII forms */
 	struct scan_hs_msg_priv *priv;
 };
 

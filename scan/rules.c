@@ -3239,6 +3239,83 @@ cl_emit(struct scan_sb *b, const uint8_t *set)
 
 /* See rules.h. */
 char *
+scan_rules_ascii_form(const char *x)
+{
+	struct scan_sb b = {0};
+
+	for (const char *s = x; *s;) {
+		const char *tok = s;
+		uint8_t set[32];
+		bool high = false;      /* the atom matches only bytes >= 0x80 */
+		if (*s == '\\') {
+			if (!s[1])
+				goto fail;
+			if (s[1] == 'x' && s[2] != '{') {
+				int v = cl_hex(s + 2);
+				if (v < 0)
+					goto fail;
+				s += 4;
+				high = v >= 0x80;
+			} else if (s[1] == 'x') {
+				const char *q = strchr(s, '}');
+				if (!q)
+					goto fail;
+				s = q + 1;
+			} else
+				s += 2;
+			if (!high) {
+				scan_sb_put(&b, tok, (size_t)(s - tok));
+				continue;
+			}
+		} else if (*s == '[') {
+			const char *e = cl_class(s, set);
+			if (!e) {
+				/* a class this does not read stays as written */
+				if ((e = scan_rules_class_end(s)) == NULL)
+					goto fail;
+				scan_sb_put(&b, s, (size_t)(e - s));
+				s = e;
+				continue;
+			}
+			s = e;
+			memset(set + 16, 0, 16);
+			bool any = false;
+			for (unsigned k = 0; k < 16; k++)
+				any |= set[k] != 0;
+			if (any) {
+				cl_emit(&b, set);
+				continue;
+			}
+			high = true;
+		} else if ((unsigned char)*s >= 0x80) {
+			s++;
+			high = true;
+		} else {
+			scan_sb_put(&b, s++, 1);
+			continue;
+		}
+		/* a high-only atom: with a quantifier that allows none it goes
+		 * (it matched nothing there); else a byte ASCII text never has */
+		unsigned lo = 1, hi = 1;
+		size_t k = counted(s, &lo, &hi);
+		if (*s == '?' || *s == '*' || (k && lo == 0)) {
+			s += k ? k : 1;
+			if (*s == '?' || *s == '+')
+				s++;
+			continue;
+		}
+		scan_sb_puts(&b, "\\x80");
+	}
+	if (b.oom || !b.p)
+		goto fail;
+	return b.p;
+fail:
+	free(b.p);
+	return NULL;
+}
+
+/* See rules.h. */
+char *
 scan_rules_collapse(const char *x)
 {
 	struct scan_sb b = {0};

@@ -292,6 +292,16 @@ char *scan_rules_collapse(const char *x);
  */
 char *scan_rules_width_form(const char *x);
 /*
+ * scan_rules_ascii_form(): x as it acts on text with no byte >= 0x80:
+ * classes lose their high bytes; an atom that matches only such bytes goes
+ * when its quantifier allows none, else becomes \x80 (which such text never
+ * has). On ASCII text its matches are x's, at the same offsets; the
+ * look-alike groups of the FUZZY_* forms shrink to their ASCII letters,
+ * which Hyperscan scans about twice as fast. NULL on ENOMEM or a pattern
+ * this does not read.
+ */
+char *scan_rules_ascii_form(const char *x);
+/*
  * scan_rules_whole_repeat(): x (wrapped in "(?:" ... ")") is one group
  * repeated as a whole, (?:(E){lo,hi}): returns lo and sets *inner to the
  * group "(E)" (malloc'd); 0 otherwise (or ENOMEM). Every match is lo or

@@ -16,6 +16,7 @@
 #include <hs/hs.h>
 
 #include "scan/gates.h"
+#include "scan/rules.h"
 
 #define CAP 64
 
@@ -629,6 +630,89 @@ test_pick_fuzzy(void **state)
 	free(smp);
 }
 
+/* match ends of a block scan, as a bitmap over the text */
+static int
+end_bit(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+    void *ctx)
+{
+	(void)id;
+	(void)from;
+	(void)flags;
+	((uint8_t *)ctx)[to >> 3] |= (uint8_t)(1u << (to & 7));
+	return 0;
+}
+
+/*
+ * ASCII forms (scan_rules_ascii_form): on text with no byte >= 0x80 they
+ * match at exactly the offsets the original does (look-alike letter
+ * groups, high bytes in classes, optional and required high-only atoms,
+ * raw UTF-8 in the pattern), and they have no UTF-8 branches left.
+ */
+static void
+test_ascii_form(void **state)
+{
+	(void)state;
+	static const char *const pats[] = {
+		"(?:[Vv\\x5c\\xce\\xd1][\\x2f\\x80-\\xbf]?[\\x80-\\xbf]?[Ii1!|l\\xcc-\\xcf][\\x80-\\xbf]?"
+		    "[Aa4@\\xc0-\\xc5][\\x80-\\xbf]?)",
+		"(?:caf(?:e|\\xc3\\xa9)\\b)",
+		"(?:\\xc3\\xa9t\\xc3\\xa9|et[ea])",
+		"(?:x[\\x80-\\xff]{2}y|xzzy|x[\\x80-\\xff]{0,2}q)",
+		"(?:[^\\x00-\\x7f]+z|a\\xe9?b)",
+		"(?:\\bv[_\\W]{0,3}[i1\\xEC-\\xEF][_\\W]{0,3}a\\b)",
+		"(?:caf\xc3\xa9|cafe!)",
+	};
+	static const char alpha[] = "abcefiltvqxyzVIA41!|@_ .-\\/\n";
+	unsigned seed = 7, agree = 0;
+	uint8_t text[256];
+
+	for (size_t p = 0; p < sizeof(pats) / sizeof(pats[0]); p++) {
+		char *a = scan_rules_ascii_form(pats[p]);
+		hs_database_t *d0 = NULL, *d1 = NULL;
+		hs_compile_error_t *err = NULL;
+		hs_scratch_t *sc = NULL;
+		assert_non_null(a);
+		for (const char *c = a; *c; c++)
+			assert_true((unsigned char)*c < 0x80);
+		if (strstr(a, "\\x80") == NULL)
+			for (const char *c = a; *c; c++)
+				if (c[0] == '\\' && c[1] == 'x')
+					assert_true(c[2] < '8');        /* no high byte left */
+		assert_int_equal(hs_compile(pats[p], HS_FLAG_CASELESS, HS_MODE_BLOCK, NULL, &d0, &err),
+		    HS_SUCCESS);
+		assert_int_equal(hs_compile(a, HS_FLAG_CASELESS, HS_MODE_BLOCK, NULL, &d1, &err),
+		    HS_SUCCESS);
+		assert_int_equal(hs_alloc_scratch(d0, &sc), HS_SUCCESS);
+		assert_int_equal(hs_alloc_scratch(d1, &sc), HS_SUCCESS);
+		unsigned hits = 0;
+		for (unsigned m = 0; m < 400; m++) {
+			uint8_t e0[sizeof(text) / 8 + 1] = {0}, e1[sizeof(text) / 8 + 1] = {0};
+			for (size_t k = 0; k < sizeof(text); k++) {
+				seed = seed * 1103515245u + 12345u;
+				text[k] = (uint8_t)alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+			}
+			if (m % 3 == 0)         /* plant pieces of the patterns */
+				memcpy(text + (seed >> 8) % 200, m % 2 ? "cafe vi@ xzzy" : "ete v_1_a ab", 12);
+			hs_scan(d0, (const char *)text, sizeof(text), 0, sc, end_bit, e0);
+			hs_scan(d1, (const char *)text, sizeof(text), 0, sc, end_bit, e1);
+			if (memcmp(e0, e1, sizeof(e0)))
+				fail_msg("pattern %zu, text %u: the ASCII form %s matches elsewhere", p, m, a);
+			for (size_t k = 0; k < sizeof(e0); k++)
+				hits += e0[k] != 0;
+		}
+		agree += hits > 0;
+		hs_free_scratch(sc);
+		hs_free_database(d0);
+		hs_free_database(d1);
+		free(a);
+	}
+	assert_true(agree >= 5);        /* most patterns did match somewhere */
+	/* fewer states: the look-alike form loses its continuation bytes */
+	char *a = scan_rules_ascii_form(pats[0]);
+	assert_null(strstr(a, "\\x80-"));
+	free(a);
+}
+
 int
 main(void)
 {
@@ -638,6 +722,7 @@ main(void)
 		cmocka_unit_test(test_soundness),
 		cmocka_unit_test(test_pick),
 		cmocka_unit_test(test_pick_fuzzy),
+		cmocka_unit_test(test_ascii_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
