@@ -644,13 +644,14 @@ literal_reach(const struct scan_rule *r, const char *wx)
 	char *pre[64];
 	unsigned ng = gate_strings(r->re, r->re_flags, g), reach = 0;
 	unsigned np = ng ? scan_gate_prefixes(wx, pre, 64) : 0;
+	bool done = false;
 
 	for (unsigned j = 0; j < np; j++) {
-		if (!reach) {
+		if (!done && !reach) {
 			unsigned w = form_width(pre[j], rule_hs_flags(r, false));
 			size_t l = strlen(pre[j]);
 			if (!w)
-				j = np - 1;     /* wider prefixes are no narrower */
+				done = true;    /* wider prefixes are no narrower */
 			else if (l > 4) {
 				pre[j][l - 1] = '\0';  /* the atoms without "(?:" ")" */
 				unsigned n = gate_strings(pre[j] + 3, r->re_flags, p), in = 0;
