@@ -29,23 +29,33 @@ struct eng {
 	struct scan_hs_stats st;
 };
 
+/* An engine of the rules in text (and the file extra, if readable) built with cfg. */
 static void
-eng_up(struct eng *g, const char *text, const char *cache)
+eng_up_cfg(struct eng *g, const char *text, const char *extra, const struct scan_hs_config *cfg)
 {
-	struct scan_hs_config cfg = {.cache_path = cache};
-
 	memset(g, 0, sizeof(*g));
 	g->rs = scan_rules_new();
 	assert_non_null(g->rs);
 	assert_int_equal(scan_rules_load_text(g->rs, "t.cf", text, strlen(text)), 0);
+	if (extra && access(extra, R_OK) == 0)
+		assert_int_equal(scan_rules_load_path(g->rs, extra), 0);
 	assert_int_equal(scan_rules_finish(g->rs), 0);
-	g->e = scan_hs_build(g->rs, &cfg, &g->st);
+	g->e = scan_hs_build(g->rs, cfg, &g->st);
 	assert_non_null(g->e);
 	g->w = scan_hs_worker_new(g->e);
 	g->s = scan_msg_new(g->e);
 	assert_non_null(g->w);
 	assert_non_null(g->s);
 }
+
+static void
+eng_up(struct eng *g, const char *text, const char *cache)
+{
+	struct scan_hs_config cfg = {.cache_path = cache};
+
+	eng_up_cfg(g, text, NULL, &cfg);
+}
+
 
 static void
 eng_down(struct eng *g)
@@ -440,22 +450,8 @@ test_deferred_same_hits(void **state)
 	struct scan_hs_stats *st = &g[2].st;
 	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0, runr = 0;
 
-	for (int k = 0; k < 3; k++) {
-		memset(&g[k], 0, sizeof(g[k]));
-		g[k].rs = scan_rules_new();
-		assert_non_null(g[k].rs);
-		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", defer_rules,
-		    strlen(defer_rules)), 0);
-		if (access(drugs, R_OK) == 0)
-			assert_int_equal(scan_rules_load_path(g[k].rs, drugs), 0);
-		assert_int_equal(scan_rules_finish(g[k].rs), 0);
-		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
-		assert_non_null(g[k].e);
-		g[k].w = scan_hs_worker_new(g[k].e);
-		g[k].s = scan_msg_new(g[k].e);
-		assert_non_null(g[k].w);
-		assert_non_null(g[k].s);
-	}
+	for (int k = 0; k < 3; k++)
+		eng_up_cfg(&g[k], defer_rules, drugs, &cfg[k]);
 	assert_int_equal(g[0].st.deferred[SCAN_T_BODY] + g[0].st.counted[SCAN_T_BODY], 0);
 	assert_true(st->counted[SCAN_T_BODY] >= 2);             /* E_CT, E_LIKE */
 	assert_true(st->deferred[SCAN_T_BODY] >= 3);
@@ -559,20 +555,8 @@ test_near_same_hits(void **state)
 	unsigned hit[8] = {0}, near = 0;
 	static char big[64 * 1024];
 
-	for (int k = 0; k < 3; k++) {
-		memset(&g[k], 0, sizeof(g[k]));
-		g[k].rs = scan_rules_new();
-		assert_non_null(g[k].rs);
-		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", near_rules,
-		    strlen(near_rules)), 0);
-		assert_int_equal(scan_rules_finish(g[k].rs), 0);
-		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
-		assert_non_null(g[k].e);
-		g[k].w = scan_hs_worker_new(g[k].e);
-		g[k].s = scan_msg_new(g[k].e);
-		assert_non_null(g[k].w);
-		assert_non_null(g[k].s);
-	}
+	for (int k = 0; k < 3; k++)
+		eng_up_cfg(&g[k], near_rules, NULL, &cfg[k]);
 	/* N_LIT, N_BEFORE, N_FAR, N_TIGHT: literal gates; N_REACH, N_REACH2:
 	 * unbounded, but a bounded reach to their literal; N_UNB neither */
 	assert_true(g[1].st.near[SCAN_T_BODY] >= 6);
@@ -639,16 +623,8 @@ test_chain_gate(void **state)
 	struct scan_hs_config cfg[2] = {{.no_defer = true}, {.defer_mbps = 1e12}};
 	struct eng g[2];
 
-	for (int k = 0; k < 2; k++) {
-		memset(&g[k], 0, sizeof(g[k]));
-		g[k].rs = scan_rules_new();
-		assert_int_equal(scan_rules_load_text(g[k].rs, "t.cf", text, strlen(text)), 0);
-		assert_int_equal(scan_rules_finish(g[k].rs), 0);
-		g[k].e = scan_hs_build(g[k].rs, &cfg[k], &g[k].st);
-		assert_non_null(g[k].e);
-		g[k].w = scan_hs_worker_new(g[k].e);
-		g[k].s = scan_msg_new(g[k].e);
-	}
+	for (int k = 0; k < 2; k++)
+		eng_up_cfg(&g[k], text, NULL, &cfg[k]);
 	assert_int_equal(g[1].st.chained[SCAN_T_BODY], 1);
 	assert_int_equal(g[0].st.chained[SCAN_T_BODY], 0);
 	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
