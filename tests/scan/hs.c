@@ -457,8 +457,10 @@ test_deferred_same_hits(void **state)
 	assert_true(st->deferred[SCAN_T_BODY] >= 3);
 	assert_true(st->deferred[SCAN_T_RAWBODY] >= 1);
 	assert_true(st->squeezed[SCAN_T_BODY] >= 1);            /* M_DEF at least */
-	assert_true(g[1].st.own[SCAN_T_BODY] >= 2);             /* O_1, O_2, O_3: own gates */
-	assert_true(g[1].st.own_dbs[SCAN_T_BODY] >= 1);
+	/* O_1, O_2, O_3: own gates (the cost model's choice with g[1] depends
+	 * on CPU timing; g[2] takes any gate that compiles) */
+	assert_true(g[2].st.own[SCAN_T_BODY] >= 2);
+	assert_true(g[2].st.own_dbs[SCAN_T_BODY] >= 1);
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "E_CT")),
 	    "counted");
 	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "M_DEF")),
