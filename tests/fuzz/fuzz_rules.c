@@ -31,6 +31,8 @@ balanced(const char *x)
 		if (*p == '\\') {
 			if (!*++p)
 				return 0;
+			if (*p == 'c' && !*++p)         /* \cX: X is taken as is, even \ or ) */
+				return 0;
 		} else if (*p == '[') {
 			const char *q = scan_rules_class_end(p);
 			if (!q)
