@@ -18,50 +18,55 @@ feed(struct scan_msg *s, enum scan_target t, const void *p, size_t n)
 
 /* ---- URIs ---- */
 
-static bool
-uri_delim(uint8_t c)
-{
-	return c <= ' ' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '(' ||
-	    c == ')' || c == '[' || c == ']' || c == '{' || c == '}' || c == '\\' ||
-	    c == '^' || c == '`' || c == '|';
-}
+/* bytes that end a URI token: controls, space and the quoting / bracketing
+ * characters (a table: uri_bytes looks at every byte of the text) */
+static const uint8_t uri_delim[256] = {
+	[0 ... ' '] = 1, ['"'] = 1, ['\''] = 1, ['<'] = 1, ['>'] = 1, ['('] = 1,
+	[')'] = 1, ['['] = 1, [']'] = 1, ['{'] = 1, ['}'] = 1, ['\\'] = 1, ['^'] = 1,
+	['`'] = 1, ['|'] = 1,
+};
 
-static const uint8_t *
-ci_find(const uint8_t *h, size_t n, const char *needle)
-{
-	size_t k = strlen(needle);
+/* the schemes a token is searched for, in order of preference at one offset */
+static const struct {
+	const char *s;
+	uint8_t len;
+} uri_schemes[] = {{"http://", 7}, {"https://", 8}, {"ftp://", 6}, {"mailto:", 7}, {"www.", 4}};
 
-	for (size_t i = 0; i + k <= n; i++)
-		if (!strncasecmp((const char *)h + i, needle, k))
-			return h + i;
-	return NULL;
-}
-
+/*
+ * The URI in the token s->ubuf: from the leftmost offset where a scheme
+ * starts (caseless; at one offset the first scheme in uri_schemes that
+ * fits), trailing sentence punctuation dropped. Every scheme holds ':' or
+ * '.', so a token with neither (most words) is done in one memchr each.
+ */
 static void
 uri_flush(struct scan_msg *s)
 {
-	static const char *const schemes[] = {"http://", "https://", "ftp://", "mailto:", "www."};
 	const uint8_t *b = s->ubuf, *best = NULL;
 	size_t n = s->ulen;
 	int which = -1;
 
 	s->ulen = 0;
 	s->uover = false;
-	if (n < 5)
+	if (n < 5 || (!memchr(b, ':', n) && !memchr(b, '.', n)))
 		return;
-	for (int k = 0; k < 5; k++) {
-		const uint8_t *q = ci_find(b, n, schemes[k]);
-		if (q && (!best || q < best)) {
-			best = q;
-			which = k;
-		}
+	for (size_t i = 0; i + 4 <= n && !best; i++) {
+		uint8_t c = (uint8_t)(b[i] | 0x20);
+		if (c != 'h' && c != 'f' && c != 'm' && c != 'w')
+			continue;
+		for (int k = 0; k < 5; k++)
+			if (uri_schemes[k].s[0] == c && i + uri_schemes[k].len <= n &&
+			    !strncasecmp((const char *)b + i, uri_schemes[k].s, uri_schemes[k].len)) {
+				best = b + i;
+				which = k;
+				break;
+			}
 	}
 	if (!best)
 		return;
 	n -= (size_t)(best - b);
 	while (n && strchr(".,;:!?", best[n - 1]))
 		n--;
-	if (n <= strlen(schemes[which]))
+	if (n <= uri_schemes[which].len)
 		return;
 	if (which == 4)
 		feed(s, SCAN_T_URI, "http://", 7);
@@ -74,7 +79,7 @@ uri_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = p[i];
-		if (uri_delim(c)) {
+		if (uri_delim[c]) {
 			if (s->ulen)
 				uri_flush(s);
 			continue;

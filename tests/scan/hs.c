@@ -319,6 +319,53 @@ test_direct_targets(void **state)
 	eng_down(&g);
 }
 
+/*
+ * URIs out of the text (scan.c): the leftmost scheme in a token, caseless,
+ * "www." taken as http, trailing sentence punctuation dropped; a token with
+ * no scheme, or only the scheme, gives none. Text and HTML parts.
+ */
+static void
+test_uri_tokens(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "uri U_MID  /^http:\\/\\/mid\\.example\\/a$/\n"
+	    "uri U_MAIL /^mailto:Joe\\@x\\.example$/\n"
+	    "uri U_CAPS /^http:\\/\\/WWW\\.caps\\.example$/\n"
+	    "uri U_FTP  /^FTP:\\/\\/f\\.example\\/x$/\n"
+	    "uri U_LEFT /^http:\\/\\/www\\.a\\.example\\/https:\\/\\/b$/\n"
+	    "uri U_HTML /^https:\\/\\/h\\.example\\/p\\?q=1$/\n"
+	    "uri U_BARE /^(?:https?|ftp):\\/\\/$/\n"
+	    "uri U_WORD /plainword/\n"
+	    "uri U_ANY  /^[a-z]+:/im\n"
+	    "tflags U_ANY multiple\n";
+	static const char msg[] =
+	    "Subject: links\r\n"
+	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n"
+	    "see xhttp://mid.example/a, then mailto:Joe@x.example. or WWW.caps.example!\r\n"
+	    "FTP://f.example/x?! and www.a.example/https://b (plainword.) http:// ftp://\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n"
+	    "<p><a href=\"https://h.example/p?q=1\">here</a></p>\r\n"
+	    "--B--\r\n";
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 3; mode++) {
+		scan_split(&g, msg, mode, mode + 7);
+		assert_int_equal(hits(&g, "U_MID"), 1);
+		assert_int_equal(hits(&g, "U_MAIL"), 1);
+		assert_int_equal(hits(&g, "U_CAPS"), 1);
+		assert_int_equal(hits(&g, "U_FTP"), 1);
+		assert_int_equal(hits(&g, "U_LEFT"), 1);
+		assert_int_equal(hits(&g, "U_HTML"), 1);
+		assert_int_equal(hits(&g, "U_BARE"), 0);
+		assert_int_equal(hits(&g, "U_WORD"), 0);
+		assert_int_equal(hits(&g, "U_ANY"), 6);        /* one line per URI */
+	}
+	eng_down(&g);
+}
+
 static void
 test_gtube(void **state)
 {
@@ -698,6 +745,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_relaxed_gate),
 		cmocka_unit_test(test_drop_always),
 		cmocka_unit_test(test_direct_targets),
+		cmocka_unit_test(test_uri_tokens),
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
