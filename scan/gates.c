@@ -705,6 +705,37 @@ scan_gate_subchains(const char *relaxed, char **out, unsigned cap)
 	return m;
 }
 
+char *
+scan_gate_map_run(const char *form, const char *run, const char *form2)
+{
+	struct chain a, b;
+	char *out = NULL;
+
+	if (!form || !run || !form2)
+		return NULL;
+	if (!strcmp(run, form))
+		return strdup(form2);
+	if (chain_parse(form, false, &a) < 0)
+		return NULL;
+	if (chain_parse(form2, false, &b) < 0) {
+		free(a.a);
+		return NULL;
+	}
+	for (unsigned k = 0; a.n && a.n == b.n && k < a.n && !out; k++)
+		for (unsigned end = k + 1; end <= a.n && !out; end++) {
+			char *x = chain_run(&a, k, end);
+			if (!x)
+				goto done;
+			if (!strcmp(x, run))
+				out = chain_run(&b, k, end);
+			free(x);
+		}
+done:
+	free(a.a);
+	free(b.a);
+	return out;
+}
+
 /*
  * The SCAN_GATE_STARTS solid atoms (each followed by another solid one)
  * whose first bytes are rarest in the sample, rarest first, ties by

@@ -63,6 +63,15 @@ struct scan_gate_pick {
 unsigned scan_gate_subchains(const char *relaxed, char **out, unsigned cap);
 
 /*
+ * The run of form2 made of the same atoms as run is of form (run is form
+ * itself, or "(?:" Ak..Aj ")" as scan_gate_subchains makes them): for two
+ * forms whose atom chains correspond one to one, such as a collapse and its
+ * plain collapse (scan_rules_collapse_plain). Malloc'd; NULL when run is no
+ * such run of form, the chains differ in length, or on ENOMEM.
+ */
+char *scan_gate_map_run(const char *form, const char *run, const char *form2);
+
+/*
  * The prefixes of a form's atom chain (groups flattened as above): "(?:"
  * A1..Aj ")" for j = 1, 2, ... into out[] (malloc'd, caller frees), at
  * most cap; 0 when it is no plain concatenation or on ENOMEM. Every match

@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 19u
+#define CACHE_VERSION 20u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -118,6 +118,9 @@ struct tdb {
 	                           scanned instead of obk[] when the kept text has no
 	                           byte >= 0x80; was: the relaxed forms of the GSEP_OWN rules,
 	                           run over the kept text at the end of the message */
+	hs_database_t *pdb;     /* block mode: the same gates in their plain ASCII forms
+	                           (scan_rules_collapse_plain), scanned instead of rdb
+	                           when the kept text also has no "&#" */
 	unsigned n_own;
 	unsigned n_gated;       /* GATED + PREFILTER rules */
 	hs_database_t *sdb;     /* squeeze gates: literals of the squeezed text */
@@ -141,6 +144,8 @@ struct scan_hs {
 	uint8_t *cls;                   /* [rs->n] enum scan_hs_class */
 	uint8_t *gsep;                  /* [rs->n] PREFILTER gate: GSEP_SHARED / _GATESDB / _OWN */
 	char **rexpr;                   /* [rs->n] build only: GSEP_OWN rules' relaxed forms */
+	char **rplain;                  /* [rs->n] build only: ... the same atoms of the
+	                                   plain collapse, where it differs */
 	uint8_t *defer;                 /* [rs->n] DEFER_*: Hyperscan rules kept out of the stream */
 	hs_database_t **ddb;            /* [rs->n] a deferred rule's own block database; a
 	                                   filtered rule's relaxed form; a chain rule's copy */
@@ -173,7 +178,8 @@ struct scan_hs {
 	uint32_t pcre_limit;
 	unsigned max_pending;
 	bool force_forms;               /* tests (defer_mbps >= 1e12): every relaxed form
-	                                   that compiles is used, whatever it costs */
+	                                   that compiles is used, whatever it costs, and a
+	                                   rule's own gate before its prefilter form */
 	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
 	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
 	bool no_near;                   /* cfg.no_near */
@@ -1292,17 +1298,29 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 
 	if (!x)
 		return -ENOMEM;
+	bool drop = false;
 	char *rx0 = scan_rules_relax(x, false, 1);
 	char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
 	free(rx0);
-	if (!rx && (rx0 = scan_rules_relax(x, true, 1)) != NULL) {
+	if (!rx && (rx0 = scan_rules_relax(x, (drop = true), 1)) != NULL) {
 		rx = scan_rules_collapse(rx0);
 		free(rx0);
 	}
 	/* tests (force_forms): any gate that compiles beats PCRE2 on every message */
 	double pc = e->force_forms ? 1e9 : pcre_seconds(r, x, e->sample);
-	rc = scan_gate_pick_near(hs_accepts(x, pf, NULL) ? x : NULL, pf, rx, f, e->sample,
+	rc = scan_gate_pick_near(hs_accepts(x, pf, NULL) && !(e->force_forms && rx) ? x : NULL, pf,
+	    rx, f, e->sample,
 	    SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, e->width[i], &pk);
+	if (rc == 0 && pk.mode == SCAN_GATE_BLOCK && rx) {
+		/* the same atoms of the plain collapse: the gate on texts with
+		 * no "&#" (and no high byte), for the plain database */
+		char *px0 = scan_rules_relax(x, drop, 1);
+		char *px = px0 ? scan_rules_collapse_plain(px0) : NULL;
+		if (px && strcmp(px, rx))
+			e->rplain[i] = scan_gate_map_run(rx, pk.expr, px);
+		free(px);
+		free(px0);
+	}
 	free(rx);
 	if (getenv("SLUICE_HS_DEBUG"))
 		fprintf(stderr, "gate %s: mode %d, %u tried, %.1f us (pcre2 %.1f us) %.100s\n", r->name,
@@ -1679,10 +1697,11 @@ cache_db(struct scan_hs *e, unsigned k)
 	case 1: return &e->t[t].gdb;
 	case 2: return &e->t[t].rdb;
 	case 3: return &e->t[t].sdb;
+	case 4: return &e->t[t].pdb;
 	default:
 		break;
 	}
-	k -= 4 * SCAN_T_COUNT;
+	k -= 5 * SCAN_T_COUNT;
 	if (k < SCAN_T_COUNT * OWN_BUCKETS)
 		return &e->t[k / OWN_BUCKETS].obk[k % OWN_BUCKETS];
 	k -= SCAN_T_COUNT * OWN_BUCKETS;
@@ -1879,6 +1898,8 @@ scan_hs_free(struct scan_hs *e)
 			hs_free_database(e->t[t].gdb);
 		if (e->t[t].rdb)
 			hs_free_database(e->t[t].rdb);
+		if (e->t[t].pdb)
+			hs_free_database(e->t[t].pdb);
 		if (e->t[t].sdb)
 			hs_free_database(e->t[t].sdb);
 		free(e->t[t].always);
@@ -1904,6 +1925,10 @@ scan_hs_free(struct scan_hs *e)
 		for (uint32_t i = 0; i < e->rs->n; i++)
 			free(e->rexpr[i]);
 	free(e->rexpr);
+	if (e->rplain)
+		for (uint32_t i = 0; i < e->rs->n; i++)
+			free(e->rplain[i]);
+	free(e->rplain);
 	if (e->code)
 		for (uint32_t i = 0; i < e->rs->n; i++)
 			if (e->code[i])
@@ -2097,17 +2122,22 @@ own_group(struct scan_hs *e, unsigned t)
  * block database: on a kept text with no byte >= 0x80 they match where the
  * gates do, at the same offsets, and the look-alike groups of the fuzzy
  * forms lose their UTF-8 branches (half the scan). A form that does not
- * compile stays as it was. 0, or -ENOMEM; a database that fails is none.
+ * compile stays as it was. With plain, the forms of the plain collapse
+ * (e->rplain, where a gate has one) instead: on a text that also has no
+ * "&#" the HTML-entity branches cannot match either, and the groups shrink
+ * to one class each; NULL (no database) when no gate has a plain form.
+ * 0, or -ENOMEM; a database that fails is none.
  */
 static int
-own_ascii(struct scan_hs *e, unsigned t)
+own_ascii(struct scan_hs *e, unsigned t, bool plain)
 {
 	struct tdb *d = &e->t[t];
-	unsigned n = d->n_own;
+	unsigned n = d->n_own, np = 0;
 	const char **ex;
 	char **ax;
 	unsigned *fl, *id;
 	hs_compile_error_t *err = NULL;
+	hs_database_t **db = plain ? &d->pdb : &d->rdb;
 	int rc = 0;
 
 	if (!n || getenv("SLUICE_HS_NO_ASCII"))
@@ -2119,11 +2149,16 @@ own_ascii(struct scan_hs *e, unsigned t)
 	for (unsigned k = 0; ex && ax && fl && id && k < n; k++) {
 		uint32_t i = d->ownv[k];
 		hs_expr_info_t *info = NULL;
+		const char *g = e->rexpr[i];
+		if (plain && e->rplain[i]) {
+			g = e->rplain[i];
+			np++;
+		}
 		fl[k] = rule_hs_flags(&e->rs->rules[i], false);
 		if (e->cls[i] == SCAN_HS_C_PREFILTER && near_ok(e, i))
 			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;
 		id[k] = GATE_BIT | i;
-		ax[k] = e->rexpr[i] ? scan_rules_ascii_form(e->rexpr[i]) : NULL;
+		ax[k] = g ? scan_rules_ascii_form(g) : NULL;
 		if (ax[k] && hs_expression_info(ax[k], fl[k], &info, &err) != HS_SUCCESS) {
 			hs_free_compile_error(err);
 			err = NULL;
@@ -2131,15 +2166,18 @@ own_ascii(struct scan_hs *e, unsigned t)
 			ax[k] = NULL;
 		}
 		free(info);
-		ex[k] = ax[k] ? ax[k] : e->rexpr[i];
+		ex[k] = ax[k] ? ax[k] : g;
 		if (!ex[k])
 			rc = -EINVAL;
+		else if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "%s %s %u %zu\n%s\n", plain ? "plain" : "ascii",
+			    e->rs->rules[i].name, fl[k], strlen(ex[k]), ex[k]);
 	}
 	if (!ex || !ax || !fl || !id)
 		rc = -ENOMEM;
-	else if (rc == 0 && hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, &d->rdb, &err) !=
-	    HS_SUCCESS)
-		d->rdb = NULL;
+	else if (rc == 0 && (!plain || np) &&
+	    hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, db, &err) != HS_SUCCESS)
+		*db = NULL;
 	hs_free_compile_error(err);
 	for (unsigned k = 0; ax && k < n; k++)
 		free(ax[k]);
@@ -2148,6 +2186,21 @@ own_ascii(struct scan_hs *e, unsigned t)
 	free(fl);
 	free(id);
 	return rc == -ENOMEM ? rc : 0;
+}
+
+/* Does b (n bytes) hold "&#"? (memchr: '&' is rare outside HTML; glibc's
+ * memmem walks a two-byte needle byte by byte) */
+static bool
+has_entity(const uint8_t *b, size_t n)
+{
+	const uint8_t *q, *e = b + n;
+
+	while (b < e && (q = memchr(b, '&', (size_t)(e - b))) != NULL) {
+		if (q + 1 < e && q[1] == '#')
+			return true;
+		b = q + 1;
+	}
+	return false;
 }
 
 /* Has b (n bytes) no byte >= 0x80? */
@@ -2203,6 +2256,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->adb = calloc(rs->n + 1, sizeof(*e->adb));
 	e->chain_k = calloc(rs->n + 1, 1);
 	e->rexpr = calloc(rs->n + 1, sizeof(*e->rexpr));
+	e->rplain = calloc(rs->n + 1, sizeof(*e->rplain));
 	e->code = calloc(rs->n + 1, sizeof(*e->code));
 	e->multiple = calloc(rs->n + 1, 1);
 	e->term_check = calloc(rs->n + 1, 1);
@@ -2356,8 +2410,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		free(x);
 	}
 	for (unsigned t = 0; t < SCAN_T_COUNT && !cached && rc == 0; t++)
-		if ((rc = own_group(e, t)) == 0)
-			rc = own_ascii(e, t);
+		if ((rc = own_group(e, t)) == 0 && (rc = own_ascii(e, t, false)) == 0)
+			rc = own_ascii(e, t, true);
 	for (unsigned t = 0; t < SCAN_T_COUNT && e->dump && rc == 0; t++)
 		dump_own(e, t);
 	if (rc < 0)
@@ -2455,6 +2509,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		st->own_dbs[t] = d->n_obk;
 		if (d->rdb)
 			hs_database_size(d->rdb, &st->ascii_bytes[t]);
+		if (d->pdb)
+			hs_database_size(d->pdb, &st->plain_bytes[t]);
 		st->spatterns[t] = d->nspat;
 		for (unsigned k = 0; k < d->n_defer; k++) {
 			size_t z = 0;
@@ -2494,6 +2550,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 			if (e->t[t].rdb)
 				hs_alloc_scratch(e->t[t].rdb, &sc);
+			if (e->t[t].pdb)
+				hs_alloc_scratch(e->t[t].pdb, &sc);
 			if (e->t[t].sdb)
 				hs_alloc_scratch(e->t[t].sdb, &sc);
 			for (unsigned b = 0; b < e->t[t].n_obk; b++)
@@ -2535,6 +2593,7 @@ scan_hs_worker_new(const struct scan_hs *e)
 			goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if ((e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS) ||
+		    (e->t[t].pdb && hs_alloc_scratch(e->t[t].pdb, &w->scratch) != HS_SUCCESS) ||
 		    (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
@@ -2728,6 +2787,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	m->chain_runs = 0;
 	m->near_runs = 0;
 	m->ascii_runs = 0;
+	m->plain_runs = 0;
 }
 
 /*
@@ -3367,9 +3427,15 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		if (!p->keep[t] || !p->kept[t] || !e->t[t].n_obk)
 			continue;
 		if (e->t[t].rdb && all_ascii(p->keep[t], p->kept[t])) {
-			/* the same gates in their ASCII forms, one pass */
+			/* the same gates in their ASCII forms, one pass; with no
+			 * HTML numeric entity in the text, their plain forms */
+			hs_database_t *db = e->t[t].rdb;
+			if (e->t[t].pdb && !has_entity(p->keep[t], p->kept[t])) {
+				db = e->t[t].pdb;
+				m->plain_runs++;
+			}
 			m->ascii_runs++;
-			if (hs_scan(e->t[t].rdb, (const char *)p->keep[t], (unsigned)p->kept[t], 0,
+			if (hs_scan(db, (const char *)p->keep[t], (unsigned)p->kept[t], 0,
 			    w->scratch, on_match, m) != HS_SUCCESS)
 				rc = -EIO;
 			continue;

@@ -156,6 +156,8 @@ struct scan_hs_stats {
 	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
 	size_t ascii_bytes[SCAN_T_COUNT];       /* ... all of them in ASCII forms, one
 	                                           database (0: none) */
+	size_t plain_bytes[SCAN_T_COUNT];       /* ... in plain ASCII forms (no HTML
+	                                           entity branches), one database */
 	unsigned near[SCAN_T_COUNT];            /* PCRE2 rules that run near their gate's
 	                                           match ends (at most WIN_MAX wide) */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
@@ -201,6 +203,7 @@ struct scan_hs_msg {
 	uint32_t chain_runs;            /* chain gates evaluated */
 	uint32_t near_runs;             /* PCRE2 rules run only near their gate's matches */
 	uint32_t ascii_runs;            /* targets whose own gates ran in their ASCII forms */
+	uint32_t plain_runs;            /* ... of which in their plain forms (no "&#") */
 	struct scan_hs_msg_priv *priv;
 };
 

@@ -3314,9 +3314,28 @@ fail:
 	return NULL;
 }
 
-/* See rules.h. */
-char *
-scan_rules_collapse(const char *x)
+/* Does string q need "&#" (an HTML numeric entity) in the text? */
+static bool
+cl_entity(const struct cl_seq *q)
+{
+	uint8_t amp[32] = {0}, hash[32] = {0};
+
+	cl_bit(amp, '&');
+	cl_bit(hash, '#');
+	for (unsigned p = 0; p + 1 < q->n; p++)
+		if (!memcmp(q->set[p], amp, 32) && !memcmp(q->set[p + 1], hash, 32))
+			return true;
+	return false;
+}
+
+/*
+ * scan_rules_collapse, and with plain the strings that hold "&#" left out
+ * of every collapsed group: each group keeps as many positions (atoms) as
+ * the full collapse gives it, a position only those strings reach becomes
+ * \x80? and a group of nothing else \x80 (bytes a plain text lacks).
+ */
+static char *
+collapse(const char *x, bool plain)
 {
 	struct scan_sb b = {0};
 	struct cl_alts a = {0, malloc(CL_ALTS * sizeof(struct cl_seq))};
@@ -3328,17 +3347,30 @@ scan_rules_collapse(const char *x)
 			const char *g = skip_group(s);
 			a.n = 0;
 			if (g && cl_alts_of(s + 3, g - 1, &a, 0) && a.n > 1) {
-				unsigned mn = CL_LEN, mx = 0;
+				unsigned mn = CL_LEN, mx = 0, pmn = CL_LEN, pmx = 0;
 				for (unsigned k = 0; k < a.n; k++) {
 					mn = a.v[k].n < mn ? a.v[k].n : mn;
 					mx = a.v[k].n > mx ? a.v[k].n : mx;
+					if (plain && cl_entity(&a.v[k]))
+						continue;
+					pmn = a.v[k].n < pmn ? a.v[k].n : pmn;
+					pmx = a.v[k].n > pmx ? a.v[k].n : pmx;
+				}
+				if (!plain) {
+					pmn = mn;
+					pmx = mx;
 				}
 				if (mn > 0) {
 					scan_sb_puts(&b, "(?:");
 					for (unsigned p = 0; p < mx; p++) {
 						uint8_t u[32] = {0};
+						if (p >= pmx) {
+							/* only "&#" strings reach here */
+							scan_sb_puts(&b, p < mn ? "\\x80" : "\\x80?");
+							continue;
+						}
 						for (unsigned k = 0; k < a.n; k++)
-							if (a.v[k].n > p)
+							if (a.v[k].n > p && !(plain && cl_entity(&a.v[k])))
 								for (unsigned j = 0; j < 32; j++)
 									u[j] |= a.v[k].set[p][j];
 						/* shorter still: several UTF-8 continuation bytes
@@ -3354,7 +3386,7 @@ scan_rules_collapse(const char *x)
 							for (unsigned c = '0'; c <= '9'; c++)
 								cl_bit(u, c);
 						cl_emit(&b, u);
-						if (p >= mn)
+						if (p >= pmn)
 							scan_sb_puts(&b, "?");
 					}
 					scan_sb_puts(&b, ")");
@@ -3395,4 +3427,18 @@ scan_rules_collapse(const char *x)
 		return NULL;
 	}
 	return b.p;
+}
+
+/* See rules.h. */
+char *
+scan_rules_collapse(const char *x)
+{
+	return collapse(x, false);
+}
+
+/* See rules.h. */
+char *
+scan_rules_collapse_plain(const char *x)
+{
+	return collapse(x, true);
 }

@@ -283,6 +283,14 @@ char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
 const char *scan_rules_class_end(const char *s);
 char *scan_rules_collapse(const char *x);
 /*
+ * scan_rules_collapse_plain(): as scan_rules_collapse, but a group's
+ * strings that hold "&#" (HTML numeric entities, in the look-alike tags)
+ * count for nothing; every group keeps the same number of positions, so the
+ * atoms of the two forms correspond one to one (scan_gate_map_run). On a
+ * text with no "&#" and no byte >= 0x80, a superset of x again.
+ */
+char *scan_rules_collapse_plain(const char *x);
+/*
  * scan_rules_width_form(): as scan_rules_relax(x, true, .) but every
  * repeat kept as written, so its widest match is at least as wide as x's
  * (look-arounds and assertions consume nothing; a back-reference becomes

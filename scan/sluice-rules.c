@@ -286,9 +286,9 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	printf("\nown gates (relaxed forms or runs of them; block mode, over the kept text):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->own[t])
-			printf(" %s=%u pat in %u databases/%zu KB (ASCII forms %zu KB)",
+			printf(" %s=%u pat in %u databases/%zu KB (ASCII forms %zu KB, plain %zu KB)",
 			    scan_rules_type_name(t), st->own[t], st->own_dbs[t], st->rdb_bytes[t] / 1024,
-			    st->ascii_bytes[t] / 1024);
+			    st->ascii_bytes[t] / 1024, st->plain_bytes[t] / 1024);
 	printf("\ndeferred (slow alone on the sample text; run alone over the kept text when the gate fired):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->deferred[t])
@@ -436,7 +436,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0, filter_runs = 0;
-	uint64_t near_runs = 0, ascii_runs = 0;
+	uint64_t near_runs = 0, ascii_runs = 0, plain_runs = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -449,6 +449,7 @@ main(int argc, char **argv)
 		filter_runs += sm->hm->filter_runs;
 		near_runs += sm->hm->near_runs;
 		ascii_runs += sm->hm->ascii_runs;
+		plain_runs += sm->hm->plain_runs;
 		writes += sm->hm->writes;
 		bytes += msgs[i].n;
 		if (hitf)
@@ -468,9 +469,10 @@ main(int argc, char **argv)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
 	printf("pcre2 runs/msg=%.1f (near %.1f) deferred runs/msg=%.1f filter probes/msg=%.1f "
-	    "hyperscan writes/msg=%.1f own gates in ASCII forms/msg=%.2f\n",
+	    "hyperscan writes/msg=%.1f own gates in ASCII forms/msg=%.2f (plain %.2f)\n",
 	    (double)pcre_runs / nmsgs, (double)near_runs / nmsgs, (double)deferred_runs / nmsgs,
-	    (double)filter_runs / nmsgs, (double)writes / nmsgs, (double)ascii_runs / nmsgs);
+	    (double)filter_runs / nmsgs, (double)writes / nmsgs, (double)ascii_runs / nmsgs,
+	    (double)plain_runs / nmsgs);
 	int cmp_rc = 0;
 	if (hitf) {
 		fflush(hitf);

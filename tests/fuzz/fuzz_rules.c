@@ -10,7 +10,9 @@
  * (scan_rules_relax, scan_rules_collapse, scan_rules_width_form) take any
  * pattern text; the sub-chains of a form (scan_gate_subchains, groups
  * flattened) are at most their capacity, each "(?:" ... ")" with balanced
- * parentheses outside classes and escapes. No Hyperscan compile (slow).
+ * parentheses outside classes and escapes, and so are those of its plain
+ * collapse and the runs its prefixes map onto there (scan_gate_map_run).
+ * No Hyperscan compile (slow).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +61,29 @@ check_runs(const char *form)
 			abort();
 		free(runs[k]);
 	}
+}
+
+/* every prefix of the collapse maps onto the plain collapse, balanced, or
+ * onto nothing (chains of different lengths) */
+static void
+check_map(const char *cx, const char *px)
+{
+	char *pre[8];
+	unsigned n = scan_gate_prefixes(cx, pre, 8);
+
+	if (n > 8)
+		abort();
+	for (unsigned k = 0; k < n; k++) {
+		char *m = scan_gate_map_run(cx, pre[k], px);
+		if (m && !balanced(m))
+			abort();
+		free(m);
+		free(pre[k]);
+	}
+	char *w = scan_gate_map_run(cx, cx, px);
+	if (!w || strcmp(w, px))
+		abort();
+	free(w);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -114,8 +139,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int k = 0; k < 2; k++) {
 				char *rx = scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
 				char *cx = rx ? scan_rules_collapse(rx) : NULL;
-				if (balanced(x) && !strstr(x, "(?#") && cx)
+				char *px = rx ? scan_rules_collapse_plain(rx) : NULL;
+				if (balanced(x) && !strstr(x, "(?#") && cx) {
 					check_runs(cx);
+					if (px) {
+						check_runs(px);
+						check_map(cx, px);
+					}
+				}
+				free(px);
 				free(cx);
 				free(rx);
 			}

@@ -713,6 +713,104 @@ test_ascii_form(void **state)
 	free(a);
 }
 
+/*
+ * Plain collapses (scan_rules_collapse_plain): the strings that begin "&#"
+ * leave every collapsed group, the atoms stay one to one with the full
+ * collapse (scan_gate_map_run maps each prefix onto the same prefix), and
+ * on text with no "&#" and no high byte the plain form's ASCII form still
+ * matches wherever the rule does (every end), and nowhere the full
+ * collapse does not. A group of entities only becomes \x80.
+ */
+static void
+test_plain_form(void **state)
+{
+	(void)state;
+	static const char rule[] =
+	    "(?:(?:[pP]|&\\#(?:80|112);)(?:[hH]|&\\#(?:72|104);)[_\\W]?"
+	    "(?:[aA@4]|&\\#(?:65|97);|[\\xc3][\\xa0-\\xa5])(?:[rR]|&\\#(?:82|114);))";
+	static const char alpha[] = "pPhHaA@4rR_ -.&#;01x";
+	char *rx = scan_rules_relax(rule, false, 1);
+	char *cx = rx ? scan_rules_collapse(rx) : NULL;
+	char *px = rx ? scan_rules_collapse_plain(rx) : NULL;
+	assert_non_null(cx);
+	assert_non_null(px);
+	assert_string_not_equal(cx, px);
+	assert_null(strstr(px, "\\x23"));               /* no '#' position left */
+	char *pre_c[16], *pre_p[16];
+	unsigned nc = scan_gate_prefixes(cx, pre_c, 16), np = scan_gate_prefixes(px, pre_p, 16);
+	assert_true(nc >= 8);
+	assert_int_equal(nc, np);
+	for (unsigned k = 0; k < nc; k++) {
+		char *m = scan_gate_map_run(cx, pre_c[k], px);
+		assert_non_null(m);
+		assert_string_equal(m, pre_p[k]);
+		free(m);
+	}
+	char *whole = scan_gate_map_run(cx, cx, px);
+	assert_string_equal(whole, px);
+	free(whole);
+	assert_null(scan_gate_map_run(cx, "(?:zz)", px));
+	for (unsigned k = 0; k < nc; k++) {
+		free(pre_c[k]);
+		free(pre_p[k]);
+	}
+
+	char *ac = scan_rules_ascii_form(cx), *ap = scan_rules_ascii_form(px);
+	assert_non_null(ap);
+	assert_true(strlen(ap) < strlen(ac));
+	hs_database_t *d[3] = {NULL};
+	hs_compile_error_t *err = NULL;
+	hs_scratch_t *sc = NULL;
+	const char *xs[3] = {rule, ac, ap};
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(hs_compile(xs[k], HS_FLAG_CASELESS, HS_MODE_BLOCK, NULL, &d[k], &err),
+		    HS_SUCCESS);
+		assert_int_equal(hs_alloc_scratch(d[k], &sc), HS_SUCCESS);
+	}
+	unsigned seed = 11, hits = 0, narrower = 0;
+	uint8_t text[256];
+	for (unsigned m = 0; m < 600; m++) {
+		uint8_t e[3][sizeof(text) / 8 + 1];
+		memset(e, 0, sizeof(e));
+		for (size_t k = 0; k < sizeof(text); k++) {
+			seed = seed * 1103515245u + 12345u;
+			text[k] = (uint8_t)alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+		}
+		if (m % 2)
+			memcpy(text + (seed >> 8) % 200, m % 4 == 1 ? "ph@r" : "p-hAR", 4);
+		bool plain = m % 5 != 0;        /* every fifth text keeps its entities */
+		for (size_t k = 0; plain && k + 1 < sizeof(text); k++)
+			if (text[k] == '&' && text[k + 1] == '#')
+				text[k + 1] = 'x';
+		if (!plain)
+			memcpy(text + 100, "&#80;h&#97;r", 12);
+		for (int k = 0; k < 3; k++)
+			hs_scan(d[k], (const char *)text, sizeof(text), 0, sc, end_bit, e[k]);
+		for (size_t b = 0; b < sizeof(e[0]); b++) {
+			hits += e[0][b] != 0;
+			if ((e[2][b] & ~e[1][b]) || (plain && (e[0][b] & ~e[2][b])))
+				fail_msg("text %u: the plain form misses a match of the rule or "
+				    "matches beyond the collapse (%s)", m, ap);
+			narrower += !plain && (e[0][b] & ~e[2][b]) != 0;
+		}
+	}
+	assert_true(hits > 50);
+	assert_true(narrower > 0);      /* on entity text the plain form is not a gate */
+	for (int k = 0; k < 3; k++)
+		hs_free_database(d[k]);
+	hs_free_scratch(sc);
+	free(ac);
+	free(ap);
+	/* a group of entities only: nothing a plain text holds */
+	char *only = scan_rules_collapse_plain("(?:x(?:&\\#65;|&\\#97;)y)");
+	assert_non_null(only);
+	assert_non_null(strstr(only, "\\x80"));
+	free(only);
+	free(rx);
+	free(cx);
+	free(px);
+}
+
 int
 main(void)
 {
@@ -723,6 +821,7 @@ main(void)
 		cmocka_unit_test(test_pick),
 		cmocka_unit_test(test_pick_fuzzy),
 		cmocka_unit_test(test_ascii_form),
+		cmocka_unit_test(test_plain_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -366,6 +366,76 @@ test_uri_tokens(void **state)
 	eng_down(&g);
 }
 
+/*
+ * Own gates in their plain forms (no HTML-entity branches) on a text with
+ * no "&#" and no high byte, in their ASCII forms on one with entities: the
+ * same hits as with the gates as built (SLUICE_HS_NO_ASCII) and as PCRE2
+ * with no gate at all, and the plain database was the one scanned.
+ */
+static void
+test_plain_gates(void **state)
+{
+	(void)state;
+	static const char rules[] =
+	    "body P_FZ  /(?!pharm)(?:[pP]|&\\#(?:80|112);)[_\\W]?(?:[hH]|&\\#(?:72|104);)[_\\W]?"
+	    "(?:[aA\\@4]|&\\#(?:65|97);)[_\\W]?(?:[rR]|&\\#(?:82|114);)m/\n"
+	    "body P_FZ2 /(?<![a-z])(?!via\\b)(?:[vV]|\\\\\\/|&\\#(?:86|118);)"
+	    "(?:[iI1!|]|&\\#(?:73|105);)(?:[aA\\@4]|&\\#(?:65|97);)\\b/\n";
+	static const char *const words[] = {
+		"pharm", "ph@rm", "PH4RM", "&#112;harm", "p&#104;@rm", "phar", "via", "vi@",
+		"\\/1a", "&#86;ia", "xvia", "v1a!", "the", "meeting", "notes", "please",
+	};
+	struct scan_hs_config cfg[3] = {{.defer_mbps = 1e12}, {.defer_mbps = 1e12},
+	    {.no_prefilter = true}};
+	struct eng g[3];
+	unsigned hit[2] = {0}, plain = 0, entity = 0;
+
+	eng_up_cfg(&g[0], rules, NULL, &cfg[0]);
+	setenv("SLUICE_HS_NO_ASCII", "1", 1);
+	eng_up_cfg(&g[1], rules, NULL, &cfg[1]);
+	unsetenv("SLUICE_HS_NO_ASCII");
+	eng_up_cfg(&g[2], rules, NULL, &cfg[2]);
+	assert_true(g[0].st.own[SCAN_T_BODY] >= 2);
+	assert_true(g[0].st.plain_bytes[SCAN_T_BODY] > 0);
+	assert_int_equal(g[1].st.plain_bytes[SCAN_T_BODY], 0);
+	for (unsigned m = 0; m < 120; m++) {
+		char msg[4096];
+		size_t n = (size_t)snprintf(msg, sizeof(msg), "Subject: plain %u\r\n\r\n", m);
+		unsigned seed = m * 2654435761u + 1;
+		bool ent = false;
+		for (unsigned k = 0; k < 12; k++) {
+			seed = seed * 1103515245u + 12345u;
+			const char *w = words[(seed >> 16) % (sizeof(words) / sizeof(words[0]))];
+			ent |= strstr(w, "&#") != NULL;
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", w, k % 5 == 4 ? "\r\n" : " ");
+		}
+		snprintf(msg + n, sizeof(msg) - n, "\r\n");
+		for (int k = 0; k < 3; k++)
+			scan_split(&g[k], msg, m % 2 ? 2 : 0, m);
+		for (int r = 0; r < 2; r++) {
+			const char *name = r ? "P_FZ2" : "P_FZ";
+			uint32_t a = hits(&g[0], name), b = hits(&g[1], name), c = hits(&g[2], name);
+			if (a != b || a != c)
+				fail_msg("message %u, %s: %u hits with plain gates, %u with the gates, "
+				    "%u with PCRE2 alone", m, name, a, b, c);
+			hit[r] += a > 0;
+		}
+		/* the plain database on text with no entity, never on text with one */
+		if (ent)
+			entity += g[0].s->hm->plain_runs;
+		else
+			plain += g[0].s->hm->plain_runs;
+		assert_int_equal(g[1].s->hm->plain_runs, 0);
+	}
+	for (int r = 0; r < 2; r++)
+		if (hit[r] < 5 || hit[r] > 115)
+			fail_msg("rule %d hit %u of 120 messages: not a test", r, hit[r]);
+	assert_true(plain > 10);
+	assert_int_equal(entity, 0);
+	for (int k = 0; k < 3; k++)
+		eng_down(&g[k]);
+}
+
 static void
 test_gtube(void **state)
 {
@@ -746,6 +816,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_drop_always),
 		cmocka_unit_test(test_direct_targets),
 		cmocka_unit_test(test_uri_tokens),
+		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
