@@ -1302,9 +1302,12 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 	char *rx0 = scan_rules_relax(x, false, 1);
 	char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
 	free(rx0);
-	if (!rx && (rx0 = scan_rules_relax(x, (drop = true), 1)) != NULL) {
-		rx = scan_rules_collapse(rx0);
-		free(rx0);
+	if (!rx) {
+		drop = true;    /* a form with no assertions, then */
+		if ((rx0 = scan_rules_relax(x, true, 1)) != NULL) {
+			rx = scan_rules_collapse(rx0);
+			free(rx0);
+		}
 	}
 	/* tests (force_forms): any gate that compiles beats PCRE2 on every message */
 	double pc = e->force_forms ? 1e9 : pcre_seconds(r, x, e->sample);
