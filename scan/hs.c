@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 20u
+#define CACHE_VERSION 21u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -57,6 +57,9 @@ const char scan_hs_gtube[] =
 /* a PCRE2 rule whose matches are at most WIN_MAX bytes wide runs only near
  * the ends of its gate's matches (run_pcre): the windows of a message */
 #define WIN_MAX 4096
+/* tight relaxed forms (filters and own gates) keep bounded repeats up to
+ * {m,TIGHT_MAXN}: a gate that opens only where the rule nearly matches */
+#define TIGHT_MAXN 100
 #define WIN_CAP 1024            /* merged windows one message keeps; more: whole text */
 #define WIN_RULE_CAP 64         /* ... one rule keeps: a gate that matches all over
                                    the text runs its rule over the whole text once,
@@ -985,10 +988,10 @@ pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
 
 /*
  * The relaxed form of rule i (scan_rules_relax, then scan_rules_collapse):
- * the first of two copies of a repeated whole / one copy / no assertions
+ * the first of the tight form (bounded repeats up to TIGHT_MAXN kept) / two copies of a repeated whole / one copy / no assertions
  * that compiles alone in block mode within SCAN_HS_GATE_DB and scans the
- * sample text in under half the CPU time PCRE2 takes to run the rule over
- * it; NULL if none. It may match ordinary text: a gate that opens runs
+ * sample text in under 1/1.25 (tight) or half (the others) of the CPU time
+ * PCRE2 takes to run the rule over it; NULL if none. It may match ordinary text: a gate that opens runs
  * PCRE2 as the rule did without one, the cost bound keeps that cheap.
  */
 static char *
@@ -999,10 +1002,12 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 	unsigned f = rule_hs_flags(r, false);
 	char *ok = NULL;
 
-	/* two copies of a repeated whole, then one, then without assertions */
+	/* tight (bounded repeats kept), then two copies of a repeated whole,
+	 * then one, then without assertions */
 	char *prev = NULL;
-	for (int pass = 0; x && pass < 3 && !ok; pass++) {
-		char *rx0 = scan_rules_relax(x, pass == 2, pass == 0 ? 2 : 1);
+	for (int pass = 0; x && pass < 4 && !ok; pass++) {
+		char *rx0 = pass == 0 ? scan_rules_relax_n(x, false, 2, TIGHT_MAXN) :
+		    scan_rules_relax(x, pass == 3, pass == 1 ? 2 : 1);
 		char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
 		hs_database_t *db = NULL;
 		hs_compile_error_t *err = NULL;
@@ -1029,13 +1034,16 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 			    (double)(c1.tv_nsec - c0.tv_nsec) / 1e9, dbs, rx);
 		/* size, not compile time, decides (a loaded machine compiles
 		 * slowly); and the form must scan the sample text in well under
-		 * half the time PCRE2 takes to run the rule over it */
+		 * the time PCRE2 takes to run the rule over it (half, for the
+		 * loose forms) */
 		double hs_s = db && dbs <= SCAN_HS_GATE_DB ? block_seconds(db, e->sample) : 1e9;
 		double pc_s = hs_s < 1e9 ? pcre_seconds(r, x, e->sample) : 0;
 		if (getenv("SLUICE_HS_DEBUG"))
 			fprintf(stderr, "relaxed %s: form %.1f us, pcre2 %.1f us on the sample\n",
 			    r->name, hs_s * 1e6, pc_s * 1e6);
-		if (hs_s < 1e9 && (hs_s * 2 < pc_s || e->force_forms))
+		/* the tight form opens little more often than the rule matches:
+		 * it pays when cheaper than PCRE2 at all (with a margin) */
+		if (hs_s < 1e9 && (hs_s * (pass == 0 ? 1.25 : 2) < pc_s || e->force_forms))
 			ok = rx;
 		else
 			free(rx);
@@ -1298,26 +1306,64 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 
 	if (!x)
 		return -ENOMEM;
-	bool drop = false;
-	char *rx0 = scan_rules_relax(x, false, 1);
-	char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
-	free(rx0);
-	if (!rx) {
-		drop = true;    /* a form with no assertions, then */
-		if ((rx0 = scan_rules_relax(x, true, 1)) != NULL) {
-			rx = scan_rules_collapse(rx0);
-			free(rx0);
-		}
-	}
 	/* tests (force_forms): any gate that compiles beats PCRE2 on every message */
 	double pc = e->force_forms ? 1e9 : pcre_seconds(r, x, e->sample);
-	rc = scan_gate_pick_near(hs_accepts(x, pf, NULL) && !(e->force_forms && rx) ? x : NULL, pf,
-	    rx, f, e->sample,
-	    SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, e->width[i], &pk);
+	const char *pfx = hs_accepts(x, pf, NULL) ? x : NULL;
+	/* the tight form first (bounded repeats kept: it opens only where the
+	 * rule nearly matches, which the sample text cannot show), unless the
+	 * loose form's pick scans the sample in under half its time */
+	bool drop = false;
+	unsigned maxn = TIGHT_MAXN;
+	char *rx = NULL;
+	rc = -ENOMEM;           /* no pick yet */
+	memset(&pk, 0, sizeof(pk));
+	for (int pass = 0; pass < 2; pass++) {
+		unsigned n = pass == 0 ? TIGHT_MAXN : 0;
+		bool d = false;
+		char *rx0 = scan_rules_relax_n(x, false, 1, n);
+		char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
+		free(rx0);
+		if (!fx) {
+			d = true;       /* a form with no assertions, then */
+			if ((rx0 = scan_rules_relax_n(x, true, 1, n)) != NULL) {
+				fx = scan_rules_collapse(rx0);
+				free(rx0);
+			}
+		}
+		if (pass == 1 && rx && fx && !strcmp(fx, rx)) {
+			free(fx);       /* no wide repeat: the same form */
+			break;
+		}
+		struct scan_gate_pick p2;
+		int rc2 = scan_gate_pick_near(pfx && !(e->force_forms && fx) ? pfx : NULL, pf, fx, f,
+		    e->sample, SCAN_HS_SAMPLE, pc, SCAN_HS_GATE_DB, e->width[i], &p2);
+		if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "gate %s %s: mode %d, %.1f us %.100s\n", r->name,
+			    pass ? "loose" : "tight", rc2 ? -1 : (int)p2.mode, p2.seconds * 1e6,
+			    p2.expr ? p2.expr : "");
+		bool take = rc2 == 0 && (pass == 0 || rc != 0 || pk.mode != SCAN_GATE_BLOCK ||
+		    (p2.mode == SCAN_GATE_BLOCK && p2.seconds * 2 < pk.seconds));
+		if (take) {
+			if (rc == 0)
+				scan_gate_pick_free(&pk);
+			pk = p2;
+			rc = rc2;
+			free(rx);
+			rx = fx;
+			drop = d;
+			maxn = n;
+		} else {
+			if (rc2 == 0)
+				scan_gate_pick_free(&p2);
+			free(fx);
+		}
+		if (rc == 0 && pk.mode == SCAN_GATE_STREAM)
+			break;  /* the prefilter form won: the loose form will not change that */
+	}
 	if (rc == 0 && pk.mode == SCAN_GATE_BLOCK && rx) {
 		/* the same atoms of the plain collapse: the gate on texts with
 		 * no "&#" (and no high byte), for the plain database */
-		char *px0 = scan_rules_relax(x, drop, 1);
+		char *px0 = scan_rules_relax_n(x, drop, 1, maxn);
 		char *px = px0 ? scan_rules_collapse_plain(px0) : NULL;
 		if (px && strcmp(px, rx))
 			e->rplain[i] = scan_gate_map_run(rx, pk.expr, px);

@@ -2789,8 +2789,9 @@ counted(const char *s, unsigned *lo, unsigned *hi)
  * that Hyperscan may take where x is refused or too costly, so that every
  * match of x contains a match of it and it can gate x. Look-arounds, \K and
  * \G go; atomic groups become plain ones, possessive quantifiers greedy, a
- * back-reference any text; a repeat with more than RELAX_MAXN copies becomes
- * unbounded ({m,n} -> {min(m, RELAX_MAXN),}); a repeat of the whole
+ * back-reference any text; a repeat with more than maxn copies (RELAX_MAXN;
+ * more for the tight form) becomes unbounded ({m,n} -> {min(m, maxn),}); a
+ * repeat of the whole
  * expression keeps one copy. drop_asserts: ^ $ \b \B \A \z \Z go too.
  * NULL for constructs it does not know (conditionals, recursion, /x) or ENOMEM.
  */
@@ -2816,7 +2817,7 @@ scan_rules_class_end(const char *s)
 
 /* width: keep every repeat as written (scan_rules_width_form) */
 static char *
-relax(const char *x, bool drop_asserts, unsigned copies, bool width)
+relax(const char *x, bool drop_asserts, unsigned copies, bool width, unsigned maxn)
 {
 	struct scan_sb b = {0};
 	const char *s = x;
@@ -2915,9 +2916,9 @@ relax(const char *x, bool drop_asserts, unsigned copies, bool width)
 		} else if (*s == '{') {
 			unsigned lo, hi;
 			size_t k = counted(s, &lo, &hi);
-			if (k && !width && hi > RELAX_MAXN && hi != UINT32_MAX && (was_group || lo != hi)) {
+			if (k && !width && hi > maxn && hi != UINT32_MAX && (was_group || lo != hi)) {
 				char q[32];
-				snprintf(q, sizeof(q), "{%u,}", lo < RELAX_MAXN ? lo : RELAX_MAXN);
+				snprintf(q, sizeof(q), "{%u,}", lo < maxn ? lo : maxn);
 				scan_sb_puts(&b, q);
 				s += k;
 				quant = true;
@@ -2969,13 +2970,19 @@ fail:
 char *
 scan_rules_relax(const char *x, bool drop_asserts, unsigned copies)
 {
-	return relax(x, drop_asserts, copies, false);
+	return relax(x, drop_asserts, copies, false, RELAX_MAXN);
+}
+
+char *
+scan_rules_relax_n(const char *x, bool drop_asserts, unsigned copies, unsigned maxn)
+{
+	return relax(x, drop_asserts, copies, false, maxn < RELAX_MAXN ? RELAX_MAXN : maxn);
 }
 
 char *
 scan_rules_width_form(const char *x)
 {
-	return relax(x, true, 0, true);
+	return relax(x, true, 0, true, RELAX_MAXN);
 }
 
 unsigned

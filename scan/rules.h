@@ -277,6 +277,13 @@ unsigned scan_rules_exact_set(const char *re, uint32_t flags,
  * recursion, /x; ENOMEM).
  */
 char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
+/*
+ * The tight relaxed form: as scan_rules_relax, but a bounded repeat stays as
+ * written up to {m,maxn} (maxn < 5 counts as 5). A closer superset (the
+ * wide repeats of __YOU_WON_03, [-a-z\s]{4,40}, no longer span a whole
+ * paragraph), for block-mode gates where bounded repeats are cheap enough.
+ */
+char *scan_rules_relax_n(const char *x, bool drop_asserts, unsigned copies, unsigned maxn);
 /* Past the bracket expression that opens at s (a '['): just after its ']'
  * (escapes, a ']' first or after '^', and POSIX [:name:] classes inside do
  * not close it); NULL when the pattern ends first. */

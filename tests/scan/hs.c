@@ -367,6 +367,53 @@ test_uri_tokens(void **state)
 }
 
 /*
+ * Tight relaxed forms: a filter (literal-gated PCRE2 rule) and an own gate
+ * keep their bounded repeats ({4,40}, {10,64}), so a text where the loose
+ * form ({4,}, {5,}) matches but the rule cannot runs no PCRE2 at all; where
+ * the rule matches, it hits as PCRE2 alone finds.
+ */
+static void
+test_tight_forms(void **state)
+{
+	(void)state;
+	static const char rules[] =
+	    "body T_WON /\\b(?:your?|winners?)(?:\\s[-a-z\\s]{4,40})?\\s(?:were|was)\\s"
+	    "(?:selected|chosen)(?!x)/i\n"
+	    "body T_HEX /\\s[a-z]{1,15}\\s(?![a-z]{10,20}\\s)(?:(?!--)[-0-9a-f]){10,64}\\s[a-z]{1,15}\\b/\n";
+	struct scan_hs_config force = {.defer_mbps = 1e12}, none = {.no_prefilter = true};
+	struct eng g, p;
+	char far[512];
+
+	eng_up_cfg(&g, rules, NULL, &force);
+	eng_up_cfg(&p, rules, NULL, &none);
+	uint32_t won = (uint32_t)scan_rules_find(g.rs, "T_WON");
+	uint32_t hex = (uint32_t)scan_rules_find(g.rs, "T_HEX");
+	assert_string_equal(scan_hs_rule_how(g.e, won), "filtered");
+	assert_int_equal(scan_hs_rule_class(g.e, hex), SCAN_HS_C_PREFILTER);
+	/* the loose forms would open on both: "your" + 60 bytes of words +
+	 * " was selected"; a 6-byte hex run between words */
+	snprintf(far, sizeof(far), "Subject: t\r\n\r\nyour prize of the week and the month and "
+	    "the year to come was selected\r\nsee the facade report\r\n");
+	scan_split(&g, far, 0, 0);
+	assert_true(g.s->hm->filter_runs >= 1);         /* the literal fired, the filter ran */
+	assert_int_equal(g.s->hm->pcre_runs, 0);        /* and neither rule reached PCRE2 */
+	assert_int_equal(hits(&g, "T_WON"), 0);
+	assert_int_equal(hits(&g, "T_HEX"), 0);
+	/* near: both match */
+	static const char hit[] = "Subject: t\r\n\r\nyour ticket was selected\r\n"
+	    "see the 0a1b2c3d4e5f beef\r\n";
+	scan_split(&g, hit, 1, 0);
+	scan_split(&p, hit, 0, 0);
+	assert_int_equal(hits(&g, "T_WON"), 1);
+	assert_int_equal(hits(&g, "T_HEX"), 1);
+	assert_int_equal(hits(&p, "T_WON"), 1);
+	assert_int_equal(hits(&p, "T_HEX"), 1);
+	assert_true(g.s->hm->pcre_runs >= 2);
+	eng_down(&g);
+	eng_down(&p);
+}
+
+/*
  * Own gates in their plain forms (no HTML-entity branches) on a text with
  * no "&#" and no high byte, in their ASCII forms on one with entities: the
  * same hits as with the gates as built (SLUICE_HS_NO_ASCII) and as PCRE2
@@ -820,6 +867,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
+		cmocka_unit_test(test_tight_forms),
 		cmocka_unit_test(test_chain_gate),
 		cmocka_unit_test(test_near_same_hits),
 	};
