@@ -5,13 +5,16 @@
 # message file in DIR (default: the benchmark corpus). The repeatable figure
 # behind bench/RESULTS.md's scanning notes: it does not move with the load
 # on the machine, as CPU seconds do. Build the cache first (a plain
-# sluice-rules run with -c CACHE); about 5 s per message under valgrind.
+# sluice-rules run with -c CACHE) with SLUICE_HS_PLATFORM=avx2 in the
+# environment on a machine with AVX-512: valgrind runs no AVX-512 code, so
+# a cache built for it does not load there and would be rebuilt under
+# valgrind (hours). About 5 s per message under valgrind.
 set -eu
 [ $# -ge 2 ] || { echo "usage: $0 SLUICE_RULES CACHE [DIR]" >&2; exit 2; }
 bin=$1 cache=$2
 dir=${3:-$(dirname "$0")/.cache/corpus/msgs}
 command -v valgrind >/dev/null || { echo "$0: valgrind is missing (apt-get install -y valgrind)" >&2; exit 2; }
-[ -s "$cache" ] || { echo "$0: $cache: no cache; run $bin -r /usr/share/spamassassin -c $cache first" >&2; exit 2; }
+[ -s "$cache" ] || { echo "$0: $cache: no cache; run SLUICE_HS_PLATFORM=avx2 $bin -r /usr/share/spamassassin -c $cache first" >&2; exit 2; }
 n=$(find "$dir" -maxdepth 1 -type f | wc -l)
 [ "$n" -gt 0 ] || { echo "$0: no messages in $dir (bench/scan.py makes the corpus)" >&2; exit 2; }
 out=$(mktemp /tmp/scan-callgrind.XXXXXX)

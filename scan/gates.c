@@ -849,7 +849,7 @@ measure(const char *x, unsigned flags, unsigned mode, const uint8_t *smp, size_t
 	*secs = 0;
 	*share = 0;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-	hs_error_t rc = hs_compile(x, flags, mode, NULL, &db, &err);
+	hs_error_t rc = hs_compile(x, flags, mode, scan_hs_target(), &db, &err);
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
 	if (rc != HS_SUCCESS) {
 		if (getenv("SLUICE_GATE_DEBUG"))
@@ -1002,6 +1002,24 @@ out:
 	while (nr)
 		free(runs[--nr]);
 	return rc;
+}
+
+const struct hs_platform_info *
+scan_hs_target(void)
+{
+	static hs_platform_info_t pl;
+	static int state;       /* 0 unread, 1 host (NULL), 2 pl */
+
+	if (state == 0) {
+		const char *v = getenv("SLUICE_HS_PLATFORM");
+		state = 1;
+		if (v && (!strcmp(v, "avx2") || !strcmp(v, "generic")) &&
+		    hs_populate_platform(&pl) == HS_SUCCESS) {
+			pl.cpu_features = !strcmp(v, "avx2") ? HS_CPU_FEATURES_AVX2 : 0;
+			state = 2;
+		}
+	}
+	return state == 2 ? &pl : NULL;
 }
 
 void

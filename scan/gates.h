@@ -115,6 +115,15 @@ int scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed
     unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
     struct scan_gate_pick *out);
 
+/*
+ * The platform every database is compiled for: NULL (this CPU) unless
+ * SLUICE_HS_PLATFORM is "avx2" or "generic" (no AVX2) in the environment
+ * when first called. A cache built with "avx2" also loads under valgrind,
+ * which runs no AVX-512 code, and on any AVX2 machine (bench/scan-callgrind.sh).
+ */
+struct hs_platform_info;
+const struct hs_platform_info *scan_hs_target(void);
+
 /* A Hyperscan match callback for gates: sets *(bool *)ctx, stops the scan. */
 int scan_gate_probe(unsigned int id, unsigned long long from, unsigned long long to,
     unsigned int flags, void *ctx);

@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 21u
+#define CACHE_VERSION 22u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -905,7 +905,7 @@ hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size
 	struct timespec c0, c1;
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-	if (hs_compile(expr, flags, HS_MODE_STREAM, NULL, &db, &err) != HS_SUCCESS) {
+	if (hs_compile(expr, flags, HS_MODE_STREAM, scan_hs_target(), &db, &err) != HS_SUCCESS) {
 		if (st)
 			add_reason(st, err ? err->message : "?");
 		hs_free_compile_error(err);
@@ -988,11 +988,13 @@ pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
 
 /*
  * The relaxed form of rule i (scan_rules_relax, then scan_rules_collapse):
- * the first of the tight form (bounded repeats up to TIGHT_MAXN kept) / two copies of a repeated whole / one copy / no assertions
- * that compiles alone in block mode within SCAN_HS_GATE_DB and scans the
- * sample text in under 1/1.25 (tight) or half (the others) of the CPU time
- * PCRE2 takes to run the rule over it; NULL if none. It may match ordinary text: a gate that opens runs
- * PCRE2 as the rule did without one, the cost bound keeps that cheap.
+ * the first of the tight form (bounded repeats up to TIGHT_MAXN kept) / two
+ * copies of a repeated whole / one copy / no assertions that compiles alone
+ * in block mode within SCAN_HS_GATE_DB and scans the sample text in under
+ * 1/1.25 (tight) or half (the others) of the CPU time PCRE2 takes to run
+ * the rule over it; NULL if none. It may match ordinary text: a gate that
+ * opens runs PCRE2 as the rule did without one, the cost bound keeps that
+ * cheap.
  */
 static char *
 relaxed_form(const struct scan_hs *e, uint32_t i)
@@ -1021,7 +1023,7 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 		free(prev);
 		prev = strdup(rx);
 		clock_gettime(CLOCK_MONOTONIC, &c0);
-		if (hs_compile(rx, f, HS_MODE_BLOCK, NULL, &db, &err) != HS_SUCCESS) {
+		if (hs_compile(rx, f, HS_MODE_BLOCK, scan_hs_target(), &db, &err) != HS_SUCCESS) {
 			hs_free_compile_error(err);
 			db = NULL;
 		}
@@ -1257,12 +1259,13 @@ chain_build(struct scan_hs *e, uint32_t i)
 	const char *xs[1] = {rx}, *as[1] = {a.p};
 	unsigned id[1] = {i};
 	size_t z1 = 0, z2 = 0;
-	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) !=
+	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) !=
 	    HS_SUCCESS)
 		goto out;
 	hs_free_compile_error(err);
 	err = NULL;
-	if (hs_compile_multi(as, &fa, id, 1, HS_MODE_BLOCK, NULL, &e->adb[i], &err) != HS_SUCCESS)
+	if (hs_compile_multi(as, &fa, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->adb[i], &err) !=
+	    HS_SUCCESS)
 		goto out;
 	hs_database_size(e->ddb[i], &z1);
 	hs_database_size(e->adb[i], &z2);
@@ -1396,7 +1399,7 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		hs_compile_error_t *err = NULL;
 		const char *xs[1] = {pk.expr};
 		unsigned id[1] = {i};
-		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) ==
+		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) ==
 		    HS_SUCCESS && (e->rexpr[i] = strdup(pk.expr)) != NULL) {
 			e->cls[i] = SCAN_HS_C_PREFILTER;
 			e->gsep[i] = GSEP_OWN;
@@ -1655,7 +1658,7 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 			hs_database_t *db = NULL;
 			hs_compile_error_t *err = NULL;
 			unsigned fires = 0;
-			if (hs_compile(it->v[k].expr, it->v[k].flags, HS_MODE_STREAM, NULL, &db, &err) !=
+			if (hs_compile(it->v[k].expr, it->v[k].flags, HS_MODE_STREAM, scan_hs_target(), &db, &err) !=
 			    HS_SUCCESS) {
 				hs_free_compile_error(err);
 				continue;
@@ -1685,7 +1688,7 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 		}
 		struct timespec c0, c1;
 		clock_gettime(CLOCK_MONOTONIC, &c0);
-		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_STREAM, NULL,
+		hs_error_t rc = hs_compile_multi(ex, fl, id, it->n, HS_MODE_STREAM, scan_hs_target(),
 		    dbp, &err);
 		clock_gettime(CLOCK_MONOTONIC, &c1);
 		if (getenv("SLUICE_HS_DEBUG"))
@@ -2076,8 +2079,8 @@ own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
 			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;        /* every end: windows */
 		id[k] = GATE_BIT | v[k];
 	}
-	if (!ex || !fl || !id || hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, &db, &err) !=
-	    HS_SUCCESS)
+	if (!ex || !fl || !id || hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, scan_hs_target(), &db,
+	    &err) != HS_SUCCESS)
 		db = NULL;
 	hs_free_compile_error(err);
 	free(ex);
@@ -2225,7 +2228,7 @@ own_ascii(struct scan_hs *e, unsigned t, bool plain)
 	if (!ex || !ax || !fl || !id)
 		rc = -ENOMEM;
 	else if (rc == 0 && (!plain || np) &&
-	    hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, NULL, db, &err) != HS_SUCCESS)
+	    hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, scan_hs_target(), db, &err) != HS_SUCCESS)
 		*db = NULL;
 	hs_free_compile_error(err);
 	for (unsigned k = 0; ax && k < n; k++)
@@ -2412,7 +2415,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_compile_error_t *err = NULL;
 			const char *xs[1] = {e->rexpr[i]};
 			unsigned fl[1] = {rule_hs_flags(r, false)}, id[1] = {i};
-			if (!e->rexpr[i] || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i],
+			if (!e->rexpr[i] || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i],
 			    &err) != HS_SUCCESS) {
 				e->defer[i] = DEFER_NO;         /* PCRE2 behind the literal alone */
 				st->filtered[r->type]--;
@@ -2452,7 +2455,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		const char *xs[1] = {x};
 		unsigned fl[1] = {rule_hs_flags(r, e->multiple[i] || e->term_check[i])}, id[1] = {i};
 		/* the match reports carry the rule's index, as in the stream */
-		if (!x || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, NULL, &e->ddb[i], &err) !=
+		if (!x || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) !=
 		    HS_SUCCESS)
 			rc = x ? -EIO : -ENOMEM;
 		hs_free_compile_error(err);

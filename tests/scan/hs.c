@@ -379,7 +379,8 @@ test_tight_forms(void **state)
 	static const char rules[] =
 	    "body T_WON /\\b(?:your?|winners?)(?:\\s[-a-z\\s]{4,40})?\\s(?:were|was)\\s"
 	    "(?:selected|chosen)(?!x)/i\n"
-	    "body T_HEX /\\s[a-z]{1,15}\\s(?![a-z]{10,20}\\s)(?:(?!--)[-0-9a-f]){10,64}\\s[a-z]{1,15}\\b/\n";
+	    "body T_HEX /\\s[a-z]{1,15}\\s(?![a-z]{10,20}\\s)(?:(?!--)[-0-9a-f]){10,64}"
+	    "\\s[a-z]{1,15}\\b/\n";
 	struct scan_hs_config force = {.defer_mbps = 1e12}, none = {.no_prefilter = true};
 	struct eng g, p;
 	char far[512];
