@@ -77,6 +77,14 @@ def corpus_dir(args):
         return os.path.abspath(args.corpus)
     msgs = os.path.join(CACHE_DIR, "corpus", "msgs")
     if not os.path.isdir(msgs) or len(os.listdir(msgs)) < 200:
+        # make_corpus.py takes the Debian samples that are installed: without
+        # them it makes a different (larger) set, not the one the figures use
+        missing = [p for p in ("spamassassin", "libpython3.11-testsuite", "clamav-testfiles")
+                   if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
+                                     text=True).stdout.find("install ok installed") < 0]
+        if missing:
+            raise Fail("the shared corpus needs %s installed (apt-get install -y %s): without "
+                       "them make_corpus.py makes a different set" % (", ".join(missing), " ".join(missing)))
         log("generating the shared corpus into %s" % msgs)
         os.makedirs(os.path.dirname(msgs), exist_ok=True)
         r = subprocess.run(["/usr/bin/python3", A.CORPUS_GEN, msgs], capture_output=True, text=True, timeout=300)
