@@ -367,6 +367,74 @@ test_uri_tokens(void **state)
 }
 
 /*
+ * Word runs (\\b(?:[C]{m,}[S]+){n}, the __LONGWORDS_* shape) are counted by
+ * a byte automaton, not Hyperscan: on random texts of words, separators,
+ * capitals, digits and high bytes, cut at random, the hits must equal
+ * Hyperscan's (the same rules built with no_defer).
+ */
+static void
+test_word_runs(void **state)
+{
+	(void)state;
+	static const char rules[] =
+	    "body W_A /\\b(?:[a-z]{8,}[\\s\\.]+){6}/\n"
+	    "body W_B /\\b(?:[a-z]{6,}[\\s\\.]+){9}/\n"
+	    "body W_C /\\b(?:[a-z]{5,}[\\s\\.]+){10}/\n"
+	    "body W_I /\\b(?:[a-z]{3,}[\\s,;]+){4}/i\n"
+	    "rawbody W_R /\\b(?:[a-z0-9]{2,}[ ]+){3}/\n"
+	    "body W_NOT /\\b(?:[a-z.]{5,}[\\s]+){3}/\n";   /* '.' in C: not a word byte */
+	struct scan_hs_config hs_only = {.no_defer = true}, def = {0};
+	struct eng g, h;
+	static const char *const pieces[] = {
+		"alphabetical", "bookkeeping", "cat", "dog", "enormous", "fantastic", "go",
+		"Capital", "x9yz", "under_score", "hello", "caf\xc3\xa9", "zz", "wonderful",
+		"abc", "defghij", "KLMNOP", "qr", "stuvwxyzab",
+	};
+	static const char *const seps[] = {" ", "  ", ". ", ".", "\n", "\t", ", ", ";", "-", "!", " . "};
+	unsigned hit[6] = {0}, miss[6] = {0};
+	static const char *const names[6] = {"W_A", "W_B", "W_C", "W_I", "W_R", "W_NOT"};
+
+	eng_up_cfg(&g, rules, NULL, &def);
+	eng_up_cfg(&h, rules, NULL, &hs_only);
+	for (int k = 0; k < 5; k++)
+		assert_string_equal(scan_hs_rule_how(g.e, (uint32_t)scan_rules_find(g.rs, names[k])),
+		    "counted-words");
+	assert_string_equal(scan_hs_rule_how(g.e, (uint32_t)scan_rules_find(g.rs, "W_NOT")), "");
+	unsigned seed = 7;
+	for (unsigned m = 0; m < 300; m++) {
+		char msg[4096];
+		size_t n = (size_t)snprintf(msg, sizeof(msg), "Subject: w\r\n\r\n");
+		unsigned words = 5 + (unsigned)(rand_r(&seed) % 60);
+		/* mostly long words and plain separators, so that runs happen */
+		unsigned bias = (unsigned)(rand_r(&seed) % 4);
+		for (unsigned q = 0; q < words && n + 64 < sizeof(msg); q++) {
+			unsigned pi = (unsigned)rand_r(&seed) % (sizeof(pieces) / sizeof(pieces[0]));
+			unsigned si = (unsigned)rand_r(&seed) % (sizeof(seps) / sizeof(seps[0]));
+			if (bias && rand_r(&seed) % 4)
+				pi = (unsigned[]){0, 1, 4, 5, 13, 15, 18}[rand_r(&seed) % 7];
+			if (bias > 1 && rand_r(&seed) % 3)
+				si = (unsigned)rand_r(&seed) % 5;
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", pieces[pi], seps[si]);
+		}
+		snprintf(msg + n, sizeof(msg) - n, "\r\n");
+		scan_split(&g, msg, m % 3, m);
+		scan_split(&h, msg, 0, 0);
+		for (int k = 0; k < 6; k++) {
+			uint32_t a = hits(&g, names[k]), b = hits(&h, names[k]);
+			if (a != b)
+				fail_msg("message %u, %s: %u by the automaton, %u by Hyperscan:\n%s", m,
+				    names[k], a, b, msg);
+			hit[k] += a != 0;
+			miss[k] += a == 0;
+		}
+	}
+	for (int k = 0; k < 6; k++)
+		assert_true(hit[k] > 5 && miss[k] > 5);         /* not vacuous */
+	eng_down(&g);
+	eng_down(&h);
+}
+
+/*
  * Tight relaxed forms: a filter (literal-gated PCRE2 rule) and an own gate
  * keep their bounded repeats ({4,40}, {10,64}), so a text where the loose
  * form ({4,}, {5,}) matches but the rule cannot runs no PCRE2 at all; where
@@ -869,6 +937,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
 		cmocka_unit_test(test_tight_forms),
+		cmocka_unit_test(test_word_runs),
 		cmocka_unit_test(test_chain_gate),
 		cmocka_unit_test(test_near_same_hits),
 	};
