@@ -76,7 +76,8 @@
  *   in the target's squeeze database, scan_rules_squeeze_set), and the
  *   pattern runs alone, block mode, over the kept text when the gate fired:
  *   the same hits. A `multiple` rule that matches a few short strings is
- *   counted by a byte loop (scan_rules_exact_set). See docs/SCAN-RULES.md.
+ *   counted by a byte loop (scan_rules_exact_set), and a word run,
+ *   \b(?:[C]{m,}[S]+){n}, by a byte automaton. See docs/SCAN-RULES.md.
  *   Match and backtracking limits bound PCRE2.
  */
 #ifndef SCAN_HS_H
