@@ -163,6 +163,7 @@ struct tdb {
 	unsigned n_ctr;
 	struct wordrun wr[WR_MAX]; /* word-run rules, by a byte automaton */
 	unsigned n_wr;
+	bool wr_shared;         /* ... all with the same byte classes: one pass */
 	uint32_t *chain;        /* PREFILTER rules behind a chain gate */
 	unsigned n_chain;
 	uint32_t *ownv;         /* PREFILTER rules behind a gate of their own (GSEP_OWN) */
@@ -242,6 +243,7 @@ struct scan_hs_msg_priv {
 	hs_stream_t *ss[SCAN_T_COUNT];  /* the squeeze database's stream */
 	uint32_t hist[SCAN_T_COUNT];    /* the last 4 bytes, for the counters */
 	struct wrstate wrs[SCAN_T_COUNT][WR_MAX];
+	int16_t wlen[SCAN_T_COUNT];     /* the shared word length (wr_shared) */
 	uint8_t *batch[SCAN_T_COUNT];   /* small writes not yet scanned (BATCH) */
 	size_t blen[SCAN_T_COUNT];
 	uint8_t *keep[SCAN_T_COUNT];
@@ -2549,6 +2551,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 				break;
 			}
 			d->n_wr++;
+			d->wr_shared = d->n_wr == 1 || (d->wr_shared &&
+			    !memcmp(d->wr[0].kind, d->wr[d->n_wr - 1].kind, sizeof(d->wr[0].kind)));
 			st->counted[r->type]++;
 			continue;
 		}
@@ -2948,9 +2952,11 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 		}
 	}
 	memset(p->hist, 0, sizeof(p->hist));
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		for (unsigned k = 0; k < WR_MAX; k++)
 			p->wrs[t][k] = (struct wrstate){.run = 0, .wlen = WR_NOWORD};
+		p->wlen[t] = WR_NOWORD;
+	}
 	memset(m->hits, 0, e->rs->n * sizeof(*m->hits));
 	for (unsigned k = 0; k < p->npending; k++)
 		p->fired[p->pending[k]] = 0;
@@ -3277,6 +3283,57 @@ count_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 	p->hist[t] = h;
 }
 
+/*
+ * The word-run rules of a target whose rules share their byte classes, in
+ * one pass: a tight loop over the letters of a word, and the rules' runs
+ * updated only at the byte after it.
+ */
+static void
+words_write_shared(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
+{
+	const struct tdb *d = &m->e->t[t];
+	struct scan_hs_msg_priv *p = m->priv;
+	const uint8_t *kind = d->wr[0].kind;
+	struct wrstate *ws = p->wrs[t];
+	int wlen = p->wlen[t];
+	size_t j = 0;
+
+	while (j < n) {
+		if (kind[b[j]] == WR_LETTER) {
+			size_t j0 = j;
+			while (j < n && kind[b[j]] == WR_LETTER)
+				j++;
+			if (wlen == WR_NOWORD)
+				wlen = 0;       /* after a non-word byte: \b holds */
+			if (wlen >= 0)
+				wlen = (int)(j - j0) + wlen > 0x7fff ? 0x7fff : (int)(j - j0) + wlen;
+			continue;
+		}
+		switch (kind[b[j]]) {
+		case WR_WORD:
+			wlen = WR_INVALID;
+			break;
+		case WR_SEP:
+			if (wlen != WR_NOWORD)
+				for (unsigned k = 0; k < d->n_wr; k++) {
+					const struct wordrun *w = &d->wr[k];
+					if (wlen < w->min)
+						ws[k].run = 0;
+					else if (++ws[k].run >= w->n && !m->hits[w->rule])
+						m->hits[w->rule] = 1;
+				}
+			wlen = WR_NOWORD;
+			break;
+		default:
+			for (unsigned k = 0; k < d->n_wr; k++)
+				ws[k].run = 0;
+			wlen = WR_NOWORD;
+		}
+		j++;
+	}
+	p->wlen[t] = (int16_t)wlen;
+}
+
 /* The word-run rules of target t over b (wordrun_make). */
 static void
 words_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
@@ -3284,6 +3341,10 @@ words_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 	const struct tdb *d = &m->e->t[t];
 	struct scan_hs_msg_priv *p = m->priv;
 
+	if (d->wr_shared) {
+		words_write_shared(m, t, b, n);
+		return;
+	}
 	for (unsigned k = 0; k < d->n_wr; k++) {
 		const struct wordrun *w = &d->wr[k];
 		if (m->hits[w->rule])
