@@ -1372,8 +1372,8 @@ chain_build(struct scan_hs *e, uint32_t i)
 	const char *xs[1] = {rx}, *as[1] = {a.p};
 	unsigned id[1] = {i};
 	size_t z1 = 0, z2 = 0;
-	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) !=
-	    HS_SUCCESS)
+	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i],
+	    &err) != HS_SUCCESS)
 		goto out;
 	hs_free_compile_error(err);
 	err = NULL;
@@ -1512,8 +1512,8 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		hs_compile_error_t *err = NULL;
 		const char *xs[1] = {pk.expr};
 		unsigned id[1] = {i};
-		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) ==
-		    HS_SUCCESS && (e->rexpr[i] = strdup(pk.expr)) != NULL) {
+		if (hs_compile_multi(xs, &pk.flags, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i],
+		    &err) == HS_SUCCESS && (e->rexpr[i] = strdup(pk.expr)) != NULL) {
 			e->cls[i] = SCAN_HS_C_PREFILTER;
 			e->gsep[i] = GSEP_OWN;
 			rc = 1;
@@ -1778,8 +1778,8 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 			hs_database_t *db = NULL;
 			hs_compile_error_t *err = NULL;
 			unsigned fires = 0;
-			if (hs_compile(it->v[k].expr, it->v[k].flags, HS_MODE_STREAM, scan_hs_target(), &db, &err) !=
-			    HS_SUCCESS) {
+			if (hs_compile(it->v[k].expr, it->v[k].flags, HS_MODE_STREAM, scan_hs_target(),
+			    &db, &err) != HS_SUCCESS) {
 				hs_free_compile_error(err);
 				continue;
 			}
@@ -2535,8 +2535,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_compile_error_t *err = NULL;
 			const char *xs[1] = {e->rexpr[i]};
 			unsigned fl[1] = {rule_hs_flags(r, false)}, id[1] = {i};
-			if (!e->rexpr[i] || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i],
-			    &err) != HS_SUCCESS) {
+			if (!e->rexpr[i] || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK,
+			    scan_hs_target(), &e->ddb[i], &err) != HS_SUCCESS) {
 				e->defer[i] = DEFER_NO;         /* PCRE2 behind the literal alone */
 				st->filtered[r->type]--;
 			}
@@ -2586,8 +2586,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		const char *xs[1] = {x};
 		unsigned fl[1] = {rule_hs_flags(r, e->multiple[i] || e->term_check[i])}, id[1] = {i};
 		/* the match reports carry the rule's index, as in the stream */
-		if (!x || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i], &err) !=
-		    HS_SUCCESS)
+		if (!x || hs_compile_multi(xs, fl, id, 1, HS_MODE_BLOCK, scan_hs_target(),
+		    &e->ddb[i], &err) != HS_SUCCESS)
 			rc = x ? -EIO : -ENOMEM;
 		hs_free_compile_error(err);
 		free(x);
