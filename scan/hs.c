@@ -104,8 +104,8 @@ struct wordrun {
 /* one word-run rule's state in a message's stream */
 struct wrstate {
 	uint16_t run;                   /* words completed in the current run */
-	int16_t wlen;                   /* letters of the word so far (to min);
-	                                   WR_INVALID, WR_NOWORD */
+	int16_t wlen;                   /* letters of the word so far, WR_INVALID,
+	                                   WR_NOWORD (rules that share no classes) */
 };
 #define WR_INVALID (-1)
 #define WR_NOWORD (-2)
@@ -3284,18 +3284,18 @@ count_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 }
 
 /*
- * The word-run rules of a target whose rules share their byte classes, in
- * one pass: a tight loop over the letters of a word, and the rules' runs
- * updated only at the byte after it.
+ * Word runs over b for rules [k0, k1) of target t, which share the byte
+ * classes of rule k0: a tight loop over a word's letters, the runs updated
+ * only at the byte after it. *wlenp: the word so far, across writes.
  */
 static void
-words_write_shared(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
+words_pass(struct scan_hs_msg *m, unsigned t, unsigned k0, unsigned k1, int16_t *wlenp,
+    const uint8_t *b, size_t n)
 {
 	const struct tdb *d = &m->e->t[t];
-	struct scan_hs_msg_priv *p = m->priv;
-	const uint8_t *kind = d->wr[0].kind;
-	struct wrstate *ws = p->wrs[t];
-	int wlen = p->wlen[t];
+	struct wrstate *ws = m->priv->wrs[t];
+	const uint8_t *kind = d->wr[k0].kind;
+	int wlen = *wlenp;
 	size_t j = 0;
 
 	while (j < n) {
@@ -3311,11 +3311,11 @@ words_write_shared(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n
 		}
 		switch (kind[b[j]]) {
 		case WR_WORD:
-			wlen = WR_INVALID;
+			wlen = WR_INVALID;      /* a word with other bytes: its SEP ends the run */
 			break;
 		case WR_SEP:
 			if (wlen != WR_NOWORD)
-				for (unsigned k = 0; k < d->n_wr; k++) {
+				for (unsigned k = k0; k < k1; k++) {
 					const struct wordrun *w = &d->wr[k];
 					if (wlen < w->min)
 						ws[k].run = 0;
@@ -3325,16 +3325,17 @@ words_write_shared(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n
 			wlen = WR_NOWORD;
 			break;
 		default:
-			for (unsigned k = 0; k < d->n_wr; k++)
+			for (unsigned k = k0; k < k1; k++)
 				ws[k].run = 0;
 			wlen = WR_NOWORD;
 		}
 		j++;
 	}
-	p->wlen[t] = (int16_t)wlen;
+	*wlenp = (int16_t)wlen;
 }
 
-/* The word-run rules of target t over b (wordrun_make). */
+/* The word-run rules of target t over b (wordrun_make): one pass when they
+ * share their byte classes, else one per rule. */
 static void
 words_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 {
@@ -3342,45 +3343,12 @@ words_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 	struct scan_hs_msg_priv *p = m->priv;
 
 	if (d->wr_shared) {
-		words_write_shared(m, t, b, n);
+		words_pass(m, t, 0, d->n_wr, &p->wlen[t], b, n);
 		return;
 	}
-	for (unsigned k = 0; k < d->n_wr; k++) {
-		const struct wordrun *w = &d->wr[k];
-		if (m->hits[w->rule])
-			continue;       /* one hit is all a plain rule reports */
-		unsigned run = p->wrs[t][k].run;
-		int wlen = p->wrs[t][k].wlen;
-		for (size_t j = 0; j < n; j++) {
-			switch (w->kind[b[j]]) {
-			case WR_LETTER:
-				if (wlen == WR_NOWORD)
-					wlen = 1;       /* after a non-word byte: \b holds */
-				else if (wlen >= 0 && wlen < w->min)
-					wlen++;
-				break;
-			case WR_WORD:
-				wlen = WR_INVALID;      /* a word with other bytes */
-				run = 0;
-				break;
-			case WR_SEP:
-				if (wlen >= w->min) {
-					if (++run >= w->n) {
-						m->hits[w->rule] = 1;
-						j = n;
-					}
-				} else if (wlen != WR_NOWORD)
-					run = 0;
-				wlen = WR_NOWORD;
-				break;
-			default:
-				run = 0;
-				wlen = WR_NOWORD;
-			}
-		}
-		p->wrs[t][k].run = (uint16_t)run;
-		p->wrs[t][k].wlen = (int16_t)wlen;
-	}
+	for (unsigned k = 0; k < d->n_wr; k++)
+		if (!m->hits[d->wr[k].rule])
+			words_pass(m, t, k, k + 1, &p->wrs[t][k].wlen, b, n);
 }
 
 /* Target t's squeezed image of b (letters and digits, lower case) into its squeeze stream. */

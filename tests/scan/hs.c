@@ -371,7 +371,7 @@ test_uri_tokens(void **state)
  * a byte automaton, not Hyperscan: on random texts of words, separators,
  * capitals, digits and high bytes, cut at random, the hits must equal
  * Hyperscan's (the same rules built with no_defer). The body's three share
- * their classes (one pass, words_write_shared), the rawbody's two do not.
+ * their classes (one words_pass for the three), the rawbody's two do not.
  */
 static void
 test_word_runs(void **state)
