@@ -663,6 +663,49 @@ chain_runs(const struct chain *c, const unsigned *starts, unsigned ns, char **ou
 	return 0;
 }
 
+char *
+scan_gate_lead(const char *form)
+{
+	struct chain c;
+	char *out = NULL;
+
+	if (!form || chain_parse(form, false, &c) < 0 || !c.n)
+		return NULL;
+	unsigned k = 0;
+	while (k < c.n && !c.a[k].solid)
+		k++;
+	if (k < c.n) {
+		const char *a = c.body + c.a[k].off, *q;
+		size_t al = c.a[k].len, keep = al;
+		/* a group repeated at least once: its first copy */
+		if (*a == '(' && (q = group_end(a, a + al)) != NULL && q < a + al) {
+			unsigned lo = *q == '+' ? 1 : 0;
+			if (*q == '{')
+				lo = (unsigned)strtoul(q + 1, NULL, 10);
+			if (lo >= 1)
+				keep = (size_t)(q - a);
+		}
+		if (k + 1 < c.n || keep < al) {
+			size_t n = 0;
+			for (unsigned j = 0; j < k; j++)
+				n += c.a[j].len;
+			if ((out = malloc(n + keep + 5)) != NULL) {
+				memcpy(out, "(?:", 3);
+				n = 3;
+				for (unsigned j = 0; j < k; j++) {
+					memcpy(out + n, c.body + c.a[j].off, c.a[j].len);
+					n += c.a[j].len;
+				}
+				memcpy(out + n, a, keep);
+				n += keep;
+				memcpy(out + n, ")", 2);
+			}
+		}
+	}
+	free(c.a);
+	return out;
+}
+
 unsigned
 scan_gate_prefixes(const char *form, char **out, unsigned cap)
 {

@@ -80,6 +80,19 @@ char *scan_gate_map_run(const char *form, const char *run, const char *form2);
 unsigned scan_gate_prefixes(const char *form, char **out, unsigned cap);
 
 /*
+ * The lead of a form's atom chain: its atoms up to its first that cannot
+ * match empty (A1..Ak, the anchors and optional parts before it), with Ak
+ * cut to its first copy when it is a group repeated at least once
+ * ("(?:G){1,3}" -> "(?:G)"). Every match of the form begins with a match
+ * of it, at the same offset: a gate for a rule anchored at line starts whose
+ * whole form is too large (__FILL_THIS_FORM_PARTIAL: "^", a line number,
+ * "your", then one of the form's field names). "(?:" ... ")", malloc'd;
+ * NULL when it would be the whole form, the form is no plain
+ * concatenation, or on ENOMEM.
+ */
+char *scan_gate_lead(const char *form);
+
+/*
  * Chooses the cheapest sound gate for a PCRE2 rule. prefilter: the rule's
  * expression (compiled with pf_flags, which include HS_FLAG_PREFILTER; it is
  * tried in stream mode, to share the target's streaming gates database), or

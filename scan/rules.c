@@ -2918,7 +2918,8 @@ relax(const char *x, bool drop_asserts, unsigned copies, bool width, unsigned ma
 			size_t k = counted(s, &lo, &hi);
 			if (k && !width && hi > maxn && hi != UINT32_MAX && (was_group || lo != hi)) {
 				char q[32];
-				snprintf(q, sizeof(q), "{%u,}", lo < maxn ? lo : maxn);
+				/* maxn 0 (the open form): every such repeat {lo,} */
+				snprintf(q, sizeof(q), "{%u,}", lo < maxn || !maxn ? lo : maxn);
 				scan_sb_puts(&b, q);
 				s += k;
 				quant = true;
@@ -2977,6 +2978,12 @@ char *
 scan_rules_relax_n(const char *x, bool drop_asserts, unsigned copies, unsigned maxn)
 {
 	return relax(x, drop_asserts, copies, false, maxn < RELAX_MAXN ? RELAX_MAXN : maxn);
+}
+
+char *
+scan_rules_relax_open(const char *x, bool drop_asserts, unsigned copies)
+{
+	return relax(x, drop_asserts, copies, false, 0);
 }
 
 char *

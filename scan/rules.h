@@ -284,6 +284,13 @@ char *scan_rules_relax(const char *x, bool drop_asserts, unsigned copies);
  * paragraph), for block-mode gates where bounded repeats are cheap enough.
  */
 char *scan_rules_relax_n(const char *x, bool drop_asserts, unsigned copies, unsigned maxn);
+/*
+ * The open relaxed form: as scan_rules_relax, but every repeat {m,n}
+ * (m < n, or of a group) becomes {m,}, however small n: a looser superset
+ * that Hyperscan takes where nested bounded repeats make the others "too
+ * large" (the <FF_ALL> alternatives of __FILL_THIS_FORM_PARTIAL).
+ */
+char *scan_rules_relax_open(const char *x, bool drop_asserts, unsigned copies);
 /* Past the bracket expression that opens at s (a '['): just after its ']'
  * (escapes, a ']' first or after '^', and POSIX [:name:] classes inside do
  * not close it); NULL when the pattern ends first. */

@@ -136,13 +136,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(x, "(?:", 3);
 			memcpy(x + 3, r->re, n);
 			memcpy(x + 3 + n, ")", 2);
-			for (int k = 0; k < 3; k++) {   /* loose, loose without assertions, tight */
-				char *rx = k == 2 ? scan_rules_relax_n(x, false, 1, 100) :
+			for (int k = 0; k < 4; k++) {   /* loose, loose without assertions, tight, open */
+				char *rx = k == 3 ? scan_rules_relax_open(x, false, 1) :
+				    k == 2 ? scan_rules_relax_n(x, false, 1, 100) :
 				    scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
 				char *cx = rx ? scan_rules_collapse(rx) : NULL;
 				char *px = rx ? scan_rules_collapse_plain(rx) : NULL;
 				if (balanced(x) && !strstr(x, "(?#") && cx) {
 					check_runs(cx);
+					/* the lead: balanced, never the whole form */
+					char *lx = scan_gate_lead(cx);
+					if (lx && (!balanced(lx) || !strcmp(lx, cx)))
+						abort();
+					free(lx);
 					if (px) {
 						check_runs(px);
 						check_map(cx, px);

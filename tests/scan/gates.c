@@ -642,6 +642,93 @@ end_bit(unsigned int id, unsigned long long from, unsigned long long to, unsigne
 	return 0;
 }
 
+static int
+any_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+    void *ctx)
+{
+	(void)id;
+	(void)from;
+	(void)to;
+	(void)flags;
+	*(bool *)ctx = true;
+	return 1;
+}
+
+/*
+ * The lead of a form (scan_gate_lead): its atoms through the first that
+ * cannot match empty, a group repeated at least once cut to one copy; NULL
+ * when that is the whole form or there is no such atom. Sound: on random
+ * texts, wherever the form matches, its lead does.
+ */
+static void
+test_lead(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *form, *lead;
+	} cases[] = {
+		{"(?:^\\s?(?:\\d+\\.)?(?:(?:name|phone)(?:\\sor\\s)?){1,}:)",
+		    "(?:^\\s?(?:\\d+\\.)?(?:(?:name|phone)(?:\\sor\\s)?))"},
+		{"(?:^(?:ab)+c)", "(?:^(?:ab))"},
+		{"(?:\\bfoo)", "(?:\\bf)"},
+		{"(?:^x)", NULL},                       /* the lead is the whole form */
+		{"(?:^(?:ab){0,}c)", "(?:^(?:ab){0,}c)"},        /* optional: through c */
+		{"(?:^\\s*)", NULL},                   /* nothing solid */
+		{"(?:a|b)", NULL},                      /* no plain concatenation */
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		char *l = scan_gate_lead(cases[k].form);
+		if (!cases[k].lead)
+			assert_null(l);
+		else if (!strcmp(cases[k].lead, cases[k].form))
+			assert_null(l);
+		else {
+			assert_non_null(l);
+			assert_string_equal(l, cases[k].lead);
+		}
+		free(l);
+	}
+
+	static const char form[] = "(?:^\\s?(?:\\d{1,}[).]{1,}\\s?)?(?:(?:(?:home|cell)\\s?){1,}"
+	    "phone|name\\s?){1,}:?\\s{0,}(?:[-_]{3,}|$))";
+	static const char *const bits[] = {"home ", "cell", "phone", "name", "1. ", "2)", ":",
+	    "___", "\n", " ", "x", "-", "no"};
+	char *lead = scan_gate_lead(form);
+	assert_non_null(lead);
+	hs_database_t *df = NULL, *dl = NULL;
+	hs_compile_error_t *err = NULL;
+	hs_scratch_t *sc = NULL;
+	assert_int_equal(hs_compile(form, HS_FLAG_CASELESS | HS_FLAG_MULTILINE, HS_MODE_BLOCK, NULL,
+	    &df, &err), HS_SUCCESS);
+	assert_int_equal(hs_compile(lead, HS_FLAG_CASELESS | HS_FLAG_MULTILINE, HS_MODE_BLOCK, NULL,
+	    &dl, &err), HS_SUCCESS);
+	assert_int_equal(hs_alloc_scratch(df, &sc), HS_SUCCESS);
+	assert_int_equal(hs_alloc_scratch(dl, &sc), HS_SUCCESS);
+	unsigned seed = 3, fm = 0, lonly = 0;
+	for (unsigned m = 0; m < 2000; m++) {
+		char text[256];
+		size_t n = 0;
+		while (n < 80) {
+			seed = seed * 1103515245u + 12345u;
+			const char *b = bits[(seed >> 16) % (sizeof(bits) / sizeof(bits[0]))];
+			memcpy(text + n, b, strlen(b));
+			n += strlen(b);
+		}
+		bool f = false, l = false;
+		hs_scan(df, text, (unsigned)n, 0, sc, any_match, &f);
+		hs_scan(dl, text, (unsigned)n, 0, sc, any_match, &l);
+		if (f)
+			assert_true(l);
+		fm += f;
+		lonly += l && !f;
+	}
+	assert_true(fm > 50 && lonly > 50);     /* both kinds of text occur */
+	hs_free_scratch(sc);
+	hs_free_database(df);
+	hs_free_database(dl);
+	free(lead);
+}
+
 /*
  * ASCII forms (scan_rules_ascii_form): on text with no byte >= 0x80 they
  * match at exactly the offsets the original does (look-alike letter
@@ -822,6 +909,7 @@ main(void)
 		cmocka_unit_test(test_pick_fuzzy),
 		cmocka_unit_test(test_ascii_form),
 		cmocka_unit_test(test_plain_form),
+		cmocka_unit_test(test_lead),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -484,6 +484,60 @@ test_tight_forms(void **state)
 }
 
 /*
+ * The lead gate: a rule anchored at line starts whose relaxed forms are all
+ * too large for Hyperscan (four levels of bounded repeats, as in
+ * __FILL_THIS_FORM_PARTIAL) and that has no literal gate (one alternative
+ * has no literal) is gated by the lead of its open form: "^", the optional
+ * numbering, then one field name. A text that names the fields in prose
+ * runs no PCRE2; on form lines the hits (counted, multiple) are PCRE2's.
+ */
+static void
+test_lead_gate(void **state)
+{
+	(void)state;
+	static const char rules[] =
+	    "body T_FORM /^\\s?(?:\\d{1,3}[).:]{1,80}\\s?)?(?:(?:(?:(?:(?:home|work|cell)\\s?){1,5}"
+	    "(?:phone|fax)\\s?){1,5}(?:number|no){1,5}|name\\s?|[a-z]{2}\\d{2}){1,5}(?:\\sor\\s)?){1,5}"
+	    ":?\\s{0,4}(?:[-_.]{3,100}|$)/im\n"
+	    "tflags T_FORM multiple maxhits=5\n";
+	static const char *const lines[] = {
+		"1. name: ______", "2) home phone number ....", "name or work phone no:",
+		"please send your name and your home phone number today",
+		"The name of the cell phone number is fine.", "ab12 ---", "see you at 10.",
+		"name", "  3. name ___", "cell phone number or name:",
+	};
+	struct scan_hs_config force = {.defer_mbps = 1e12}, none = {.no_prefilter = true};
+	struct eng g, p;
+	unsigned seed = 5, hit_msgs = 0;
+
+	eng_up_cfg(&g, rules, NULL, &force);
+	eng_up_cfg(&p, rules, NULL, &none);
+	uint32_t id = (uint32_t)scan_rules_find(g.rs, "T_FORM");
+	assert_int_equal(scan_hs_rule_class(g.e, id), SCAN_HS_C_PREFILTER);
+	static const char prose[] = "Subject: t\r\n\r\nplease send your name and your home phone "
+	    "number\r\nto the office, or the fax number of the bank.\r\n";
+	scan_split(&g, prose, 0, 0);
+	assert_int_equal(hits(&g, "T_FORM"), 0);
+	assert_int_equal(g.s->hm->pcre_runs, 0);        /* the lead stayed shut */
+	for (unsigned m = 0; m < 80; m++) {
+		char msg[2048];
+		size_t n = (size_t)snprintf(msg, sizeof(msg), "Subject: form %u\r\n\r\n", m);
+		for (unsigned k = 0; k < 6; k++) {
+			seed = seed * 1103515245u + 12345u;
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s\r\n",
+			    lines[(seed >> 16) % (sizeof(lines) / sizeof(lines[0]))]);
+		}
+		scan_split(&g, msg, m % 3, m);
+		scan_split(&p, msg, 0, 0);
+		assert_int_equal(hits(&g, "T_FORM"), hits(&p, "T_FORM"));
+		hit_msgs += hits(&p, "T_FORM") > 0;
+	}
+	assert_true(hit_msgs > 20);     /* not vacuous */
+	eng_down(&g);
+	eng_down(&p);
+}
+
+/*
  * Own gates in their plain forms (no HTML-entity branches) on a text with
  * no "&#" and no high byte, in their ASCII forms on one with entities: the
  * same hits as with the gates as built (SLUICE_HS_NO_ASCII) and as PCRE2
@@ -938,6 +992,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
 		cmocka_unit_test(test_tight_forms),
+		cmocka_unit_test(test_lead_gate),
 		cmocka_unit_test(test_word_runs),
 		cmocka_unit_test(test_chain_gate),
 		cmocka_unit_test(test_near_same_hits),
