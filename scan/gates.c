@@ -663,6 +663,44 @@ chain_runs(const struct chain *c, const unsigned *starts, unsigned ns, char **ou
 	return 0;
 }
 
+/* The length of atom a's text without its quantifier when it is a group
+ * repeated at least once (its one copy); else its whole length. */
+static size_t
+one_copy(const char *a, size_t al)
+{
+	const char *q;
+
+	if (*a != '(' || (q = group_end(a, a + al)) == NULL || q >= a + al)
+		return al;
+	unsigned lo = *q == '+' ? 1 : 0;
+	if (*q == '{')
+		lo = (unsigned)strtoul(q + 1, NULL, 10);
+	return lo >= 1 ? (size_t)(q - a) : al;
+}
+
+/* "(?:" atoms [from, to) ")", atom k cut to its one copy (malloc'd). */
+static char *
+cut_run(const struct chain *c, unsigned from, unsigned to, unsigned k)
+{
+	size_t n = 0;
+	char *out;
+
+	for (unsigned j = from; j < to; j++)
+		n += c->a[j].len;
+	if ((out = malloc(n + 5)) == NULL)
+		return NULL;
+	memcpy(out, "(?:", 3);
+	n = 3;
+	for (unsigned j = from; j < to; j++) {
+		const char *a = c->body + c->a[j].off;
+		size_t l = j == k ? one_copy(a, c->a[j].len) : c->a[j].len;
+		memcpy(out + n, a, l);
+		n += l;
+	}
+	memcpy(out + n, ")", 2);
+	return out;
+}
+
 char *
 scan_gate_lead(const char *form)
 {
@@ -674,34 +712,25 @@ scan_gate_lead(const char *form)
 	unsigned k = 0;
 	while (k < c.n && !c.a[k].solid)
 		k++;
-	if (k < c.n) {
-		const char *a = c.body + c.a[k].off, *q;
-		size_t al = c.a[k].len, keep = al;
-		/* a group repeated at least once: its first copy */
-		if (*a == '(' && (q = group_end(a, a + al)) != NULL && q < a + al) {
-			unsigned lo = *q == '+' ? 1 : 0;
-			if (*q == '{')
-				lo = (unsigned)strtoul(q + 1, NULL, 10);
-			if (lo >= 1)
-				keep = (size_t)(q - a);
+	if (k < c.n && (k + 1 < c.n || one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len))
+		out = cut_run(&c, 0, k + 1, k);
+	free(c.a);
+	return out;
+}
+
+char *
+scan_gate_tail(const char *form)
+{
+	struct chain c;
+	char *out = NULL;
+
+	if (!form || chain_parse(form, false, &c) < 0 || !c.n)
+		return NULL;
+	for (unsigned k = c.n; k-- > 0;)
+		if (c.a[k].solid && one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len) {
+			out = cut_run(&c, k, c.n, k);
+			break;
 		}
-		if (k + 1 < c.n || keep < al) {
-			size_t n = 0;
-			for (unsigned j = 0; j < k; j++)
-				n += c.a[j].len;
-			if ((out = malloc(n + keep + 5)) != NULL) {
-				memcpy(out, "(?:", 3);
-				n = 3;
-				for (unsigned j = 0; j < k; j++) {
-					memcpy(out + n, c.body + c.a[j].off, c.a[j].len);
-					n += c.a[j].len;
-				}
-				memcpy(out + n, a, keep);
-				n += keep;
-				memcpy(out + n, ")", 2);
-			}
-		}
-	}
 	free(c.a);
 	return out;
 }

@@ -91,6 +91,15 @@ unsigned scan_gate_prefixes(const char *form, char **out, unsigned cap);
  * concatenation, or on ENOMEM.
  */
 char *scan_gate_lead(const char *form);
+/*
+ * The tail: from the form's last repeated group that cannot match empty
+ * ("(?:G){10}" -> "(?:G)", its last copy) to the end. Every match of the
+ * form ends with a match of it: a gate for a rule whose end is rare where
+ * its start is everywhere (__TENWORD_GIBBERISH, /^\s*(?:[a-z]+\s+){10}\.$/m:
+ * a word, white space, a lone "." at the end of a line). Malloc'd; NULL
+ * when there is no such group, or as above.
+ */
+char *scan_gate_tail(const char *form);
 
 /*
  * Chooses the cheapest sound gate for a PCRE2 rule. prefilter: the rule's

@@ -1476,22 +1476,24 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		if (rc == 0 && pk.mode == SCAN_GATE_STREAM)
 			break;  /* the prefilter form won: the loose form will not change that */
 	}
-	bool lead = false;
-	if (rc != 0 || pk.mode != SCAN_GATE_STREAM) {
+	int lead = -1;          /* the pick is the open form's lead (0) or tail (1) */
+	for (int end = 0; end < 2 && (rc != 0 || pk.mode != SCAN_GATE_STREAM); end++) {
 		/* the lead of the open form (every repeat unbounded): a prefix
 		 * of every match, for a rule anchored at line starts whose forms
 		 * are too large for Hyperscan, or whose runs open on every
-		 * message (__FILL_THIS_FORM_PARTIAL); it wins as the loose form
-		 * does, at under half the scan */
+		 * message (__FILL_THIS_FORM_PARTIAL); then its tail, a suffix of
+		 * every match (__TENWORD_GIBBERISH). One wins as the loose form
+		 * does, at under half the scan of the pick so far. */
 		char *rx0 = scan_rules_relax_open(x, false, 1);
 		char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
-		char *lx = fx ? scan_gate_lead(fx) : NULL;
+		char *lx = fx ? (end ? scan_gate_tail(fx) : scan_gate_lead(fx)) : NULL;
 		free(rx0);
 		free(fx);
 		/* the sample's lines start with random words, so a lead opens
-		 * on it where mail's lines seldom give it a chance: the lead (or
-		 * a run of it) that opens least, then scans fastest, at under
-		 * half PCRE2's time, as relaxed_form takes a filter */
+		 * on it where mail's lines seldom give it a chance: the one
+		 * candidate (the form or a run of it) that opens least, then
+		 * scans fastest, at under half PCRE2's time, as relaxed_form
+		 * takes a filter */
 		struct scan_gate_pick p2;
 		int rc2 = lx ? scan_gate_pick_near(NULL, pf, lx, f, e->sample, SCAN_HS_SAMPLE, 1e3,
 		    SCAN_HS_GATE_DB, e->width[i], &p2) : -1;
@@ -1501,8 +1503,9 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			scan_gate_pick_free(&p2);
 		else if (rc2 == 0) {
 			if (getenv("SLUICE_HS_DEBUG"))
-				fprintf(stderr, "gate %s lead: mode %d, %.1f us %.100s\n", r->name,
-				    (int)p2.mode, p2.seconds * 1e6, p2.expr ? p2.expr : "");
+				fprintf(stderr, "gate %s %s: mode %d, %.1f us %.100s\n", r->name,
+				    end ? "tail" : "lead", (int)p2.mode, p2.seconds * 1e6,
+				    p2.expr ? p2.expr : "");
 			if (rc == 0)
 				scan_gate_pick_free(&pk);
 			pk = p2;
@@ -1510,17 +1513,17 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			free(rx);
 			rx = lx;
 			lx = NULL;
-			lead = true;
+			lead = end;
 		}
 		free(lx);
 	}
 	if (rc == 0 && pk.mode == SCAN_GATE_BLOCK && rx) {
 		/* the same atoms of the plain collapse: the gate on texts with
 		 * no "&#" (and no high byte), for the plain database */
-		char *px0 = lead ? scan_rules_relax_open(x, false, 1) :
+		char *px0 = lead >= 0 ? scan_rules_relax_open(x, false, 1) :
 		    scan_rules_relax_n(x, drop, 1, maxn);
 		char *px1 = px0 ? scan_rules_collapse_plain(px0) : NULL;
-		char *px = px1 && lead ? scan_gate_lead(px1) : px1;
+		char *px = !px1 || lead < 0 ? px1 : lead ? scan_gate_tail(px1) : scan_gate_lead(px1);
 		if (px && strcmp(px, rx))
 			e->rplain[i] = scan_gate_map_run(rx, pk.expr, px);
 		if (px != px1)

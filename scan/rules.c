@@ -1262,6 +1262,7 @@ meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
 	uint8_t *ops = malloc(cap);
 	size_t no = 0, nops = 0;
 	int depth = 0;          /* operands on the stack, for validation */
+	int maxd = 0;           /* ... and the most at once */
 	bool want_operand = true;
 	const char *why = NULL;
 
@@ -1294,7 +1295,8 @@ meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
 				if (e == s)
 					why = "bad number";
 				s = e;
-				depth++;
+				if (++depth > maxd)
+					maxd = depth;
 				want_operand = false;
 			} else if (isalpha((unsigned char)*s) || *s == '_') {
 				const char *b = s;
@@ -1309,7 +1311,8 @@ meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
 					out[no].op = SCAN_MO_RULE;
 					out[no++].rule = (uint32_t)i;
 				}
-				depth++;
+				if (++depth > maxd)
+					maxd = depth;
 				want_operand = false;
 			} else
 				why = "operand expected";
@@ -1369,6 +1372,8 @@ meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
 	}
 	if (!why && depth != 1)
 		why = "malformed expression";
+	if (!why && maxd > SCAN_META_STACK)
+		why = "nested too deep (more than " SCAN_META_STACK_S " operands pending)";
 	free(ops);
 	if (why) {
 		diag(rs, r->file, r->line, "meta %s: %s", r->name, why);
@@ -1383,13 +1388,10 @@ meta_compile(struct scan_ruleset *rs, struct scan_rule *r)
 double
 scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits)
 {
-	double st[64];
-	double *stack = r->meta_n <= 64 ? st : malloc(r->meta_n * sizeof(double));
+	/* the parser refuses a meta that needs more (no heap on the hot path) */
+	double stack[SCAN_META_STACK];
 	size_t sp = 0;
-	double v;
 
-	if (!stack)
-		return 0;
 	for (uint32_t i = 0; i < r->meta_n; i++) {
 		const struct scan_meta_op *o = &r->meta[i];
 		double a, b;
@@ -1418,10 +1420,7 @@ scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits)
 		}
 		stack[sp - 1] = a;
 	}
-	v = sp ? stack[0] : 0;
-	if (stack != st)
-		free(stack);
-	return v;
+	return sp ? stack[0] : 0;
 }
 
 void

@@ -140,7 +140,7 @@ struct scan_rule {
 	char *unset;            /* [if-unset: text], or NULL */
 	char *meta_src;
 	struct scan_meta_op *meta;
-	uint32_t meta_n;
+	uint32_t meta_n;        /* at most SCAN_META_STACK operands pending at once */
 	uint32_t meta_order;    /* evaluation order rank (metas only) */
 	double score;
 	char *describe;
@@ -149,6 +149,10 @@ struct scan_rule {
 };
 
 #define SCAN_RULES_DIAG_MAX 200
+/* A meta's evaluation stack: a meta that would need more operands pending
+ * at once is reported (file:line) and skipped. */
+#define SCAN_META_STACK 64
+#define SCAN_META_STACK_S "64"
 
 struct scan_rules_stats {
 	unsigned defined[SCAN_RT_COUNT];        /* rule lines seen, last definitions */

@@ -145,10 +145,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (balanced(x) && !strstr(x, "(?#") && cx) {
 					check_runs(cx);
 					/* the lead: balanced, never the whole form */
-					char *lx = scan_gate_lead(cx);
-					if (lx && (!balanced(lx) || !strcmp(lx, cx)))
+					char *lx = scan_gate_lead(cx), *tx = scan_gate_tail(cx);
+					if ((lx && (!balanced(lx) || !strcmp(lx, cx))) ||
+					    (tx && !balanced(tx)))
 						abort();
 					free(lx);
+					free(tx);
 					if (px) {
 						check_runs(px);
 						check_map(cx, px);

@@ -657,8 +657,9 @@ any_match(unsigned int id, unsigned long long from, unsigned long long to, unsig
 /*
  * The lead of a form (scan_gate_lead): its atoms through the first that
  * cannot match empty, a group repeated at least once cut to one copy; NULL
- * when that is the whole form or there is no such atom. Sound: on random
- * texts, wherever the form matches, its lead does.
+ * when that is the whole form or there is no such atom. The tail
+ * (scan_gate_tail): from the last repeated group, cut to one copy, to the
+ * end. Sound: on random texts, wherever the form matches, both do.
  */
 static void
 test_lead(void **state)
@@ -689,22 +690,45 @@ test_lead(void **state)
 		free(l);
 	}
 
+	static const struct {
+		const char *form, *tail;
+	} tails[] = {
+		{"(?:^\\s*(?:[a-z]+\\s+){10}\\.$)", "(?:(?:[a-z]+\\s+)\\.$)"},
+		{"(?:a(?:bc)+)", "(?:(?:bc))"},
+		{"(?:^abc$)", NULL},                    /* no repeated group */
+		{"(?:(?:ab)*c)", NULL},                 /* the group may be absent */
+	};
+	for (size_t k = 0; k < sizeof(tails) / sizeof(tails[0]); k++) {
+		char *t = scan_gate_tail(tails[k].form);
+		if (!tails[k].tail)
+			assert_null(t);
+		else {
+			assert_non_null(t);
+			assert_string_equal(t, tails[k].tail);
+		}
+		free(t);
+	}
+
 	static const char form[] = "(?:^\\s?(?:\\d{1,}[).]{1,}\\s?)?(?:(?:(?:home|cell)\\s?){1,}"
 	    "phone|name\\s?){1,}:?\\s{0,}(?:[-_]{3,}|$))";
 	static const char *const bits[] = {"home ", "cell", "phone", "name", "1. ", "2)", ":",
 	    "___", "\n", " ", "x", "-", "no"};
-	char *lead = scan_gate_lead(form);
+	char *lead = scan_gate_lead(form), *tail = scan_gate_tail(form);
 	assert_non_null(lead);
-	hs_database_t *df = NULL, *dl = NULL;
+	assert_non_null(tail);
+	hs_database_t *df = NULL, *dl = NULL, *dt = NULL;
 	hs_compile_error_t *err = NULL;
 	hs_scratch_t *sc = NULL;
 	assert_int_equal(hs_compile(form, HS_FLAG_CASELESS | HS_FLAG_MULTILINE, HS_MODE_BLOCK, NULL,
 	    &df, &err), HS_SUCCESS);
 	assert_int_equal(hs_compile(lead, HS_FLAG_CASELESS | HS_FLAG_MULTILINE, HS_MODE_BLOCK, NULL,
 	    &dl, &err), HS_SUCCESS);
+	assert_int_equal(hs_compile(tail, HS_FLAG_CASELESS | HS_FLAG_MULTILINE, HS_MODE_BLOCK, NULL,
+	    &dt, &err), HS_SUCCESS);
 	assert_int_equal(hs_alloc_scratch(df, &sc), HS_SUCCESS);
 	assert_int_equal(hs_alloc_scratch(dl, &sc), HS_SUCCESS);
-	unsigned seed = 3, fm = 0, lonly = 0;
+	assert_int_equal(hs_alloc_scratch(dt, &sc), HS_SUCCESS);
+	unsigned seed = 3, fm = 0, lonly = 0, tonly = 0;
 	for (unsigned m = 0; m < 2000; m++) {
 		char text[256];
 		size_t n = 0;
@@ -714,19 +738,23 @@ test_lead(void **state)
 			memcpy(text + n, b, strlen(b));
 			n += strlen(b);
 		}
-		bool f = false, l = false;
+		bool f = false, l = false, t = false;
 		hs_scan(df, text, (unsigned)n, 0, sc, any_match, &f);
 		hs_scan(dl, text, (unsigned)n, 0, sc, any_match, &l);
+		hs_scan(dt, text, (unsigned)n, 0, sc, any_match, &t);
 		if (f)
-			assert_true(l);
+			assert_true(l && t);
 		fm += f;
 		lonly += l && !f;
+		tonly += t && !f;
 	}
-	assert_true(fm > 50 && lonly > 50);     /* both kinds of text occur */
+	assert_true(fm > 50 && lonly > 50 && tonly > 50);       /* every kind of text occurs */
 	hs_free_scratch(sc);
 	hs_free_database(df);
 	hs_free_database(dl);
+	hs_free_database(dt);
 	free(lead);
+	free(tail);
 }
 
 /*

@@ -206,6 +206,39 @@ test_errors(void **state)
 	scan_rules_free(rs);
 }
 
+/*
+ * A meta's evaluation needs at most SCAN_META_STACK operands pending at
+ * once (a fixed stack, no heap while scoring): "1+(1+(1+...A))" nested
+ * that deep evaluates; one level more is reported and skipped.
+ */
+static void
+test_meta_depth(void **state)
+{
+	(void)state;
+	char text[4096];
+	for (int d = SCAN_META_STACK; d <= SCAN_META_STACK + 1; d++) {
+		size_t n = (size_t)snprintf(text, sizeof(text), "body A /a/\nmeta M ");
+		for (int k = 1; k < d; k++)
+			n += (size_t)snprintf(text + n, sizeof(text) - n, "1+(");
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "A");
+		for (int k = 1; k < d; k++)
+			n += (size_t)snprintf(text + n, sizeof(text) - n, ")");
+		snprintf(text + n, sizeof(text) - n, "\n");
+		struct scan_ruleset *rs = load(text);
+		if (d == SCAN_META_STACK) {
+			assert_int_equal(rule(rs, "M")->state, SCAN_RS_ACTIVE);
+			uint32_t hits[8] = {0};
+			hits[scan_rules_find(rs, "A")] = 1;
+			assert_true(scan_rules_meta_value(rule(rs, "M"), hits) ==
+			    (double)SCAN_META_STACK);
+		} else {
+			assert_true(has_diag(rs, "t.cf:2: meta M: nested too deep"));
+			assert_int_not_equal(rule(rs, "M")->state, SCAN_RS_ACTIVE);
+		}
+		scan_rules_free(rs);
+	}
+}
+
 /* meta value with hits for rules A, B, C */
 static double
 meta_with(const char *expr, uint32_t a, uint32_t b, uint32_t c)
@@ -538,6 +571,7 @@ main(void)
 		cmocka_unit_test(test_directives),
 		cmocka_unit_test(test_conditionals),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_meta_depth),
 		cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_replace_tags),
 		cmocka_unit_test(test_literal),
