@@ -3388,7 +3388,11 @@ words_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 	struct scan_hs_msg_priv *p = m->priv;
 
 	if (d->wr_shared) {
-		words_pass(m, t, 0, d->n_wr, &p->wlen[t], b, n);
+		unsigned open = 0;
+		for (unsigned k = 0; k < d->n_wr; k++)
+			open += !m->hits[d->wr[k].rule];
+		if (open)       /* else every rule hit: nothing left to count */
+			words_pass(m, t, 0, d->n_wr, &p->wlen[t], b, n);
 		return;
 	}
 	for (unsigned k = 0; k < d->n_wr; k++)
