@@ -7,6 +7,7 @@
 #include "scan/rules.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -602,26 +603,50 @@ chain_parse(const char *x, bool icase, struct chain *c)
 	return 0;
 }
 
+/* The length of atom a's text without its quantifier when it is a group
+ * repeated at least once (its one copy); else its whole length. */
+static size_t
+one_copy(const char *a, size_t al)
+{
+	const char *q;
+
+	if (*a != '(' || (q = group_end(a, a + al)) == NULL || q >= a + al)
+		return al;
+	unsigned lo = *q == '+' ? 1 : 0;
+	if (*q == '{')
+		lo = (unsigned)strtoul(q + 1, NULL, 10);
+	return lo >= 1 ? (size_t)(q - a) : al;
+}
+
+/* "(?:" atoms [from, to) ")", atom k cut to its one copy (malloc'd). */
+static char *
+cut_run(const struct chain *c, unsigned from, unsigned to, unsigned k)
+{
+	size_t n = 0;
+	char *out;
+
+	for (unsigned j = from; j < to; j++)
+		n += c->a[j].len;
+	if ((out = malloc(n + 5)) == NULL)
+		return NULL;
+	memcpy(out, "(?:", 3);
+	n = 3;
+	for (unsigned j = from; j < to; j++) {
+		const char *a = c->body + c->a[j].off;
+		size_t l = j == k ? one_copy(a, c->a[j].len) : c->a[j].len;
+		memcpy(out + n, a, l);
+		n += l;
+	}
+	memcpy(out + n, ")", 2);
+	return out;
+}
+
 /* "(?:" atoms [k, end) ")", malloc'd (atoms from inside groups are not
  * contiguous in the text). */
 static char *
 chain_run(const struct chain *c, unsigned k, unsigned end)
 {
-	size_t n = 0;
-	char *s;
-
-	for (unsigned j = k; j < end; j++)
-		n += c->a[j].len;
-	if ((s = malloc(n + 5)) == NULL)
-		return NULL;
-	memcpy(s, "(?:", 3);
-	n = 3;
-	for (unsigned j = k; j < end; j++) {
-		memcpy(s + n, c->body + c->a[j].off, c->a[j].len);
-		n += c->a[j].len;
-	}
-	memcpy(s + n, ")", 2);
-	return s;
+	return cut_run(c, k, end, UINT_MAX);
 }
 
 /*
@@ -663,76 +688,42 @@ chain_runs(const struct chain *c, const unsigned *starts, unsigned ns, char **ou
 	return 0;
 }
 
-/* The length of atom a's text without its quantifier when it is a group
- * repeated at least once (its one copy); else its whole length. */
-static size_t
-one_copy(const char *a, size_t al)
-{
-	const char *q;
-
-	if (*a != '(' || (q = group_end(a, a + al)) == NULL || q >= a + al)
-		return al;
-	unsigned lo = *q == '+' ? 1 : 0;
-	if (*q == '{')
-		lo = (unsigned)strtoul(q + 1, NULL, 10);
-	return lo >= 1 ? (size_t)(q - a) : al;
-}
-
-/* "(?:" atoms [from, to) ")", atom k cut to its one copy (malloc'd). */
+/* The lead (tail false) or the tail of a form: see gates.h. */
 static char *
-cut_run(const struct chain *c, unsigned from, unsigned to, unsigned k)
+lead_or_tail(const char *form, bool tail)
 {
-	size_t n = 0;
-	char *out;
+	struct chain c;
+	char *out = NULL;
 
-	for (unsigned j = from; j < to; j++)
-		n += c->a[j].len;
-	if ((out = malloc(n + 5)) == NULL)
+	if (!form || chain_parse(form, false, &c) < 0 || !c.n)
 		return NULL;
-	memcpy(out, "(?:", 3);
-	n = 3;
-	for (unsigned j = from; j < to; j++) {
-		const char *a = c->body + c->a[j].off;
-		size_t l = j == k ? one_copy(a, c->a[j].len) : c->a[j].len;
-		memcpy(out + n, a, l);
-		n += l;
-	}
-	memcpy(out + n, ")", 2);
+	if (!tail) {
+		unsigned k = 0;
+		while (k < c.n && !c.a[k].solid)
+			k++;
+		if (k < c.n && (k + 1 < c.n ||
+		    one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len))
+			out = cut_run(&c, 0, k + 1, k);
+	} else
+		for (unsigned k = c.n; k-- > 0;)
+			if (c.a[k].solid && one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len) {
+				out = cut_run(&c, k, c.n, k);
+				break;
+			}
+	free(c.a);
 	return out;
 }
 
 char *
 scan_gate_lead(const char *form)
 {
-	struct chain c;
-	char *out = NULL;
-
-	if (!form || chain_parse(form, false, &c) < 0 || !c.n)
-		return NULL;
-	unsigned k = 0;
-	while (k < c.n && !c.a[k].solid)
-		k++;
-	if (k < c.n && (k + 1 < c.n || one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len))
-		out = cut_run(&c, 0, k + 1, k);
-	free(c.a);
-	return out;
+	return lead_or_tail(form, false);
 }
 
 char *
 scan_gate_tail(const char *form)
 {
-	struct chain c;
-	char *out = NULL;
-
-	if (!form || chain_parse(form, false, &c) < 0 || !c.n)
-		return NULL;
-	for (unsigned k = c.n; k-- > 0;)
-		if (c.a[k].solid && one_copy(c.body + c.a[k].off, c.a[k].len) < c.a[k].len) {
-			out = cut_run(&c, k, c.n, k);
-			break;
-		}
-	free(c.a);
-	return out;
+	return lead_or_tail(form, true);
 }
 
 unsigned

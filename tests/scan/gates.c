@@ -642,18 +642,6 @@ end_bit(unsigned int id, unsigned long long from, unsigned long long to, unsigne
 	return 0;
 }
 
-static int
-any_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
-    void *ctx)
-{
-	(void)id;
-	(void)from;
-	(void)to;
-	(void)flags;
-	*(bool *)ctx = true;
-	return 1;
-}
-
 /*
  * The lead of a form (scan_gate_lead): its atoms through the first that
  * cannot match empty, a group repeated at least once cut to one copy; NULL
@@ -739,9 +727,9 @@ test_lead(void **state)
 			n += strlen(b);
 		}
 		bool f = false, l = false, t = false;
-		hs_scan(df, text, (unsigned)n, 0, sc, any_match, &f);
-		hs_scan(dl, text, (unsigned)n, 0, sc, any_match, &l);
-		hs_scan(dt, text, (unsigned)n, 0, sc, any_match, &t);
+		hs_scan(df, text, (unsigned)n, 0, sc, on_hit, &f);
+		hs_scan(dl, text, (unsigned)n, 0, sc, on_hit, &l);
+		hs_scan(dt, text, (unsigned)n, 0, sc, on_hit, &t);
 		if (f)
 			assert_true(l && t);
 		fm += f;
