@@ -1477,18 +1477,18 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			break;  /* the prefilter form won: the loose form will not change that */
 	}
 	int lead = -1;          /* the pick is the open form's lead (0) or tail (1) */
-	for (int end = 0; end < 2 && (rc != 0 || pk.mode != SCAN_GATE_STREAM); end++) {
-		/* the lead of the open form (every repeat unbounded): a prefix
-		 * of every match, for a rule anchored at line starts whose forms
-		 * are too large for Hyperscan, or whose runs open on every
-		 * message (__FILL_THIS_FORM_PARTIAL); then its tail, a suffix of
-		 * every match (__TENWORD_GIBBERISH). One wins as the loose form
-		 * does, at under half the scan of the pick so far. */
-		char *rx0 = scan_rules_relax_open(x, false, 1);
-		char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
-		char *lx = fx ? (end ? scan_gate_tail(fx) : scan_gate_lead(fx)) : NULL;
-		free(rx0);
-		free(fx);
+	/* the lead of the open form (every repeat unbounded): a prefix of
+	 * every match, for a rule anchored at line starts whose forms are too
+	 * large for Hyperscan, or whose runs open on every message
+	 * (__FILL_THIS_FORM_PARTIAL); then its tail, a suffix of every match
+	 * (__TENWORD_GIBBERISH). One wins as the loose form does, at under
+	 * half the scan of the pick so far. */
+	char *ox0 = rc != 0 || pk.mode != SCAN_GATE_STREAM ? scan_rules_relax_open(x, false, 1) :
+	    NULL;
+	char *ox = ox0 ? scan_rules_collapse(ox0) : NULL;
+	free(ox0);
+	for (int end = 0; end < 2 && ox && (rc != 0 || pk.mode != SCAN_GATE_STREAM); end++) {
+		char *lx = end ? scan_gate_tail(ox) : scan_gate_lead(ox);
 		/* the sample's lines start with random words, so a lead opens
 		 * on it where mail's lines seldom give it a chance: the one
 		 * candidate (the form or a run of it) that opens least, then
@@ -1517,6 +1517,7 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		}
 		free(lx);
 	}
+	free(ox);
 	if (rc == 0 && pk.mode == SCAN_GATE_BLOCK && rx) {
 		/* the same atoms of the plain collapse: the gate on texts with
 		 * no "&#" (and no high byte), for the plain database */
