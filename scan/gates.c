@@ -5,6 +5,7 @@
  */
 #include "scan/gates.h"
 #include "scan/rules.h"
+#include "scan/strbuf.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -155,13 +156,16 @@ escape_end(const char *s)
 			p++;
 		return p;
 	case 'c':
-		return *p ? p + 1 : NULL;
+		/* "\c\" would hide the escape after it from a reader that
+		 * takes "\c" and one byte */
+		return *p && *p != '\\' ? p + 1 : NULL;
 	case 'p': case 'P':
 		if (*p == '{') {
 			p = strchr(p, '}');
 			return p ? p + 1 : NULL;
 		}
-		return *p ? p + 1 : NULL;
+		/* a one-letter property (\pL); "\p\:" is no pattern */
+		return (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ? p + 1 : NULL;
 	case 'N':
 		return *p == '{' ? NULL : p;
 	default:
@@ -724,6 +728,118 @@ char *
 scan_gate_tail(const char *form)
 {
 	return lead_or_tail(form, true);
+}
+
+/* The largest alternation of a form (scan_gate_split): the group at g, its
+ * content from body, its end (past the ')'), its n alternatives. */
+struct alt_site {
+	const char *g, *body, *end;
+	unsigned n;
+};
+
+/* The top-level alternatives of [p, e): how many, 0 for what the parser
+ * does not know (an option setting such as (?i) among them included). */
+static unsigned
+seq_alts(const char *p, const char *e)
+{
+	unsigned n = 1;
+
+	while (p < e) {
+		const char *q;
+		uint8_t f[32];
+		bool empty;
+		if (*p == '|') {
+			n++;
+			p++;
+			continue;
+		}
+		if (!atom_scan(p, e, false, &q, f, &empty))
+			return 0;
+		p = q;
+	}
+	return n;
+}
+
+/*
+ * The groups with no quantifier that [p, e) (a concatenation) reaches
+ * through itself and such groups, whose content has alternatives: the one
+ * with the most into *best. false for what the parser does not know.
+ */
+static bool
+alt_sites(const char *p, const char *e, unsigned depth, struct alt_site *best)
+{
+	while (p < e) {
+		const char *q, *body;
+		uint8_t f[32];
+		bool empty, ic = false;
+		if (!atom_scan(p, e, false, &q, f, &empty))
+			return false;
+		if (*p == '(' && group_content(p, &body, &ic) == 0 && group_end(p, e) == q) {
+			unsigned n = seq_alts(body, q - 1);
+			if (!n)
+				return false;
+			if (n > 1) {
+				if (n > best->n)
+					*best = (struct alt_site){p, body, q, n};
+			} else if (depth < 16 && !alt_sites(body, q - 1, depth + 1, best))
+				return false;
+		}
+		p = q;
+	}
+	return true;
+}
+
+unsigned
+scan_gate_split(const char *form, char **out, unsigned cap)
+{
+	size_t len = form ? strlen(form) : 0;
+	const char *e = form + len;
+	struct alt_site s = {0};
+	unsigned n = form ? seq_alts(form, e) : 0;
+
+	if (n > 1)
+		s = (struct alt_site){form, form, e, n};  /* A|B at the top */
+	else if (!n || !alt_sites(form, e, 0, &s))
+		return 0;
+	if (s.n < 2 || s.n > cap)
+		return 0;
+	/* text before the site, the group's opener ("(?:", "(?i:", "(") or
+	 * "(?:" for a top-level site, one alternative, ")", text after */
+	bool top = s.g == form && s.body == form;
+	const char *open = top ? "(?:" : s.g;
+	size_t olen = top ? 3 : (size_t)(s.body - s.g);
+	const char *close = top ? s.end : s.end - 1;    /* the site's ')' or its end */
+	unsigned m = 0;
+	const char *a = s.body;
+	for (const char *p = s.body; m < s.n; ) {
+		const char *q;
+		uint8_t f[32];
+		bool empty;
+		if (p < close && *p != '|') {
+			if (!atom_scan(p, close, false, &q, f, &empty))
+				break;
+			p = q;
+			continue;
+		}
+		struct scan_sb b = {0};
+		scan_sb_put(&b, form, (size_t)((top ? form : s.g) - form));
+		scan_sb_put(&b, open, olen);
+		scan_sb_put(&b, a, (size_t)(p - a));
+		scan_sb_puts(&b, ")");
+		scan_sb_puts(&b, top ? "" : s.end);
+		if (b.oom) {
+			free(b.p);
+			break;
+		}
+		out[m++] = b.p;
+		a = ++p;
+	}
+	if (m < s.n) {
+		while (m)
+			free(out[--m]);
+		return 0;
+	}
+	return m;
 }
 
 unsigned

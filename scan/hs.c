@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 24u
+#define CACHE_VERSION 25u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -41,6 +41,7 @@ const char scan_hs_gtube[] =
 #define CHAIN_STEP_ENDS 64      /* ends of one anchored copy; more: take it as reachable */
 #define CHAIN_BUDGET 4096       /* anchored scans per message and rule; more: run the rule */
 #define CHAIN_MEMO 2048
+#define CHAIN_PARTS 32          /* alternatives of a chain unit compiled apart */
 #define OWN_BUCKETS 64          /* block databases the GSEP_OWN gates of a target share */
 
 /* a Hyperscan rule that is not in its target's streaming database */
@@ -1346,6 +1347,8 @@ chain_build(struct scan_hs *e, uint32_t i)
 	char *x = rule_expr(e, r), *inner = NULL;
 	unsigned lo = x ? scan_rules_whole_repeat(x, &inner) : 0;
 	struct scan_sb b = {0}, a = {0};
+	char *parts[CHAIN_PARTS] = {NULL};
+	unsigned fl[CHAIN_PARTS], id[CHAIN_PARTS], np = 0;
 	int rc = -1;
 
 	free(x);
@@ -1367,18 +1370,32 @@ chain_build(struct scan_hs *e, uint32_t i)
 	if (!rx || hs_expression_info(rx, f, &info, &err) != HS_SUCCESS || !info ||
 	    info->min_width == 0)
 		goto out;
+	/* X' split at its largest alternation, one pattern per alternative
+	 * (scan_gate_split: the same matches; for the field-name lists of
+	 * __FILL_THIS_FORM_SHORT2 a quarter of the scan). The anchored copy,
+	 * which stops where the copy can no longer match, stays whole: split,
+	 * it would be twice the size. */
+	np = scan_gate_split(rx, parts, CHAIN_PARTS);
+	if (!np) {
+		if (!(parts[0] = strdup(rx)))
+			goto out;
+		np = 1;
+	}
+	for (unsigned k = 0; k < np; k++) {
+		fl[k] = f;
+		id[k] = i;
+	}
 	scan_sb_puts(&a, "^");
 	scan_sb_puts(&a, rx);
-	const char *xs[1] = {rx}, *as[1] = {a.p};
-	unsigned id[1] = {i};
+	const char *as[1] = {a.p};
 	size_t z1 = 0, z2 = 0;
-	if (a.oom || hs_compile_multi(xs, &f, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->ddb[i],
-	    &err) != HS_SUCCESS)
+	if (a.oom || hs_compile_multi((const char *const *)parts, fl, id, np, HS_MODE_BLOCK,
+	    scan_hs_target(), &e->ddb[i], &err) != HS_SUCCESS)
 		goto out;
 	hs_free_compile_error(err);
 	err = NULL;
-	if (hs_compile_multi(as, &fa, id, 1, HS_MODE_BLOCK, scan_hs_target(), &e->adb[i], &err) !=
-	    HS_SUCCESS)
+	if (hs_compile_multi(as, &fa, &id[0], 1, HS_MODE_BLOCK, scan_hs_target(), &e->adb[i],
+	    &err) != HS_SUCCESS)
 		goto out;
 	hs_database_size(e->ddb[i], &z1);
 	hs_database_size(e->adb[i], &z2);
@@ -1388,7 +1405,8 @@ chain_build(struct scan_hs *e, uint32_t i)
 	rc = 0;
 out:
 	if (getenv("SLUICE_HS_DEBUG"))
-		fprintf(stderr, "chain %s: k=%u %s %.100s\n", r->name, lo, rc ? "no" : "ok", rx ? rx : "");
+		fprintf(stderr, "chain %s: k=%u %s (%u parts%s%s) %.100s\n", r->name, lo,
+		    rc ? "no" : "ok", np, err ? ": " : "", err ? err->message : "", rx ? rx : "");
 	if (rc) {
 		if (e->ddb[i])
 			hs_free_database(e->ddb[i]);
@@ -1400,6 +1418,8 @@ out:
 	free(info);
 	free(a.p);
 	free(rx);
+	for (unsigned k = 0; k < np; k++)
+		free(parts[k]);
 	return rc;
 }
 

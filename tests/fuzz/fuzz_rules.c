@@ -151,6 +151,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						abort();
 					free(lx);
 					free(tx);
+					/* the split: balanced parts, each longer than
+					 * nothing, as many as the count says */
+					char *sp[16];
+					unsigned ns = scan_gate_split(cx, sp, 16);
+					if (ns == 1)
+						abort();
+					for (unsigned j = 0; j < ns; j++) {
+						if (!sp[j] || !balanced(sp[j]))
+							abort();
+						free(sp[j]);
+					}
 					if (px) {
 						check_runs(px);
 						check_map(cx, px);

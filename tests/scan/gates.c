@@ -746,6 +746,88 @@ test_lead(void **state)
 }
 
 /*
+ * Split forms (scan_gate_split): the largest alternation reached through
+ * concatenations and plain groups is expanded, the rest kept; a quantified
+ * group is not reached; and the parts together match at exactly the ends
+ * the form does (every end, on random texts), as a multi-pattern database.
+ */
+static void
+test_split(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *form;
+		const char *parts[4];
+	} cases[] = {
+		{"a(?:b|c)d", {"a(?:b)d", "a(?:c)d"}},
+		{"x|yz", {"(?:x)", "(?:yz)"}},
+		{"(?:q(?:a|b)(?i:c|d|e))", {"(?:q(?:a|b)(?i:c))", "(?:q(?:a|b)(?i:d))",
+		    "(?:q(?:a|b)(?i:e))"}},
+		{"(?:(?:(?:p|q|r))s)", {"(?:(?:(?:p))s)", "(?:(?:(?:q))s)", "(?:(?:(?:r))s)"}},
+		{"(?:a|b)+c", {NULL}},                 /* quantified: not reached */
+		{"abc", {NULL}},                        /* no alternation */
+		{"(?i)a|b", {NULL}},                    /* an option setting: not parsed */
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		char *out[8];
+		unsigned n = scan_gate_split(cases[k].form, out, 8), want = 0;
+		while (want < 4 && cases[k].parts[want])
+			want++;
+		assert_int_equal(n, want);
+		for (unsigned j = 0; j < n; j++) {
+			assert_string_equal(out[j], cases[k].parts[j]);
+			free(out[j]);
+		}
+	}
+	char *big[2];
+	assert_int_equal(scan_gate_split("a|b|c", big, 2), 0);  /* over cap */
+
+	static const char form[] = "(?:(?:your\\s)?(?:(?:home|cell)\\s?phone|name(?:s|\\sand)?"
+	    "|e-?mail|(?:zip|post)\\s?code)[:\\s]{1,3}(?:_{2,}|\\n))";
+	static const char *const bits[] = {"your ", "home", "cell", "phone", "name", "email",
+	    "e-mail", "zip", "post", "code", ":", " ", "__", "\n", "s", " and", "x"};
+	char *parts[16];
+	unsigned np = scan_gate_split(form, parts, 16);
+	assert_int_equal(np, 4);
+	unsigned fl[16], id[16];
+	for (unsigned j = 0; j < np; j++) {
+		fl[j] = HS_FLAG_CASELESS;
+		id[j] = 7;
+	}
+	hs_database_t *df = compile_block(form, HS_FLAG_CASELESS), *ds = NULL;
+	hs_compile_error_t *err = NULL;
+	hs_scratch_t *sc = NULL;
+	assert_non_null(df);
+	assert_int_equal(hs_compile_multi((const char *const *)parts, fl, id, np, HS_MODE_BLOCK,
+	    NULL, &ds, &err), HS_SUCCESS);
+	assert_int_equal(hs_alloc_scratch(df, &sc), HS_SUCCESS);
+	assert_int_equal(hs_alloc_scratch(ds, &sc), HS_SUCCESS);
+	unsigned seed = 5, hit = 0;
+	for (unsigned m = 0; m < 2000; m++) {
+		char text[256];
+		size_t n = 0;
+		uint8_t ef[sizeof(text) / 8 + 1] = {0}, es[sizeof(text) / 8 + 1] = {0};
+		while (n < 120) {
+			seed = seed * 1103515245u + 12345u;
+			const char *b = bits[(seed >> 16) % (sizeof(bits) / sizeof(bits[0]))];
+			memcpy(text + n, b, strlen(b));
+			n += strlen(b);
+		}
+		hs_scan(df, text, (unsigned)n, 0, sc, end_bit, ef);
+		hs_scan(ds, text, (unsigned)n, 0, sc, end_bit, es);
+		assert_memory_equal(ef, es, sizeof(ef));
+		for (size_t b = 0; b < sizeof(ef); b++)
+			hit += ef[b] != 0;
+	}
+	assert_true(hit > 200);         /* the form matched, often */
+	for (unsigned j = 0; j < np; j++)
+		free(parts[j]);
+	hs_free_scratch(sc);
+	hs_free_database(df);
+	hs_free_database(ds);
+}
+
+/*
  * ASCII forms (scan_rules_ascii_form): on text with no byte >= 0x80 they
  * match at exactly the offsets the original does (look-alike letter
  * groups, high bytes in classes, optional and required high-only atoms,
@@ -926,6 +1008,7 @@ main(void)
 		cmocka_unit_test(test_ascii_form),
 		cmocka_unit_test(test_plain_form),
 		cmocka_unit_test(test_lead),
+		cmocka_unit_test(test_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
