@@ -154,7 +154,7 @@ def sluice_bench(args, acct, msgs, rep):
             info["load_s"] = float(m.group(3))
         if line.startswith("regex rules in effect"):
             info["in_effect"] = line.strip()
-        for key in ("gates databases", "own gates", "deferred", "squeeze databases",
+        for key in ("gates databases", "stream apart", "own gates", "deferred", "squeeze databases",
                     "chain gates", "filtered", "counted without"):
             if line.startswith(key):
                 info.setdefault("engine", []).append(line.strip())

@@ -25,7 +25,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 25u
+#define CACHE_VERSION 26u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -56,6 +56,8 @@ const char scan_hs_gtube[] =
                                    (scan_gate_pick), among the target's own gates */
 #define DEFER_WORDS 6           /* a word run, \b(?:[C]{m,}[S]+){n}, counted by a
                                    byte automaton (wordrun_make) */
+#define DEFER_APART 7           /* slow alone on the sample, no gate: in the target's
+                                   gates stream, apart from the fast patterns */
 #define CTR_MAX SCAN_RULES_LSET_MAX
 #define WR_MAX 8                /* word-run rules per target; more stay in Hyperscan */
 /* a PCRE2 rule whose matches are at most WIN_MAX bytes wide runs only near
@@ -300,9 +302,9 @@ const char *
 scan_hs_rule_how(const struct scan_hs *e, uint32_t i)
 {
 	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted", "filtered",
-	    "deferred-run", "counted-words"};
+	    "deferred-run", "counted-words", "stream-apart"};
 
-	if (i >= e->rs->n || e->defer[i] > DEFER_WORDS)
+	if (i >= e->rs->n || e->defer[i] > DEFER_APART)
 		return "";
 	if (e->cls[i] == SCAN_HS_C_HS ? e->defer[i] == DEFER_FILTER :
 	    e->cls[i] != SCAN_HS_C_GATED || e->defer[i] != DEFER_FILTER)
@@ -1760,6 +1762,13 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 						scan_gate_pick_free(&pk);
 					}
 				}
+				/* a slow pattern that stays in the stream goes to the
+				 * target's second stream (the gates database): the fast
+				 * patterns' database then scans the corpus bodies in 40%
+				 * of the time, the slow ones cost what they cost alone */
+				if (e->defer[i] == DEFER_NO && slow_ok && mbps > 0 &&
+				    mbps < SCAN_HS_APART_MBPS)
+					e->defer[i] = DEFER_APART;
 			} else
 				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
 			free(x);
@@ -1776,6 +1785,15 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 			case DEFER_RUN:
 			case DEFER_WORDS:
 				rc = 1;
+				break;
+			case DEFER_APART:
+				rc = items_add(git, rule_expr(e, r),
+				    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i);
+				if (rc == 0) {
+					rc = 1;
+					if (st)
+						st->apart[t]++;
+				}
 				break;
 			default:
 				rc = items_add(it, rule_expr(e, r),
@@ -2609,7 +2627,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			hs_free_compile_error(err);
 			continue;
 		}
-		if (e->cls[i] != SCAN_HS_C_HS || e->defer[i] == DEFER_NO || r->type >= SCAN_T_COUNT)
+		if (e->cls[i] != SCAN_HS_C_HS || e->defer[i] == DEFER_NO ||
+		    e->defer[i] == DEFER_APART || r->type >= SCAN_T_COUNT)
 			continue;
 		if (e->defer[i] == DEFER_WORDS) {
 			if (d->n_wr >= WR_MAX || !wordrun_make(r, i, &d->wr[d->n_wr])) {

@@ -111,6 +111,12 @@
  * time; from 1500 to 4000 the stream took 17% less and the whole scan 6%
  * fewer instructions (8000: no better; bench/RESULTS.md) */
 #define SCAN_HS_DEFER_MBPS 4000.0
+/* a pattern of any target but HEADER that stays in the stream (no gate to
+ * defer it behind) but alone scans the sample text slower than this goes
+ * to the target's gates database, a second stream: Hyperscan's database of
+ * the fast patterns is then far cheaper (body, corpus: 66 ms alone against
+ * 46 ms for both; bench/RESULTS.md) */
+#define SCAN_HS_APART_MBPS 6000.0
 #define SCAN_HS_SQUEEZE_MIN 3
 #define SCAN_HS_SQUEEZE_SURE 4  /* shorter squeeze strings must not occur in
                                    the squeezed sample text */
@@ -167,6 +173,7 @@ struct scan_hs_stats {
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */
 	unsigned squeezed[SCAN_T_COUNT];        /* ... of which behind a squeeze gate */
 	unsigned deferred_run[SCAN_T_COUNT];    /* ... behind a run of their own atoms */
+	unsigned apart[SCAN_T_COUNT];           /* slow Hyperscan rules in the gates stream */
 	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */
 	unsigned chained[SCAN_T_COUNT];         /* PREFILTER rules behind a chain gate */
 	unsigned filtered[SCAN_T_COUNT];        /* GATED PCRE2 rules probed by their relaxed

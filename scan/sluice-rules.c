@@ -283,6 +283,10 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 		if (st->gpatterns[t])
 			printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->gpatterns[t],
 			    st->gdb_bytes[t] / 1024, st->gstream_bytes[t]);
+	printf("\nstream apart (slow alone on the sample, no gate: in the gates stream):");
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		if (st->apart[t])
+			printf(" %s=%u", scan_rules_type_name(t), st->apart[t]);
 	printf("\nown gates (relaxed forms or runs of them; block mode, over the kept text):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->own[t])

@@ -702,7 +702,10 @@ static const char defer_rules[] =
     "body   O_1    /(?<![a-z])x[a-z]{2}[0-9]{2}(?![0-9])/\n"
     "body   O_2    /(?<!q)z[0-9]z[0-9]/\n"
     "body   O_3    /(?<![a-z])[jq][a-z]{3}[0-9](?!k)/\n"
-    "body   RUNR   /\\b[a-z]{2,6}\\s+[0-9]{3}q[0-9]{2}z\\b/\n";
+    "body   RUNR   /\\b[a-z]{2,6}\\s+[0-9]{3}q[0-9]{2}z\\b/\n"
+    "body   APART  /^\\s*\\S/\n"
+    "tflags APART  multiple maxhits=30\n"
+    "body   APART2 /\\b[a-z]{2,}\\s+[0-9]{2,}\\b/i\n";
 
 static void
 defer_msg(char *buf, size_t cap, unsigned seed)
@@ -737,6 +740,7 @@ test_deferred_same_hits(void **state)
 	struct eng g[3];
 	struct scan_hs_stats *st = &g[2].st;
 	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0, runr = 0;
+	unsigned apart = 0;
 
 	for (int k = 0; k < 3; k++)
 		eng_up_cfg(&g[k], defer_rules, drugs, &cfg[k]);
@@ -759,6 +763,12 @@ test_deferred_same_hits(void **state)
 	    "deferred-run");
 	assert_int_equal(scan_hs_rule_class(g[0].e, (uint32_t)scan_rules_find(g[0].rs, "F_GATED")),
 	    SCAN_HS_C_GATED);
+	/* slow, no gate: in the gates stream (about 1,600 MB/s on the sample
+	 * against SCAN_HS_APART_MBPS) */
+	assert_string_equal(scan_hs_rule_how(g[1].e, (uint32_t)scan_rules_find(g[1].rs, "APART")),
+	    "stream-apart");
+	assert_true(g[1].st.apart[SCAN_T_BODY] >= 1);
+	assert_int_equal(g[0].st.apart[SCAN_T_BODY], 0);
 	for (unsigned m = 0; m < 40; m++) {
 		char msg[8192];
 		defer_msg(msg, sizeof(msg), m + 1);
@@ -778,10 +788,11 @@ test_deferred_same_hits(void **state)
 		win += hits(&g[0], "WIN") > 0;
 		fgated += hits(&g[0], "F_GATED") > 0;
 		runr += hits(&g[0], "RUNR") > 0;
+		apart += hits(&g[0], "APART") > 1 && hits(&g[0], "APART2") > 0;
 		own += hits(&g[0], "O_1") > 0 && hits(&g[0], "O_2") > 0 && hits(&g[0], "O_3") > 0;
 	}
 	assert_true(mdef > 10 && win > 10 && fgated > 10 && own > 5 && ecap > 10 &&
-	    runr > 5);         /* not vacuous */
+	    runr > 5 && apart > 10);   /* not vacuous */
 	if (access(drugs, R_OK) == 0)
 		assert_true(drug_hits > 40);
 	print_message("deferred %u (%u squeeze), counted %u, own gates %u in %u databases; "
