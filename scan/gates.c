@@ -18,7 +18,7 @@
 
 #define CHUNK 4096u             /* stream writes while measuring, as the
                                    cost model in hs.c feeds its streams */
-#define REPS 3
+#define REPS SCAN_GATE_REPS
 #define SAMPLE_MSGS 8           /* the sample, cut into this many "messages" */
 #define NEAR_CALL_SECONDS 0.3e-6 /* a PCRE2 search and the gate's callbacks, per window */
 

@@ -153,6 +153,12 @@ int scan_gate_pick(const char *prefilter, unsigned pf_flags, const char *relaxed
     unsigned flags, const uint8_t *sample, size_t n, double pcre_seconds, size_t max_db,
     struct scan_gate_pick *out);
 
+/* every timing of the cost models (here and in hs.c) is the best of this
+ * many runs: with 3, two cold builds on an idle machine chose differently
+ * enough to differ by 3% in instructions per message (a pattern near a
+ * threshold flips) */
+#define SCAN_GATE_REPS 7
+
 /*
  * The platform every database is compiled for: NULL (this CPU) unless
  * SLUICE_HS_PLATFORM is "avx2" or "generic" (no AVX2) in the environment

@@ -896,7 +896,8 @@ count_match(unsigned int id, unsigned long long from, unsigned long long to,
 }
 
 /*
- * MB/s of one database over the sample text (best of three), 0 on failure;
+ * MB/s of one database over the sample text (best of SCAN_GATE_REPS), 0 on
+ * failure;
  * *matches (if not NULL): how many matches the text gave.
  */
 static double
@@ -908,7 +909,7 @@ scan_speed(const hs_database_t *db, const uint8_t *sample, size_t n, unsigned *m
 
 	if (hs_alloc_scratch(db, &sc) != HS_SUCCESS)
 		return 0;
-	for (int r = 0; r < 3; r++) {
+	for (int r = 0; r < SCAN_GATE_REPS; r++) {
 		struct timespec c0, c1;
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 		if (hs_open_stream(db, 0, &str) != HS_SUCCESS)
@@ -965,7 +966,8 @@ hs_cheap_within(const char *expr, unsigned flags, struct scan_hs_stats *st, size
 }
 
 
-/* CPU seconds of one block scan of the sample text (best of three); 1e9 on failure. */
+/* CPU seconds of one block scan of the sample text (best of SCAN_GATE_REPS);
+ * 1e9 on failure. */
 static double
 block_seconds(const hs_database_t *db, const uint8_t *sample)
 {
@@ -975,7 +977,7 @@ block_seconds(const hs_database_t *db, const uint8_t *sample)
 
 	if (!sample || hs_alloc_scratch(db, &sc) != HS_SUCCESS)
 		return 1e9;
-	for (int rep = 0; rep < 3; rep++) {
+	for (int rep = 0; rep < SCAN_GATE_REPS; rep++) {
 		struct timespec c0, c1;
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 		if (hs_scan(db, (const char *)sample, SCAN_HS_SAMPLE, 0, sc, count_match, &k) !=
@@ -989,7 +991,8 @@ block_seconds(const hs_database_t *db, const uint8_t *sample)
 	return best;
 }
 
-/* CPU seconds PCRE2 (JIT) takes to run expression x of rule r over the sample (best of three). */
+/* CPU seconds PCRE2 (JIT) takes to run expression x of rule r over the
+ * sample (best of SCAN_GATE_REPS). */
 static double
 pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
 {
@@ -1005,7 +1008,7 @@ pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
 		pcre2_set_depth_limit(mc, 10000);
 		pcre2_jit_stack_assign(mc, NULL, js);
 		best = 1e9;
-		for (int rep = 0; rep < 3; rep++) {
+		for (int rep = 0; rep < SCAN_GATE_REPS; rep++) {
 			struct timespec c0, c1;
 			clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 			pcre2_match(c, sample, SCAN_HS_SAMPLE, 0, 0, md, mc);
@@ -1807,6 +1810,21 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 			if ((rc = add_gate(e, it, git, i, cfg, classify)) < 0)
 				return rc;
 		}
+	}
+	if (classify && st && st->apart[t] && st->apart[t] < SCAN_HS_APART_MIN) {
+		/* a few slow patterns apart cost a second stream and save little
+		 * (rawbody, 3 of 54: 8.7 ms for both streams against 4.3 for one):
+		 * back into the main database */
+		for (unsigned k = git->n; k-- > 0;) {
+			uint32_t id = git->v[k].id;
+			if ((id & GATE_BIT) || id == GTUBE_ID || e->defer[id] != DEFER_APART)
+				continue;
+			if ((rc = items_add(it, git->v[k].expr, git->v[k].flags, id)) < 0)
+				return rc;
+			git->v[k] = git->v[--git->n];
+			e->defer[id] = DEFER_NO;
+		}
+		st->apart[t] = 0;
 	}
 	if (t == SCAN_T_BODY && !cfg->no_gtube) {
 		struct scan_sb b = {0};

@@ -117,6 +117,7 @@
  * the fast patterns is then far cheaper (body, corpus: 66 ms alone against
  * 46 ms for both; bench/RESULTS.md) */
 #define SCAN_HS_APART_MBPS 6000.0
+#define SCAN_HS_APART_MIN 8     /* fewer in a target: they stay in the main stream */
 #define SCAN_HS_SQUEEZE_MIN 3
 #define SCAN_HS_SQUEEZE_SURE 4  /* shorter squeeze strings must not occur in
                                    the squeezed sample text */
