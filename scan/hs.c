@@ -1811,7 +1811,8 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 				return rc;
 		}
 	}
-	if (classify && st && st->apart[t] && st->apart[t] < SCAN_HS_APART_MIN) {
+	if (classify && st->apart[t] &&
+	    st->apart[t] < (cfg->apart_min ? cfg->apart_min : SCAN_HS_APART_MIN)) {
 		/* a few slow patterns apart cost a second stream and save little
 		 * (rawbody, 3 of 54: 8.7 ms for both streams against 4.3 for one):
 		 * back into the main database */
@@ -2017,6 +2018,7 @@ cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
 	h = fnv(v, strlen(v), h);
 	h = fnv(opt, sizeof(opt), h);
 	h = fnv(&cfg->defer_mbps, sizeof(cfg->defer_mbps), h);
+	h = fnv(&cfg->apart_min, sizeof(cfg->apart_min), h);
 	uint32_t ver = CACHE_VERSION;
 	h = fnv(&ver, sizeof(ver), h);
 	return h;

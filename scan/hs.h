@@ -145,6 +145,7 @@ struct scan_hs_config {
 	                                   are not run (class FAILED): faster, fewer rules */
 	bool no_defer;                  /* measure: every Hyperscan rule in the stream
 	                                   (no deferral, no counters) */
+	unsigned apart_min;             /* 0: SCAN_HS_APART_MIN; tests: 1 */
 	double defer_mbps;              /* 0: SCAN_HS_DEFER_MBPS; tests: 1e12 defers
 	                                   every rule that has a gate */
 	bool no_near;                   /* tests, measure: PCRE2 over the whole kept text,

@@ -736,7 +736,7 @@ test_deferred_same_hits(void **state)
 {
 	(void)state;
 	static const char drugs[] = "/usr/share/spamassassin/20_drugs.cf";
-	struct scan_hs_config cfg[3] = {{.no_defer = true}, {0}, {.defer_mbps = 1e12}};
+	struct scan_hs_config cfg[3] = {{.no_defer = true}, {.apart_min = 1}, {.defer_mbps = 1e12}};
 	struct eng g[3];
 	struct scan_hs_stats *st = &g[2].st;
 	unsigned drug_hits = 0, mdef = 0, win = 0, fgated = 0, own = 0, ecap = 0, runr = 0;
@@ -769,6 +769,11 @@ test_deferred_same_hits(void **state)
 	    "stream-apart");
 	assert_true(g[1].st.apart[SCAN_T_BODY] >= 1);
 	assert_int_equal(g[0].st.apart[SCAN_T_BODY], 0);
+	/* two are fewer than SCAN_HS_APART_MIN: by default they stay in the
+	 * main stream */
+	assert_string_equal(scan_hs_rule_how(g[2].e, (uint32_t)scan_rules_find(g[2].rs, "APART")),
+	    "");
+	assert_int_equal(g[2].st.apart[SCAN_T_BODY], 0);
 	for (unsigned m = 0; m < 40; m++) {
 		char msg[8192];
 		defer_msg(msg, sizeof(msg), m + 1);
