@@ -1837,8 +1837,7 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 				    rule_hs_flags(r, e->multiple[i] || e->term_check[i]), i);
 				if (rc == 0) {
 					rc = 1;
-					if (st)
-						st->apart[t]++;
+					st->apart[t]++;
 				}
 				break;
 			default:
