@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 27u
+#define CACHE_VERSION 28u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -43,6 +44,10 @@ const char scan_hs_gtube[] =
 #define CHAIN_MEMO 2048
 #define CHAIN_PARTS 32          /* alternatives of a chain unit compiled apart */
 #define OWN_BUCKETS 64          /* block databases the GSEP_OWN gates of a target share */
+#define OWN_JOIN 0.8            /* an own gate joins a group that grows by less than
+                                   this share of its scan alone (group_block) */
+#define OWN_SPLIT 0.5           /* ... when the gates alone cost less than this share
+                                   of their one database */
 
 /* a Hyperscan rule that is not in its target's streaming database */
 #define DEFER_NO 0
@@ -150,13 +155,15 @@ struct tdb {
 	unsigned npat;
 	uint32_t *always;       /* PCRE2 rules run on every message */
 	unsigned n_always;
-	hs_database_t *rdb;     /* block mode: every own gate's ASCII form (own_ascii),
-	                           scanned instead of obk[] when the kept text has no
-	                           byte >= 0x80; was: the relaxed forms of the GSEP_OWN rules,
-	                           run over the kept text at the end of the message */
-	hs_database_t *pdb;     /* block mode: the same gates in their plain ASCII forms
-	                           (scan_rules_collapse_plain), scanned instead of rdb
-	                           when the kept text also has no "&#" */
+	hs_database_t *rbk[OWN_BUCKETS]; /* block mode: every own gate's ASCII form
+	                           (own_ascii), grouped (group_block); scanned instead of
+	                           obk[] when the kept text has no byte >= 0x80 */
+	unsigned n_rbk;
+	hs_database_t *pbk[OWN_BUCKETS]; /* block mode: the same gates in their plain
+	                           ASCII forms (scan_rules_collapse_plain), grouped;
+	                           scanned instead of rbk[] when the kept text also has
+	                           no "&#" */
+	unsigned n_pbk;
 	unsigned n_own;
 	unsigned n_gated;       /* GATED + PREFILTER rules */
 	hs_database_t *sdb;     /* squeeze gates: literals of the squeezed text */
@@ -2002,8 +2009,9 @@ compile_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git
 
 /* ---- cache ---- */
 
-/* The k-th database of the cache file: per target main, gates, relaxed,
- * squeeze; then every deferred rule's, in rule order (NULL past the end). */
+/* The k-th database of the cache file: per target main, gates, squeeze;
+ * the own gates' groups (UTF-8, ASCII, plain forms); then every deferred
+ * rule's, in rule order (NULL past the end). */
 static hs_database_t **
 cache_db(struct scan_hs *e, unsigned k)
 {
@@ -2012,15 +2020,19 @@ cache_db(struct scan_hs *e, unsigned k)
 	switch (k / SCAN_T_COUNT) {
 	case 0: return &e->t[t].db;
 	case 1: return &e->t[t].gdb;
-	case 2: return &e->t[t].rdb;
-	case 3: return &e->t[t].sdb;
-	case 4: return &e->t[t].pdb;
+	case 2: return &e->t[t].sdb;
 	default:
 		break;
 	}
-	k -= 5 * SCAN_T_COUNT;
+	k -= 3 * SCAN_T_COUNT;
 	if (k < SCAN_T_COUNT * OWN_BUCKETS)
 		return &e->t[k / OWN_BUCKETS].obk[k % OWN_BUCKETS];
+	k -= SCAN_T_COUNT * OWN_BUCKETS;
+	if (k < SCAN_T_COUNT * OWN_BUCKETS)
+		return &e->t[k / OWN_BUCKETS].rbk[k % OWN_BUCKETS];
+	k -= SCAN_T_COUNT * OWN_BUCKETS;
+	if (k < SCAN_T_COUNT * OWN_BUCKETS)
+		return &e->t[k / OWN_BUCKETS].pbk[k % OWN_BUCKETS];
 	k -= SCAN_T_COUNT * OWN_BUCKETS;
 	for (uint32_t i = 0; i < e->rs->n; i++) {
 		if (e->cls[i] == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_CHAIN) {
@@ -2054,8 +2066,8 @@ cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
 {
 	uint64_t h = fnv(&e->rs->hash, sizeof(e->rs->hash), 0xcbf29ce484222325ull);
 	const char *v = hs_version();
-	uint8_t opt[5] = {cfg->no_prefilter, cfg->no_gtube, cfg->drop_always, cfg->no_scan_cost,
-	    cfg->no_defer};
+	uint8_t opt[6] = {cfg->no_prefilter, cfg->no_gtube, cfg->drop_always, cfg->no_scan_cost,
+	    cfg->no_defer, cfg->own_apart};
 
 	h = fnv(v, strlen(v), h);
 	h = fnv(opt, sizeof(opt), h);
@@ -2214,12 +2226,12 @@ scan_hs_free(struct scan_hs *e)
 			hs_free_database(e->t[t].db);
 		if (e->t[t].gdb)
 			hs_free_database(e->t[t].gdb);
-		if (e->t[t].rdb)
-			hs_free_database(e->t[t].rdb);
-		if (e->t[t].pdb)
-			hs_free_database(e->t[t].pdb);
 		if (e->t[t].sdb)
 			hs_free_database(e->t[t].sdb);
+		for (unsigned b = 0; b < OWN_BUCKETS; b++) {
+			hs_free_database(e->t[t].rbk[b]);
+			hs_free_database(e->t[t].pbk[b]);
+		}
 		free(e->t[t].always);
 		free(e->t[t].defer);
 		free(e->t[t].ctr);
@@ -2435,19 +2447,184 @@ own_group(struct scan_hs *e, unsigned t)
 	return rc;
 }
 
+/* The own gates' group counts of a target loaded from the cache. */
+static void
+count_bk(struct tdb *d)
+{
+	while (d->n_obk < OWN_BUCKETS && d->obk[d->n_obk])
+		d->n_obk++;
+	while (d->n_rbk < OWN_BUCKETS && d->rbk[d->n_rbk])
+		d->n_rbk++;
+	while (d->n_pbk < OWN_BUCKETS && d->pbk[d->n_pbk])
+		d->n_pbk++;
+}
+
+/* One block database of the expressions sel[0..n-1] of ex/fl/id; NULL if it fails. */
+static hs_database_t *
+block_subset(const char *const *ex, const unsigned *fl, const unsigned *id, const unsigned *sel,
+    unsigned n)
+{
+	const char **x = malloc(n * sizeof(*x));
+	unsigned *f = malloc(n * sizeof(*f)), *i = malloc(n * sizeof(*i));
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+
+	for (unsigned k = 0; x && f && i && k < n; k++) {
+		x[k] = ex[sel[k]];
+		f[k] = fl[sel[k]];
+		i[k] = id[sel[k]];
+	}
+	if (!x || !f || !i || hs_compile_multi(x, f, i, n, HS_MODE_BLOCK, scan_hs_target(), &db,
+	    &err) != HS_SUCCESS)
+		db = NULL;
+	hs_free_compile_error(err);
+	free(x);
+	free(f);
+	free(i);
+	return db;
+}
+
 /*
- * Target t's own gates in their ASCII forms (scan_rules_ascii_form), one
- * block database: on a kept text with no byte >= 0x80 they match where the
- * gates do, at the same offsets, and the look-alike groups of the fuzzy
- * forms lose their UTF-8 branches (half the scan). A form that does not
- * compile stays as it was. With plain, the forms of the plain collapse
- * (e->rplain, where a gate has one) instead: on a text that also has no
- * "&#" the HTML-entity branches cannot match either, and the groups shrink
- * to one class each; NULL (no database) when no gate has a plain form.
- * 0, or -ENOMEM; a database that fails is none.
+ * Puts n block-mode expressions in one database, or, when they scan the
+ * sample text alone in under OWN_SPLIT of that database's time, groups
+ * them into at most OWN_BUCKETS databases: costliest first, each joins
+ * the group whose scan grows least with it, if that growth is under
+ * OWN_JOIN of its own scan alone; else it opens a group. A block scan is
+ * a pass over the kept text, so sharing a database usually wins, but a
+ * few expressions slow a database down far beyond their own cost: on the
+ * corpus's rawbody texts, the 6 plain own gates cost 20.6 ms in one
+ * database and 8.6 ms in three. Only a large gap on the sample is
+ * trusted: the body's 65 plain gates cost half as much grouped there,
+ * and on the corpus no less than in one database (docs/SCAN-RULES.md).
+ * With apart (tests), every expression gets a database of its own. The
+ * databases go to out[], their count to *nout; 0, -EIO when one does not
+ * compile (none is kept), -ENOMEM.
  */
 static int
-own_ascii(struct scan_hs *e, unsigned t, bool plain)
+group_block(const struct scan_hs *e, const char *const *ex, const unsigned *fl,
+    const unsigned *id, unsigned n, hs_database_t **out, unsigned *nout, bool apart)
+{
+	double *cost = calloc(n + 1, sizeof(*cost)), gcost[OWN_BUCKETS];
+	unsigned *ord = malloc((n + 1) * sizeof(*ord)), *grp = malloc((n + 1) * sizeof(*grp));
+	unsigned *sel = malloc((n + 1) * sizeof(*sel)), ng = 0, todo = n;
+	int rc = 0;
+
+	*nout = 0;
+	if (!n)
+		goto out;
+	if (!cost || !ord || !grp || !sel) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (unsigned k = 0; k < n && rc == 0; k++) {
+		hs_database_t *one = block_subset(ex, fl, id, &k, 1);
+		if (!one)
+			rc = -EIO;
+		cost[k] = one ? block_seconds(one, e->sample) : 1e9;
+		hs_free_database(one);
+		ord[k] = k;
+		grp[k] = UINT_MAX;
+	}
+	if (rc == 0) {
+		/* one database, unless the gates alone cost far less together */
+		double sum = 0, c;
+		for (unsigned k = 0; k < n; k++) {
+			sum += cost[k];
+			sel[k] = k;
+		}
+		if (!(out[0] = block_subset(ex, fl, id, sel, n)))
+			rc = -EIO;
+		else if (!apart && (sum > OWN_SPLIT * (c = block_seconds(out[0], e->sample)) ||
+		    n == 1)) {
+			gcost[0] = c;
+			for (unsigned k = 0; k < n; k++)
+				grp[k] = 0;
+			ng = 1;
+			todo = 0;
+		} else {
+			hs_free_database(out[0]);
+			out[0] = NULL;
+		}
+	}
+	for (unsigned a = 1; a < todo; a++)
+		for (unsigned b = a; b > 0 && cost[ord[b]] > cost[ord[b - 1]]; b--) {
+			unsigned tv = ord[b];
+			ord[b] = ord[b - 1];
+			ord[b - 1] = tv;
+		}
+	for (unsigned j = 0; j < todo && rc == 0; j++) {
+		unsigned k = ord[j], best = UINT_MAX;
+		double binc = 1e18, bc = 0;
+		hs_database_t *bdb = NULL;
+		for (unsigned g = 0; g < ng; g++) {
+			unsigned m = 0;
+			for (unsigned i = 0; i < n; i++)
+				if (grp[i] == g)
+					sel[m++] = i;
+			sel[m++] = k;
+			hs_database_t *db = block_subset(ex, fl, id, sel, m);
+			double c = db ? block_seconds(db, e->sample) : 1e9;
+			if (db && c - gcost[g] < binc) {
+				hs_free_database(bdb);
+				bdb = db;
+				binc = c - gcost[g];
+				bc = c;
+				best = g;
+			} else
+				hs_free_database(db);
+		}
+		if (bdb && ((!apart && binc <= OWN_JOIN * cost[k]) || ng == OWN_BUCKETS)) {
+			hs_free_database(out[best]);
+			out[best] = bdb;
+			gcost[best] = bc;
+			grp[k] = best;
+			continue;
+		}
+		hs_free_database(bdb);
+		if (!(out[ng] = block_subset(ex, fl, id, &k, 1))) {
+			rc = -EIO;
+			break;
+		}
+		gcost[ng] = cost[k];
+		grp[k] = ng++;
+	}
+	if (rc == 0 && getenv("SLUICE_HS_DEBUG"))
+		for (unsigned g = 0; g < ng; g++) {
+			fprintf(stderr, "group %u: %.3f ms on the sample:", g, gcost[g] * 1e3);
+			for (unsigned i = 0; i < n; i++)
+				if (grp[i] == g)
+					fprintf(stderr, " %s", id[i] & GATE_BIT ?
+					    e->rs->rules[id[i] & ~GATE_BIT].name : "?");
+			fprintf(stderr, "\n");
+		}
+out:
+	if (rc < 0)
+		for (unsigned g = 0; g < ng; g++) {
+			hs_free_database(out[g]);
+			out[g] = NULL;
+		}
+	else
+		*nout = ng;
+	free(cost);
+	free(ord);
+	free(grp);
+	free(sel);
+	return rc;
+}
+
+/*
+ * Target t's own gates in their ASCII forms (scan_rules_ascii_form),
+ * grouped in a few block databases (group_block): on a kept text with no
+ * byte >= 0x80 they match where the gates do, at the same offsets, and
+ * the look-alike groups of the fuzzy forms lose their UTF-8 branches
+ * (half the scan). A form that does not compile stays as it was. With
+ * plain, the forms of the plain collapse (e->rplain, where a gate has one)
+ * instead: on a text that also has no "&#" the HTML-entity branches cannot
+ * match either, and the groups shrink to one class each; no database when
+ * no gate has a plain form. 0, or -ENOMEM; a group that fails leaves none.
+ */
+static int
+own_ascii(struct scan_hs *e, unsigned t, bool plain, bool own_apart)
 {
 	struct tdb *d = &e->t[t];
 	unsigned n = d->n_own, np = 0;
@@ -2455,7 +2632,8 @@ own_ascii(struct scan_hs *e, unsigned t, bool plain)
 	char **ax;
 	unsigned *fl, *id;
 	hs_compile_error_t *err = NULL;
-	hs_database_t **db = plain ? &d->pdb : &d->rdb;
+	hs_database_t **db = plain ? d->pbk : d->rbk;
+	unsigned *ndb = plain ? &d->n_pbk : &d->n_rbk;
 	int rc = 0;
 
 	if (!n || getenv("SLUICE_HS_NO_ASCII"))
@@ -2493,10 +2671,8 @@ own_ascii(struct scan_hs *e, unsigned t, bool plain)
 	}
 	if (!ex || !ax || !fl || !id)
 		rc = -ENOMEM;
-	else if (rc == 0 && (!plain || np) &&
-	    hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, scan_hs_target(), db, &err) != HS_SUCCESS)
-		*db = NULL;
-	hs_free_compile_error(err);
+	else if (rc == 0 && (!plain || np))
+		rc = group_block(e, ex, fl, id, n, db, ndb, own_apart) == -ENOMEM ? -ENOMEM : 0;
 	for (unsigned k = 0; ax && k < n; k++)
 		free(ax[k]);
 	free(ex);
@@ -2614,8 +2790,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		st->cache_status = cache_load(e, &cfg);
 		cached = st->cache_status == 0;
 		for (unsigned t = 0; t < SCAN_T_COUNT && cached; t++)
-			while (e->t[t].n_obk < OWN_BUCKETS && e->t[t].obk[e->t[t].n_obk])
-				e->t[t].n_obk++;
+			count_bk(&e->t[t]);
 		if (!cached) {
 			memset(e->cls, 0, rs->n);
 			memset(e->gsep, 0, rs->n);
@@ -2749,8 +2924,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		free(x);
 	}
 	for (unsigned t = 0; t < SCAN_T_COUNT && !cached && rc == 0; t++)
-		if ((rc = own_group(e, t)) == 0 && (rc = own_ascii(e, t, false)) == 0)
-			rc = own_ascii(e, t, true);
+		if ((rc = own_group(e, t)) == 0 && (rc = own_ascii(e, t, false, cfg.own_apart)) == 0)
+			rc = own_ascii(e, t, true, cfg.own_apart);
 	for (unsigned t = 0; t < SCAN_T_COUNT && e->dump && rc == 0; t++)
 		dump_own(e, t);
 	if (rc < 0)
@@ -2846,10 +3021,18 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			st->rdb_bytes[t] += z;
 		}
 		st->own_dbs[t] = d->n_obk;
-		if (d->rdb)
-			hs_database_size(d->rdb, &st->ascii_bytes[t]);
-		if (d->pdb)
-			hs_database_size(d->pdb, &st->plain_bytes[t]);
+		for (unsigned b = 0; b < d->n_rbk; b++) {
+			size_t z = 0;
+			hs_database_size(d->rbk[b], &z);
+			st->ascii_bytes[t] += z;
+		}
+		for (unsigned b = 0; b < d->n_pbk; b++) {
+			size_t z = 0;
+			hs_database_size(d->pbk[b], &z);
+			st->plain_bytes[t] += z;
+		}
+		st->ascii_dbs[t] = d->n_rbk;
+		st->plain_dbs[t] = d->n_pbk;
 		st->spatterns[t] = d->nspat;
 		for (unsigned k = 0; k < d->n_defer; k++) {
 			size_t z = 0;
@@ -2864,6 +3047,19 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		cache_save(e, &cfg);
 	if (!e->sample && (e->sample = malloc(SCAN_HS_SAMPLE)))
 		sample_text(e->sample, SCAN_HS_SAMPLE);
+	if (e->dump && e->sample) {
+		/* measurement: the cost model's text, as one message of text-T */
+		char fn[4096];
+		uint32_t l[2] = {SCAN_HS_SAMPLE, 0};
+		snprintf(fn, sizeof(fn), "%s/sample", e->dump);
+		FILE *f = fopen(fn, "w");
+		if (f) {
+			fwrite(&l[0], 4, 1, f);
+			fwrite(e->sample, 1, SCAN_HS_SAMPLE, f);
+			fwrite(&l[1], 4, 1, f);
+			fclose(f);
+		}
+	}
 	for (unsigned t = 0; t < SCAN_T_COUNT && e->sample; t++) {
 		/* what each database costs on the sample text (report only) */
 		if (e->t[t].db)
@@ -2887,14 +3083,14 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 				hs_alloc_scratch(e->t[t].gdb, &sc);
 		}
 		for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
-			if (e->t[t].rdb)
-				hs_alloc_scratch(e->t[t].rdb, &sc);
-			if (e->t[t].pdb)
-				hs_alloc_scratch(e->t[t].pdb, &sc);
 			if (e->t[t].sdb)
 				hs_alloc_scratch(e->t[t].sdb, &sc);
 			for (unsigned b = 0; b < e->t[t].n_obk; b++)
 				hs_alloc_scratch(e->t[t].obk[b], &sc);
+			for (unsigned b = 0; b < e->t[t].n_rbk; b++)
+				hs_alloc_scratch(e->t[t].rbk[b], &sc);
+			for (unsigned b = 0; b < e->t[t].n_pbk; b++)
+				hs_alloc_scratch(e->t[t].pbk[b], &sc);
 		}
 		for (uint32_t i = 0; i < rs->n; i++) {
 			if (e->ddb[i])
@@ -2931,14 +3127,19 @@ scan_hs_worker_new(const struct scan_hs *e)
 		    (e->t[t].gdb && hs_alloc_scratch(e->t[t].gdb, &w->scratch) != HS_SUCCESS))
 			goto fail;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
-		if ((e->t[t].rdb && hs_alloc_scratch(e->t[t].rdb, &w->scratch) != HS_SUCCESS) ||
-		    (e->t[t].pdb && hs_alloc_scratch(e->t[t].pdb, &w->scratch) != HS_SUCCESS) ||
-		    (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS))
+		if (e->t[t].sdb && hs_alloc_scratch(e->t[t].sdb, &w->scratch) != HS_SUCCESS)
 			goto fail;
-	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		for (unsigned b = 0; b < e->t[t].n_obk; b++)
 			if (hs_alloc_scratch(e->t[t].obk[b], &w->scratch) != HS_SUCCESS)
 				goto fail;
+		for (unsigned b = 0; b < e->t[t].n_rbk; b++)
+			if (hs_alloc_scratch(e->t[t].rbk[b], &w->scratch) != HS_SUCCESS)
+				goto fail;
+		for (unsigned b = 0; b < e->t[t].n_pbk; b++)
+			if (hs_alloc_scratch(e->t[t].pbk[b], &w->scratch) != HS_SUCCESS)
+				goto fail;
+	}
 	for (uint32_t i = 0; i < e->rs->n; i++)
 		if ((e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS) ||
 		    (e->adb[i] && hs_alloc_scratch(e->adb[i], &w->scratch) != HS_SUCCESS))
@@ -3885,18 +4086,21 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (!p->keep[t] || !p->kept[t] || !e->t[t].n_obk)
 			continue;
-		if (e->t[t].rdb && all_ascii(p->keep[t], p->kept[t])) {
-			/* the same gates in their ASCII forms, one pass; with no
-			 * HTML numeric entity in the text, their plain forms */
-			hs_database_t *db = e->t[t].rdb;
-			if (e->t[t].pdb && !has_entity(p->keep[t], p->kept[t])) {
-				db = e->t[t].pdb;
+		if (e->t[t].n_rbk && all_ascii(p->keep[t], p->kept[t])) {
+			/* the same gates in their ASCII forms; with no HTML
+			 * numeric entity in the text, their plain forms */
+			hs_database_t *const *db = e->t[t].rbk;
+			unsigned n = e->t[t].n_rbk;
+			if (e->t[t].n_pbk && !has_entity(p->keep[t], p->kept[t])) {
+				db = e->t[t].pbk;
+				n = e->t[t].n_pbk;
 				m->plain_runs++;
 			}
 			m->ascii_runs++;
-			if (hs_scan(db, (const char *)p->keep[t], (unsigned)p->kept[t], 0,
-			    w->scratch, on_match, m) != HS_SUCCESS)
-				rc = -EIO;
+			for (unsigned b = 0; b < n; b++)
+				if (hs_scan(db[b], (const char *)p->keep[t], (unsigned)p->kept[t], 0,
+				    w->scratch, on_match, m) != HS_SUCCESS)
+					rc = -EIO;
 			continue;
 		}
 		for (unsigned b = 0; b < e->t[t].n_obk; b++)

@@ -146,6 +146,8 @@ struct scan_hs_config {
 	bool no_defer;                  /* measure: every Hyperscan rule in the stream
 	                                   (no deferral, no counters) */
 	unsigned apart_min;             /* 0: SCAN_HS_APART_MIN; tests: 1 */
+	bool own_apart;                 /* tests: every own gate's ASCII and plain forms
+	                                   in a block database of its own */
 	double defer_mbps;              /* 0: SCAN_HS_DEFER_MBPS; tests: 1e12 defers
 	                                   every rule that has a gate */
 	bool no_near;                   /* tests, measure: PCRE2 over the whole kept text,
@@ -166,10 +168,12 @@ struct scan_hs_stats {
 	                                           in a block database per target */
 	size_t rdb_bytes[SCAN_T_COUNT];
 	unsigned own_dbs[SCAN_T_COUNT];         /* block databases the own gates share */
-	size_t ascii_bytes[SCAN_T_COUNT];       /* ... all of them in ASCII forms, one
-	                                           database (0: none) */
+	size_t ascii_bytes[SCAN_T_COUNT];       /* ... all of them in ASCII forms
+	                                           (0: none) */
+	unsigned ascii_dbs[SCAN_T_COUNT];       /* ... in so many block databases */
 	size_t plain_bytes[SCAN_T_COUNT];       /* ... in plain ASCII forms (no HTML
-	                                           entity branches), one database */
+	                                           entity branches) */
+	unsigned plain_dbs[SCAN_T_COUNT];
 	unsigned near[SCAN_T_COUNT];            /* PCRE2 rules that run near their gate's
 	                                           match ends (at most WIN_MAX wide) */
 	unsigned deferred[SCAN_T_COUNT];        /* Hyperscan rules run alone behind a gate */

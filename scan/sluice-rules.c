@@ -290,9 +290,10 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	printf("\nown gates (relaxed forms or runs of them; block mode, over the kept text):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->own[t])
-			printf(" %s=%u pat in %u databases/%zu KB (ASCII forms %zu KB, plain %zu KB)",
+			printf(" %s=%u pat in %u databases/%zu KB (ASCII forms %u/%zu KB, plain %u/%zu KB)",
 			    scan_rules_type_name(t), st->own[t], st->own_dbs[t], st->rdb_bytes[t] / 1024,
-			    st->ascii_bytes[t] / 1024, st->plain_bytes[t] / 1024);
+			    st->ascii_dbs[t], st->ascii_bytes[t] / 1024, st->plain_dbs[t],
+			    st->plain_bytes[t] / 1024);
 	printf("\ndeferred (slow alone on the sample text; run alone over the kept text when the gate fired):");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		if (st->deferred[t])

@@ -600,8 +600,10 @@ test_lead_gate(void **state)
 /*
  * Own gates in their plain forms (no HTML-entity branches) on a text with
  * no "&#" and no high byte, in their ASCII forms on one with entities: the
- * same hits as with the gates as built (SLUICE_HS_NO_ASCII) and as PCRE2
- * with no gate at all, and the plain database was the one scanned.
+ * same hits as with the gates as built (SLUICE_HS_NO_ASCII), as with each
+ * ASCII and plain form in a database of its own (cfg.own_apart: every
+ * group is scanned), and as PCRE2 with no gate at all, and the plain
+ * databases were the ones scanned.
  */
 static void
 test_plain_gates(void **state)
@@ -616,9 +618,9 @@ test_plain_gates(void **state)
 		"pharm", "ph@rm", "PH4RM", "&#112;harm", "p&#104;@rm", "phar", "via", "vi@",
 		"\\/1a", "&#86;ia", "xvia", "v1a!", "the", "meeting", "notes", "please",
 	};
-	struct scan_hs_config cfg[3] = {{.defer_mbps = 1e12}, {.defer_mbps = 1e12},
-	    {.no_prefilter = true}};
-	struct eng g[3];
+	struct scan_hs_config cfg[4] = {{.defer_mbps = 1e12}, {.defer_mbps = 1e12},
+	    {.no_prefilter = true}, {.defer_mbps = 1e12, .own_apart = true}};
+	struct eng g[4];
 	unsigned hit[2] = {0}, plain = 0, entity = 0;
 
 	eng_up_cfg(&g[0], rules, NULL, &cfg[0]);
@@ -626,9 +628,13 @@ test_plain_gates(void **state)
 	eng_up_cfg(&g[1], rules, NULL, &cfg[1]);
 	unsetenv("SLUICE_HS_NO_ASCII");
 	eng_up_cfg(&g[2], rules, NULL, &cfg[2]);
+	eng_up_cfg(&g[3], rules, NULL, &cfg[3]);
 	assert_true(g[0].st.own[SCAN_T_BODY] >= 2);
 	assert_true(g[0].st.plain_bytes[SCAN_T_BODY] > 0);
 	assert_int_equal(g[1].st.plain_bytes[SCAN_T_BODY], 0);
+	assert_int_equal(g[3].st.own[SCAN_T_BODY], g[0].st.own[SCAN_T_BODY]);
+	assert_int_equal(g[3].st.plain_dbs[SCAN_T_BODY], g[3].st.own[SCAN_T_BODY]);
+	assert_int_equal(g[3].st.ascii_dbs[SCAN_T_BODY], g[3].st.own[SCAN_T_BODY]);
 	for (unsigned m = 0; m < 120; m++) {
 		char msg[4096];
 		size_t n = (size_t)snprintf(msg, sizeof(msg), "Subject: plain %u\r\n\r\n", m);
@@ -641,29 +647,31 @@ test_plain_gates(void **state)
 			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", w, k % 5 == 4 ? "\r\n" : " ");
 		}
 		snprintf(msg + n, sizeof(msg) - n, "\r\n");
-		for (int k = 0; k < 3; k++)
+		for (int k = 0; k < 4; k++)
 			scan_split(&g[k], msg, m % 2 ? 2 : 0, m);
 		for (int r = 0; r < 2; r++) {
 			const char *name = r ? "P_FZ2" : "P_FZ";
 			uint32_t a = hits(&g[0], name), b = hits(&g[1], name), c = hits(&g[2], name);
-			if (a != b || a != c)
+			uint32_t d = hits(&g[3], name);
+			if (a != b || a != c || a != d)
 				fail_msg("message %u, %s: %u hits with plain gates, %u with the gates, "
-				    "%u with PCRE2 alone", m, name, a, b, c);
+				    "%u with PCRE2 alone, %u with a database per gate", m, name, a, b, c, d);
 			hit[r] += a > 0;
 		}
-		/* the plain database on text with no entity, never on text with one */
+		/* the plain databases on text with no entity, never on text with one */
 		if (ent)
-			entity += g[0].s->hm->plain_runs;
+			entity += g[0].s->hm->plain_runs + g[3].s->hm->plain_runs;
 		else
 			plain += g[0].s->hm->plain_runs;
 		assert_int_equal(g[1].s->hm->plain_runs, 0);
+		assert_int_equal(g[3].s->hm->plain_runs, g[0].s->hm->plain_runs);
 	}
 	for (int r = 0; r < 2; r++)
 		if (hit[r] < 5 || hit[r] > 115)
 			fail_msg("rule %d hit %u of 120 messages: not a test", r, hit[r]);
 	assert_true(plain > 10);
 	assert_int_equal(entity, 0);
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; k < 4; k++)
 		eng_down(&g[k]);
 }
 
