@@ -2341,6 +2341,33 @@ u32_push(uint32_t **v, unsigned *n, uint32_t x)
 	return 0;
 }
 
+/* One block database of the expressions sel[0..n-1] of ex/fl/id (sel NULL: the
+ * first n); NULL if it fails. */
+static hs_database_t *
+block_subset(const char *const *ex, const unsigned *fl, const unsigned *id, const unsigned *sel,
+    unsigned n)
+{
+	const char **x = malloc(n * sizeof(*x));
+	unsigned *f = malloc(n * sizeof(*f)), *i = malloc(n * sizeof(*i));
+	hs_database_t *db = NULL;
+	hs_compile_error_t *err = NULL;
+
+	for (unsigned k = 0; x && f && i && k < n; k++) {
+		unsigned j = sel ? sel[k] : k;
+		x[k] = ex[j];
+		f[k] = fl[j];
+		i[k] = id[j];
+	}
+	if (!x || !f || !i || hs_compile_multi(x, f, i, n, HS_MODE_BLOCK, scan_hs_target(), &db,
+	    &err) != HS_SUCCESS)
+		db = NULL;
+	hs_free_compile_error(err);
+	free(x);
+	free(f);
+	free(i);
+	return db;
+}
+
 /* One block database of the gates of rules v[0..n-1] (ids GATE_BIT | rule); NULL if it fails. */
 static hs_database_t *
 own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
@@ -2348,7 +2375,6 @@ own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
 	const char **ex = malloc(n * sizeof(*ex));
 	unsigned *fl = malloc(n * sizeof(*fl)), *id = malloc(n * sizeof(*id));
 	hs_database_t *db = NULL;
-	hs_compile_error_t *err = NULL;
 
 	for (unsigned k = 0; ex && fl && id && k < n; k++) {
 		ex[k] = e->rexpr[v[k]];
@@ -2357,10 +2383,8 @@ own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
 			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;        /* every end: windows */
 		id[k] = GATE_BIT | v[k];
 	}
-	if (!ex || !fl || !id || hs_compile_multi(ex, fl, id, n, HS_MODE_BLOCK, scan_hs_target(), &db,
-	    &err) != HS_SUCCESS)
-		db = NULL;
-	hs_free_compile_error(err);
+	if (ex && fl && id)
+		db = block_subset(ex, fl, id, NULL, n);
 	free(ex);
 	free(fl);
 	free(id);
@@ -2459,31 +2483,6 @@ count_bk(struct tdb *d)
 		d->n_pbk++;
 }
 
-/* One block database of the expressions sel[0..n-1] of ex/fl/id; NULL if it fails. */
-static hs_database_t *
-block_subset(const char *const *ex, const unsigned *fl, const unsigned *id, const unsigned *sel,
-    unsigned n)
-{
-	const char **x = malloc(n * sizeof(*x));
-	unsigned *f = malloc(n * sizeof(*f)), *i = malloc(n * sizeof(*i));
-	hs_database_t *db = NULL;
-	hs_compile_error_t *err = NULL;
-
-	for (unsigned k = 0; x && f && i && k < n; k++) {
-		x[k] = ex[sel[k]];
-		f[k] = fl[sel[k]];
-		i[k] = id[sel[k]];
-	}
-	if (!x || !f || !i || hs_compile_multi(x, f, i, n, HS_MODE_BLOCK, scan_hs_target(), &db,
-	    &err) != HS_SUCCESS)
-		db = NULL;
-	hs_free_compile_error(err);
-	free(x);
-	free(f);
-	free(i);
-	return db;
-}
-
 /*
  * Puts n block-mode expressions in one database, or, when they scan the
  * sample text alone in under OWN_SPLIT of that database's time, groups
@@ -2506,7 +2505,7 @@ group_block(const struct scan_hs *e, const char *const *ex, const unsigned *fl,
 {
 	double *cost = calloc(n + 1, sizeof(*cost)), gcost[OWN_BUCKETS];
 	unsigned *ord = malloc((n + 1) * sizeof(*ord)), *grp = malloc((n + 1) * sizeof(*grp));
-	unsigned *sel = malloc((n + 1) * sizeof(*sel)), ng = 0, todo = n;
+	unsigned *sel = malloc((n + 1) * sizeof(*sel)), ng = 0, placing = n;
 	int rc = 0;
 
 	*nout = 0;
@@ -2540,19 +2539,19 @@ group_block(const struct scan_hs *e, const char *const *ex, const unsigned *fl,
 			for (unsigned k = 0; k < n; k++)
 				grp[k] = 0;
 			ng = 1;
-			todo = 0;
+			placing = 0;
 		} else {
 			hs_free_database(out[0]);
 			out[0] = NULL;
 		}
 	}
-	for (unsigned a = 1; a < todo; a++)
+	for (unsigned a = 1; a < placing; a++)
 		for (unsigned b = a; b > 0 && cost[ord[b]] > cost[ord[b - 1]]; b--) {
 			unsigned tv = ord[b];
 			ord[b] = ord[b - 1];
 			ord[b - 1] = tv;
 		}
-	for (unsigned j = 0; j < todo && rc == 0; j++) {
+	for (unsigned j = 0; j < placing && rc == 0; j++) {
 		unsigned k = ord[j], best = UINT_MAX;
 		double binc = 1e18, bc = 0;
 		hs_database_t *bdb = NULL;
