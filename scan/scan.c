@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static void
 feed(struct scan_msg *s, enum scan_target t, const void *p, size_t n)
@@ -18,12 +21,13 @@ feed(struct scan_msg *s, enum scan_target t, const void *p, size_t n)
 
 /* ---- URIs ---- */
 
-/* bytes that end a URI token: controls, space and the quoting / bracketing
- * characters (a table: uri_bytes looks at every byte of the text) */
-static const uint8_t uri_delim[256] = {
+/* per byte: 1 ends a URI token (controls, space and the quoting /
+ * bracketing characters), 2 may be part of a scheme's ':' or '.' (a table:
+ * uri_bytes looks at every byte of the text) */
+static const uint8_t uri_class[256] = {
 	[0 ... ' '] = 1, ['"'] = 1, ['\''] = 1, ['<'] = 1, ['>'] = 1, ['('] = 1,
 	[')'] = 1, ['['] = 1, [']'] = 1, ['{'] = 1, ['}'] = 1, ['\\'] = 1, ['^'] = 1,
-	['`'] = 1, ['|'] = 1,
+	['`'] = 1, ['|'] = 1, [':'] = 2, ['.'] = 2,
 };
 
 /* the schemes a token is searched for, in order of preference at one offset */
@@ -33,21 +37,19 @@ static const struct {
 } uri_schemes[] = {{"http://", 7}, {"https://", 8}, {"ftp://", 6}, {"mailto:", 7}, {"www.", 4}};
 
 /*
- * The URI in the token s->ubuf: from the leftmost offset where a scheme
- * starts (caseless; at one offset the first scheme in uri_schemes that
- * fits), trailing sentence punctuation dropped. Every scheme holds ':' or
- * '.', so a token with neither (most words) is done in one memchr each.
+ * The URI in a token (b, n bytes; mark: it holds ':' or '.'): from the
+ * leftmost offset where a scheme starts (caseless; at one offset the first
+ * scheme in uri_schemes that fits), trailing sentence punctuation dropped.
+ * Every scheme holds ':' or '.', so a token with neither (most words) is
+ * done at once.
  */
 static void
-uri_flush(struct scan_msg *s)
+uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 {
-	const uint8_t *b = s->ubuf, *best = NULL;
-	size_t n = s->ulen;
+	const uint8_t *best = NULL;
 	int which = -1;
 
-	s->ulen = 0;
-	s->uover = false;
-	if (n < 5 || (!memchr(b, ':', n) && !memchr(b, '.', n)))
+	if (n < 5 || !mark)
 		return;
 	for (size_t i = 0; i + 4 <= n && !best; i++) {
 		uint8_t c = (uint8_t)(b[i] | 0x20);
@@ -74,21 +76,89 @@ uri_flush(struct scan_msg *s)
 	feed(s, SCAN_T_URI, "\n", 1);
 }
 
+/* The token that ran across writes, in s->ubuf (its first SCAN_URI_MAX bytes). */
+static void
+uri_flush(struct scan_msg *s)
+{
+	size_t n = s->ulen;
+
+	s->ulen = 0;
+	s->uover = false;
+	uri_token(s, s->ubuf, n, memchr(s->ubuf, ':', n) || memchr(s->ubuf, '.', n));
+}
+
+static void
+uri_keep(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	size_t room = SCAN_URI_MAX - s->ulen;
+
+	if (n > room) {
+		n = room;
+		s->uover = true;
+	}
+	memcpy(s->ubuf + s->ulen, p, n);
+	s->ulen += n;
+}
+
+/* The first ':' or '.' in b (n bytes), or NULL: 16 bytes at a time. */
+static const uint8_t *
+uri_mark(const uint8_t *b, size_t n)
+{
+	size_t i = 0;
+#ifdef __SSE2__
+	const __m128i colon = _mm_set1_epi8(':'), dot = _mm_set1_epi8('.');
+	for (; i + 16 <= n; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, colon),
+		    _mm_cmpeq_epi8(v, dot)));
+		if (m)
+			return b + i + (unsigned)__builtin_ctz(m);
+	}
+#endif
+	for (; i < n; i++)
+		if (b[i] == ':' || b[i] == '.')
+			return b + i;
+	return NULL;
+}
+
+/*
+ * The text's tokens, each up to the next delimiter. Only a token that
+ * holds ':' or '.' can hold a URI, so those are looked for (uri_mark) and
+ * their tokens found around them; a token that the write cuts waits in
+ * s->ubuf for the next.
+ */
 static void
 uri_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = p[i];
-		if (uri_delim[c]) {
-			if (s->ulen)
-				uri_flush(s);
-			continue;
-		}
-		if (s->ulen < SCAN_URI_MAX)
-			s->ubuf[s->ulen++] = c;
-		else
-			s->uover = true;
+	size_t i = 0, e = n, k;
+
+	if (s->ulen) {
+		while (i < n && !(uri_class[p[i]] & 1))
+			i++;
+		uri_keep(s, p, i);
+		if (i == n)
+			return;
+		uri_flush(s);
+		i++;
 	}
+	while (e > i && !(uri_class[p[e - 1]] & 1))
+		e--;
+	/* whole tokens in [i, e): p[e - 1] ends one */
+	for (k = i; k < e;) {
+		const uint8_t *m = uri_mark(p + k, e - k);
+		if (!m)
+			break;
+		size_t a = (size_t)(m - p), z = a;
+		while (a > k && !(uri_class[p[a - 1]] & 1))
+			a--;
+		while (!(uri_class[p[z]] & 1))
+			z++;
+		/* as if kept in s->ubuf: its first SCAN_URI_MAX bytes (a mark
+		 * past them leaves no scheme in them: every scheme has one) */
+		uri_token(s, p + a, z - a < SCAN_URI_MAX ? z - a : SCAN_URI_MAX, true);
+		k = z + 1;
+	}
+	uri_keep(s, p + e, n - e);
 }
 
 /* ---- html to text (tags out, block tags to line breaks) ---- */
@@ -108,6 +178,21 @@ out_byte(struct scan_msg *s, uint8_t c)
 	s->out[s->olen++] = c;
 }
 
+/* a run of text between tags: batched with what came before it */
+static void
+out_bytes(struct scan_msg *s, const uint8_t *b, size_t n)
+{
+	if (s->olen + n > sizeof(s->out)) {
+		out_flush(s);
+		if (n >= sizeof(s->out)) {
+			feed(s, SCAN_T_BODY, b, n);
+			return;
+		}
+	}
+	memcpy(s->out + s->olen, b, n);
+	s->olen += n;
+}
+
 static bool
 block_tag(const char *t)
 {
@@ -119,19 +204,32 @@ block_tag(const char *t)
 	return false;
 }
 
+/* Text runs go out whole (memchr to the next '<'); a tag is read for its
+ * name, then skipped to its '>'. */
 static void
 html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = p[i];
+	size_t i = 0;
+
+	while (i < n) {
 		if (s->tag_state == 0) {
-			if (c == '<') {
-				s->tag_state = 1;
-				s->tag_len = 0;
-			} else
-				out_byte(s, c);
+			const uint8_t *lt = memchr(p + i, '<', n - i);
+			size_t e = lt ? (size_t)(lt - p) : n;
+			out_bytes(s, p + i, e - i);
+			if (!lt)
+				break;
+			s->tag_state = 1;
+			s->tag_len = 0;
+			i = e + 1;
 			continue;
 		}
+		if (s->tag_state == 2) {
+			const uint8_t *gt = memchr(p + i, '>', n - i);
+			if (!gt)
+				break;
+			i = (size_t)(gt - p);
+		}
+		uint8_t c = p[i++];
 		if (c == '>') {
 			s->tag[s->tag_len < sizeof(s->tag) ? s->tag_len : sizeof(s->tag) - 1] = '\0';
 			if (block_tag(s->tag))
@@ -139,14 +237,12 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 			s->tag_state = 0;
 			continue;
 		}
-		if (s->tag_state == 1) {
-			if (c == '/' && s->tag_len == 0)
-				continue;
-			if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1)
-				s->tag[s->tag_len++] = (char)tolower(c);
-			else
-				s->tag_state = 2;       /* past the name */
-		}
+		if (c == '/' && s->tag_len == 0)
+			continue;
+		if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1)
+			s->tag[s->tag_len++] = (char)tolower(c);
+		else
+			s->tag_state = 2;       /* past the name */
 	}
 	out_flush(s);
 }

@@ -339,20 +339,32 @@ test_uri_tokens(void **state)
 	    "uri U_BARE /^(?:https?|ftp):\\/\\/$/\n"
 	    "uri U_WORD /plainword/\n"
 	    "uri U_ANY  /^[a-z]+:/im\n"
-	    "tflags U_ANY multiple\n";
+	    "tflags U_ANY multiple\n"
+	    "uri U_LONG /^http:\\/\\/long\\.example\\/a{2028}$/\n"
+	    "uri U_LATE /late\\.example/\n";
 	static const char msg[] =
 	    "Subject: links\r\n"
 	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
 	    "--B\r\nContent-Type: text/plain\r\n\r\n"
 	    "see xhttp://mid.example/a, then mailto:Joe@x.example. or WWW.caps.example!\r\n"
 	    "FTP://f.example/x?! and www.a.example/https://b (plainword.) http:// ftp://\r\n"
+	    "%s\r\n%s\r\n"
 	    "--B\r\nContent-Type: text/html\r\n\r\n"
 	    "<p><a href=\"https://h.example/p?q=1\">here</a></p>\r\n"
 	    "--B--\r\n";
 
+	/* a token longer than SCAN_URI_MAX is its first SCAN_URI_MAX bytes: a
+	 * URI cut there, and a scheme past them not seen */
+	char lng[3100], late[2200], *m;
+	memcpy(lng, "http://long.example/", 20);
+	memset(lng + 20, 'a', 3000);
+	lng[3020] = '\0';
+	memset(late, 'x', 2100);
+	memcpy(late + 2100, ".http://late.example/", 22);
+	assert_true(asprintf(&m, msg, lng, late) > 0);
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 3; mode++) {
-		scan_split(&g, msg, mode, mode + 7);
+		scan_split(&g, m, mode, mode + 7);
 		assert_int_equal(hits(&g, "U_MID"), 1);
 		assert_int_equal(hits(&g, "U_MAIL"), 1);
 		assert_int_equal(hits(&g, "U_CAPS"), 1);
@@ -361,8 +373,11 @@ test_uri_tokens(void **state)
 		assert_int_equal(hits(&g, "U_HTML"), 1);
 		assert_int_equal(hits(&g, "U_BARE"), 0);
 		assert_int_equal(hits(&g, "U_WORD"), 0);
-		assert_int_equal(hits(&g, "U_ANY"), 6);        /* one line per URI */
+		assert_int_equal(hits(&g, "U_ANY"), 7);        /* one line per URI */
+		assert_int_equal(hits(&g, "U_LONG"), 1);
+		assert_int_equal(hits(&g, "U_LATE"), 0);
 	}
+	free(m);
 	eng_down(&g);
 }
 
