@@ -36,6 +36,13 @@ struct scan_rules_priv {
 	uint8_t cond_parent[COND_MAX];
 	unsigned ncond;
 	unsigned cond_overflow;
+	/* meta evaluation (meta_deps, after ordering): a meta's value when
+	 * every rule it reads is at rest (no regex rule hit), and who reads whom */
+	uint8_t *meta_rest;     /* per rule: the meta's value at rest */
+	uint32_t *dep_off;      /* per rule + 1: its readers, dep[dep_off[i] ..] */
+	uint32_t *dep;          /* active metas that read rule i */
+	uint32_t *base;         /* rules read by metas that are not active metas */
+	uint32_t n_base;
 };
 
 enum { TAG_TAG = 0, TAG_PRE, TAG_INTER, TAG_POST };
@@ -176,6 +183,10 @@ scan_rules_free(struct scan_ruleset *rs)
 			}
 			free(p->tags[k]);
 		}
+		free(p->meta_rest);
+		free(p->dep_off);
+		free(p->dep);
+		free(p->base);
 		free(p);
 	}
 	free(rs);
@@ -1423,13 +1434,127 @@ scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits)
 	return sp ? stack[0] : 0;
 }
 
+/* the active metas that read rule i: from its nonzero value on, they must be evaluated */
+static void
+meta_touch(const struct scan_rules_priv *p, uint32_t i, uint32_t *hits)
+{
+	for (uint32_t k = p->dep_off[i]; k < p->dep_off[i + 1]; k++)
+		hits[p->dep[k]] = 1;
+}
+
+/*
+ * Most messages hit a few dozen rules, and a meta none of whose inputs
+ * moved from rest has its value at rest (meta_rest): only the metas that
+ * read a moved rule are evaluated. A meta's slot in hits[] holds "to be
+ * evaluated" until its turn (every reader comes after what it reads).
+ */
 void
 scan_rules_meta_eval(const struct scan_ruleset *rs, uint32_t *hits)
 {
-	for (uint32_t k = 0; k < rs->n_meta; k++) {
-		const struct scan_rule *r = &rs->rules[rs->meta_order[k]];
-		hits[rs->meta_order[k]] = scan_rules_meta_value(r, hits) != 0;
+	const struct scan_rules_priv *p = rs->priv;
+
+	if (!p || !p->dep_off) {
+		for (uint32_t k = 0; k < rs->n_meta; k++) {
+			const struct scan_rule *r = &rs->rules[rs->meta_order[k]];
+			hits[rs->meta_order[k]] = scan_rules_meta_value(r, hits) != 0;
+		}
+		return;
 	}
+	for (uint32_t k = 0; k < rs->n_meta; k++)
+		hits[rs->meta_order[k]] = 0;
+	for (uint32_t k = 0; k < p->n_base; k++)
+		if (hits[p->base[k]])
+			meta_touch(p, p->base[k], hits);
+	for (uint32_t k = 0; k < rs->n_meta; k++) {
+		uint32_t i = rs->meta_order[k];
+		if (!hits[i]) {
+			hits[i] = p->meta_rest[i];
+			continue;
+		}
+		uint32_t v = scan_rules_meta_value(&rs->rules[i], hits) != 0;
+		hits[i] = v;
+		if (v != p->meta_rest[i])
+			meta_touch(p, i, hits);
+	}
+}
+
+/* The tables of scan_rules_meta_eval, after meta_order. */
+static int
+meta_deps(struct scan_ruleset *rs)
+{
+	struct scan_rules_priv *p = rs->priv;
+	uint32_t *rest = calloc(rs->n + 1, sizeof(*rest));
+	uint8_t *active = calloc(rs->n + 1, 1), *based = calloc(rs->n + 1, 1);
+	uint32_t *last = calloc(rs->n + 1, sizeof(*last)), nd = 0;
+	int rc = -ENOMEM;
+
+	if (!rest || !active || !based || !last || !(p->meta_rest = calloc(rs->n + 1, 1)) ||
+	    !(p->dep_off = calloc(rs->n + 2, sizeof(*p->dep_off))))
+		goto out;
+	for (uint32_t k = 0; k < rs->n_meta; k++)
+		active[rs->meta_order[k]] = 1;
+	/* readers per rule, each meta once (last[]: the meta that counted it) */
+	for (uint32_t k = 0; k < rs->n_meta; k++) {
+		uint32_t m = rs->meta_order[k];
+		const struct scan_rule *r = &rs->rules[m];
+		for (uint32_t j = 0; j < r->meta_n; j++) {
+			uint32_t x = r->meta[j].rule;
+			if (r->meta[j].op != SCAN_MO_RULE || last[x] == m + 1)
+				continue;
+			last[x] = m + 1;
+			p->dep_off[x + 1]++;
+			nd++;
+			if (!active[x] && !based[x]) {
+				based[x] = 1;
+				p->n_base++;
+			}
+		}
+	}
+	for (uint32_t i = 0; i < rs->n; i++)
+		p->dep_off[i + 1] += p->dep_off[i];
+	if (!(p->dep = calloc(nd + 1, sizeof(*p->dep))) ||
+	    !(p->base = calloc(p->n_base + 1, sizeof(*p->base))))
+		goto out;
+	memset(last, 0, (rs->n + 1) * sizeof(*last));
+	uint32_t *fill = rest;  /* borrowed: next free slot per rule */
+	for (uint32_t i = 0; i < rs->n; i++)
+		fill[i] = p->dep_off[i];
+	for (uint32_t k = 0; k < rs->n_meta; k++) {
+		uint32_t m = rs->meta_order[k];
+		const struct scan_rule *r = &rs->rules[m];
+		for (uint32_t j = 0; j < r->meta_n; j++) {
+			uint32_t x = r->meta[j].rule;
+			if (r->meta[j].op != SCAN_MO_RULE || last[x] == m + 1)
+				continue;
+			last[x] = m + 1;
+			p->dep[fill[x]++] = m;
+		}
+	}
+	p->n_base = 0;
+	for (uint32_t i = 0; i < rs->n; i++)
+		if (based[i])
+			p->base[p->n_base++] = i;
+	/* values at rest: no regex rule hit */
+	memset(rest, 0, (rs->n + 1) * sizeof(*rest));
+	for (uint32_t k = 0; k < rs->n_meta; k++) {
+		uint32_t m = rs->meta_order[k];
+		rest[m] = scan_rules_meta_value(&rs->rules[m], rest) != 0;
+		p->meta_rest[m] = (uint8_t)rest[m];
+	}
+	rc = 0;
+out:
+	if (rc < 0) {
+		free(p->meta_rest);
+		free(p->dep_off);
+		free(p->dep);
+		p->meta_rest = NULL;
+		p->dep_off = p->dep = NULL;
+	}
+	free(rest);
+	free(active);
+	free(based);
+	free(last);
+	return rc;
 }
 
 /* DFS over meta dependencies: 0 unvisited, 1 on the stack, 2 done. */
@@ -1541,6 +1666,8 @@ scan_rules_finish(struct scan_ruleset *rs)
 			rs->meta_order[w++] = rs->meta_order[k];
 	rs->n_meta = w;
 	free(mark);
+	if (meta_deps(rs) < 0)
+		return -ENOMEM;
 	for (uint32_t i = 0; i < rs->n; i++) {
 		struct scan_rule *r = &rs->rules[i];
 		if (!r->defined)

@@ -291,6 +291,79 @@ test_meta(void **state)
 	scan_rules_free(rs);
 }
 
+/* scan_rules_meta_eval evaluates only the metas whose inputs moved from
+ * rest: on random hits, every meta as the plain evaluation in order gives */
+static void
+meta_same(struct scan_ruleset *rs, unsigned rounds)
+{
+	uint32_t *a = calloc(rs->n + 1, sizeof(*a)), *b = calloc(rs->n + 1, sizeof(*b));
+	unsigned seed = 7, evaluated = 0;
+	assert_non_null(a);
+	assert_non_null(b);
+	for (unsigned round = 0; round < rounds; round++) {
+		unsigned per_mille = (unsigned[]){0, 5, 20, 100, 500}[round % 5];
+		for (uint32_t i = 0; i < rs->n; i++) {
+			const struct scan_rule *r = &rs->rules[i];
+			a[i] = r->type != SCAN_RT_META && (unsigned)rand_r(&seed) % 1000 < per_mille ?
+			    1 + (unsigned)rand_r(&seed) % 3 : 0;
+			if (r->type == SCAN_RT_META && r->state == SCAN_RS_ACTIVE)
+				a[i] = (unsigned)rand_r(&seed) % 2;   /* overwritten by both */
+		}
+		memcpy(b, a, (rs->n + 1) * sizeof(*a));
+		scan_rules_meta_eval(rs, a);
+		for (uint32_t k = 0; k < rs->n_meta; k++) {
+			uint32_t i = rs->meta_order[k];
+			b[i] = scan_rules_meta_value(&rs->rules[i], b) != 0;
+		}
+		for (uint32_t i = 0; i < rs->n; i++)
+			if (a[i] != b[i])
+				fail_msg("round %u: %s is %u, in order %u", round, rs->rules[i].name, a[i],
+				    b[i]);
+		evaluated += rs->n_meta;
+	}
+	assert_true(evaluated > 0);
+	free(a);
+	free(b);
+}
+
+static void
+test_meta_rest(void **state)
+{
+	(void)state;
+	/* at rest: N1 (!A) is 1, N2 reads it; M3 reads a meta that moved */
+	struct scan_ruleset *rs = load("body A /a/\nbody B /b/\nbody C /c/\nmeta N1 !A\n"
+	    "meta N2 N1 && !B\nmeta M1 A || B\nmeta M2 M1 + C > 1\nmeta M3 (M2 || N2) && !C\n"
+	    "meta M4 UNKNOWN + A * 2 >= 2\nmeta M5 M4 - N1 == 1\n");
+	uint32_t hits[16] = {0};
+	scan_rules_meta_eval(rs, hits);
+	assert_int_equal(hits[scan_rules_find(rs, "N1")], 1);
+	assert_int_equal(hits[scan_rules_find(rs, "N2")], 1);
+	assert_int_equal(hits[scan_rules_find(rs, "M3")], 1);
+	assert_int_equal(hits[scan_rules_find(rs, "M5")], 0);
+	memset(hits, 0, sizeof(hits));
+	hits[scan_rules_find(rs, "A")] = 1;
+	hits[scan_rules_find(rs, "C")] = 1;
+	scan_rules_meta_eval(rs, hits);
+	assert_int_equal(hits[scan_rules_find(rs, "N1")], 0);
+	assert_int_equal(hits[scan_rules_find(rs, "N2")], 0);
+	assert_int_equal(hits[scan_rules_find(rs, "M2")], 1);
+	assert_int_equal(hits[scan_rules_find(rs, "M3")], 0);
+	assert_int_equal(hits[scan_rules_find(rs, "M5")], 1);
+	meta_same(rs, 500);
+	scan_rules_free(rs);
+
+	const char *dir = "/usr/share/spamassassin";
+	if (access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
+		print_message("skipped the rule files: %s not installed\n", dir);
+		return;
+	}
+	rs = scan_rules_new();
+	assert_int_equal(scan_rules_load_path(rs, dir), 0);
+	assert_int_equal(scan_rules_finish(rs), 0);
+	meta_same(rs, 1000);
+	scan_rules_free(rs);
+}
+
 static void
 test_replace_tags(void **state)
 {
@@ -573,6 +646,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_meta_depth),
 		cmocka_unit_test(test_meta),
+		cmocka_unit_test(test_meta_rest),
 		cmocka_unit_test(test_replace_tags),
 		cmocka_unit_test(test_literal),
 		cmocka_unit_test(test_literal_set),
