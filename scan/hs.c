@@ -26,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 28u
+#define CACHE_VERSION 29u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -1041,11 +1041,11 @@ pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
 
 /*
  * The relaxed form of rule i (scan_rules_relax, then scan_rules_collapse):
- * the first of the tight form (bounded repeats up to TIGHT_MAXN kept) / two
- * copies of a repeated whole / one copy / no assertions that compiles alone
- * in block mode within SCAN_HS_GATE_DB and scans the sample text in under
- * 1/1.25 (tight) or half (the others) of the CPU time PCRE2 takes to run
- * the rule over it; NULL if none. It may match ordinary text: a gate that
+ * the first of the rule itself / the tight form (bounded repeats up to
+ * TIGHT_MAXN kept) / two copies of a repeated whole / one copy / no
+ * assertions that compiles alone in block mode within SCAN_HS_GATE_DB and
+ * scans the sample text in under 1/1.25 (the rule, tight) or half (the
+ * others) of the CPU time PCRE2 takes to run the rule over it; NULL if none. It may match ordinary text: a gate that
  * opens runs PCRE2 as the rule did without one, the cost bound keeps that
  * cheap.
  */
@@ -1057,18 +1057,23 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 	unsigned f = rule_hs_flags(r, false);
 	char *ok = NULL;
 
-	/* tight (bounded repeats kept), then two copies of a repeated whole,
+	/* the rule itself (when Hyperscan takes it whole: too slow to compile
+	 * into the stream, say, but not in block mode alone; a repeat such as
+	 * {4,40} made {4,} by the relaxing can cost it twice the time), then
+	 * tight (bounded repeats kept), then two copies of a repeated whole,
 	 * then one, then without assertions */
 	char *prev = NULL;
-	for (int pass = 0; x && pass < 4 && !ok; pass++) {
-		char *rx0 = pass == 0 ? scan_rules_relax_n(x, false, 2, TIGHT_MAXN) :
+	for (int pass = -1; x && pass < 4 && !ok; pass++) {
+		char *rx0 = pass < 0 ? strdup(x) : pass == 0 ?
+		    scan_rules_relax_n(x, false, 2, TIGHT_MAXN) :
 		    scan_rules_relax(x, pass == 3, pass == 1 ? 2 : 1);
-		char *rx = rx0 ? scan_rules_collapse(rx0) : NULL;
+		char *rx = pass < 0 ? rx0 : rx0 ? scan_rules_collapse(rx0) : NULL;
 		hs_database_t *db = NULL;
 		hs_compile_error_t *err = NULL;
 		struct timespec c0, c1;
 		size_t dbs = 0;
-		free(rx0);
+		if (rx0 != rx)
+			free(rx0);
 		if (!rx || (prev && !strcmp(prev, rx))) {
 			free(rx);
 			continue;       /* nothing new to try */
@@ -1098,7 +1103,7 @@ relaxed_form(const struct scan_hs *e, uint32_t i)
 			    r->name, hs_s * 1e6, pc_s * 1e6);
 		/* the tight form opens little more often than the rule matches:
 		 * it pays when cheaper than PCRE2 at all (with a margin) */
-		if (hs_s < 1e9 && (hs_s * (pass == 0 ? 1.25 : 2) < pc_s || e->force_forms))
+		if (hs_s < 1e9 && (hs_s * (pass <= 0 ? 1.25 : 2) < pc_s || e->force_forms))
 			ok = rx;
 		else
 			free(rx);
