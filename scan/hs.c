@@ -232,6 +232,7 @@ struct scan_hs {
 	                                   rule's own gate before its prefilter form */
 	bool skip_always;               /* measurement: SLUICE_HS_SKIP_ALWAYS */
 	bool skip_gated;                /* measurement: SLUICE_HS_SKIP_GATED */
+	bool skip_end;                  /* measurement: SLUICE_HS_SKIP_END (streams only) */
 	bool no_near;                   /* cfg.no_near */
 	const char *dump;               /* measurement: SLUICE_HS_DUMP directory */
 };
@@ -2745,6 +2746,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->skip_always = getenv("SLUICE_HS_SKIP_ALWAYS") != NULL;
 	e->force_forms = cfg.defer_mbps >= 1e12;
 	e->skip_gated = getenv("SLUICE_HS_SKIP_GATED") != NULL;
+	e->skip_end = getenv("SLUICE_HS_SKIP_END") != NULL;
 	e->no_near = cfg.no_near;
 	e->dump = getenv("SLUICE_HS_DUMP");
 	e->cls = calloc(rs->n + 1, 1);
@@ -4087,6 +4089,8 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	if (p->failed)
 		rc = -EIO;
 	prof_mark(w, -1);
+	if (e->skip_end)
+		goto metas;     /* measurement: what the streams alone cost */
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		if (!p->keep[t] || !p->kept[t] || !e->t[t].n_obk)
 			continue;
@@ -4159,6 +4163,7 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_always && !e->skip_always; k++)
 			run_pcre(m, w, e->t[t].always[k]);
+metas:
 	for (unsigned h = 0; h < e->n_hrules; h++) {
 		const struct hrule *hr = &e->hrules[h];
 		bool seen = (p->seen[hr->key / 64] >> (hr->key % 64)) & 1;
