@@ -174,6 +174,7 @@ struct tdb {
 	unsigned n_defer;
 	struct counter *ctr;    /* rules counted without Hyperscan */
 	unsigned n_ctr;
+	uint8_t ctr_any[256];   /* some counter's string ends with this byte */
 	struct linelen {
 		uint32_t rule, n;
 	} ll[LL_MAX];           /* line-length rules, by a byte loop */
@@ -248,6 +249,7 @@ struct scan_hs_worker {
 	uint32_t *prof_near;            /* ... of which near the gate's matches */
 	uint64_t prof_phase[5];         /* ... and per phase of the message's end */
 	uint8_t *sq;                    /* BATCH bytes: a write, squeezed */
+	uint8_t sqmap[256];             /* scan_rules_squeeze_byte, as a table */
 	uint32_t *ends;                 /* CHAIN_ENDS: a chain rule's first-copy ends */
 	uint32_t memo_key[CHAIN_MEMO];  /* chain_reach: position << 4 | level */
 	uint32_t memo_gen[CHAIN_MEMO];
@@ -2902,6 +2904,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			d->ctr = c;
 			if (!counter_make(r, i, &d->ctr[d->n_ctr]))
 				rc = -EINVAL;
+			for (unsigned b = 0; b < 256; b++)
+				d->ctr_any[b] |= d->ctr[d->n_ctr].last[b];
 			d->n_ctr++;
 			st->counted[r->type]++;
 			continue;
@@ -3152,6 +3156,8 @@ scan_hs_worker_new(const struct scan_hs *e)
 			goto fail;
 	if (!(w->sq = malloc(BATCH)) || !(w->ends = malloc(CHAIN_ENDS * sizeof(*w->ends))))
 		goto fail;
+	for (unsigned b = 0; b < 256; b++)
+		w->sqmap[b] = scan_rules_squeeze_byte((uint8_t)b);
 	w->md = pcre2_match_data_create(1, NULL);
 	w->mctx = pcre2_match_context_create(NULL);
 	w->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
@@ -3630,6 +3636,8 @@ count_write(struct scan_hs_msg *m, unsigned t, const uint8_t *b, size_t n)
 		size_t c = n < 512 ? n : 512;
 		for (size_t j = 0; j < c; j++) {
 			h = h << 8 | b[j];
+			if (!d->ctr_any[b[j]])
+				continue;       /* most bytes end no counted string */
 			for (unsigned k = 0; k < d->n_ctr; k++) {
 				const struct counter *ct = &d->ctr[k];
 				if (!ct->last[b[j]])
@@ -3767,7 +3775,7 @@ squeeze_write(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned t, const
 	while (n) {
 		size_t c = n < BATCH ? n : BATCH, k = 0;
 		for (size_t j = 0; j < c; j++) {
-			uint8_t q = scan_rules_squeeze_byte(b[j]);
+			uint8_t q = w->sqmap[b[j]];
 			w->sq[k] = q;
 			k += q != 0;
 		}
