@@ -162,9 +162,11 @@ scan_qp_decode(struct scan_qp *s, const uint8_t *in, size_t n, uint8_t *out)
 		switch (s->st) {
 		case QP_TEXT:
 			if (s->nws == 0) {
-				/* run of plain bytes */
+				/* run of plain bytes; a space before a plain byte is
+				 * no trailing padding, so it stays in the run */
 				size_t j = i;
-				while (j < n && !qp_special[in[j]])
+				while (j < n && (!qp_special[in[j]] || (in[j] == ' ' && j + 1 < n &&
+				    !qp_special[in[j + 1]])))
 					j++;
 				memcpy(out + o, in + i, j - i);
 				o += j - i;

@@ -128,6 +128,8 @@ test_qp(void **state)
 	qp_case("line  \r\nnext\t\r\n", "line\r\nnext\r\n", 0);    /* trailing blanks dropped */
 	qp_case("a b\tc", "a b\tc", 0);
 	qp_case("end  ", "end", 0);
+	/* spaces inside a line stay, before text, '=', a tab or a line end alike */
+	qp_case("one two =41 three  \r\nfour \tfive x \n", "one two A three\r\nfour \tfive x\n", 0);
 	qp_case("bad=ZZ", "bad=ZZ", 1);
 	qp_case("bad=4", "bad=4", 1);
 	qp_case("bad=4x", "bad=4x", 1);
