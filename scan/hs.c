@@ -3669,9 +3669,14 @@ words_pass(struct scan_hs_msg *m, unsigned t, unsigned k0, unsigned k1, int16_t 
 	const struct tdb *d = &m->e->t[t];
 	struct wrstate *ws = m->priv->wrs[t];
 	const uint8_t *kind = d->wr[k0].kind;
-	int wlen = *wlenp;
+	int wlen = *wlenp, least = 0x7fff;
+	bool live = false;      /* some run under way */
 	size_t j = 0;
 
+	for (unsigned k = k0; k < k1; k++) {
+		least = d->wr[k].min < least ? d->wr[k].min : least;
+		live |= ws[k].run != 0;
+	}
 	while (j < n) {
 		if (kind[b[j]] == WR_LETTER) {
 			size_t j0 = j;
@@ -3688,19 +3693,26 @@ words_pass(struct scan_hs_msg *m, unsigned t, unsigned k0, unsigned k1, int16_t 
 			wlen = WR_INVALID;      /* a word with other bytes: its SEP ends the run */
 			break;
 		case WR_SEP:
-			if (wlen != WR_NOWORD)
+			/* a word too short for every rule, with no run under
+			 * way, changes nothing (most words) */
+			if (wlen != WR_NOWORD && (live || wlen >= least)) {
+				live = false;
 				for (unsigned k = k0; k < k1; k++) {
 					const struct wordrun *w = &d->wr[k];
 					if (wlen < w->min)
 						ws[k].run = 0;
 					else if (++ws[k].run >= w->n && !m->hits[w->rule])
 						m->hits[w->rule] = 1;
+					live |= ws[k].run != 0;
 				}
+			}
 			wlen = WR_NOWORD;
 			break;
 		default:
-			for (unsigned k = k0; k < k1; k++)
-				ws[k].run = 0;
+			if (live)
+				for (unsigned k = k0; k < k1; k++)
+					ws[k].run = 0;
+			live = false;
 			wlen = WR_NOWORD;
 		}
 		j++;
