@@ -294,6 +294,13 @@ put_cp(uint32_t cp, uint8_t *o)
 		o[1] = (uint8_t)(0x80 | (cp & 0x3f));
 		return 2;
 	}
+	if (cp >= 0x10000) {
+		o[0] = (uint8_t)(0xf0 | cp >> 18);
+		o[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3f));
+		o[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
+		o[3] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 4;
+	}
 	o[0] = (uint8_t)(0xe0 | cp >> 12);
 	o[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
 	o[2] = (uint8_t)(0x80 | (cp & 0x3f));
@@ -378,6 +385,9 @@ static const char *const cs_utf8[] = {
 	"utf-8", "utf8", "us-ascii", "ascii", "ansi_x3.4-1968", "us", "iso646-us",
 	"unicode-1-1-utf-8", "csascii", NULL,
 };
+static const char *const cs_utf7[] = {
+	"utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7", "x-unicode-2-0-utf-7", NULL,
+};
 static const char *const cs_1252[] = {
 	"iso-8859-1", "iso8859-1", "iso_8859-1", "iso_8859-1:1987", "latin1",
 	"l1", "cp819", "ibm819", "iso-ir-100", "csisolatin1", "windows-1252",
@@ -418,6 +428,10 @@ scan_conv_open(struct scan_conv *c, struct scan_cscache *cc, const char *name, s
 		return 0;
 	if (name_is(nm, cs_1252)) {
 		c->kind = SCAN_CONV_CP1252;
+		return 0;
+	}
+	if (name_is(nm, cs_utf7)) {
+		c->kind = SCAN_CONV_UTF7;
 		return 0;
 	}
 	if (cc == NULL)
@@ -584,9 +598,107 @@ run_iconv(struct scan_conv *c, const uint8_t *in, size_t n, size_t *used, uint8_
 	return o;
 }
 
+/* modified base64 (RFC 2152): the value of b, or -1 */
+static int
+b64_val(uint8_t b)
+{
+	if (b >= 'A' && b <= 'Z')
+		return b - 'A';
+	if (b >= 'a' && b <= 'z')
+		return b - 'a' + 26;
+	if (b >= '0' && b <= '9')
+		return b - '0' + 52;
+	return b == '+' ? 62 : b == '/' ? 63 : -1;
+}
+
+/* one UTF-16 unit of a UTF-7 run: surrogates paired, strays as U+FFFD */
+static size_t
+u7_unit(struct scan_conv *c, uint32_t u, uint8_t *o)
+{
+	size_t k = 0;
+
+	if (u >= 0xdc00 && u <= 0xdfff && c->u7hi) {
+		k = put_cp(0x10000 + ((uint32_t)(c->u7hi - 0xd800) << 10) + (u - 0xdc00), o);
+		c->u7hi = 0;
+		return k;
+	}
+	if (c->u7hi) {
+		k += put_fffd(c, o);
+		c->u7hi = 0;
+	}
+	if (u >= 0xd800 && u <= 0xdbff)
+		c->u7hi = (uint16_t)u;
+	else if (u >= 0xdc00 && u <= 0xdfff)
+		k += put_fffd(c, o + k);
+	else
+		k += put_cp(u, o + k);
+	return k;
+}
+
+/* the end of a base64 run: a half pair left is U+FFFD */
+static size_t
+u7_close(struct scan_conv *c, uint8_t *o)
+{
+	size_t k = 0;
+
+	if (c->u7hi)
+		k = put_fffd(c, o);
+	c->u7hi = 0;
+	c->u7acc = 0;
+	c->u7bits = 0;
+	c->u7mode = 0;
+	return k;
+}
+
+/*
+ * UTF-7: direct bytes as they are, '+' opens a run of modified base64 of
+ * UTF-16 that '-' (absorbed) or any other byte closes, "+-" is '+'; a byte
+ * >= 0x80 is invalid (U+FFFD). Each input byte moves the state once, so
+ * any cut of the input converts like the whole.
+ */
+static size_t
+run_utf7(struct scan_conv *c, const uint8_t *in, size_t n, size_t *used, uint8_t *out, size_t cap)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n && cap - o >= 8) {
+		uint8_t b = in[i++];
+		if (c->u7mode) {
+			int v = b64_val(b);
+			if (v >= 0) {
+				c->u7mode = 2;
+				c->u7acc = (c->u7acc << 6 | (uint32_t)v) & 0xffffff;
+				c->u7bits += 6;
+				if (c->u7bits >= 16) {
+					c->u7bits -= 16;
+					o += u7_unit(c, (c->u7acc >> c->u7bits) & 0xffff, out + o);
+				}
+				continue;
+			}
+			bool plus = c->u7mode == 1;
+			o += u7_close(c, out + o);
+			if (b == '-') {
+				if (plus)
+					out[o++] = '+';
+				continue;
+			}
+		}
+		if (b == '+')
+			c->u7mode = 1;
+		else if (b < 0x80)
+			out[o++] = b;
+		else
+			o += put_fffd(c, out + o);
+	}
+	*used = i;
+	return o;
+}
+
 size_t
 scan_conv_run(struct scan_conv *c, const uint8_t *in, size_t n, size_t *used, uint8_t *out, size_t cap)
 {
+	if (c->kind == SCAN_CONV_UTF7)
+		return run_utf7(c, in, n, used, out, cap);
 	if (c->kind == SCAN_CONV_ICONV)
 		return run_iconv(c, in, n, used, out, cap);
 	if (c->kind == SCAN_CONV_UTF8)
@@ -613,7 +725,7 @@ scan_conv_same(const struct scan_conv *c, const uint8_t *in, size_t n)
 {
 	size_t i = 0;
 
-	if (c->npend || c->kind == SCAN_CONV_ICONV)
+	if (c->npend || c->kind == SCAN_CONV_ICONV || c->kind == SCAN_CONV_UTF7)
 		return 0;
 	while (i < n) {
 		while (i + 8 <= n) {
@@ -646,6 +758,8 @@ scan_conv_finish(struct scan_conv *c, uint8_t *out, size_t cap)
 			o += put_cp1252(c->pend[k], out + o);
 		if (c->npend)
 			c->invalid++;
+	} else if (c->kind == SCAN_CONV_UTF7) {
+		o += u7_close(c, out + o);
 	} else if (c->kind == SCAN_CONV_ICONV) {
 		/* what converts still does; the rest of a cut sequence is U+FFFD */
 		size_t used;

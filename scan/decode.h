@@ -24,7 +24,11 @@
  *   aliases decode as UTF-8 whose invalid bytes are read as windows-1252
  *   (what mail clients show, better text for rules than U+FFFD);
  *   iso-8859-1 and windows-1252 labels both decode as windows-1252 (WHATWG
- *   practice: latin1-labelled mail carries cp1252 punctuation). Every other
+ *   practice: latin1-labelled mail carries cp1252 punctuation); utf-7 is
+ *   decoded here too (RFC 2152), one state change per byte: glibc's
+ *   decoder takes base64 bytes into its state and then reports an invalid
+ *   sequence where the whole text and the same text cut into writes
+ *   differ, so the text rules saw depended on how it arrived. Every other
  *   charset goes through glibc iconv: struct scan_cscache keeps
  *   SCAN_CS_SLOTS descriptors per owner, opened lazily on first use and
  *   reused (least recently used one replaced; unknown names are cached as
@@ -126,6 +130,8 @@ enum scan_conv_kind {
 	SCAN_CONV_UTF8 = 0,     /* utf-8 / us-ascii / unknown: invalid bytes as cp1252 */
 	SCAN_CONV_CP1252,       /* windows-1252, iso-8859-1 */
 	SCAN_CONV_ICONV,
+	SCAN_CONV_UTF7,         /* RFC 2152, decoded here: a byte-at-a-time state
+	                           machine, so any cut converts like the whole */
 };
 
 struct scan_conv {
@@ -134,6 +140,11 @@ struct scan_conv {
 	uint8_t pend[SCAN_CONV_PEND];
 	iconv_t cd;
 	uint32_t invalid;       /* invalid or incomplete sequences replaced */
+	/* SCAN_CONV_UTF7: in a base64 run, its bits so far, a high surrogate */
+	uint32_t u7acc;
+	uint8_t u7bits;
+	uint8_t u7mode;         /* 0 direct, 1 just after '+', 2 in a run */
+	uint16_t u7hi;
 };
 
 /*

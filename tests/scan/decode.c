@@ -255,6 +255,15 @@ test_conv(void **state)
 	conv_cuts(&cc, "shift_jis", S("\x87" "A\xf3\n\x82"));
 	conv_cuts(&cc, "utf-8", S("\xe2\x82" "A\xf0\x9f\x98\xc3\xa9\xff\xe2"));
 	conv_cuts(&cc, "euc-jp", S("\xa4\xa2\xa4\x41\x8e\xb1\x8f\xb0\xa1\xa4"));
+	/* UTF-7 (RFC 2152's examples), decoded here: a stray half pair, a
+	 * high byte and a '+' before no base64 are U+FFFD, dropped, U+FFFD */
+	conv_case(&cc, "UTF-7", S("Hi Mom -+Jjo--!"), "Hi Mom -\xe2\x98\xba-!", 0, 0);
+	conv_case(&cc, "utf-7", S("+ZeVnLIqe-"), "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 0, 0);
+	conv_case(&cc, "utf-7", S("1 +- 1 = 2"), "1 + 1 = 2", 0, 0);
+	conv_case(&cc, "utf-7", S("+2D3eAA-x +AGEAYgBj."), "\xf0\x9f\x98\x80x abc.", 0, 0);
+	conv_case(&cc, "utf-7", S("a+2D0-b\xe9+ c"), "a\xef\xbf\xbd" "b\xef\xbf\xbd c", 2, 0);
+	conv_case(&cc, "utf-7", S("+2D0"), "\xef\xbf\xbd", 1, 0);   /* half a pair at the end */
+	conv_cuts(&cc, "utf-7", S("+ADw-b+AD4-x+2D3eAA+/v8-\xff+-+ZeV-"));
 	conv_case(&cc, "x-no-such-charset", S("a\xe9"), "a\xc3\xa9", 1, -ENOENT);
 	conv_case(&cc, "utf-8//IGNORE", S("a"), "a", 0, -ENOENT);      /* no iconv options */
 	opens = cc.opens;
