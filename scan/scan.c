@@ -132,6 +132,8 @@ uri_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 {
 	size_t i = 0, e = n, k;
 
+	if (!n)
+		return;
 	if (s->ulen) {
 		while (i < n && !(uri_class[p[i]] & 1))
 			i++;
