@@ -1493,42 +1493,40 @@ meta_deps(struct scan_ruleset *rs)
 		goto out;
 	for (uint32_t k = 0; k < rs->n_meta; k++)
 		active[rs->meta_order[k]] = 1;
-	/* readers per rule, each meta once (last[]: the meta that counted it) */
-	for (uint32_t k = 0; k < rs->n_meta; k++) {
-		uint32_t m = rs->meta_order[k];
-		const struct scan_rule *r = &rs->rules[m];
-		for (uint32_t j = 0; j < r->meta_n; j++) {
-			uint32_t x = r->meta[j].rule;
-			if (r->meta[j].op != SCAN_MO_RULE || last[x] == m + 1)
-				continue;
-			last[x] = m + 1;
-			p->dep_off[x + 1]++;
-			nd++;
-			if (!active[x] && !based[x]) {
-				based[x] = 1;
-				p->n_base++;
+	/* readers per rule, each meta once (last[]: the meta that saw it);
+	 * pass 0 counts them, pass 1 files them */
+	uint32_t *fill = rest;  /* borrowed: next free slot per rule */
+	for (int pass = 0; pass < 2; pass++) {
+		memset(last, 0, (rs->n + 1) * sizeof(*last));
+		for (uint32_t k = 0; k < rs->n_meta; k++) {
+			uint32_t m = rs->meta_order[k];
+			const struct scan_rule *r = &rs->rules[m];
+			for (uint32_t j = 0; j < r->meta_n; j++) {
+				uint32_t x = r->meta[j].rule;
+				if (r->meta[j].op != SCAN_MO_RULE || last[x] == m + 1)
+					continue;
+				last[x] = m + 1;
+				if (pass) {
+					p->dep[fill[x]++] = m;
+					continue;
+				}
+				p->dep_off[x + 1]++;
+				nd++;
+				if (!active[x] && !based[x]) {
+					based[x] = 1;
+					p->n_base++;
+				}
 			}
 		}
-	}
-	for (uint32_t i = 0; i < rs->n; i++)
-		p->dep_off[i + 1] += p->dep_off[i];
-	if (!(p->dep = calloc(nd + 1, sizeof(*p->dep))) ||
-	    !(p->base = calloc(p->n_base + 1, sizeof(*p->base))))
-		goto out;
-	memset(last, 0, (rs->n + 1) * sizeof(*last));
-	uint32_t *fill = rest;  /* borrowed: next free slot per rule */
-	for (uint32_t i = 0; i < rs->n; i++)
-		fill[i] = p->dep_off[i];
-	for (uint32_t k = 0; k < rs->n_meta; k++) {
-		uint32_t m = rs->meta_order[k];
-		const struct scan_rule *r = &rs->rules[m];
-		for (uint32_t j = 0; j < r->meta_n; j++) {
-			uint32_t x = r->meta[j].rule;
-			if (r->meta[j].op != SCAN_MO_RULE || last[x] == m + 1)
-				continue;
-			last[x] = m + 1;
-			p->dep[fill[x]++] = m;
-		}
+		if (pass)
+			break;
+		for (uint32_t i = 0; i < rs->n; i++)
+			p->dep_off[i + 1] += p->dep_off[i];
+		if (!(p->dep = calloc(nd + 1, sizeof(*p->dep))) ||
+		    !(p->base = calloc(p->n_base + 1, sizeof(*p->base))))
+			goto out;
+		for (uint32_t i = 0; i < rs->n; i++)
+			fill[i] = p->dep_off[i];
 	}
 	p->n_base = 0;
 	for (uint32_t i = 0; i < rs->n; i++)
