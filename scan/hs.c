@@ -1048,9 +1048,9 @@ pcre_seconds(const struct scan_rule *r, const char *x, const uint8_t *sample)
  * TIGHT_MAXN kept) / two copies of a repeated whole / one copy / no
  * assertions that compiles alone in block mode within SCAN_HS_GATE_DB and
  * scans the sample text in under 1/1.25 (the rule, tight) or half (the
- * others) of the CPU time PCRE2 takes to run the rule over it; NULL if none. It may match ordinary text: a gate that
- * opens runs PCRE2 as the rule did without one, the cost bound keeps that
- * cheap.
+ * others) of the CPU time PCRE2 takes to run the rule over it; NULL if
+ * none. It may match ordinary text: a gate that opens runs PCRE2 as the
+ * rule did without one, the cost bound keeps that cheap.
  */
 static char *
 relaxed_form(const struct scan_hs *e, uint32_t i)
