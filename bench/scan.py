@@ -120,16 +120,35 @@ def run_in_cgroup(acct, name, argv, cpu, stdin=None, env=None, timeout=3600):
 # sluice
 
 def sluice_bench(args, acct, msgs, rep):
+    """The full rule set and, with --shed P, the same with P% shed (-x P,
+    its own cache file), their runs alternating so that the machine's
+    swings hit both alike."""
+    confs = [sluice_prepare(args, acct, [], args.cache, args.cold)]
+    if args.shed > 0:
+        root, ext = os.path.splitext(args.cache)
+        confs.append(sluice_prepare(args, acct, ["-x", "%g" % args.shed],
+                                    "%s-x%g%s" % (root, args.shed, ext), False))
+    for k in range(rep):
+        for res in confs:
+            sluice_run(args, acct, msgs, res, k)
+    confs[0]["shed"] = confs[1] if len(confs) > 1 else None
+    return confs[0]
+
+
+def sluice_prepare(args, acct, extra, cache, cold_build):
     tool = os.path.abspath(args.sluice_rules)
-    cache = os.path.abspath(args.cache)
+    cache = os.path.abspath(cache)
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    res = {"tool": tool}
+    res = {"tool": tool, "extra": extra, "runs": []}
     st = os.stat(tool)
     res["tool_info"] = "%s (%d bytes, modified %s, sha256 %s…)" % (
         tool, st.st_size, time.strftime("%Y-%m-%d %H:%M", time.gmtime(st.st_mtime)),
         hashlib.sha256(open(tool, "rb").read()).hexdigest()[:16])
-    base = [tool, "-r", args.rules, "-c", cache]
-    if args.cold:
+    base = [tool, "-r", args.rules] + extra + ["-c", cache]
+    res["base"] = base
+    if not os.path.exists(cache):
+        log("sluice %s: no cache at %s: a cold build first (3 to 10 minutes)" % (" ".join(extra), cache))
+    if cold_build:
         cold = cache + ".cold"
         for p in (cold,):
             if os.path.exists(p):
@@ -154,28 +173,32 @@ def sluice_bench(args, acct, msgs, rep):
             info["load_s"] = float(m.group(3))
         if line.startswith("regex rules in effect"):
             info["in_effect"] = line.strip()
+        if line.startswith("shed ("):
+            info["shed"] = line.strip()
         for key in ("gates databases", "stream apart", "own gates", "deferred", "squeeze databases",
                     "chain gates", "filtered", "counted without"):
             if line.startswith(key):
                 info.setdefault("engine", []).append(line.strip())
     res["info"] = info
-    runs = []
-    for k in range(rep):
-        o0, _, c0, w0 = run_in_cgroup(acct, "sluice-0", base + ["-d", msgs, "-q"], args.cpu)
-        o1, _, c1, w1 = run_in_cgroup(acct, "sluice-n", base + ["-d", msgs, "-q", "-n", str(args.sluice_n)],
-                                         args.cpu)
-        m = re.search(r"scanned (\d+) messages \(([\d.]+) KB avg\): (.*)", o1)
-        t = re.search(r"throughput: (\d+) msgs/s, ([\d.]+) MB/s \((\d+) x (\d+) messages, ([\d.]+) s", o1)
-        if not m or not t:
-            raise Fail("sluice-rules: unexpected output:\n" + o1[-800:])
-        n = int(t.group(3)) * int(t.group(4))
-        cpu = c1 - c0
-        runs.append({"n": n, "cpu_s": cpu, "wall_s": float(t.group(5)), "wall_rate": int(t.group(1)),
-                     "wall_mbs": float(t.group(2)), "verdicts": m.group(3).strip(), "load_cpu_s": c0})
-        log("sluice run %d: %d scans, %.2f CPU s (%.0f msgs/s per core), wall %s msgs/s" % (
-            k + 1, n, cpu, n / cpu, t.group(1)))
-    res["runs"] = runs
     return res
+
+
+def sluice_run(args, acct, msgs, res, k):
+    base = res["base"]
+    runs = res["runs"]
+    o0, _, c0, w0 = run_in_cgroup(acct, "sluice-0", base + ["-d", msgs, "-q"], args.cpu)
+    o1, _, c1, w1 = run_in_cgroup(acct, "sluice-n", base + ["-d", msgs, "-q", "-n", str(args.sluice_n)],
+                                     args.cpu)
+    m = re.search(r"scanned (\d+) messages \(([\d.]+) KB avg\): (.*)", o1)
+    t = re.search(r"throughput: (\d+) msgs/s, ([\d.]+) MB/s \((\d+) x (\d+) messages, ([\d.]+) s", o1)
+    if not m or not t:
+        raise Fail("sluice-rules: unexpected output:\n" + o1[-800:])
+    n = int(t.group(3)) * int(t.group(4))
+    cpu = c1 - c0
+    runs.append({"n": n, "cpu_s": cpu, "wall_s": float(t.group(5)), "wall_rate": int(t.group(1)),
+                 "wall_mbs": float(t.group(2)), "verdicts": m.group(3).strip(), "load_cpu_s": c0})
+    log("sluice%s run %d: %d scans, %.2f CPU s (%.0f msgs/s per core), wall %s msgs/s" % (
+        (" " + " ".join(res["extra"])) if res["extra"] else "", k + 1, n, cpu, n / cpu, t.group(1)))
 
 
 # --------------------------------------------------------------------------
@@ -398,6 +421,10 @@ def report(args, msgs, nbytes, sl, sa, rs, acct, load0, load1, elapsed):
         r = median_run(sl["runs"])
         base = r["n"] / r["cpu_s"]
         rows.append(("sluice (sluice-rules)", "all Debian regex rules + metas, streaming Hyperscan + PCRE2; corpus × %d in one process, minus a run with none" % args.sluice_n, r, sl["runs"]))
+        if sl.get("shed"):
+            x = sl["shed"]
+            eff = re.search(r"\(([\d.]+%)\)", x["info"].get("in_effect", ""))
+            rows.append(("sluice, shed %g%% (`-x %g`)" % (args.shed, args.shed), "the same, the costliest rules on the sample text left out: %s of the regex rules in effect" % (eff.group(1) if eff else "?"), median_run(x["runs"]), x["runs"]))
     if sa:
         r = median_run(sa["runs"])
         rows.append(("SpamAssassin %s" % sa["version"].split()[-1], "`spamassassin -L --mbox` (local tests only), %d messages in one process, minus a 1-message run (start-up)" % sa["selected"], r, sa["runs"]))
@@ -433,6 +460,10 @@ def report(args, msgs, nbytes, sl, sa, rs, acct, load0, load1, elapsed):
         r = median_run(sl["runs"])
         L.append("- verdicts over the corpus (default policy 5/10/15): %s" % r["verdicts"])
         L.append("- sluice-rules' own wall-clock figure for the median run: %d msgs/s, %.1f MB/s" % (r["wall_rate"], r["wall_mbs"]))
+        if sl.get("shed"):
+            x = sl["shed"]
+            L.append("- with `-x %g`: %s; %s" % (args.shed, x["info"].get("in_effect", "?"), x["info"].get("shed", "nothing shed")))
+            L.append("- with `-x %g`, verdicts over the corpus: %s" % (args.shed, median_run(x["runs"])["verdicts"]))
     if sa:
         r = median_run(sa["runs"])
         L.append("- SpamAssassin: start-up (1-message run) %.2f CPU s; %d of %d messages marked spam; %d body lines starting \"From \" escaped as \">From \" for the mbox"
@@ -488,6 +519,7 @@ def main():
     ap.add_argument("--cold", action="store_true", help="also time a cold sluice build (about 2 minutes)")
     ap.add_argument("--repeat", type=int, default=3, help="measured runs per engine (median reported)")
     ap.add_argument("--sluice-n", type=int, default=5, help="corpus passes per sluice run")
+    ap.add_argument("--shed", type=float, default=5, help="also run sluice with the costliest rules shed until this percent of the rules is out of effect (sluice-rules -x; 0: not)")
     ap.add_argument("--sa-msgs", type=int, default=0, help="SpamAssassin: an evenly spread subset of N messages")
     ap.add_argument("--rspamd-n", type=int, default=2, help="corpus passes per rspamd run")
     ap.add_argument("--cpu", type=int, default=0)

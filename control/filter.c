@@ -163,7 +163,8 @@ engine_build(struct ctl_filter *f, struct flt_engine **out)
 		engine_free(e);
 		return rc;
 	}
-	struct scan_hs_config hc = { .cache_path = f->cache, .no_gtube = f->conf.no_gtube };
+	struct scan_hs_config hc = { .cache_path = f->cache, .no_gtube = f->conf.no_gtube,
+	                             .shed_pct = f->conf.shed_pct };
 	struct scan_hs_stats st;
 	e->hs = scan_hs_build(e->rs, &hc, &st);
 	if (e->hs == NULL) {
@@ -172,11 +173,13 @@ engine_build(struct ctl_filter *f, struct flt_engine **out)
 		return rc;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	unsigned active = 0;
+	unsigned active = 0, shed = 0;
 	for (unsigned t = 0; t < SCAN_RT_COUNT; t++)
 		active += e->rs->st.active[t];
-	ctl_log(CTL_LOG_INFO, "event=filter_load rules=%u active=%u diagnostics=%u cache=%s "
-	        "seconds=%.3f", e->rs->n, active, e->rs->n_diag,
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		shed += st.shed[t];
+	ctl_log(CTL_LOG_INFO, "event=filter_load rules=%u active=%u shed=%u diagnostics=%u cache=%s "
+	        "seconds=%.3f", e->rs->n, active, shed, e->rs->n_diag,
 	        f->cache == NULL ? "none" : st.cache_hit ? "hit" : "miss",
 	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	atomic_init(&e->refs, 1);
@@ -243,6 +246,7 @@ ctl_filter_conf_from_config(struct ctl_filter_conf *fc, const struct ctl_config 
 		fc->rules[fc->nrules++] = c->filter_rules[i];
 	fc->cache = c->filter_cache;
 	fc->slots_max = c->filter_slots;
+	fc->shed_pct = c->filter_shed_pct;
 	if (c->filter_policy != NULL) {
 		if (scan_policy_parse(&fc->pol, c->filter_policy) < 0) {
 			snprintf(err, errlen, "%s:%u: filter.policy: expected SCORE:ACTION[,SCORE:ACTION]... "

@@ -70,6 +70,7 @@ struct ctl_filter_conf {
 	struct scan_attach_conf attach_conf;
 	unsigned slots_init;            /* per worker and engine; 0: 2 */
 	unsigned slots_max;             /* 0: 256 */
+	double shed_pct;                /* scan_hs_config.shed_pct */
 	bool no_gtube;                  /* tests only */
 };
 

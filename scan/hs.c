@@ -65,6 +65,8 @@ const char scan_hs_gtube[] =
                                    gates stream, apart from the fast patterns */
 #define DEFER_LINE 8            /* ^[^\r\n]{n} (multi-line), a line of n bytes:
                                    counted by a byte loop (linelen_make) */
+#define DEFER_SHED 9            /* class FAILED: shed (cfg.shed_pct), one of the
+                                   costliest rules on the sample text (shed_pick) */
 #define LL_MAX 4                /* line-length rules per target; more stay in Hyperscan */
 #define CTR_MAX SCAN_RULES_LSET_MAX
 #define WR_MAX 8                /* word-run rules per target; more stay in Hyperscan */
@@ -216,6 +218,9 @@ struct scan_hs {
 	                                   reports every end and it runs near them
 	                                   (near_ok); else 0 */
 	uint16_t *reach;                /* [rs->n] build: rule_width's reach for a literal gate */
+	float *cost;                    /* [rs->n] build: seconds over the sample text in the
+	                                   form it runs in, where the cost model timed it
+	                                   (shed_pick); 0 not timed */
 	uint16_t *wslot;                /* [rs->n] 1 + its slot among windowed rules, 0 none */
 	unsigned n_wslot;
 	struct tdb t[SCAN_T_COUNT];
@@ -322,6 +327,8 @@ scan_hs_rule_how(const struct scan_hs *e, uint32_t i)
 	static const char *const how[] = {"", "deferred", "deferred-squeeze", "counted", "filtered",
 	    "deferred-run", "counted-words", "stream-apart", "counted-lines"};
 
+	if (i < e->rs->n && e->cls[i] == SCAN_HS_C_FAILED && e->defer[i] == DEFER_SHED)
+		return "shed";
 	if (i >= e->rs->n || e->defer[i] > DEFER_LINE)
 		return "";
 	if (e->cls[i] == SCAN_HS_C_HS ? e->defer[i] == DEFER_FILTER :
@@ -1621,6 +1628,7 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		return rc;
 	}
 	rc = 0;
+	e->cost[i] = (float)pk.seconds;
 	if (pk.mode == SCAN_GATE_STREAM) {
 		e->cls[i] = SCAN_HS_C_PREFILTER;
 		if (hs_cheap_within(x, pf, NULL, SCAN_HS_COSTLY_DB, SCAN_HS_COSTLY_SECONDS, NULL, 0,
@@ -1728,6 +1736,8 @@ add_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			    SCAN_HS_GATE_SECONDS, smp, SCAN_HS_SAMPLE, &mbps, &fires) && !fires) {
 				/* too big for the shared database, but far cheaper than
 				 * PCRE2 on every message: the gates database */
+				if (smp && mbps > 0)
+					e->cost[i] = (float)(SCAN_HS_SAMPLE / (mbps * 1e6));
 				e->cls[i] = SCAN_HS_C_PREFILTER;
 				e->gsep[i] = GSEP_GATESDB;
 				return items_add(git, x, f, GATE_BIT | i);
@@ -1817,8 +1827,10 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 						if (scan_gate_pick(NULL, 0, x, rule_hs_flags(r, false), e->sample,
 						    SCAN_HS_SAMPLE, alone, SCAN_HS_GATE_DB, &pk) == 0 &&
 						    pk.mode == SCAN_GATE_BLOCK && strcmp(pk.expr, x) &&
-						    (e->rexpr[i] = strdup(pk.expr)) != NULL)
+						    (e->rexpr[i] = strdup(pk.expr)) != NULL) {
 							e->defer[i] = DEFER_RUN;
+							e->cost[i] = (float)pk.seconds;
+						}
 						scan_gate_pick_free(&pk);
 					}
 				}
@@ -1829,6 +1841,8 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 				if (e->defer[i] == DEFER_NO && slow_ok && mbps > 0 &&
 				    mbps < SCAN_HS_APART_MBPS)
 					e->defer[i] = DEFER_APART;
+				if ((e->defer[i] == DEFER_NO || e->defer[i] == DEFER_APART) && mbps > 0)
+					e->cost[i] = (float)(SCAN_HS_SAMPLE / (mbps * 1e6));
 			} else
 				e->cls[i] = SCAN_HS_C_ALWAYS;   /* PCRE2; gate decided below */
 			free(x);
@@ -1891,6 +1905,214 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 			return rc;
 	}
 	return 0;
+}
+
+static int
+cost_desc(const void *a, const void *b, void *arg)
+{
+	const float *cost = arg;
+	float x = cost[*(const uint32_t *)a], y = cost[*(const uint32_t *)b];
+
+	return x < y ? 1 : x > y ? -1 : (*(const uint32_t *)a > *(const uint32_t *)b) -
+	    (*(const uint32_t *)a < *(const uint32_t *)b);
+}
+
+/*
+ * Which rules may be shed without raising any score: a shed rule reads 0,
+ * so the message's score must be non-decreasing in it. Signs: P (rises
+ * with it), N (falls), B (either way). A rule's own score gives its sign;
+ * in a meta, each occurrence of it is followed up its expression tree:
+ * ! and unary - flip it, so does the right side of - and of > >=, and the
+ * left side of < <=; * / == != make it B; && || + keep it. That times the
+ * reading meta's own sign, over every reader, metas last first (their
+ * readers come after them), gives the rule's sign. Only P or none may
+ * go: !__BODY_TEXT_LINE, a rule read by == 3, or one with a negative score
+ * stays. Returns safe[i] (1 may be shed), or NULL.
+ */
+#define SG_P 1
+#define SG_N 2
+#define SG_B 3
+
+static uint8_t
+sign_mul(uint8_t a, uint8_t b)
+{
+	if (!a || !b)
+		return 0;
+	if (a == SG_B || b == SG_B)
+		return SG_B;
+	return a == b ? SG_P : SG_N;
+}
+
+static uint8_t *
+shed_safe(const struct scan_ruleset *rs)
+{
+	uint8_t *sg = calloc(rs->n + 1, 1);
+	int32_t *par = NULL, *stk = NULL;
+	uint8_t *side = NULL;
+	uint32_t cap = 0;
+
+	if (!sg)
+		return NULL;
+	for (uint32_t i = 0; i < rs->n; i++)
+		sg[i] = rs->rules[i].score > 0 ? SG_P : rs->rules[i].score < 0 ? SG_N : 0;
+	for (uint32_t k = rs->n_meta; k-- > 0;) {
+		const struct scan_rule *m = &rs->rules[rs->meta_order[k]];
+		uint8_t ms = sg[rs->meta_order[k]];
+		if (!ms || !m->meta_n)
+			continue;
+		if (m->meta_n > cap) {
+			cap = m->meta_n;
+			free(par);
+			free(stk);
+			free(side);
+			par = malloc(cap * sizeof(*par));
+			stk = malloc(cap * sizeof(*stk));
+			side = malloc(cap);
+			if (!par || !stk || !side) {
+				free(par);
+				free(stk);
+				free(side);
+				free(sg);
+				return NULL;
+			}
+		}
+		/* the expression tree: each op's parent and side (0 left) */
+		uint32_t sp = 0;
+		bool ok = true;
+		for (uint32_t j = 0; j < m->meta_n && ok; j++) {
+			uint8_t op = m->meta[j].op;
+			par[j] = -1;
+			side[j] = 0;
+			unsigned arity = op == SCAN_MO_NUM || op == SCAN_MO_RULE ? 0 :
+			    op == SCAN_MO_NOT || op == SCAN_MO_NEG ? 1 : 2;
+			if (sp < arity) {
+				ok = false;
+				break;
+			}
+			for (unsigned a = 0; a < arity; a++) {
+				int32_t c = stk[--sp];
+				par[c] = (int32_t)j;
+				side[c] = (uint8_t)(arity - 1 - a);
+			}
+			stk[sp++] = (int32_t)j;
+		}
+		for (uint32_t j = 0; j < m->meta_n; j++) {
+			if (m->meta[j].op != SCAN_MO_RULE || m->meta[j].rule >= rs->n)
+				continue;
+			uint8_t s = ok ? SG_P : SG_B;
+			for (int32_t c = (int32_t)j; ok && par[c] >= 0 && s != SG_B; c = par[c]) {
+				switch (m->meta[par[c]].op) {
+				case SCAN_MO_NOT: case SCAN_MO_NEG:
+					s = sign_mul(s, SG_N);
+					break;
+				case SCAN_MO_SUB: case SCAN_MO_GT: case SCAN_MO_GE:
+					if (side[c])
+						s = sign_mul(s, SG_N);
+					break;
+				case SCAN_MO_LT: case SCAN_MO_LE:
+					if (!side[c])
+						s = sign_mul(s, SG_N);
+					break;
+				case SCAN_MO_AND: case SCAN_MO_OR: case SCAN_MO_ADD:
+					break;
+				default:
+					s = SG_B;
+				}
+			}
+			sg[m->meta[j].rule] |= sign_mul(s, ms);
+		}
+	}
+	free(par);
+	free(stk);
+	free(side);
+	for (uint32_t i = 0; i < rs->n; i++)
+		sg[i] = sg[i] == 0 || sg[i] == SG_P;    /* now: safe */
+	return sg;
+}
+
+/*
+ * Shedding (cfg.shed_pct): after every target is classified, the costliest
+ * regex rules on the sample text, at most shed_pct percent of the active
+ * ones, are left out (class FAILED, DEFER_SHED). A rule's cost is the time
+ * the cost model measured for the form it would run in: a stream pattern
+ * alone, a prefilter form alone, its own gate's block scan. Rules with no
+ * timing (header rules, literal gates, deferred rules behind a literal or
+ * a squeeze string that the sample does not open) are not candidates: they
+ * are cheap by construction. Nor are rules whose falling to 0 could raise
+ * the score (shed_safe): shedding lowers scores, never raises one. Their
+ * hits read 0, and metas see 0. Returns how many were shed.
+ */
+static unsigned
+shed_pick(struct scan_hs *e, const struct scan_hs_config *cfg)
+{
+	const struct scan_ruleset *rs = e->rs;
+	double pct = cfg->shed_pct > SCAN_HS_SHED_MAX ? SCAN_HS_SHED_MAX : cfg->shed_pct;
+	uint32_t *v = calloc(rs->n + 1, sizeof(*v)), nv = 0, active = 0;
+	uint8_t *safe = shed_safe(rs);
+	unsigned shed = 0;
+
+	if (!v || !safe) {
+		free(v);
+		free(safe);
+		return 0;
+	}
+	unsigned out = 0;       /* out of effect already, or will be */
+	for (uint32_t i = 0; i < rs->n; i++) {
+		const struct scan_rule *r = &rs->rules[i];
+		if (!r->defined || r->state != SCAN_RS_ACTIVE || r->type >= SCAN_T_COUNT)
+			continue;
+		active++;       /* as sluice-rules counts them: exists: rules too */
+		unsigned c = e->cls[i];
+		if (r->exists)
+			continue;
+		if (c == SCAN_HS_C_FAILED || c == SCAN_HS_C_NONE) {
+			out++;
+			continue;
+		}
+		if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER || c == SCAN_HS_C_ALWAYS) {
+			/* PCRE2 refuses a few (too large): they fail later */
+			char *x = rule_expr(e, r);
+			int err;
+			PCRE2_SIZE off;
+			pcre2_code *code = x ? pcre2_compile((PCRE2_SPTR)x, PCRE2_ZERO_TERMINATED,
+			    rule_pcre_flags(r), &err, &off, NULL) : NULL;
+			free(x);
+			if (!code) {
+				out++;
+				continue;
+			}
+			pcre2_code_free(code);
+		}
+		/* slow, as the cost model calls a stream pattern slow: a cheap one
+		 * (a literal: 1-3 us, mostly the call) saves nothing */
+		if (e->cost[i] > SCAN_HS_SAMPLE / (SCAN_HS_APART_MBPS * 1e6) && safe[i])
+			v[nv++] = i;
+	}
+	/* at most pct percent of the active regex rules out of effect, those
+	 * neither engine takes included */
+	unsigned lim = (unsigned)(active * pct / 100.0), k = lim > out ? lim - out : 0;
+	qsort_r(v, nv, sizeof(*v), cost_desc, e->cost);
+	for (uint32_t j = 0; j < nv && shed < k; j++) {
+		uint32_t i = v[j];
+		if (e->ddb[i])
+			hs_free_database(e->ddb[i]);
+		if (e->adb[i])
+			hs_free_database(e->adb[i]);
+		e->ddb[i] = e->adb[i] = NULL;
+		free(e->rexpr[i]);
+		free(e->rplain[i]);
+		e->rexpr[i] = e->rplain[i] = NULL;
+		e->cls[i] = SCAN_HS_C_FAILED;
+		e->gsep[i] = 0;
+		e->defer[i] = DEFER_SHED;
+		if (getenv("SLUICE_HS_DEBUG"))
+			fprintf(stderr, "shed %s: %.1f us on the sample\n", rs->rules[i].name,
+			    e->cost[i] * 1e6);
+		shed++;
+	}
+	free(v);
+	free(safe);
+	return shed;
 }
 
 /* measurement (SLUICE_HS_DUMP): a database's expressions, for bench tools */
@@ -2081,6 +2303,8 @@ cache_key(const struct scan_hs *e, const struct scan_hs_config *cfg)
 	h = fnv(opt, sizeof(opt), h);
 	h = fnv(&cfg->defer_mbps, sizeof(cfg->defer_mbps), h);
 	h = fnv(&cfg->apart_min, sizeof(cfg->apart_min), h);
+	if (cfg->shed_pct > 0)  /* caches built before shedding stay valid */
+		h = fnv(&cfg->shed_pct, sizeof(cfg->shed_pct), h);
 	uint32_t ver = CACHE_VERSION;
 	h = fnv(&ver, sizeof(ver), h);
 	return h;
@@ -2257,6 +2481,7 @@ scan_hs_free(struct scan_hs *e)
 	}
 	free(e->ddb);
 	free(e->adb);
+	free(e->cost);
 	free(e->chain_k);
 	free(e->defer);
 	if (e->rexpr)
@@ -2765,9 +2990,10 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	e->width = calloc(rs->n + 1, sizeof(*e->width));
 	e->wslot = calloc(rs->n + 1, sizeof(*e->wslot));
 	e->reach = calloc(rs->n + 1, sizeof(*e->reach));
+	e->cost = calloc(rs->n + 1, sizeof(*e->cost));
 	if (!e->cls || !e->gsep || !e->rexpr || !e->code || !e->multiple || !e->term_check ||
 	    !e->defer || !e->ddb || !e->adb || !e->chain_k || !e->width || !e->wslot ||
-	    !e->reach) {
+	    !e->reach || !e->cost) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -2806,9 +3032,31 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		}
 	}
 	st->cache_hit = cached;
+	/* every target classified first: shedding ranks the rules of all */
+	struct items its[SCAN_T_COUNT] = {0}, gits[SCAN_T_COUNT] = {0}, sits[SCAN_T_COUNT] = {0};
+	for (unsigned t = 0; t < SCAN_T_COUNT && rc == 0; t++)
+		rc = make_items(e, t, &its[t], &gits[t], &sits[t], &cfg, !cached, st);
+	if (rc == 0 && !cached && cfg.shed_pct > 0 && shed_pick(e, &cfg) > 0) {
+		/* the items again, from the classes as they now are */
+		for (unsigned t = 0; t < SCAN_T_COUNT && rc == 0; t++) {
+			items_free(&its[t]);
+			items_free(&gits[t]);
+			items_free(&sits[t]);
+			st->apart[t] = 0;
+			rc = make_items(e, t, &its[t], &gits[t], &sits[t], &cfg, false, st);
+		}
+	}
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
-		struct items it = {0}, git = {0}, sit = {0};
-		rc = make_items(e, t, &it, &git, &sit, &cfg, !cached, st);
+		struct items it = its[t], git = gits[t], sit = sits[t];
+		memset(&its[t], 0, sizeof(its[t]));
+		memset(&gits[t], 0, sizeof(gits[t]));
+		memset(&sits[t], 0, sizeof(sits[t]));
+		if (rc < 0) {
+			items_free(&it);
+			items_free(&git);
+			items_free(&sit);
+			continue;
+		}
 		if (rc == 0 && !cached && it.n)
 			rc = compile_items(e, t, &it, &git, &e->t[t].db, &cfg, st);
 		if (rc == 0 && !cached && git.n)
@@ -2832,6 +3080,8 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		if (rc < 0)
 			goto fail;
 	}
+	if (rc < 0)
+		goto fail;
 	/* a deferred rule's own block database, and the counters */
 	for (uint32_t i = 0; i < rs->n && rc == 0; i++) {
 		const struct scan_rule *r = &rs->rules[i];
@@ -2994,6 +3244,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			continue;
 		struct tdb *d = &e->t[r->type];
 		st->cls[r->type][c]++;
+		st->shed[r->type] += c == SCAN_HS_C_FAILED && e->defer[i] == DEFER_SHED;
 		if (c == SCAN_HS_C_ALWAYS) {
 			if ((rc = u32_push(&d->always, &d->n_always, i)) < 0)
 				goto fail;

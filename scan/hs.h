@@ -67,6 +67,12 @@
  *                A whole repeat (?:(X){k}) gets the chain gate instead: k
  *                copies of X relaxed, back to back (chain_open in hs.c).
  *     ALWAYS     failing all, on every message (cfg.drop_always: not run).
+ *   Shedding (cfg.shed_pct > 0): the costliest rules on the sample text, in
+ *   the form each would run in, are left out (class FAILED, how "shed")
+ *   until shed_pct percent of the active regex rules is out of effect,
+ *   those neither engine takes included; never one whose 0 could raise a
+ *   score. Speed for a few rules, the operator's choice (docs/SCAN-RULES.md
+ *   "Shedding").
  *   A GATED rule whose relaxed form is cheaper than the rule is "filtered":
  *   when the literal fired, the form is scanned first, PCRE2 only if it
  *   matched.
@@ -118,6 +124,10 @@
  * 46 ms for both; bench/RESULTS.md) */
 #define SCAN_HS_APART_MBPS 6000.0
 #define SCAN_HS_APART_MIN 8     /* fewer in a target: they stay in the main stream */
+/* shedding (cfg.shed_pct): at most this percent of the active regex rules
+ * out of effect, the rules neither engine takes included (8 of Debian's
+ * 1306: at 5, 57 more are shed, and 95.0% stay in effect) */
+#define SCAN_HS_SHED_MAX 5.0
 #define SCAN_HS_SQUEEZE_MIN 3
 #define SCAN_HS_SQUEEZE_SURE 4  /* shorter squeeze strings must not occur in
                                    the squeezed sample text */
@@ -152,6 +162,10 @@ struct scan_hs_config {
 	                                   every rule that has a gate */
 	bool no_near;                   /* tests, measure: PCRE2 over the whole kept text,
 	                                   not only near its gate's match ends */
+	double shed_pct;                /* 0: every rule; else leave out the costliest
+	                                   rules on the sample text until this percent of
+	                                   the active regex rules is out of effect, failed
+	                                   ones included (at most SCAN_HS_SHED_MAX) */
 };
 
 #define SCAN_HS_REASONS 24
@@ -181,6 +195,7 @@ struct scan_hs_stats {
 	unsigned deferred_run[SCAN_T_COUNT];    /* ... behind a run of their own atoms */
 	unsigned apart[SCAN_T_COUNT];           /* slow Hyperscan rules in the gates stream */
 	unsigned counted[SCAN_T_COUNT];         /* rules counted without Hyperscan */
+	unsigned shed[SCAN_T_COUNT];            /* class FAILED by cfg.shed_pct */
 	unsigned chained[SCAN_T_COUNT];         /* PREFILTER rules behind a chain gate */
 	unsigned filtered[SCAN_T_COUNT];        /* GATED PCRE2 rules probed by their relaxed
 	                                           form before PCRE2 runs */
@@ -234,7 +249,8 @@ unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
 /* How a rule runs, beyond its class: "deferred" (a Hyperscan rule alone,
  * behind a literal gate), "deferred-squeeze" (behind a squeeze gate),
  * "counted" (a byte loop), "filtered" (a GATED PCRE2 rule whose relaxed
- * form is probed before PCRE2), or "". */
+ * form is probed before PCRE2), "shed" (class FAILED: left out by
+ * cfg.shed_pct), or "". */
 const char *scan_hs_rule_how(const struct scan_hs *e, uint32_t i);
 
 struct scan_hs_worker *scan_hs_worker_new(const struct scan_hs *e);

@@ -15,6 +15,9 @@
  *   -P   no HS_FLAG_PREFILTER gates (measurement)
  *   -S   no scan-cost model (measurement)
  *   -D   drop the rules that would run PCRE2 on every message (faster, fewer rules)
+ *   -x P shed: leave out the costliest rules on the sample text until P
+ *        percent of the active regex rules is out of effect (P <= 5: 95%
+ *        stay; faster, fewer rules)
  *   -l   list every rule with its type and class, then exit
  *   -H F write every rule that hit (metas and __ rules too, with counts),
  *        one line per message, to F
@@ -266,6 +269,16 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	printf("regex rules in effect: %u of %u active (%.1f%%); header exists: rules %u, "
 	    "negated %u\n", tot_eff, tot_re, tot_re ? 100.0 * tot_eff / tot_re : 100.0,
 	    s->exists, s->negated);
+	unsigned shed = 0;
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+		shed += st->shed[t];
+	if (shed) {
+		printf("shed (the costliest on the sample text, counted as failed above):");
+		for (unsigned t = 0; t < SCAN_T_COUNT; t++)
+			if (st->shed[t])
+				printf(" %s=%u", scan_rules_type_name(t), st->shed[t]);
+		printf("\n");
+	}
 	printf("databases:");
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		printf(" %s=%u pat/%zu KB/stream %zu B", scan_rules_type_name(t), st->patterns[t],
@@ -362,7 +375,7 @@ main(int argc, char **argv)
 
 	if (!rs)
 		return 2;
-	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:Wh")) != -1) {
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:Wx:h")) != -1) {
 		switch (c) {
 		case 'r':
 			rc = scan_rules_load_path(rs, optarg);
@@ -386,12 +399,21 @@ main(int argc, char **argv)
 		case 'N': cfg.no_defer = true; break;
 		case 'M': cfg.defer_mbps = atof(optarg); break;
 		case 'W': cfg.no_near = true; break;
+		case 'x':
+			cfg.shed_pct = atof(optarg);
+			if (!(cfg.shed_pct >= 0 && cfg.shed_pct <= SCAN_HS_SHED_MAX)) {
+				fprintf(stderr, "sluice-rules: -x %s: the percent to shed must be "
+				    "from 0 to %.0f\n", optarg, SCAN_HS_SHED_MAX);
+				return 2;
+			}
+			break;
 		case 'l': list = true; break;
 		case 'H': hit_path = optarg; break;
 		case 'C': cmp_path = optarg; break;
 		default:
 			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
-			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-N] [-M MBPS] [-W] [-l] [-H HITS] [-C HITS]\n");
+			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-x PCT] [-N] [-M MBPS] [-W] [-l] [-H HITS] "
+			    "[-C HITS]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}

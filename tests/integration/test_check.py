@@ -53,6 +53,7 @@ CASES = {
     "bad-transport": lambda L: replace_line(L, "server:", "server: {hostname: mx.test.example, workers: 1, transport: carrier-pigeon}"),
     "missing-cert": lambda L: replace_line(L, "tls:", "tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}"),
     "bad-delivery": lambda L: replace_line(L, "delivery:", "delivery: {method: teleport, maildir: /tmp/x, retry_min: 1s}"),
+    "bad-shed": lambda L: (L + ["filter: {shed_percent: 7}"], len(L) + 1),
 }
 
 
