@@ -479,7 +479,7 @@ def report(args, msgs, nbytes, sl, sa, rs, acct, load0, load1, elapsed):
 def vs(base, per, name):
     if not base:
         return ""
-    if name.startswith("sluice"):
+    if name == "sluice (sluice-rules)":
         return "1.0×"
     q = base / per
     return ("%.1f× slower" % q) if q >= 1 else ("%.1f× faster" % (1 / q))
