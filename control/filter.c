@@ -178,10 +178,10 @@ engine_build(struct ctl_filter *f, struct flt_engine **out)
 		active += e->rs->st.active[t];
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		shed += st.shed[t];
-	ctl_log(CTL_LOG_INFO, "event=filter_load rules=%u active=%u shed=%u diagnostics=%u cache=%s "
-	        "seconds=%.3f", e->rs->n, active, shed, e->rs->n_diag,
+	ctl_log(CTL_LOG_INFO, "event=filter_load rules=%u active=%u diagnostics=%u cache=%s "
+	        "seconds=%.3f shed=%u", e->rs->n, active, e->rs->n_diag,
 	        f->cache == NULL ? "none" : st.cache_hit ? "hit" : "miss",
-	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, shed);
 	atomic_init(&e->refs, 1);
 	*out = e;
 	return 0;

@@ -154,7 +154,7 @@ def test_shed_percent(sluice_factory, tmp_path):
     literal) is 3: the three slow ones are shed, so a message that every
     one of them matches scores only what the other rules give."""
     s = filter_server(sluice_factory, tmp_path, rules=RULES + SLOW, shed_percent=5)
-    assert re.search(r"event=filter_load rules=\d+ active=61 shed=3 ", s.events()), s.events()[-800:]
+    assert re.search(r"event=filter_load rules=\d+ active=61 .* shed=3\b", s.events()), s.events()[-800:]
     msg = make_message(subject="hello", body="an a-b-c-d-5, price: $5, cheap meds qzword7x\r\ncall 555\r\n")
     r = send_one(s.port, msg)
     assert r.code == 250, r
