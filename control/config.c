@@ -813,7 +813,7 @@ static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
 		errno = 0;
 		double d = strtod(s, &end);
 		if (end == s || *end != '\0' || errno != 0 || d != d)
-			return FAIL(ld, n, "%s: expected a number (a score), got '%s'", k->name,
+			return FAIL(ld, n, "%s: expected a number, got '%s'", k->name,
 			            show(n, v, sizeof(v)));
 		if (d < (double)k->min || d > (double)k->max)
 			return range_err(ld, k, n);
