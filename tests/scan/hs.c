@@ -1047,20 +1047,23 @@ test_shed(void **state)
 {
 	(void)state;
 	static const char *const slow[] = {"SLOW_1", "SLOW_2", "SLOW_3"};
-	/* no literal, no gate, bounded repeats of classes: 20-50 us each over
-	 * the sample text, against 1-3 us for a literal */
+	/* no literal, no gate, runs of classes: Hyperscan takes them in the
+	 * stream (small, compiled in a few ms, even under ASan), and each scans
+	 * the sample text in 14-22 us, against 1-3 us for a literal */
 	static const char slow_rules[] =
-	    "body SLOW_1 /^[^\\n]{0,60}[a-z]{2}[^\\n]{0,60}[0-9]{3}\\b/m\n"
-	    "body SLOW_2 /^[^\\n]{0,40}[.,;:][^\\n]{0,40}\\$\\d/m\n"
-	    "body SLOW_3 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z]"
+	    "body SLOW_1 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z]"
 	    "[^a-z\\n]{1,3}[0-9]/i\n"
+	    "body SLOW_2 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[0-9]"
+	    "[^0-9\\n]{1,3}[0-9]/i\n"
+	    "body SLOW_3 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z]"
+	    "[^a-z\\n]{1,3}[a-z]/i\n"
 	    "meta M_SLOW SLOW_1 || SLOW_2 || SLOW_3\n";
 	char text[8192], msg[4096];
 	size_t n = 0, m = 0;
 	n += (size_t)snprintf(text + n, sizeof(text) - n,
 	    "%s", slow_rules);
 	m += (size_t)snprintf(msg + m, sizeof(msg) - m,
-	    "From: a@example.com\r\nSubject: s\r\n\r\nan a-b-c-d-5, price: $5\r\ncall 555\r\n");
+	    "From: a@example.com\r\nSubject: s\r\n\r\nsee a-b-c-d-5, a-b-c-1-2 and a-b-c-d-e\r\n");
 	for (int i = 0; i < 37; i++) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n, "body LIT_%d /qzword%dx/\n", i, i);
 		m += (size_t)snprintf(msg + m, sizeof(msg) - m, "qzword%dx\r\n", i);
@@ -1073,8 +1076,11 @@ test_shed(void **state)
 	for (int round = 0; round < 4; round++) {
 		/* 0 no shedding; 1 shedding, cold; 2 the same, from the cache;
 		 * 3 no shedding with that cache: stale, rebuilt */
+		/* defer_mbps: no rule is deferred behind a gate of its own (a
+		 * cost-model choice that timing moves), so the slow ones stay
+		 * slow in the stream */
 		struct scan_hs_config cfg = {.cache_path = path, .shed_pct = round == 0 ||
-		    round == 3 ? 0 : 5};
+		    round == 3 ? 0 : 5, .defer_mbps = 1e-3};
 		struct eng g;
 		eng_up_cfg(&g, text, NULL, &cfg);
 		assert_int_equal(g.st.cache_hit, round == 2);
@@ -1110,16 +1116,17 @@ test_shed(void **state)
 	n = 0;
 	n += (size_t)snprintf(text + n, sizeof(text) - n,
 	    "%s"
-	    "body SLOW_4 /^[^\\n]{0,80}[a-z]{2}[^\\n]{0,80}[0-9]{4}\\b/m\n"
+	    "body SLOW_4 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[0-9][^0-9\\n]{1,3}[0-9]/i\n"
 	    "meta M_NOT !SLOW_4\n"
-	    "body SLOW_5 /^[^\\n]{0,80}[a-z]{3}[^\\n]{0,80}[0-9]{5}\\b/m\n"
+	    "body SLOW_5 /[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z][^a-z\\n]{1,3}[a-z]"
+	    "[^a-z\\n]{1,3}[0-9]/i\n"
 	    "score SLOW_5 -1\n", slow_rules);
 	for (int i = 0; i < 95; i++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n, "body LIT_%d /qzword%dx/\n", i, i);
-	struct scan_hs_config cfg = {.shed_pct = 5};
+	struct scan_hs_config cfg = {.shed_pct = 5, .defer_mbps = 1e-3};
 	struct eng g;
 	eng_up_cfg(&g, text, NULL, &cfg);
-	m += (size_t)snprintf(msg + m, sizeof(msg) - m, "room 1234\r\nabc 12345\r\n");
+	m += (size_t)snprintf(msg + m, sizeof(msg) - m, "x-y-1-2\r\n");
 	scan_split(&g, msg, 0, 0);
 	assert_int_equal(g.st.shed[SCAN_T_BODY], 3);
 	for (unsigned k = 0; k < 3; k++)
