@@ -528,6 +528,9 @@ slot_new(struct ctl_filter *f, struct flt_gen *g)
 		free(m);
 		return NULL;
 	}
+	/* the verdict needs only the rules that count: the end of a message
+	 * leaves unrun what cannot move one (scan/hs.h) */
+	m->sm->hm->lazy = true;
 	m->f = f;
 	m->g = g;
 	m->inner = m->sm->mime.sink;

@@ -223,6 +223,9 @@ struct scan_hs {
 	                                   (shed_pick); 0 not timed */
 	uint16_t *wslot;                /* [rs->n] 1 + its slot among windowed rules, 0 none */
 	unsigned n_wslot;
+	uint8_t *late;                  /* [rs->n] a chain or always rule: undecided until
+	                                   the end of a message runs it (lazy_base) */
+	int32_t *hrule_of;              /* [rs->n] its hrules[] entry, -1 none */
 	struct tdb t[SCAN_T_COUNT];
 	struct hkey *keys;
 	unsigned nkeys;
@@ -246,6 +249,7 @@ struct scan_hs {
 struct scan_hs_worker {
 	const struct scan_hs *e;
 	hs_scratch_t *scratch;
+	struct scan_lazy lz;            /* lazy evaluation's memory (lazy_needs) */
 	pcre2_match_data *md;
 	pcre2_match_context *mctx;
 	pcre2_jit_stack *jit;
@@ -2482,6 +2486,8 @@ scan_hs_free(struct scan_hs *e)
 	free(e->ddb);
 	free(e->adb);
 	free(e->cost);
+	free(e->late);
+	free(e->hrule_of);
 	free(e->chain_k);
 	free(e->defer);
 	if (e->rexpr)
@@ -3256,6 +3262,22 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		} else if (c == SCAN_HS_C_GATED || c == SCAN_HS_C_PREFILTER)
 			d->n_gated++;
 	}
+	/* what the end of a message runs besides rules whose gate fired (lazy_base) */
+	if (!(e->late = calloc(rs->n + 1, 1)) ||
+	    !(e->hrule_of = malloc((rs->n + 1) * sizeof(*e->hrule_of)))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
+		for (unsigned k = 0; k < e->t[t].n_chain; k++)
+			e->late[e->t[t].chain[k]] = 1;
+		for (unsigned k = 0; k < e->t[t].n_always; k++)
+			e->late[e->t[t].always[k]] = 1;
+	}
+	for (uint32_t i = 0; i < rs->n; i++)
+		e->hrule_of[i] = -1;
+	for (unsigned h = 0; h < e->n_hrules; h++)
+		e->hrule_of[e->hrules[h].rule] = (int32_t)h;
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++) {
 		struct tdb *d = &e->t[t];
 		if (d->db) {
@@ -3375,6 +3397,8 @@ fail:
 
 /* ---- worker and message ---- */
 
+static struct scan_bound lazy_base(void *arg, uint32_t i);
+
 struct scan_hs_worker *
 scan_hs_worker_new(const struct scan_hs *e)
 {
@@ -3405,8 +3429,12 @@ scan_hs_worker_new(const struct scan_hs *e)
 		if ((e->ddb[i] && hs_alloc_scratch(e->ddb[i], &w->scratch) != HS_SUCCESS) ||
 		    (e->adb[i] && hs_alloc_scratch(e->adb[i], &w->scratch) != HS_SUCCESS))
 			goto fail;
-	if (!(w->sq = malloc(BATCH)) || !(w->ends = malloc(CHAIN_ENDS * sizeof(*w->ends))))
+	if (!(w->sq = malloc(BATCH)) || !(w->ends = malloc(CHAIN_ENDS * sizeof(*w->ends))) ||
+	    !(w->lz.b = malloc((e->rs->n + 1) * sizeof(*w->lz.b))) ||
+	    !(w->lz.gen = calloc(e->rs->n + 1, sizeof(*w->lz.gen))))
 		goto fail;
+	w->lz.rs = e->rs;
+	w->lz.base = lazy_base;
 	for (unsigned b = 0; b < 256; b++)
 		w->sqmap[b] = scan_rules_squeeze_byte((uint8_t)b);
 	w->md = pcre2_match_data_create(1, NULL);
@@ -3462,6 +3490,8 @@ scan_hs_worker_free(struct scan_hs_worker *w)
 	free(w->prof_runs);
 	free(w->sq);
 	free(w->ends);
+	free(w->lz.b);
+	free(w->lz.gen);
 	if (w->scratch)
 		hs_free_scratch(w->scratch);
 	pcre2_match_data_free(w->md);
@@ -3595,6 +3625,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	m->gtube = false;
 	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = m->filter_runs = 0;
 	m->chain_runs = 0;
+	m->lazy_skips = 0;
 	m->near_runs = 0;
 	m->ascii_runs = 0;
 	m->plain_runs = 0;
@@ -4330,6 +4361,52 @@ run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	}
 }
 
+/*
+ * Lazy evaluation (scan_rules_lazy_needed), after the own gates ran:
+ * bounds on non-meta rule i's final value. Undecided: rules whose gate
+ * fired (pending), chain and always rules. Every other rule's hits are
+ * final; a header rule's value is what the end of scan_hs_msg_end will
+ * make of them.
+ */
+static struct scan_bound
+lazy_base(void *arg, uint32_t i)
+{
+	const struct scan_hs_msg *m = arg;
+	const struct scan_hs *e = m->e;
+	const struct scan_hs_msg_priv *p = m->priv;
+	struct scan_bound x = {m->hits[i], m->hits[i]};
+
+	if (p->fired[i] || e->late[i])
+		x.hi = !e->multiple[i] ? 1 : e->rs->rules[i].maxhits ? e->rs->rules[i].maxhits : 1e9;
+	if (e->hrule_of[i] >= 0) {
+		const struct hrule *hr = &e->hrules[e->hrule_of[i]];
+		bool seen = (p->seen[hr->key / 64] >> (hr->key % 64)) & 1;
+		if (hr->exists)
+			x.lo = x.hi = seen;
+		else if (!seen)
+			x.lo = x.hi = hr->absent_hit;
+		else if (hr->negate && x.lo > 0)
+			x.lo = x.hi = 0;
+		else if (hr->negate && x.hi > x.lo)
+			x.lo = 0, x.hi = 1;     /* 1 if nothing more matches */
+		else if (hr->negate)
+			x.lo = x.hi = 1;
+	}
+	return x;
+}
+
+/* Must undecided rule i run (m->lazy: only if it can move the verdict)? */
+static inline bool
+lazy_needs(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t i)
+{
+	if (!m->lazy)
+		return true;
+	if (scan_rules_lazy_needed(&w->lz, i))
+		return true;
+	m->lazy_skips++;
+	return false;
+}
+
 int
 scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 {
@@ -4390,9 +4467,14 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 				rc = -EIO;
 	}
 	prof_mark(w, 0);
+	/* lazy from here: what the own gates left unfired is decided */
+	w->lz.arg = m;
+	scan_rules_lazy_begin(&w->lz);
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_chain; k++) {
 			uint32_t ri = e->t[t].chain[k];
+			if (!lazy_needs(m, w, ri))
+				continue;
 			m->chain_runs++;
 			if (!p->fired[ri] && p->npending < e->max_pending && chain_open(m, w, ri)) {
 				p->fired[ri] = 1;
@@ -4403,6 +4485,8 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	for (unsigned k = 0; k < p->npending; k++) {
 		uint32_t ri = p->pending[k];
 		unsigned t = e->rs->rules[ri].type;
+		if (!lazy_needs(m, w, ri))
+			continue;
 		prof_mark(w, -1);       /* PCRE2 keeps its own count */
 		if (e->cls[ri] == SCAN_HS_C_PREFILTER) {
 			if (!e->skip_gated)
@@ -4433,7 +4517,8 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	}
 	for (unsigned t = 0; t < SCAN_T_COUNT; t++)
 		for (unsigned k = 0; k < e->t[t].n_always && !e->skip_always; k++)
-			run_pcre(m, w, e->t[t].always[k]);
+			if (lazy_needs(m, w, e->t[t].always[k]))
+				run_pcre(m, w, e->t[t].always[k]);
 metas:
 	for (unsigned h = 0; h < e->n_hrules; h++) {
 		const struct hrule *hr = &e->hrules[h];

@@ -226,6 +226,11 @@ struct scan_hs_msg {
 	const struct scan_hs *e;
 	uint32_t *hits;                 /* [rs->n] */
 	bool gtube;
+	bool lazy;                      /* set by the caller: at the end of a message, run
+	                                   only what can still move a rule that counts in
+	                                   the verdict (scores, X-Spam-Status); a "__"
+	                                   rule read only by decided metas may then read 0 */
+	uint32_t lazy_skips;            /* rules left unrun this message (lazy) */
 	uint64_t bytes[SCAN_T_COUNT];   /* fed this message */
 	uint32_t pcre_runs;             /* PCRE2 rules run this message */
 	uint32_t pcre_limited;          /* ... that hit a match limit */

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,8 @@ struct scan_rules_priv {
 	uint32_t *dep;          /* active metas that read rule i */
 	uint32_t *base;         /* rules read by metas that are not active metas */
 	uint32_t n_base;
+	uint8_t *reaches;       /* per rule: it counts, or a meta that reaches one
+	                           reads it (lazy evaluation: the others never matter) */
 };
 
 enum { TAG_TAG = 0, TAG_PRE, TAG_INTER, TAG_POST };
@@ -184,6 +187,7 @@ scan_rules_free(struct scan_ruleset *rs)
 			free(p->tags[k]);
 		}
 		free(p->meta_rest);
+		free(p->reaches);
 		free(p->dep_off);
 		free(p->dep);
 		free(p->base);
@@ -1434,6 +1438,161 @@ scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits)
 	return sp ? stack[0] : 0;
 }
 
+/* truth of a bounded value: 0 false, 1 true, 2 either */
+static int
+bound_truth(struct scan_bound a)
+{
+	if (a.lo == 0 && a.hi == 0)
+		return 0;
+	if (a.lo > 0 || a.hi < 0)
+		return 1;
+	return 2;
+}
+
+static struct scan_bound
+bound_bool(int t)
+{
+	return (struct scan_bound){t == 1, t != 0};
+}
+
+/* lo <= a OP b <= hi over every a, b in their bounds (SCAN_MO_* binary) */
+static struct scan_bound
+bound_op(uint8_t op, struct scan_bound a, struct scan_bound b)
+{
+	double p[4];
+	int ta, tb;
+
+	switch (op) {
+	case SCAN_MO_ADD: return (struct scan_bound){a.lo + b.lo, a.hi + b.hi};
+	case SCAN_MO_SUB: return (struct scan_bound){a.lo - b.hi, a.hi - b.lo};
+	case SCAN_MO_MUL:
+		p[0] = a.lo * b.lo, p[1] = a.lo * b.hi, p[2] = a.hi * b.lo, p[3] = a.hi * b.hi;
+		return (struct scan_bound){fmin(fmin(p[0], p[1]), fmin(p[2], p[3])),
+		    fmax(fmax(p[0], p[1]), fmax(p[2], p[3]))};
+	case SCAN_MO_DIV:
+		if (a.lo == a.hi && b.lo == b.hi) {
+			double v = b.lo != 0 ? a.lo / b.lo : 0;
+			return (struct scan_bound){v, v};
+		}
+		return (struct scan_bound){-HUGE_VAL, HUGE_VAL};
+	case SCAN_MO_LT: return bound_bool(a.hi < b.lo ? 1 : a.lo >= b.hi ? 0 : 2);
+	case SCAN_MO_LE: return bound_bool(a.hi <= b.lo ? 1 : a.lo > b.hi ? 0 : 2);
+	case SCAN_MO_GT: return bound_bool(a.lo > b.hi ? 1 : a.hi <= b.lo ? 0 : 2);
+	case SCAN_MO_GE: return bound_bool(a.lo >= b.hi ? 1 : a.hi < b.lo ? 0 : 2);
+	case SCAN_MO_EQ:
+	case SCAN_MO_NE: {
+		int t = a.lo == a.hi && b.lo == b.hi && a.lo == b.lo ? 1 :
+		    a.hi < b.lo || b.hi < a.lo ? 0 : 2;
+		return bound_bool(op == SCAN_MO_EQ || t == 2 ? t : !t);
+	}
+	case SCAN_MO_AND:
+		ta = bound_truth(a), tb = bound_truth(b);
+		return bound_bool(ta == 0 || tb == 0 ? 0 : ta == 1 && tb == 1 ? 1 : 2);
+	case SCAN_MO_OR:
+		ta = bound_truth(a), tb = bound_truth(b);
+		return bound_bool(ta == 1 || tb == 1 ? 1 : ta == 0 && tb == 0 ? 0 : 2);
+	default:
+		return (struct scan_bound){-HUGE_VAL, HUGE_VAL};
+	}
+}
+
+void
+scan_rules_lazy_begin(struct scan_lazy *z)
+{
+	z->round += 8;
+	if (z->round < 8) {     /* wrapped: no stale round may match */
+		memset(z->gen, 0, z->rs->n * sizeof(*z->gen));
+		z->round = 8;
+	}
+}
+
+static inline bool
+lazy_meta(const struct scan_ruleset *rs, uint32_t x)
+{
+	return rs->rules[x].type == SCAN_RT_META && rs->rules[x].state == SCAN_RS_ACTIVE;
+}
+
+/* scan_rules_meta_value over bounds, its inputs on demand (a meta's reads
+ * nest as deep as metas do): bounds on the meta's 0/1 value */
+struct scan_bound
+scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m)
+{
+	const struct scan_rule *r = &z->rs->rules[m];
+	struct scan_bound stack[SCAN_META_STACK];
+	size_t sp = 0;
+
+	if ((z->gen[m] & ~7u) == z->round && (z->gen[m] & 1))
+		return z->b[m];
+	for (uint32_t i = 0; i < r->meta_n; i++) {
+		const struct scan_meta_op *o = &r->meta[i];
+		struct scan_bound a;
+		switch (o->op) {
+		case SCAN_MO_NUM: stack[sp++] = (struct scan_bound){o->num, o->num}; continue;
+		case SCAN_MO_RULE:
+			stack[sp++] = lazy_meta(z->rs, o->rule) ? scan_rules_lazy_bound(z, o->rule) :
+			    z->base(z->arg, o->rule);
+			continue;
+		case SCAN_MO_NOT:
+			a = stack[sp - 1];
+			stack[sp - 1] = bound_bool(bound_truth(a) == 2 ? 2 : !bound_truth(a));
+			continue;
+		case SCAN_MO_NEG:
+			a = stack[sp - 1];
+			stack[sp - 1] = (struct scan_bound){-a.hi, -a.lo};
+			continue;
+		default: break;
+		}
+		sp--;
+		stack[sp - 1] = bound_op(o->op, stack[sp - 1], stack[sp]);
+	}
+	z->b[m] = sp ? bound_bool(bound_truth(stack[0])) : bound_bool(0);
+	if ((z->gen[m] & ~7u) != z->round)
+		z->gen[m] = z->round;
+	z->gen[m] |= 1;
+	return z->b[m];
+}
+
+static bool lazy_meta_needed(struct scan_lazy *z, uint32_t m);
+
+/* Does an undecided reader of rule i that is needed exist? */
+static bool
+lazy_readers(struct scan_lazy *z, uint32_t i)
+{
+	const struct scan_rules_priv *p = z->rs->priv;
+
+	if (!p || !p->dep_off || !p->reaches)
+		return true;
+	for (uint32_t j = p->dep_off[i]; j < p->dep_off[i + 1]; j++) {
+		uint32_t m = p->dep[j];
+		if (!p->reaches[m])
+			continue;
+		struct scan_bound b = scan_rules_lazy_bound(z, m);
+		if (b.lo != b.hi && lazy_meta_needed(z, m))
+			return true;
+	}
+	return false;
+}
+
+static bool
+lazy_meta_needed(struct scan_lazy *z, uint32_t m)
+{
+	if (scan_rules_counts(z->rs, m))
+		return true;
+	if ((z->gen[m] & ~7u) == z->round && (z->gen[m] & 2))
+		return (z->gen[m] & 4) != 0;
+	bool v = lazy_readers(z, m);
+	if ((z->gen[m] & ~7u) != z->round)
+		z->gen[m] = z->round;
+	z->gen[m] |= 2 | (v ? 4 : 0);
+	return v;
+}
+
+bool
+scan_rules_lazy_needed(struct scan_lazy *z, uint32_t i)
+{
+	return scan_rules_counts(z->rs, i) || lazy_readers(z, i);
+}
+
 /* the active metas that read rule i: from its nonzero value on, they must be evaluated */
 static void
 meta_touch(const struct scan_rules_priv *p, uint32_t i, uint32_t *hits)
@@ -1532,6 +1691,19 @@ meta_deps(struct scan_ruleset *rs)
 	for (uint32_t i = 0; i < rs->n; i++)
 		if (based[i])
 			p->base[p->n_base++] = i;
+	/* which rules can matter to a verdict at all: readers first */
+	if (!(p->reaches = calloc(rs->n + 1, 1)))
+		goto out;
+	for (uint32_t i = 0; i < rs->n; i++)
+		p->reaches[i] = scan_rules_counts(rs, i);
+	for (uint32_t k = rs->n_meta; k-- > 0;) {
+		const struct scan_rule *r = &rs->rules[rs->meta_order[k]];
+		if (!p->reaches[rs->meta_order[k]])
+			continue;
+		for (uint32_t j = 0; j < r->meta_n; j++)
+			if (r->meta[j].op == SCAN_MO_RULE)
+				p->reaches[r->meta[j].rule] = 1;
+	}
 	/* values at rest: no regex rule hit */
 	memset(rest, 0, (rs->n + 1) * sizeof(*rest));
 	for (uint32_t k = 0; k < rs->n_meta; k++) {
@@ -1543,9 +1715,11 @@ meta_deps(struct scan_ruleset *rs)
 out:
 	if (rc < 0) {
 		free(p->meta_rest);
+		free(p->reaches);
 		free(p->dep_off);
 		free(p->dep);
 		p->meta_rest = NULL;
+		p->reaches = NULL;
 		p->dep_off = p->dep = NULL;
 	}
 	free(rest);

@@ -221,6 +221,49 @@ void scan_rules_meta_eval(const struct scan_ruleset *rs, uint32_t *hits);
 /* Evaluates one compiled meta expression over hits[]. */
 double scan_rules_meta_value(const struct scan_rule *r, const uint32_t *hits);
 
+/* Bounds on a rule's final value: exact when lo == hi. */
+struct scan_bound {
+	double lo, hi;
+};
+
+/*
+ * Lazy evaluation at a message's end: can a rule still to run move a rule
+ * that counts in the verdict? The caller gives bounds on every non-meta
+ * rule's final value through base() (exact for a decided rule; from its
+ * hits so far to its most for one still to run). A rule is needed if it
+ * counts, or an active meta reads it whose bounds (interval arithmetic
+ * over its inputs' bounds) are not yet one value and that is needed in
+ * turn. A rule that is not needed cannot change any rule that counts: it
+ * may be left unrun. Only the metas between the rule and the rules that
+ * count are evaluated, each once per round (scan_rules_lazy_begin: the
+ * bounds changed). b and gen have rs->n entries, gen zeroed once; no
+ * allocation.
+ */
+struct scan_lazy {
+	const struct scan_ruleset *rs;
+	struct scan_bound *b;
+	uint32_t *gen;                  /* bit 0: b[i] is this round's; bit 1: need
+	                                   known, bit 2 its value; the rest the round */
+	uint32_t round;
+	struct scan_bound (*base)(void *arg, uint32_t i);
+	void *arg;
+};
+
+void scan_rules_lazy_begin(struct scan_lazy *z);
+/* Bounds on active meta m's value */
+struct scan_bound scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m);
+/* Can undecided rule i (not a meta) move a rule that counts? */
+bool scan_rules_lazy_needed(struct scan_lazy *z, uint32_t i);
+
+/* Does rule i count in a verdict (active, not a "__" sub-rule)? */
+static inline bool
+scan_rules_counts(const struct scan_ruleset *rs, uint32_t i)
+{
+	const struct scan_rule *r = &rs->rules[i];
+
+	return r->state == SCAN_RS_ACTIVE && !(r->name[0] == '_' && r->name[1] == '_');
+}
+
 /*
  * Regex helpers shared with hs.c (pure functions).
  * scan_rules_literal(): the longest byte string that every match of re

@@ -20,8 +20,11 @@
  *        stay; faster, fewer rules)
  *   -l   list every rule with its type and class, then exit
  *   -H F write every rule that hit (metas and __ rules too, with counts),
- *        one line per message, to F
+ *        one line per message, to F (implies -A)
  *   -C F compare the hits with a file written by -H; exit 1 if any differ
+ *   -A   run every rule to the end of each message; by default (as sluiced
+ *        does) the end of a message runs only what can still move a rule
+ *        that counts in the verdict, so a "__" rule may read 0 (lazy)
  * Per message: "file score action tests=..." (rules that hit).
  */
 #include <dirent.h>
@@ -368,14 +371,14 @@ main(int argc, char **argv)
 	struct scan_ruleset *rs = scan_rules_new();
 	const char *dirs[64];
 	unsigned ndirs = 0, repeat = 0;
-	bool verbose = false, quiet = false, list = false;
+	bool verbose = false, quiet = false, list = false, all_rules = false;
 	const char *hit_path = NULL, *cmp_path = NULL;
 	FILE *hitf = NULL;
 	int c, rc;
 
 	if (!rs)
 		return 2;
-	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:Wx:h")) != -1) {
+	while ((c = getopt(argc, argv, "r:c:s:d:n:qvPlH:C:SDNM:Wx:Ah")) != -1) {
 		switch (c) {
 		case 'r':
 			rc = scan_rules_load_path(rs, optarg);
@@ -408,12 +411,13 @@ main(int argc, char **argv)
 			}
 			break;
 		case 'l': list = true; break;
+		case 'A': all_rules = true; break;
 		case 'H': hit_path = optarg; break;
 		case 'C': cmp_path = optarg; break;
 		default:
 			fprintf(stderr, "usage: sluice-rules -r RULES [-c CACHE] [-s MSG|MBOX] [-d DIR] "
 			    "[-n REPEAT] [-q] [-v] [-P] [-S] [-D] [-x PCT] [-N] [-M MBPS] [-W] [-l] [-H HITS] "
-			    "[-C HITS]\n");
+			    "[-C HITS] [-A]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -452,6 +456,7 @@ main(int argc, char **argv)
 	struct scan_policy pol;
 	if (!w || !sm)
 		return 2;
+	sm->hm->lazy = !all_rules && !hit_path && !cmp_path;
 	scan_policy_default(&pol);
 	unsigned acts[SCAN_ACT_COUNT] = {0};
 	if (hit_path)
@@ -463,7 +468,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0, filter_runs = 0;
-	uint64_t near_runs = 0, ascii_runs = 0, plain_runs = 0;
+	uint64_t near_runs = 0, ascii_runs = 0, plain_runs = 0, lazy_skips = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -477,6 +482,7 @@ main(int argc, char **argv)
 		near_runs += sm->hm->near_runs;
 		ascii_runs += sm->hm->ascii_runs;
 		plain_runs += sm->hm->plain_runs;
+		lazy_skips += sm->hm->lazy_skips;
 		writes += sm->hm->writes;
 		bytes += msgs[i].n;
 		if (hitf)
@@ -496,10 +502,12 @@ main(int argc, char **argv)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
 	printf("pcre2 runs/msg=%.1f (near %.1f) deferred runs/msg=%.1f filter probes/msg=%.1f "
-	    "hyperscan writes/msg=%.1f own gates in ASCII forms/msg=%.2f (plain %.2f)\n",
+	    "hyperscan writes/msg=%.1f own gates in ASCII forms/msg=%.2f (plain %.2f) "
+	    "left unrun/msg=%.1f (%s)\n",
 	    (double)pcre_runs / nmsgs, (double)near_runs / nmsgs, (double)deferred_runs / nmsgs,
 	    (double)filter_runs / nmsgs, (double)writes / nmsgs, (double)ascii_runs / nmsgs,
-	    (double)plain_runs / nmsgs);
+	    (double)plain_runs / nmsgs, (double)lazy_skips / nmsgs,
+	    sm->hm->lazy ? "lazy" : "every rule");
 	int cmp_rc = 0;
 	if (hitf) {
 		fflush(hitf);

@@ -1141,6 +1141,91 @@ test_shed(void **state)
 	unlink(path);
 }
 
+/*
+ * Lazy evaluation: the end of a message runs only the rules that can still
+ * move one that counts. On random messages, every rule that counts reads
+ * the same with it as without, and the "__" rules behind PCRE2 gates that
+ * no decided meta needs are left unrun (they read 0 where they would hit).
+ */
+static void
+test_lazy(void **state)
+{
+	(void)state;
+	static const char rules[] =
+	    "body   __GATED  /(?<!un)believ(?=able)/\n"
+	    "body   __KEY    /qzkey/\n"
+	    "meta   L_AND    __KEY && __GATED\n"
+	    "body   __G2     /(?<!x)cheap(?=!)/\n"
+	    "meta   L_NOT    __KEY && !__G2\n"
+	    "body   __SUMA   /qzsum/\n"
+	    "body   __G3     /(?<=sum )stuff/\n"
+	    "meta   L_SUM    (__SUMA + __G3 + __KEY) >= 3\n"
+	    "body   COUNTS   /(?<!y)dear(?= friend)/\n"
+	    "header __H_NEG  Subject !~ /(?<!x)hello/\n"
+	    "meta   L_HNEG   __KEY && __H_NEG\n"
+	    "score  L_AND 1\nscore L_NOT 1\nscore L_SUM 1\nscore COUNTS 1\nscore L_HNEG 1\n";
+	static const char *const words[] = {
+		"qzkey", "believable", "unbelievable", "cheap!", "cheap", "qzsum", "sum stuff",
+		"stuff", "dear friend", "dear", "the", "meeting",
+	};
+	static const char *const gated[] = {"__GATED", "__G2", "__G3", "__H_NEG"};
+	struct eng g[2];
+	unsigned skipped_hits = 0, counted = 0;
+	uint64_t runs[2] = {0}, skips = 0;
+
+	for (int k = 0; k < 2; k++) {
+		eng_up(&g[k], rules, NULL);
+		g[k].s->hm->lazy = k == 1;
+	}
+	for (unsigned k = 0; k < 4; k++) {
+		unsigned c = scan_hs_rule_class(g[0].e, (uint32_t)scan_rules_find(g[0].rs, gated[k]));
+		if (c != SCAN_HS_C_GATED && c != SCAN_HS_C_PREFILTER)
+			fail_msg("%s: class %u, want PCRE2 behind a gate", gated[k], c);
+	}
+	assert_int_equal(scan_hs_rule_class(g[0].e, (uint32_t)scan_rules_find(g[0].rs, "COUNTS")),
+	    SCAN_HS_C_GATED);
+	for (unsigned m = 0; m < 200; m++) {
+		char msg[2048];
+		unsigned seed = m * 2654435761u + 7;
+		size_t n = (size_t)snprintf(msg, sizeof(msg), "Subject: %s %u\r\n\r\n",
+		    m % 3 ? "hello" : "bye", m);
+		for (unsigned k = 0; k < 8; k++) {
+			seed = seed * 1103515245u + 12345u;
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s ",
+			    words[(seed >> 16) % (sizeof(words) / sizeof(words[0]))]);
+		}
+		snprintf(msg + n, sizeof(msg) - n, "\r\n");
+		for (int k = 0; k < 2; k++) {
+			scan_split(&g[k], msg, 0, 0);
+			runs[k] += g[k].s->hm->pcre_runs;
+		}
+		assert_int_equal(g[0].s->hm->lazy_skips, 0);
+		skips += g[1].s->hm->lazy_skips;
+		for (uint32_t i = 0; i < g[0].rs->n; i++) {
+			if (!scan_rules_counts(g[0].rs, i))
+				continue;
+			counted += g[0].s->hm->hits[i] > 0;
+			if (g[0].s->hm->hits[i] != g[1].s->hm->hits[i])
+				fail_msg("message %u, %s: %u hits, %u lazily", m, g[0].rs->rules[i].name,
+				    g[0].s->hm->hits[i], g[1].s->hm->hits[i]);
+		}
+		for (unsigned k = 0; k < 4; k++)
+			skipped_hits += hits(&g[0], gated[k]) > hits(&g[1], gated[k]);
+		/* with __KEY and __SUMA, every meta is open: nothing may be skipped */
+		if (hits(&g[0], "__KEY") && hits(&g[0], "__SUMA"))
+			for (unsigned k = 0; k < 4; k++)
+				assert_int_equal(hits(&g[0], gated[k]), hits(&g[1], gated[k]));
+	}
+	print_message("lazy: %u rules left unrun, %u hits not found; PCRE2 runs %u lazily, %u "
+	    "without; %u hits of rules that count\n", (unsigned)skips, skipped_hits,
+	    (unsigned)runs[1], (unsigned)runs[0], counted);
+	assert_true(counted > 100);
+	assert_true(skipped_hits > 20);
+	assert_true(runs[1] < runs[0]);
+	for (int k = 0; k < 2; k++)
+		eng_down(&g[k]);
+}
+
 static void
 test_debian_rules(void **state)
 {
@@ -1204,6 +1289,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_chain_gate),
 		cmocka_unit_test(test_near_same_hits),
 		cmocka_unit_test(test_shed),
+		cmocka_unit_test(test_lazy),
 	};
 	const struct CMUnitTest sa[] = {
 		cmocka_unit_test(test_debian_rules),
