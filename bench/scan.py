@@ -420,7 +420,7 @@ def report(args, msgs, nbytes, sl, sa, rs, acct, load0, load1, elapsed):
     if sl:
         r = median_run(sl["runs"])
         base = r["n"] / r["cpu_s"]
-        rows.append(("sluice (sluice-rules)", "all Debian regex rules + metas, streaming Hyperscan + PCRE2; corpus × %d in one process, minus a run with none" % args.sluice_n, r, sl["runs"]))
+        rows.append(("sluice (sluice-rules)", "all Debian regex rules + metas, streaming Hyperscan + PCRE2, the end of each message lazy as in sluiced (a rule runs only if it can still move the verdict); corpus × %d in one process, minus a run with none" % args.sluice_n, r, sl["runs"]))
         if sl.get("shed"):
             x = sl["shed"]
             eff = re.search(r"\(([\d.]+%)\)", x["info"].get("in_effect", ""))

@@ -26,6 +26,10 @@
  *                                         gate fired, resolves header rules
  *                                         (negation, absent headers), metas
  *       m->hits[i]                        hit count of rule i (metas 0/1)
+ *   With m->lazy (sluiced), scan_hs_msg_end runs a rule whose gate fired
+ *   only if it can still move a rule that counts (scan_rules_lazy_needed):
+ *   the rules that count read as in a full run, a "__" rule read only by
+ *   decided metas may read 0.
  *   Free with scan_hs_msg_free / scan_hs_worker_free (control plane). A slot
  *   and a worker belong to one engine: after a reload, make new ones.
  *
