@@ -1512,10 +1512,15 @@ lazy_meta(const struct scan_ruleset *rs, uint32_t x)
 	return rs->rules[x].type == SCAN_RT_META && rs->rules[x].state == SCAN_RS_ACTIVE;
 }
 
-/* scan_rules_meta_value over bounds, its inputs on demand (a meta's reads
- * nest as deep as metas do): bounds on the meta's 0/1 value */
-struct scan_bound
-scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m)
+/* a rule's bounds when the metas nest too deep to look: anything */
+static const struct scan_bound bound_any = {-HUGE_VAL, HUGE_VAL};
+
+/* scan_rules_meta_value over bounds, its inputs on demand: bounds on the
+ * meta's 0/1 value. Deeper than SCAN_LAZY_DEPTH, an input meta reads
+ * bound_any (a rule file can nest metas as deep as it likes; a worker's
+ * stack cannot). */
+static struct scan_bound
+lazy_bound(struct scan_lazy *z, uint32_t m, unsigned depth)
 {
 	const struct scan_rule *r = &z->rs->rules[m];
 	struct scan_bound stack[SCAN_META_STACK];
@@ -1523,13 +1528,15 @@ scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m)
 
 	if ((z->gen[m] & ~7u) == z->round && (z->gen[m] & 1))
 		return z->b[m];
+	if (depth >= SCAN_LAZY_DEPTH)
+		return bound_any;
 	for (uint32_t i = 0; i < r->meta_n; i++) {
 		const struct scan_meta_op *o = &r->meta[i];
 		struct scan_bound a;
 		switch (o->op) {
 		case SCAN_MO_NUM: stack[sp++] = (struct scan_bound){o->num, o->num}; continue;
 		case SCAN_MO_RULE:
-			stack[sp++] = lazy_meta(z->rs, o->rule) ? scan_rules_lazy_bound(z, o->rule) :
+			stack[sp++] = lazy_meta(z->rs, o->rule) ? lazy_bound(z, o->rule, depth + 1) :
 			    z->base(z->arg, o->rule);
 			continue;
 		case SCAN_MO_NOT:
@@ -1552,35 +1559,42 @@ scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m)
 	return z->b[m];
 }
 
-static bool lazy_meta_needed(struct scan_lazy *z, uint32_t m);
+struct scan_bound
+scan_rules_lazy_bound(struct scan_lazy *z, uint32_t m)
+{
+	return lazy_bound(z, m, 0);
+}
 
-/* Does an undecided reader of rule i that is needed exist? */
+static bool lazy_meta_needed(struct scan_lazy *z, uint32_t m, unsigned depth);
+
+/* Does an undecided reader of rule i that is needed exist? Deeper than
+ * SCAN_LAZY_DEPTH: say yes. */
 static bool
-lazy_readers(struct scan_lazy *z, uint32_t i)
+lazy_readers(struct scan_lazy *z, uint32_t i, unsigned depth)
 {
 	const struct scan_rules_priv *p = z->rs->priv;
 
-	if (!p || !p->dep_off || !p->reaches)
+	if (!p || !p->dep_off || !p->reaches || depth >= SCAN_LAZY_DEPTH)
 		return true;
 	for (uint32_t j = p->dep_off[i]; j < p->dep_off[i + 1]; j++) {
 		uint32_t m = p->dep[j];
 		if (!p->reaches[m])
 			continue;
-		struct scan_bound b = scan_rules_lazy_bound(z, m);
-		if (b.lo != b.hi && lazy_meta_needed(z, m))
+		struct scan_bound b = lazy_bound(z, m, 0);
+		if (b.lo != b.hi && lazy_meta_needed(z, m, depth + 1))
 			return true;
 	}
 	return false;
 }
 
 static bool
-lazy_meta_needed(struct scan_lazy *z, uint32_t m)
+lazy_meta_needed(struct scan_lazy *z, uint32_t m, unsigned depth)
 {
 	if (scan_rules_counts(z->rs, m))
 		return true;
 	if ((z->gen[m] & ~7u) == z->round && (z->gen[m] & 2))
 		return (z->gen[m] & 4) != 0;
-	bool v = lazy_readers(z, m);
+	bool v = lazy_readers(z, m, depth);
 	if ((z->gen[m] & ~7u) != z->round)
 		z->gen[m] = z->round;
 	z->gen[m] |= 2 | (v ? 4 : 0);
@@ -1590,7 +1604,7 @@ lazy_meta_needed(struct scan_lazy *z, uint32_t m)
 bool
 scan_rules_lazy_needed(struct scan_lazy *z, uint32_t i)
 {
-	return scan_rules_counts(z->rs, i) || lazy_readers(z, i);
+	return scan_rules_counts(z->rs, i) || lazy_readers(z, i, 0);
 }
 
 /* the active metas that read rule i: from its nonzero value on, they must be evaluated */

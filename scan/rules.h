@@ -239,6 +239,8 @@ struct scan_bound {
  * bounds changed). b and gen have rs->n entries, gen zeroed once; no
  * allocation.
  */
+#define SCAN_LAZY_DEPTH 24       /* metas nested deeper: undecided, needed */
+
 struct scan_lazy {
 	const struct scan_ruleset *rs;
 	struct scan_bound *b;

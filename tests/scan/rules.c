@@ -516,6 +516,26 @@ test_meta_need(void **state)
 	assert_true(need_sound(rs, 400) > 0);
 	scan_rules_free(rs);
 
+	/* metas nested far deeper than SCAN_LAZY_DEPTH (10000 levels: a
+	 * recursion that deep overflows an 8 MB stack): the top one undecided,
+	 * the bottom rule needed */
+	static char deep[320 * 1024];
+	size_t n = (size_t)snprintf(deep, sizeof(deep), "body __R /r/\nmeta __M0 __R\n");
+	for (int k = 1; k < 10000; k++)
+		n += (size_t)snprintf(deep + n, sizeof(deep) - n, "meta __M%d __M%d\n", k, k - 1);
+	snprintf(deep + n, sizeof(deep) - n, "meta TOP __M9999\nscore TOP 1\n");
+	rs = load(deep);
+	lz_up(&t, rs);
+	t.base[scan_rules_find(rs, "__R")] = (struct scan_bound){0, 1};
+	scan_rules_lazy_begin(&t.z);
+	x = lz_bound(&t, rs, "TOP");   /* down first: nothing known on the way */
+	assert_true(x.lo == 0 && x.hi == 1);
+	scan_rules_lazy_begin(&t.z);
+	assert_true(lz_needed(&t, rs, "__R"));  /* and up */
+	lz_down(&t);
+	need_sound(rs, 20);
+	scan_rules_free(rs);
+
 	const char *dir = "/usr/share/spamassassin";
 	if (access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
 		print_message("skipped the rule files: %s not installed\n", dir);
