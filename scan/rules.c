@@ -1743,35 +1743,53 @@ out:
 	return rc;
 }
 
-/* DFS over meta dependencies: 0 unvisited, 1 on the stack, 2 done. */
-static int
-meta_visit(struct scan_ruleset *rs, uint32_t i, uint8_t *mark)
-{
-	struct scan_rule *r = &rs->rules[i];
+/* a meta on meta_visit's path and the next op of it to follow */
+struct visit {
+	uint32_t rule, k;
+};
 
-	if (mark[i] == 2)
-		return 0;
-	if (mark[i] == 1) {
-		r->state = SCAN_RS_BROKEN;  /* in a cycle */
-		return -1;
-	}
-	mark[i] = 1;
-	for (uint32_t k = 0; k < r->meta_n; k++) {
-		if (r->meta[k].op != SCAN_MO_RULE)
+/*
+ * DFS over meta dependencies from active meta root: 0 unvisited, 1 on the
+ * path, 2 done; each meta is ordered after what it reads. The path is
+ * st[] (rs->n entries, from the heap: a rule file may chain metas deeper
+ * than any stack). A cycle breaks every meta on the path into it: -1.
+ */
+static int
+meta_visit(struct scan_ruleset *rs, uint32_t root, uint8_t *mark, struct visit *st)
+{
+	uint32_t sp = 0;
+
+	mark[root] = 1;
+	st[sp++] = (struct visit){root, 0};
+	while (sp) {
+		struct visit *v = &st[sp - 1];
+		const struct scan_rule *r = &rs->rules[v->rule];
+		if (v->k == r->meta_n) {
+			mark[v->rule] = 2;
+			rs->meta_order[rs->n_meta++] = v->rule;
+			sp--;
 			continue;
-		struct scan_rule *d = &rs->rules[r->meta[k].rule];
-		if (d->type != SCAN_RT_META || d->state != SCAN_RS_ACTIVE)
+		}
+		const struct scan_meta_op *o = &r->meta[v->k++];
+		if (o->op != SCAN_MO_RULE)
 			continue;
-		if (meta_visit(rs, r->meta[k].rule, mark) < 0) {
-			/* every meta on the path into a cycle breaks with it, so
-			 * no active meta is left unordered */
-			mark[i] = 2;
-			r->state = SCAN_RS_BROKEN;
+		struct scan_rule *d = &rs->rules[o->rule];
+		if (d->type != SCAN_RT_META || d->state != SCAN_RS_ACTIVE || mark[o->rule] == 2)
+			continue;
+		if (mark[o->rule] == 1) {
+			/* in a cycle: every meta on the path into it breaks with it,
+			 * so no active meta is left unordered */
+			d->state = SCAN_RS_BROKEN;
+			while (sp) {
+				uint32_t y = st[--sp].rule;
+				mark[y] = 2;
+				rs->rules[y].state = SCAN_RS_BROKEN;
+			}
 			return -1;
 		}
+		mark[o->rule] = 1;
+		st[sp++] = (struct visit){o->rule, 0};
 	}
-	mark[i] = 2;
-	rs->meta_order[rs->n_meta++] = i;
 	return 0;
 }
 
@@ -1827,8 +1845,10 @@ scan_rules_finish(struct scan_ruleset *rs)
 	}
 	rs->meta_order = calloc(rs->n + 1, sizeof(uint32_t));
 	mark = calloc(rs->n + 1, 1);
-	if (!rs->meta_order || !mark) {
+	struct visit *path = calloc(rs->n + 1, sizeof(*path));
+	if (!rs->meta_order || !mark || !path) {
 		free(mark);
+		free(path);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < rs->n; i++) {
@@ -1836,7 +1856,7 @@ scan_rules_finish(struct scan_ruleset *rs)
 		if (r->type != SCAN_RT_META || r->state != SCAN_RS_ACTIVE || mark[i])
 			continue;
 		uint32_t before = rs->n_meta;
-		if (meta_visit(rs, i, mark) < 0) {
+		if (meta_visit(rs, i, mark, path) < 0) {
 			rs->st.meta_cycles++;
 			diag(rs, r->file, r->line, "meta %s: circular dependency, disabled", r->name);
 			/* drop whatever this walk ordered; the rules in the cycle break */
@@ -1852,6 +1872,7 @@ scan_rules_finish(struct scan_ruleset *rs)
 			rs->meta_order[w++] = rs->meta_order[k];
 	rs->n_meta = w;
 	free(mark);
+	free(path);
 	if (meta_deps(rs) < 0)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < rs->n; i++) {

@@ -239,6 +239,37 @@ test_meta_depth(void **state)
 	}
 }
 
+/*
+ * A chain of metas each reading the next, defined top first: ordering them
+ * walks 300,000 levels deep, which a recursive walk did on the stack (and
+ * overflowed it). It loads, every meta ordered after what it reads.
+ */
+static void
+test_meta_chain(void **state)
+{
+	(void)state;
+	enum { N = 300000 };
+	size_t cap = (size_t)N * 40, n = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	n += (size_t)snprintf(text + n, cap - n, "meta TOP __M%d\nscore TOP 1\n", N - 1);
+	for (int k = N - 1; k > 0; k--)
+		n += (size_t)snprintf(text + n, cap - n, "meta __M%d __M%d\n", k, k - 1);
+	snprintf(text + n, cap - n, "meta __M0 __R\nbody __R /r/\n");
+	struct scan_ruleset *rs = load(text);
+	free(text);
+	assert_int_equal(rs->n_meta, N + 1);
+	assert_int_equal(rule(rs, "TOP")->state, SCAN_RS_ACTIVE);
+	assert_int_equal(rs->meta_order[rs->n_meta - 1], (uint32_t)scan_rules_find(rs, "TOP"));
+	uint32_t *hits = calloc(rs->n + 1, sizeof(*hits));
+	assert_non_null(hits);
+	hits[scan_rules_find(rs, "__R")] = 1;
+	scan_rules_meta_eval(rs, hits);
+	assert_int_equal(hits[scan_rules_find(rs, "TOP")], 1);
+	free(hits);
+	scan_rules_free(rs);
+}
+
 /* meta value with hits for rules A, B, C */
 static double
 meta_with(const char *expr, uint32_t a, uint32_t b, uint32_t c)
@@ -834,6 +865,7 @@ main(void)
 		cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_meta_rest),
 		cmocka_unit_test(test_meta_need),
+		cmocka_unit_test(test_meta_chain),
 		cmocka_unit_test(test_replace_tags),
 		cmocka_unit_test(test_literal),
 		cmocka_unit_test(test_literal_set),
