@@ -438,7 +438,9 @@ can_feature(const char *s, size_t n)
 struct cexpr {
 	const char *s, *e;
 	bool bad;
+	unsigned depth;         /* ( and ! nested: at most CX_DEPTH */
 };
+#define CX_DEPTH 64
 
 static double cx_or(struct cexpr *c);
 
@@ -465,17 +467,22 @@ static double
 cx_primary(struct cexpr *c)
 {
 	cx_ws(c);
-	if (c->s >= c->e) {
-		c->bad = true;
+	if (c->s >= c->e || c->depth >= CX_DEPTH) {
+		c->bad = true;  /* a line nested deeper is not a condition here */
 		return 0;
 	}
 	if (*c->s == '!' && !(c->s + 1 < c->e && c->s[1] == '=')) {
 		c->s++;
-		return !cx_primary(c);
+		c->depth++;
+		double v = !cx_primary(c);
+		c->depth--;
+		return v;
 	}
 	if (*c->s == '(') {
 		c->s++;
+		c->depth++;
 		double v = cx_or(c);
+		c->depth--;
 		if (!cx_eat(c, ")"))
 			c->bad = true;
 		return v;
@@ -970,8 +977,8 @@ do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const cha
 			v = cx_or(&c) != 0;
 			cx_ws(&c);
 			if (c.bad || c.s != c.e) {
-				diag(rs, ln->file, ln->no, "if: cannot evaluate \"%.*s\", taken as false",
-				    (int)(e - a), a);
+				diag(rs, ln->file, ln->no, "if: cannot evaluate \"%.*s%s\", taken as false",
+				    (int)(e - a > 80 ? 80 : e - a), a, e - a > 80 ? "..." : "");
 				v = false;
 			}
 		}

@@ -170,6 +170,32 @@ test_conditionals(void **state)
 	assert_true(has_diag(rs, "t.cf:26: endif without if"));
 	assert_int_equal(rs->st.cond_skipped, 4);
 	scan_rules_free(rs);
+
+	/* nested 64 deep a condition evaluates; a million deep it is
+	 * reported (its start only) and false, not a stack overflow */
+	enum { DEEP = 1000000 };
+	char *text = malloc(2 * DEEP + 256);
+	assert_non_null(text);
+	for (int d = 0; d < 2; d++) {
+		int k = d ? DEEP : 63;
+		size_t n = (size_t)sprintf(text, "if ");
+		memset(text + n, '(', (size_t)k);
+		n += (size_t)k;
+		n += (size_t)sprintf(text + n, "version >= 3.0");
+		memset(text + n, ')', (size_t)k);
+		n += (size_t)k;
+		sprintf(text + n, "\nbody DEEP /x9/\nendif\n");
+		rs = load(text);
+		if (d == 0) {
+			assert_true(scan_rules_find(rs, "DEEP") >= 0);
+		} else {
+			assert_int_equal(scan_rules_find(rs, "DEEP"), -1);
+			assert_true(has_diag(rs, "t.cf:1: if: cannot evaluate \"((((("));
+			assert_true(has_diag(rs, "(((...\", taken as false"));
+		}
+		scan_rules_free(rs);
+	}
+	free(text);
 }
 
 static void
