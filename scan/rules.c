@@ -1824,6 +1824,31 @@ ruleset_hash(const struct scan_ruleset *rs)
 	return h;
 }
 
+/* How deep re's groups nest (escapes and classes skipped). */
+static unsigned
+re_nesting(const char *re)
+{
+	unsigned d = 0, max = 0;
+
+	for (const char *s = re; *s;) {
+		if (*s == '\\' && s[1]) {
+			s += 2;
+			continue;
+		}
+		if (*s == '[') {
+			const char *q = scan_rules_class_end(s);
+			s = q ? q : s + 1;
+			continue;
+		}
+		if (*s == '(' && ++d > max)
+			max = d;
+		else if (*s == ')' && d)
+			d--;
+		s++;
+	}
+	return max;
+}
+
 int
 scan_rules_finish(struct scan_ruleset *rs)
 {
@@ -1845,6 +1870,14 @@ scan_rules_finish(struct scan_ruleset *rs)
 			r->score = 0;
 		if (r->state == SCAN_RS_ACTIVE && r->replace && r->re && replace_rule(rs, r) < 0)
 			r->state = SCAN_RS_BROKEN;
+		unsigned nest = r->state == SCAN_RS_ACTIVE && r->re ? re_nesting(r->re) : 0;
+		if (nest > SCAN_RE_NEST) {
+			/* the pattern walks here and in hs.c recurse into groups, and
+			 * PCRE2 refuses more than 250 levels anyway */
+			diag(rs, r->file, r->line, "%s: groups nested %u deep (more than %d)", r->name,
+			    nest, SCAN_RE_NEST);
+			r->state = SCAN_RS_BROKEN;
+		}
 		if (r->state == SCAN_RS_ACTIVE && r->type == SCAN_RT_META && meta_compile(rs, r) < 0)
 			r->state = SCAN_RS_BROKEN;
 		if (r->state == SCAN_RS_ACTIVE && !sub && r->has_score && r->score == 0)

@@ -149,6 +149,7 @@ struct scan_rule {
 };
 
 #define SCAN_RULES_DIAG_MAX 200
+#define SCAN_RE_NEST 64         /* a pattern's groups nested deeper: broken */
 /* A meta's evaluation stack: a meta that would need more operands pending
  * at once is reported (file:line) and skipped. */
 #define SCAN_META_STACK 64

@@ -230,6 +230,27 @@ test_errors(void **state)
 	assert_int_equal(rs->st.meta_cycles, 1);
 	assert_int_equal(rs->st.broken[SCAN_RT_BODY], 2);
 	scan_rules_free(rs);
+
+	/* groups nested SCAN_RE_NEST deep load; deeper (here 200,000: the
+	 * pattern walks took minutes, or the stack) are reported, skipped */
+	enum { DEEP = 200000 };
+	char *text = malloc(4 * DEEP + 256);
+	assert_non_null(text);
+	for (int d = 0; d < 2; d++) {
+		int k = d ? DEEP : SCAN_RE_NEST, n = sprintf(text, "body NEST /");
+		for (int j = 0; j < k; j++)
+			n += sprintf(text + n, "(?:");
+		n += sprintf(text + n, "a[(]b");
+		for (int j = 0; j < k; j++)
+			n += sprintf(text + n, ")");
+		sprintf(text + n, "/\n");
+		rs = load(text);
+		assert_int_equal(rule(rs, "NEST")->state, d ? SCAN_RS_BROKEN : SCAN_RS_ACTIVE);
+		assert_int_equal(has_diag(rs, "t.cf:1: NEST: groups nested 200000 deep (more than 64)"),
+		    d == 1);
+		scan_rules_free(rs);
+	}
+	free(text);
 }
 
 /*
