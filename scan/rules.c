@@ -2126,6 +2126,12 @@ lit_atom(struct lit *L, uint8_t *byte, int depth)
 				return 2;
 			}
 		}
+		if (depth >= 60) {
+			/* deeper groups add nothing worth a stack frame (of 0.5
+			 * KB each: a rule file may nest them as deep as it likes) */
+			lit_skip_group(L);
+			return 2;
+		}
 		/* the group's own runs: only if it has no top-level alternation */
 		struct lit inner = *L;
 		inner.nbest = inner.ncur = 0;
