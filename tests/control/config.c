@@ -529,6 +529,26 @@ static void test_load_buffer(void **state)
 	assert_int_equal(r, -EINVAL);
 	if (strncmp(err, "mem:", 4) != 0)
 		FAILF("got \"%s\", want it to start with \"mem:\"", err);
+
+	/* collections nested deeper than 32 are refused before libyaml's
+	 * loader, which takes minutes on the 1 MB a file may hold (time
+	 * quadratic in the depth); 31 deep reaches the key checks */
+	enum { DEEP = 500000 };
+	char *deep = malloc(2 * DEEP + 64);
+	assert_non_null(deep);
+	for (int d = 0; d < 2; d++) {
+		int k = d ? DEEP : 31, n = sprintf(deep, "\nlisten: ");
+		memset(deep + n, '[', (size_t)k);
+		memset(deep + n + k, ']', (size_t)k);
+		n += 2 * k;
+		deep[n++] = '\n';
+		r = ctl_config_load_buffer("mem", deep, (size_t)n, &c, err, sizeof(err));
+		assert_int_equal(r, -EINVAL);
+		bool refused = strstr(err, "mem:2: collections nested deeper than 32 levels") != NULL;
+		if (refused != (d == 1))
+			FAILF("%d deep: got \"%s\"", k, err);
+	}
+	free(deep);
 }
 
 static void test_parse_size(void **state)
