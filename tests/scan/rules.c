@@ -41,6 +41,23 @@ rule(const struct scan_ruleset *rs, const char *name)
 	return &rs->rules[i];
 }
 
+/* Debian's rule files, finished; NULL (and a message) where they are not installed */
+static struct scan_ruleset *
+debian_rules(void)
+{
+	const char *dir = "/usr/share/spamassassin";
+
+	if (access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
+		print_message("skipped the rule files: %s not installed\n", dir);
+		return NULL;
+	}
+	struct scan_ruleset *rs = scan_rules_new();
+	assert_non_null(rs);
+	assert_int_equal(scan_rules_load_path(rs, dir), 0);
+	assert_int_equal(scan_rules_finish(rs), 0);
+	return rs;
+}
+
 static bool
 has_diag(const struct scan_ruleset *rs, const char *needle)
 {
@@ -430,14 +447,8 @@ test_meta_rest(void **state)
 	meta_same(rs, 500);
 	scan_rules_free(rs);
 
-	const char *dir = "/usr/share/spamassassin";
-	if (access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
-		print_message("skipped the rule files: %s not installed\n", dir);
+	if (!(rs = debian_rules()))
 		return;
-	}
-	rs = scan_rules_new();
-	assert_int_equal(scan_rules_load_path(rs, dir), 0);
-	assert_int_equal(scan_rules_finish(rs), 0);
 	meta_same(rs, 1000);
 	scan_rules_free(rs);
 }
@@ -614,14 +625,8 @@ test_meta_need(void **state)
 	need_sound(rs, 20);
 	scan_rules_free(rs);
 
-	const char *dir = "/usr/share/spamassassin";
-	if (access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
-		print_message("skipped the rule files: %s not installed\n", dir);
+	if (!(rs = debian_rules()))
 		return;
-	}
-	rs = scan_rules_new();
-	assert_int_equal(scan_rules_load_path(rs, dir), 0);
-	assert_int_equal(scan_rules_finish(rs), 0);
 	unsigned skipped = need_sound(rs, 200);
 	print_message("Debian rules: %u undecided rules not needed over 200 rounds\n", skipped);
 	assert_true(skipped > 1000);
@@ -868,14 +873,9 @@ static void
 test_debian_rules(void **state)
 {
 	(void)state;
-	const char *dir = "/usr/share/spamassassin";
-	if (access(dir, R_OK) != 0 || access("/usr/share/spamassassin/72_active.cf", R_OK) != 0) {
-		print_message("skipped: %s not installed\n", dir);
+	struct scan_ruleset *rs = debian_rules();
+	if (!rs)
 		skip();
-	}
-	struct scan_ruleset *rs = scan_rules_new();
-	assert_int_equal(scan_rules_load_path(rs, dir), 0);
-	assert_int_equal(scan_rules_finish(rs), 0);
 	const struct scan_rules_stats *s = &rs->st;
 	/* observed with spamassassin 4.0.0 (Debian 12); +-20% for package updates */
 #define NEAR(got, want) do { if ((got) < (want) * 8 / 10 || (got) > (want) * 12 / 10) \
