@@ -26,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 29u
+#define CACHE_VERSION 30u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -81,6 +81,8 @@ const char scan_hs_gtube[] =
                                    the text runs its rule over the whole text once,
                                    and leaves the windows to the others */
 #define WIN_NONE 0xffffu
+/* a deferred rule runs near its gate's ends when they span under 1/this of the text */
+#define DEFER_NEAR_SHARE 4
 #define WIN_OVER 0xfffeu        /* this rule ran out of windows */
 
 /* the gate of one windowed rule matched at ends lo..hi, each within its width of the next */
@@ -779,6 +781,27 @@ static bool
 near_ok(const struct scan_hs *e, uint32_t i)
 {
 	return e->width[i] != 0;
+}
+
+/*
+ * A deferred Hyperscan rule behind a literal or a run of its own atoms,
+ * not multiple, with a bounded width (rule_width; set in make_items): its
+ * gate reports every end, and when those ends' windows cover little of the
+ * kept text PCRE2 searches them instead of Hyperscan the whole text
+ * (run_near).
+ */
+static bool
+defer_near(const struct scan_hs *e, uint32_t i)
+{
+	return e->cls[i] == SCAN_HS_C_HS && (e->defer[i] == DEFER_LIT ||
+	    e->defer[i] == DEFER_RUN) && !e->multiple[i] && e->width[i] != 0;
+}
+
+/* Does the gate of rule i report every match end (a windowed rule)? */
+static bool
+gate_all_ends(const struct scan_hs *e, uint32_t i)
+{
+	return (e->cls[i] == SCAN_HS_C_PREFILTER && near_ok(e, i)) || defer_near(e, i);
 }
 
 static void
@@ -1854,13 +1877,19 @@ make_items(struct scan_hs *e, unsigned t, struct items *it, struct items *git,
 		if (e->cls[i] == SCAN_HS_C_HS) {
 			switch (e->defer[i]) {
 			case DEFER_LIT:
-				rc = gate_literals(r, it, i, false);
+				/* behind its literal: a window reaches back to the match start */
+				rule_width(e, i);
+				e->width[i] = e->reach[i];
+				rc = gate_literals(r, it, i, defer_near(e, i));
 				break;
 			case DEFER_SQ:
 				rc = squeeze_gate(r, sit, i, NULL, 0);
 				break;
-			case DEFER_COUNT:
 			case DEFER_RUN:
+				rule_width(e, i);
+				rc = 1;
+				break;
+			case DEFER_COUNT:
 			case DEFER_WORDS:
 			case DEFER_LINE:
 				rc = 1;
@@ -2618,7 +2647,7 @@ own_compile(const struct scan_hs *e, const uint32_t *v, unsigned n)
 	for (unsigned k = 0; ex && fl && id && k < n; k++) {
 		ex[k] = e->rexpr[v[k]];
 		fl[k] = rule_hs_flags(&e->rs->rules[v[k]], false);
-		if (e->cls[v[k]] == SCAN_HS_C_PREFILTER && near_ok(e, v[k]))
+		if (gate_all_ends(e, v[k]))
 			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;        /* every end: windows */
 		id[k] = GATE_BIT | v[k];
 	}
@@ -2889,7 +2918,7 @@ own_ascii(struct scan_hs *e, unsigned t, bool plain, bool own_apart)
 			np++;
 		}
 		fl[k] = rule_hs_flags(&e->rs->rules[i], false);
-		if (e->cls[i] == SCAN_HS_C_PREFILTER && near_ok(e, i))
+		if (gate_all_ends(e, i))
 			fl[k] &= ~(unsigned)HS_FLAG_SINGLEMATCH;
 		id[k] = GATE_BIT | i;
 		ax[k] = g ? scan_rules_ascii_form(g) : NULL;
@@ -3206,7 +3235,9 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 	for (uint32_t i = 0; i < rs->n; i++) {
 		const struct scan_rule *r = &rs->rules[i];
 		unsigned c = e->cls[i];
-		if (c != SCAN_HS_C_GATED && c != SCAN_HS_C_PREFILTER && c != SCAN_HS_C_ALWAYS)
+		bool dnear = defer_near(e, i) && e->ddb[i] && r->type != SCAN_RT_HEADER;
+		if (c != SCAN_HS_C_GATED && c != SCAN_HS_C_PREFILTER && c != SCAN_HS_C_ALWAYS &&
+		    !dnear)
 			continue;
 		char why[160];
 		char *x = rule_expr(e, r);
@@ -3217,15 +3248,15 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		/* near its gate's match ends: a literal gate, or one of its own
 		 * (a relaxed form or a run of it; a chain or prefilter gate's
 		 * ends say nothing certain) */
-		bool near = near_ok(e, i) && r->type != SCAN_RT_HEADER &&
-		    (c == SCAN_HS_C_GATED || (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN));
+		bool near = dnear || (near_ok(e, i) && r->type != SCAN_RT_HEADER &&
+		    (c == SCAN_HS_C_GATED || (c == SCAN_HS_C_PREFILTER && e->gsep[i] == GSEP_OWN)));
 		if (near && e->n_wslot < 0xfffeu) {
 			e->wslot[i] = (uint16_t)++e->n_wslot;
 			st->near[r->type]++;
 		}
 		e->code[i] = pcre_compile(x, rule_pcre_flags(r) | (e->wslot[i] ?
 		    PCRE2_USE_OFFSET_LIMIT : 0), why, sizeof(why));
-		if (e->dump) {
+		if (e->dump && !dnear) {
 			char fn[4096];
 			snprintf(fn, sizeof(fn), "%s/pcre-%u", e->dump, r->type);
 			FILE *f = fopen(fn, "a");
@@ -3236,7 +3267,13 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 			}
 		}
 		free(x);
-		if (!e->code[i]) {
+		if (!e->code[i] && dnear) {
+			if (e->wslot[i]) {      /* PCRE2 refuses it: Hyperscan over the whole text */
+				e->wslot[i] = 0;
+				e->n_wslot--;   /* the last one given */
+				st->near[r->type]--;
+			}
+		} else if (!e->code[i]) {
 			add_reason(st, why);
 			e->cls[i] = SCAN_HS_C_FAILED;
 		}
@@ -3624,6 +3661,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	p->dirty = true;
 	m->gtube = false;
 	m->pcre_runs = m->pcre_limited = m->writes = m->deferred_runs = m->filter_runs = 0;
+	m->deferred_near = 0;
 	m->chain_runs = 0;
 	m->lazy_skips = 0;
 	m->near_runs = 0;
@@ -4292,6 +4330,48 @@ scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name
 	}
 }
 
+/*
+ * Windowed rule ri near its gate's match ends only, when their windows
+ * span under 1/share of the kept text: every match of the rule holds one
+ * of its gate's, so starts at most its width before that end. PCRE2
+ * searches each window on the whole subject (look-arounds see the real
+ * neighbours); *hits is 1 if one matched. False: not run (no windows, too
+ * many, or too wide).
+ */
+static bool
+run_near(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri, unsigned share,
+    uint32_t *hits)
+{
+	const struct scan_hs *e = m->e;
+	struct scan_hs_msg_priv *p = m->priv;
+	unsigned t = e->rs->rules[ri].type, ws = e->wslot[ri];
+	const pcre2_code *c = e->code[ri];
+	size_t n = p->kept[t], span = 0;
+	uint32_t wd = e->width[ri];
+
+	if (!ws || !c || !p->keep[t] || p->whead[ws - 1] == WIN_OVER || e->no_near)
+		return false;
+	for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE; k = p->win[k].next)
+		span += p->win[k].hi - p->win[k].lo + wd;
+	if (span * share >= n)
+		return false;
+	if (w->prof_near)
+		w->prof_near[ri]++;
+	for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE && !*hits; k = p->win[k].next) {
+		size_t a = p->win[k].lo > wd ? p->win[k].lo - wd : 0;
+		if (a > n)
+			break;
+		pcre2_set_offset_limit(w->mctx, p->win[k].hi);
+		int rc = pcre2_match(c, p->keep[t], n, a, 0, w->md, w->mctx);
+		if (rc >= 0)
+			*hits = 1;
+		else if (rc != PCRE2_ERROR_NOMATCH)
+			m->pcre_limited++;
+	}
+	pcre2_set_offset_limit(w->mctx, PCRE2_UNSET);
+	return true;
+}
+
 static void
 run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 {
@@ -4310,32 +4390,9 @@ run_pcre(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri)
 	struct timespec p0, p1;
 	if (w->prof_ns)
 		clock_gettime(CLOCK_MONOTONIC, &p0);
-	unsigned ws = e->wslot[ri];
-	if (ws && p->whead[ws - 1] != WIN_OVER && !e->no_near) {
-		/* near the gate's match ends only: every match of the rule holds
-		 * one of its gate's, so starts at most its width before that end */
-		uint32_t wd = e->width[ri];
-		size_t span = 0;
-		for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE; k = p->win[k].next)
-			span += p->win[k].hi - p->win[k].lo + wd;
-		if (span < n) {
-			m->near_runs++;
-			if (w->prof_near)
-				w->prof_near[ri]++;
-			for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE && !hits; k = p->win[k].next) {
-				size_t a = p->win[k].lo > wd ? p->win[k].lo - wd : 0;
-				if (a > n)
-					break;
-				pcre2_set_offset_limit(w->mctx, p->win[k].hi);
-				int rc = pcre2_match(c, p->keep[t], n, a, 0, w->md, w->mctx);
-				if (rc >= 0)
-					hits = 1;
-				else if (rc != PCRE2_ERROR_NOMATCH)
-					m->pcre_limited++;
-			}
-			pcre2_set_offset_limit(w->mctx, PCRE2_UNSET);
-			off = n + 1;    /* done */
-		}
+	if (run_near(m, w, ri, 1, &hits)) {
+		m->near_runs++;
+		off = n + 1;    /* done */
 	}
 	while (hits < mx && off <= n) {
 		int rc = pcre2_match(c, p->keep[t], n, off, 0, w->md, w->mctx);
@@ -4506,10 +4563,17 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 				run_pcre(m, w, ri);
 			prof_mark(w, -1);
 		} else if (e->ddb[ri]) {
-			/* a deferred rule whose gate fired: alone, over the kept text */
+			/* a deferred rule whose gate fired: near its gate's ends
+			 * (PCRE2) when they are few, else alone over the kept text */
+			uint32_t nh = 0;
 			m->deferred_runs++;
-			if (p->keep[t] && p->kept[t] && hs_scan(e->ddb[ri], (const char *)p->keep[t],
-			    (unsigned)p->kept[t], 0, w->scratch, on_match, m) != HS_SUCCESS)
+			if (run_near(m, w, ri, DEFER_NEAR_SHARE, &nh)) {
+				m->deferred_near++;
+				if (nh)
+					m->hits[ri] = 1;
+			} else if (p->keep[t] && p->kept[t] && hs_scan(e->ddb[ri],
+			    (const char *)p->keep[t], (unsigned)p->kept[t], 0, w->scratch, on_match,
+			    m) != HS_SUCCESS)
 				rc = -EIO;
 			prof_mark_rule(w, 3, ri);
 		} else if (!e->skip_gated)

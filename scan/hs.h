@@ -240,6 +240,7 @@ struct scan_hs_msg {
 	uint32_t pcre_limited;          /* ... that hit a match limit */
 	uint32_t writes;                /* Hyperscan stream writes this message */
 	uint32_t deferred_runs;         /* deferred rules run this message */
+	uint32_t deferred_near;         /* ... of which with PCRE2 near their gate's ends */
 	uint32_t filter_runs;           /* relaxed forms probed before PCRE2 */
 	uint32_t chain_runs;            /* chain gates evaluated */
 	uint32_t near_runs;             /* PCRE2 rules run only near their gate's matches */

@@ -468,7 +468,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	uint64_t pcre_runs = 0, bytes = 0, writes = 0, deferred_runs = 0, filter_runs = 0;
-	uint64_t near_runs = 0, ascii_runs = 0, plain_runs = 0, lazy_skips = 0;
+	uint64_t near_runs = 0, ascii_runs = 0, plain_runs = 0, lazy_skips = 0, deferred_near = 0;
 	for (size_t i = 0; i < nmsgs; i++) {
 		struct scan_verdict v;
 		scan_msg_begin(sm, w);
@@ -478,6 +478,7 @@ main(int argc, char **argv)
 		acts[v.action]++;
 		pcre_runs += sm->hm->pcre_runs;
 		deferred_runs += sm->hm->deferred_runs;
+		deferred_near += sm->hm->deferred_near;
 		filter_runs += sm->hm->filter_runs;
 		near_runs += sm->hm->near_runs;
 		ascii_runs += sm->hm->ascii_runs;
@@ -501,10 +502,11 @@ main(int argc, char **argv)
 	for (unsigned a = 0; a < SCAN_ACT_COUNT; a++)
 		if (acts[a])
 			printf("%s=%u ", scan_action_name(a), acts[a]);
-	printf("pcre2 runs/msg=%.1f (near %.1f) deferred runs/msg=%.1f filter probes/msg=%.1f "
+	printf("pcre2 runs/msg=%.1f (near %.1f) deferred runs/msg=%.1f (near %.1f) filter probes/msg=%.1f "
 	    "hyperscan writes/msg=%.1f own gates in ASCII forms/msg=%.2f (plain %.2f) "
 	    "left unrun/msg=%.1f (%s)\n",
 	    (double)pcre_runs / nmsgs, (double)near_runs / nmsgs, (double)deferred_runs / nmsgs,
+	    (double)deferred_near / nmsgs,
 	    (double)filter_runs / nmsgs, (double)writes / nmsgs, (double)ascii_runs / nmsgs,
 	    (double)plain_runs / nmsgs, (double)lazy_skips / nmsgs,
 	    sm->hm->lazy ? "lazy" : "every rule");
