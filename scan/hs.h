@@ -107,6 +107,9 @@
 /* a PREFILTER gate too costly for the shared database goes to the target's
  * gates database (its own stream) when it compiles alone within these */
 #define SCAN_HS_GATE_DB (1536u * 1024)
+/* the cost model's share of texts that an own gate scans in its plain
+ * ASCII form (no byte >= 0x80, no "&#"; 398 of the corpus's 400) */
+#define SCAN_HS_ASCII_SHARE 0.9
 #define SCAN_HS_GATE_SECONDS 1.5
 /* scan-cost model: a BODY / RAWBODY pattern that alone scans the sample text
  * (SCAN_HS_SAMPLE bytes of built-in pseudo-prose) slower than this, and has
@@ -166,6 +169,9 @@ struct scan_hs_config {
 	                                   every rule that has a gate */
 	bool no_near;                   /* tests, measure: PCRE2 over the whole kept text,
 	                                   not only near its gate's match ends */
+	double ascii_share;             /* 0: SCAN_HS_ASCII_SHARE; the share of texts at
+	                                   which the cost model prices an own gate's plain
+	                                   ASCII form (tests: 1, or near 0) */
 	double shed_pct;                /* 0: every rule; else leave out the costliest
 	                                   rules on the sample text until this percent of
 	                                   the active regex rules is out of effect, failed
@@ -260,7 +266,10 @@ unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
  * behind a literal gate), "deferred-squeeze" (behind a squeeze gate),
  * "counted" (a byte loop), "filtered" (a GATED PCRE2 rule whose relaxed
  * form is probed before PCRE2), "shed" (class FAILED: left out by
- * cfg.shed_pct), or "". */
+ * cfg.shed_pct); for a PREFILTER rule its gate: "gate-in-stream" (its
+ * prefilter form in the target's stream), "gate-in-gates-stream" (in the
+ * gates stream), "own-gate" (a relaxed form or run of it, block mode at
+ * the end), "chain-gate"; or "". */
 const char *scan_hs_rule_how(const struct scan_hs *e, uint32_t i);
 
 struct scan_hs_worker *scan_hs_worker_new(const struct scan_hs *e);

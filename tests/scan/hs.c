@@ -620,6 +620,67 @@ test_lead_gate(void **state)
  * group is scanned), and as PCRE2 with no gate at all, and the plain
  * databases were the ones scanned.
  */
+/*
+ * The cost model prices an own gate at its plain ASCII form on most texts
+ * (cfg.ascii_share): Debian's __MY_VICTIM (ReplaceTags look-alikes) keeps
+ * its prefilter form in a stream when nearly no text is plain, and takes
+ * its relaxed form as an own gate when every text is. Both, and PCRE2 on
+ * every message, must give the same hits on ASCII look-alikes, HTML
+ * entities and UTF-8 look-alikes (the last two scan the full forms).
+ */
+static void
+test_plain_priced(void **state)
+{
+	(void)state;
+	static const char tags[] = "/usr/share/spamassassin/25_replace.cf";
+	static const char rules[] =
+	    "body __MY_VICTIM /(?:<H><I>|<H><E><L><L><O>),?(?:\\s<M><Y>)?\\s"
+	    "(?:<V><I><C><T><I><M>|<P><R><E><Y>)/i\n"
+	    "replace_rules __MY_VICTIM\n";
+	static const char *const words[] = {
+		"hello my victim", "H3LL0 MY V1CT1M", "hi prey", "hi, my pr3y", "h&#105; prey",
+		"\xd2\xbb" "ello my victim", "hello my", "victim", "hello  my victim", "hi my\nprey",
+		"the meeting notes", "please review", "caf\xc3\xa9", "&amp;", "hello,my prey",
+	};
+	struct scan_hs_config cfg[3] = {{.ascii_share = 1}, {.ascii_share = 0.001},
+	    {.no_prefilter = true}};
+	struct eng g[3];
+	unsigned hit[3] = {0}, kinds = 0;
+
+	if (access(tags, R_OK) != 0)
+		skip();
+	for (int k = 0; k < 3; k++)
+		eng_up_cfg(&g[k], rules, tags, &cfg[k]);
+	uint32_t i = (uint32_t)scan_rules_find(g[0].rs, "__MY_VICTIM");
+	assert_string_equal(scan_hs_rule_how(g[0].e, i), "own-gate");
+	assert_string_equal(scan_hs_rule_how(g[1].e, i), "gate-in-gates-stream");
+	assert_int_equal(scan_hs_rule_class(g[2].e, i), SCAN_HS_C_ALWAYS);
+	for (unsigned m = 0; m < 300; m++) {
+		char msg[2048];
+		unsigned seed = m * 2654435761u + 7, n = 0, kind = 0;
+		n += (unsigned)snprintf(msg + n, sizeof(msg) - n, "Subject: t %u\r\n\r\n", m);
+		for (unsigned w = 0; w < 12 && n + 64 < sizeof(msg); w++) {
+			seed = seed * 1103515245u + 12345u;
+			unsigned x = (seed >> 16) % (sizeof(words) / sizeof(words[0]));
+			kind |= x == 4 ? 2 : x == 5 || x == 12 ? 4 : 1;
+			n += (unsigned)snprintf(msg + n, sizeof(msg) - n, "%s%s", words[x],
+			    (seed >> 8) % 4 ? " " : "\r\n");
+		}
+		for (int k = 0; k < 3; k++)
+			scan_split(&g[k], msg, m % 2 ? 2 : 0, m);
+		uint32_t a = g[0].s->hm->hits[i], b = g[1].s->hm->hits[i], c = g[2].s->hm->hits[i];
+		if (a != c || b != c)
+			fail_msg("message %u: own gate %u, prefilter form %u, PCRE2 %u", m, a, b, c);
+		hit[0] += a;
+		if (a)
+			kinds |= kind == 1 ? 1 : kind & 2 ? 2 : 4;  /* plain, entities, UTF-8 */
+	}
+	assert_true(hit[0] > 30);
+	assert_int_equal(kinds, 7);     /* not vacuous: hits through every form */
+	for (int k = 0; k < 3; k++)
+		eng_down(&g[k]);
+}
+
 static void
 test_plain_gates(void **state)
 {
@@ -1285,6 +1346,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_deferred_same_hits),
+		cmocka_unit_test(test_plain_priced),
 		cmocka_unit_test(test_tight_forms),
 		cmocka_unit_test(test_lead_gate),
 		cmocka_unit_test(test_word_runs),
