@@ -153,6 +153,7 @@ static const struct key keys[] = {
 	{ "filter.tempfail", KT_SCORE, OFF(filter_tempfail), 0, 1000000, NULL, NULL },
 	{ "filter.slots", KT_U32, OFF(filter_slots), 1, 100000, NULL, NULL },
 	{ "filter.shed_percent", KT_SCORE, OFF(filter_shed_pct), 0, 5, NULL, NULL },
+	{ "filter.ascii_share", KT_SCORE, OFF(filter_ascii_share), 0, 1, NULL, NULL },
 	{ "filter.attachments", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "filter.attachments.enabled", KT_BOOL, OFF(filter_attach_enabled), 0, 0, NULL, NULL },
 	{ "filter.attachments.extensions", KT_TEXT, OFF(filter_attach_ext), 0, 0, NULL, NULL },

@@ -131,6 +131,7 @@ struct ctl_config {
 	double filter_tempfail;        /* 451 4.7.1 */
 	uint32_t filter_slots;         /* messages scanned at once per worker */
 	double filter_shed_pct;        /* 0: every rule; else shed the costliest (<= 5) */
+	double filter_ascii_share;     /* 0: SCAN_HS_ASCII_SHARE; the cost model's share of plain texts */
 	bool filter_attach_enabled;    /* default true (with filter.enabled) */
 	char *filter_attach_ext;       /* extension list, or NULL: the default */
 	char *filter_attach_score_name[CTL_FILTER_SCORES_MAX]; /* ATTACH_* */

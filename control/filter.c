@@ -164,7 +164,8 @@ engine_build(struct ctl_filter *f, struct flt_engine **out)
 		return rc;
 	}
 	struct scan_hs_config hc = { .cache_path = f->cache, .no_gtube = f->conf.no_gtube,
-	                             .shed_pct = f->conf.shed_pct };
+	                             .shed_pct = f->conf.shed_pct,
+	                             .ascii_share = f->conf.ascii_share };
 	struct scan_hs_stats st;
 	e->hs = scan_hs_build(e->rs, &hc, &st);
 	if (e->hs == NULL) {
@@ -247,6 +248,7 @@ ctl_filter_conf_from_config(struct ctl_filter_conf *fc, const struct ctl_config 
 	fc->cache = c->filter_cache;
 	fc->slots_max = c->filter_slots;
 	fc->shed_pct = c->filter_shed_pct;
+	fc->ascii_share = c->filter_ascii_share;
 	if (c->filter_policy != NULL) {
 		if (scan_policy_parse(&fc->pol, c->filter_policy) < 0) {
 			snprintf(err, errlen, "%s:%u: filter.policy: expected SCORE:ACTION[,SCORE:ACTION]... "

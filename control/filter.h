@@ -71,6 +71,7 @@ struct ctl_filter_conf {
 	unsigned slots_init;            /* per worker and engine; 0: 2 */
 	unsigned slots_max;             /* 0: 256 */
 	double shed_pct;                /* scan_hs_config.shed_pct */
+	double ascii_share;             /* scan_hs_config.ascii_share */
 	bool no_gtube;                  /* tests only */
 };
 

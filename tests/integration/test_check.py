@@ -54,6 +54,7 @@ CASES = {
     "missing-cert": lambda L: replace_line(L, "tls:", "tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}"),
     "bad-delivery": lambda L: replace_line(L, "delivery:", "delivery: {method: teleport, maildir: /tmp/x, retry_min: 1s}"),
     "bad-shed": lambda L: (L + ["filter: {shed_percent: 7}"], len(L) + 1),
+    "bad-ascii-share": lambda L: (L + ["filter: {ascii_share: 1.5}"], len(L) + 1),
 }
 
 
