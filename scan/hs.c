@@ -83,6 +83,8 @@ const char scan_hs_gtube[] =
 #define WIN_NONE 0xffffu
 /* a deferred rule runs near its gate's ends when they span under 1/this of the text */
 #define DEFER_NEAR_SHARE 4
+/* a filtered PCRE2 rule skips its probe when its windows span under 1/this of the text */
+#define FILTER_NEAR_SHARE 8
 #define WIN_OVER 0xfffeu        /* this rule ran out of windows */
 
 /* the gate of one windowed rule matched at ends lo..hi, each within its width of the next */
@@ -4424,6 +4426,22 @@ scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name
  * neighbours); *hits is 1 if one matched. False: not run (no windows, too
  * many, or too wide).
  */
+/* Do windowed rule ri's windows span under 1/share of the kept text? */
+static bool
+near_few(const struct scan_hs_msg *m, uint32_t ri, unsigned share)
+{
+	const struct scan_hs *e = m->e;
+	const struct scan_hs_msg_priv *p = m->priv;
+	unsigned t = e->rs->rules[ri].type, ws = e->wslot[ri];
+	size_t span = 0;
+
+	if (!ws || !e->code[ri] || !p->keep[t] || p->whead[ws - 1] == WIN_OVER || e->no_near)
+		return false;
+	for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE; k = p->win[k].next)
+		span += p->win[k].hi - p->win[k].lo + e->width[ri];
+	return span * share < p->kept[t];
+}
+
 static bool
 run_near(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri, unsigned share,
     uint32_t *hits)
@@ -4432,14 +4450,10 @@ run_near(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri, unsigned 
 	struct scan_hs_msg_priv *p = m->priv;
 	unsigned t = e->rs->rules[ri].type, ws = e->wslot[ri];
 	const pcre2_code *c = e->code[ri];
-	size_t n = p->kept[t], span = 0;
+	size_t n = p->kept[t];
 	uint32_t wd = e->width[ri];
 
-	if (!ws || !c || !p->keep[t] || p->whead[ws - 1] == WIN_OVER || e->no_near)
-		return false;
-	for (uint16_t k = p->whead[ws - 1]; k != WIN_NONE; k = p->win[k].next)
-		span += p->win[k].hi - p->win[k].lo + wd;
-	if (span * share >= n)
+	if (!near_few(m, ri, share))
 		return false;
 	if (w->prof_near)
 		w->prof_near[ri]++;
@@ -4637,8 +4651,11 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 		} else if (e->ddb[ri] && e->cls[ri] != SCAN_HS_C_HS) {
 			/* a filtered PCRE2 rule: its relaxed form first */
 			bool hit = false;
-			m->filter_runs++;
-			if (p->keep[t] && p->kept[t]) {
+			if (near_few(m, ri, FILTER_NEAR_SHARE))
+				hit = true;     /* PCRE2 near a few gate ends: cheaper than the probe */
+			else
+				m->filter_runs++;
+			if (!hit && p->keep[t] && p->kept[t]) {
 				hs_error_t hr = hs_scan(e->ddb[ri], (const char *)p->keep[t],
 				    (unsigned)p->kept[t], 0, w->scratch, scan_gate_probe, &hit);
 				if (hr != HS_SUCCESS && hr != HS_SCAN_TERMINATED)
