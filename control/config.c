@@ -104,6 +104,7 @@ static const struct key keys[] = {
 	{ "smtp.message_size_max", KT_SIZE, OFF(message_size_max), 1024, 1ull << 40, NULL, NULL },
 	{ "smtp.recipients_max", KT_U32, OFF(rcpt_max), 1, 100000, NULL, NULL },
 	{ "smtp.errors_max", KT_U32, OFF(errors_max), 1, 10000, NULL, NULL },
+	{ "smtp.junk_max", KT_U32, OFF(junk_max), 0, 1000000, NULL, NULL },
 	{ "smtp.connections_max", KT_U32, OFF(connections_max), 1, 10000000, NULL, NULL },
 	{ "smtp.greet_pause", KT_DUR_MS, OFF(greet_pause_ms), 0, 5 * MS_M - 1, NULL,
 	  "clients wait 5m for the greeting, RFC 5321 4.5.3.2.1" },
@@ -469,6 +470,7 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->message_size_max = 50ull << 20;
 	c->rcpt_max = 100;
 	c->errors_max = 10;
+	c->junk_max = 100;
 	c->connections_max = 10000;
 	c->dpdk_buffer_size = 65536;
 	c->dpdk_time_wait_ms = 2000;

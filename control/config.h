@@ -83,6 +83,8 @@ struct ctl_config {
 	uint64_t message_size_max;
 	uint32_t rcpt_max;
 	uint32_t errors_max;
+	uint32_t junk_max;             /* NOOP/RSET/VRFY/EXPN/HELP per accepted message
+	                                  before each counts as an error; 0: no limit */
 	uint32_t connections_max;      /* per worker; beyond it 421 */
 	uint64_t greet_pause_ms;
 	uint64_t timeout_command_ms;

@@ -1209,6 +1209,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		.message_size_max = cfg->message_size_max,
 		.rcpt_max = cfg->rcpt_max,
 		.errors_max = cfg->errors_max,
+		.junk_max = cfg->junk_max,
 		.greet_pause_ms = cfg->greet_pause_ms,
 		.timeout_command_ms = cfg->timeout_command_ms,
 		.timeout_data_ms = cfg->timeout_data_ms,

@@ -439,6 +439,7 @@ class Sluice:
             f"  message_size_max: {o['message_size_max']}",
             f"  recipients_max: {o['recipients_max']}",
             f"  errors_max: {o['errors_max']}",
+        ] + ([f"  junk_max: {o['junk_max']}"] if "junk_max" in o else []) + [
             f"  greet_pause: {o['greet_pause']}",
             "  timeouts: {command: 5m, data: 3m, tls_handshake: 1m}",
         ]

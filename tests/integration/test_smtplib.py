@@ -437,6 +437,34 @@ def test_too_many_errors(sluice_factory):
         assert rest == b"", f"got {rest!r} after the 421, want the connection closed"
 
 
+def test_junk_commands(sluice_factory):
+    """smtp.junk_max: past 5 NOOP/RSET in a session without an accepted
+    message, each counts as an error; the 3rd error (errors_max) is 421 and
+    the close. A session that delivers a message starts the count again."""
+    s0 = sluice_factory(errors_max=3, junk_max=5, proxy=False, tls=False)
+    with SmtpConn(s0.port) as c:
+        greet(c)
+        codes = []
+        for i in range(12):
+            try:
+                c.send("NOOP\r\n" if i % 2 else "RSET\r\n")
+                codes.append(c.read_reply().code)
+            except (AssertionError, OSError):
+                break
+            if codes[-1] == 421:
+                break
+        assert codes == [250] * 7 + [421], f"got {codes}, want 7 x 250 then 421"
+        rest = c.wait_closed(10)
+        assert rest == b"", f"got {rest!r} after the 421, want the connection closed"
+    with smtplib.SMTP("127.0.0.1", s0.port, timeout=30) as s:
+        s.ehlo("client.test")
+        for _ in range(4):
+            assert s.noop()[0] == 250
+        s.sendmail(SENDER, [RCPT], b"Subject: j\r\n\r\nbody\r\n")
+        for _ in range(7):      # the count starts again after the message
+            assert s.noop()[0] == 250
+
+
 # --- PROXY protocol ----------------------------------------------------------
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
