@@ -85,7 +85,10 @@
  *   gate goes in the stream (a literal, or a literal of the squeezed text
  *   in the target's squeeze database, scan_rules_squeeze_set), and the
  *   pattern runs alone, block mode, over the kept text when the gate fired:
- *   the same hits. A `multiple` rule that matches a few short strings is
+ *   the same hits (one of bounded width, not `multiple`, behind a literal
+ *   or a run: PCRE2 near the gate's ends when those are few). Own gates are
+ *   priced at their plain ASCII form on cfg.ascii_share of texts, against a
+ *   prefilter form in the stream. A `multiple` rule that matches a few short strings is
  *   counted by a byte loop (scan_rules_exact_set), and a word run,
  *   \b(?:[C]{m,}[S]+){n}, by a byte automaton. See docs/SCAN-RULES.md.
  *   Match and backtracking limits bound PCRE2.
