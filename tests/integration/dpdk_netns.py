@@ -60,7 +60,8 @@ class DpdkSluice:
             f"server: {{hostname: {HOSTNAME}, workers: 1, transport: dpdk}}\n"
             "listen:\n"
             f"  - address: 0.0.0.0:{PORT}\n"
-            "smtp: {message_size_max: 10m, greet_pause: 0}\n"
+            # NOOP floods drive the TCP tests (segments, SACK, PMTU): no junk limit
+            "smtp: {message_size_max: 10m, greet_pause: 0, junk_max: 0}\n"
             f"spool: {{directory: {self.root / 'spool'}, sync: true}}\n"
             f"delivery: {{method: maildir, maildir: {self.maildir}, retry_min: 1s}}\n"
             + (f"tls: {{certificate: {cert[0]}, key: {cert[1]}}}\n" if cert else "") +
