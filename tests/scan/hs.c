@@ -646,11 +646,31 @@ test_plain_priced(void **state)
 	    {.no_prefilter = true}};
 	struct eng g[3];
 	unsigned hit[3] = {0}, kinds = 0;
+	char line[4096], *text;
+	size_t tn = 0;
+	FILE *f = fopen(tags, "r");
 
-	if (access(tags, R_OK) != 0)
+	if (!f)
 		skip();
+	/* the file's tags only, not its 23 FUZZY_* rules (slow to build
+	 * three times under ASan) */
+	assert_non_null(text = calloc(1, 256 * 1024));
+	while (fgets(line, sizeof(line), f)) {
+		const char *w = line + strspn(line, " \t");
+		if (!strncmp(w, "replace_tag", 11) || !strncmp(w, "replace_inter", 13) ||
+		    !strncmp(w, "replace_post", 12) || !strncmp(w, "replace_pre", 11)) {
+			size_t l = strlen(w);
+			assert_true(tn + l + sizeof(rules) < 256 * 1024);
+			memcpy(text + tn, w, l);
+			tn += l;
+		}
+	}
+	fclose(f);
+	assert_true(tn > 1000);
+	memcpy(text + tn, rules, sizeof(rules));
 	for (int k = 0; k < 3; k++)
-		eng_up_cfg(&g[k], rules, tags, &cfg[k]);
+		eng_up_cfg(&g[k], text, NULL, &cfg[k]);
+	free(text);
 	uint32_t i = (uint32_t)scan_rules_find(g[0].rs, "__MY_VICTIM");
 	assert_string_equal(scan_hs_rule_how(g[0].e, i), "own-gate");
 	assert_string_equal(scan_hs_rule_how(g[1].e, i), "gate-in-gates-stream");
