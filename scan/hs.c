@@ -1665,8 +1665,10 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 			rx = strdup(pk.expr);
 			drop = d;
 			maxn = TIGHT_MAXN;
-			if (!rx)
+			if (!rx) {
+				scan_gate_pick_free(&pk);
 				rc = -ENOMEM;
+			}
 		}
 		free(fx);
 		free(px);
@@ -4418,14 +4420,6 @@ scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name
 	}
 }
 
-/*
- * Windowed rule ri near its gate's match ends only, when their windows
- * span under 1/share of the kept text: every match of the rule holds one
- * of its gate's, so starts at most its width before that end. PCRE2
- * searches each window on the whole subject (look-arounds see the real
- * neighbours); *hits is 1 if one matched. False: not run (no windows, too
- * many, or too wide).
- */
 /* Do windowed rule ri's windows span under 1/share of the kept text? */
 static bool
 near_few(const struct scan_hs_msg *m, uint32_t ri, unsigned share)
@@ -4442,6 +4436,14 @@ near_few(const struct scan_hs_msg *m, uint32_t ri, unsigned share)
 	return span * share < p->kept[t];
 }
 
+/*
+ * Windowed rule ri near its gate's match ends only, when their windows
+ * span under 1/share of the kept text: every match of the rule holds one
+ * of its gate's, so starts at most its width before that end. PCRE2
+ * searches each window on the whole subject (look-arounds see the real
+ * neighbours); *hits is 1 if one matched. False: not run (no windows, too
+ * many, or too wide).
+ */
 static bool
 run_near(struct scan_hs_msg *m, struct scan_hs_worker *w, uint32_t ri, unsigned share,
     uint32_t *hits)
