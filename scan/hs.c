@@ -1557,6 +1557,27 @@ out:
 }
 
 /*
+ * Rule expression x relaxed (repeats wider than {m,n} unbounded; n 0: every
+ * one) and collapsed; *drop: its assertions had to go for that. NULL when
+ * neither way gives a form.
+ */
+static char *
+relaxed_collapse(const char *x, unsigned n, bool *drop)
+{
+	char *rx0 = scan_rules_relax_n(x, false, 1, n);
+	char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
+
+	free(rx0);
+	*drop = false;
+	if (!fx && (rx0 = scan_rules_relax_n(x, true, 1, n)) != NULL) {
+		*drop = true;   /* a form with no assertions, then */
+		fx = scan_rules_collapse(rx0);
+		free(rx0);
+	}
+	return fx;
+}
+
+/*
  * The gate of a PCRE2 rule (not HEADER) with no literal gate, by cost on
  * the sample text (scan_gate_pick): its prefilter form (the shared
  * database if cheap to compile there, else the gates database), or its
@@ -1588,17 +1609,8 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 	memset(&pk, 0, sizeof(pk));
 	for (int pass = 0; pass < 2; pass++) {
 		unsigned n = pass == 0 ? TIGHT_MAXN : 0;
-		bool d = false;
-		char *rx0 = scan_rules_relax_n(x, false, 1, n);
-		char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
-		free(rx0);
-		if (!fx) {
-			d = true;       /* a form with no assertions, then */
-			if ((rx0 = scan_rules_relax_n(x, true, 1, n)) != NULL) {
-				fx = scan_rules_collapse(rx0);
-				free(rx0);
-			}
-		}
+		bool d;
+		char *fx = relaxed_collapse(x, n, &d);
 		if (pass == 1 && rx && fx && !strcmp(fx, rx)) {
 			free(fx);       /* no wide repeat: the same form */
 			break;
@@ -1638,11 +1650,9 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		 * bodies, against 5.75 ms for its prefilter form in the stream
 		 * and 14.5 ms for the full collapse). Priced at
 		 * e->ascii_share of texts plain, the rest full. */
-		bool d = false, o1, o2;
-		char *rx0 = scan_rules_relax_n(x, false, 1, TIGHT_MAXN);
-		if (!rx0 && (rx0 = scan_rules_relax_n(x, true, 1, TIGHT_MAXN)) != NULL)
-			d = true;
-		char *fx = rx0 ? scan_rules_collapse(rx0) : NULL;
+		bool d, o1, o2;
+		char *fx = relaxed_collapse(x, TIGHT_MAXN, &d);
+		char *rx0 = fx ? scan_rules_relax_n(x, d, 1, TIGHT_MAXN) : NULL;
 		char *px = rx0 ? scan_rules_collapse_plain(rx0) : NULL;
 		char *ax = px ? scan_rules_ascii_form(px) : NULL;
 		double sp = form_block_seconds(ax, f, e->sample, &o1);
