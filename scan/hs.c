@@ -26,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 30u
+#define CACHE_VERSION 31u
 #define HDR_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
@@ -600,6 +600,8 @@ header_prefix(struct scan_sb *b, const struct scan_rule *r)
  * The expression a rule compiles to (both engines), or NULL on ENOMEM.
  * Header rule P on key K: ^\x01K\n\x02[^\n]*?(?:P); with start anchors,
  * ^\x01K\n(?:\x02[^\n]*?)?(?:P') where P' has \x02 for each anchor.
+ * A body rule with tflags nosubject: \n[\s\S]*?(?:P), past BODY's first
+ * line (the Subject's, scan/scan.h).
  */
 static char *
 rule_expr(const struct scan_hs *e, const struct scan_rule *r)
@@ -607,6 +609,8 @@ rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 	struct scan_sb b = {0};
 
 	(void)e;
+	if (r->type == SCAN_RT_BODY && (r->tflags & SCAN_TF_NOSUBJECT))
+		scan_sb_puts(&b, "\\n[\\s\\S]*?");
 	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
 	if (r->type == SCAN_RT_HEADER) {
 		struct scan_sb p = {0}, h = {0};
@@ -630,6 +634,18 @@ rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 	return b.p;
 }
 
+/*
+ * Whether ^ and $ of rule r (without /m) match at every line: SpamAssassin
+ * matches header, body and uri rules line by line (a header, a paragraph,
+ * a URI: a line each here), full and rawbody rules over the whole text (a
+ * part's decoded text, in chunks of 2048 bytes or more).
+ */
+static bool
+line_target(const struct scan_rule *r)
+{
+	return r->type != SCAN_RT_FULL && r->type != SCAN_RT_RAWBODY;
+}
+
 static unsigned
 rule_hs_flags(const struct scan_rule *r, bool multiple)
 {
@@ -639,7 +655,7 @@ rule_hs_flags(const struct scan_rule *r, bool multiple)
 		f |= HS_FLAG_CASELESS;
 	if (r->re_flags & SCAN_RE_S)
 		f |= HS_FLAG_DOTALL;
-	if ((r->re_flags & SCAN_RE_M) || r->type != SCAN_RT_FULL)
+	if ((r->re_flags & SCAN_RE_M) || line_target(r))
 		f |= HS_FLAG_MULTILINE;
 	if (!multiple)
 		f |= HS_FLAG_SINGLEMATCH;
@@ -655,7 +671,7 @@ rule_pcre_flags(const struct scan_rule *r)
 		f |= PCRE2_CASELESS;
 	if (r->re_flags & SCAN_RE_S)
 		f |= PCRE2_DOTALL;
-	if ((r->re_flags & SCAN_RE_M) || r->type != SCAN_RT_FULL)
+	if ((r->re_flags & SCAN_RE_M) || line_target(r))
 		f |= PCRE2_MULTILINE;
 	return f;
 }

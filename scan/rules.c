@@ -173,6 +173,9 @@ scan_rules_free(struct scan_ruleset *rs)
 		free(rs->diag[i]);
 	free(rs->diag);
 	free(rs->skips);
+	for (uint32_t i = 0; i < rs->n_tlds; i++)
+		free(rs->tlds[i]);
+	free(rs->tlds);
 	if (rs->priv) {
 		struct scan_rules_priv *p = rs->priv;
 		free(p->tab);
@@ -922,6 +925,8 @@ set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
 			size_t n = (size_t)(w - s);
 			if (n == 8 && !memcmp(s, "multiple", 8))
 				r->tflags |= SCAN_TF_MULTIPLE;
+			else if (n == 9 && !memcmp(s, "nosubject", 9))
+				r->tflags |= SCAN_TF_NOSUBJECT;
 			else if (n > 8 && !memcmp(s, "maxhits=", 8))
 				r->maxhits = (uint32_t)strtoul(s + 8, NULL, 10);
 			else {
@@ -1084,8 +1089,67 @@ do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const cha
 		}
 		return 0;
 	}
+	if (!strcmp(dir, "util_rb_tld")) {
+		for (const char *q = a, *qe; q < e; q = skip_ws(qe, e)) {
+			qe = word_end(q, e);
+			size_t n = (size_t)(qe - q);
+			char **t = realloc(rs->tlds, (rs->n_tlds + 1) * sizeof(*t));
+			if (!t)
+				return -ENOMEM;
+			rs->tlds = t;
+			if (!(t[rs->n_tlds] = strndup(q, n)))
+				return -ENOMEM;
+			for (size_t k = 0; k < n; k++)
+				t[rs->n_tlds][k] = (char)tolower((unsigned char)q[k]);
+			rs->n_tlds++;
+		}
+		return 0;
+	}
 	count_skip(rs, dir, dn);
 	return 0;
+}
+
+static int
+tld_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* util_rb_tld's names sorted, each once */
+static void
+tlds_sort(struct scan_ruleset *rs)
+{
+	uint32_t k = 0;
+
+	if (!rs->n_tlds)
+		return;
+	qsort(rs->tlds, rs->n_tlds, sizeof(*rs->tlds), tld_cmp);
+	for (uint32_t i = 1; i < rs->n_tlds; i++) {
+		if (!strcmp(rs->tlds[i], rs->tlds[k]))
+			free(rs->tlds[i]);
+		else
+			rs->tlds[++k] = rs->tlds[i];
+	}
+	rs->n_tlds = k + 1;
+}
+
+bool
+scan_rules_tld_valid(const struct scan_ruleset *rs, const char *tld, size_t n)
+{
+	char key[64];
+	const char *kp = key;
+
+	if (!rs->n_tlds)
+		return true;
+	if (!n || n >= sizeof(key))
+		return false;
+	for (size_t k = 0; k < n; k++) {
+		if ((unsigned char)tld[k] >= 0x80)
+			return true;
+		key[k] = (char)tolower((unsigned char)tld[k]);
+	}
+	key[n] = '\0';
+	return bsearch(&kp, rs->tlds, rs->n_tlds, sizeof(*rs->tlds), tld_cmp) != NULL;
 }
 
 static const char *
@@ -1856,6 +1920,7 @@ scan_rules_finish(struct scan_ruleset *rs)
 
 	if (rs->finished)
 		return 0;
+	tlds_sort(rs);
 	for (uint32_t i = 0; i < rs->n; i++) {
 		struct scan_rule *r = &rs->rules[i];
 		bool sub = r->name[0] == '_' && r->name[1] == '_';

@@ -95,6 +95,7 @@ enum {
 	SCAN_TF_NOAUTOLEARN = 1u << 5,
 	SCAN_TF_PUBLISH = 1u << 6,
 	SCAN_TF_OTHER = 1u << 7,
+	SCAN_TF_NOSUBJECT = 1u << 8,    /* body: not on the Subject line */
 };
 
 /* what became of a rule */
@@ -195,6 +196,8 @@ struct scan_ruleset {
 	unsigned n_diag;
 	struct scan_rules_skip *skips;
 	unsigned n_skips;
+	char **tlds;            /* util_rb_tld: lower case, sorted after finish */
+	uint32_t n_tlds;
 	uint64_t hash;          /* of every active rule's compile input, after finish */
 	bool finished;
 	struct scan_rules_priv *priv;
@@ -209,6 +212,13 @@ int scan_rules_load_path(struct scan_ruleset *rs, const char *path);
 int scan_rules_load_text(struct scan_ruleset *rs, const char *fname,
     const char *text, size_t len);
 int scan_rules_finish(struct scan_ruleset *rs);
+
+/*
+ * Whether a host's last label (n bytes, any case) is a TLD the rules know
+ * (util_rb_tld, as SpamAssassin's RegistryBoundaries): true when they name
+ * none, or when the label is not ASCII (an IDN: not checked).
+ */
+bool scan_rules_tld_valid(const struct scan_ruleset *rs, const char *tld, size_t n);
 
 /* Rule index by name, or -1. */
 int scan_rules_find(const struct scan_ruleset *rs, const char *name);

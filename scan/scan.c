@@ -37,6 +37,58 @@ static const struct {
 } uri_schemes[] = {{"http://", 7}, {"https://", 8}, {"ftp://", 6}, {"mailto:", 7}, {"www.", 4}};
 
 /*
+ * Whether SpamAssassin keeps URI u (n bytes, scheme uri_schemes[which]) when
+ * it parses it from text: only if its host is an IP address or ends in a
+ * TLD the rules name (PerMsgStatus.pm: add_uri_detail_list with
+ * valid_domain; RegistryBoundaries.pm: uri_to_domain). URIs of html tags it
+ * keeps whatever their host.
+ */
+static bool
+uri_host_valid(const struct scan_msg *s, const uint8_t *u, size_t n, int which)
+{
+	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
+	size_t a = which == 4 ? 0 : uri_schemes[which].len, z = a;
+
+	if (!rs->n_tlds)
+		return true;    /* the rules name no TLD: every host counts */
+	if (which == 3) {
+		/* mailto: the host is what follows the first @, to ? & or > */
+		const uint8_t *at = memchr(u + a, '@', n - a);
+		if (!at)
+			return false;
+		a = z = (size_t)(at - u) + 1;
+		while (z < n && !strchr("?&>", u[z]))
+			z++;
+	} else {
+		while (z < n && !strchr("/?#", u[z]))
+			z++;
+		for (size_t k = a; k < z; k++)  /* user:password@ */
+			if (u[k] == '@')
+				a = k + 1;
+		for (size_t k = a; k < z; k++)  /* :port */
+			if (u[k] == ':') {
+				z = k;
+				break;
+			}
+	}
+	if (a < z && u[a] == '[')
+		return true;    /* an IPv6 address */
+	size_t dot = z, k;
+	bool ip = true;
+	for (k = a; k < z; k++) {
+		if (u[k] == '.')
+			dot = k;
+		else if (!isdigit(u[k]))
+			ip = false;
+	}
+	if (ip && a < z)
+		return true;
+	if (dot == z)
+		return false;   /* no dot, no TLD */
+	return scan_rules_tld_valid(rs, (const char *)u + dot + 1, z - dot - 1);
+}
+
+/*
  * The URI in a token (b, n bytes; mark: it holds ':' or '.'): from the
  * leftmost offset where a scheme starts (caseless; at one offset the first
  * scheme in uri_schemes that fits), trailing sentence punctuation dropped.
@@ -69,6 +121,8 @@ uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 	while (n && strchr(".,;:!?", best[n - 1]))
 		n--;
 	if (n <= uri_schemes[which].len)
+		return;
+	if (!s->html && !uri_host_valid(s, best, n, which))
 		return;
 	if (which == 4)
 		feed(s, SCAN_T_URI, "http://", 7);
@@ -163,48 +217,249 @@ uri_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 	uri_keep(s, p + e, n - e);
 }
 
-/* ---- html to text (tags out, block tags to line breaks) ---- */
+/* ---- BODY as SpamAssassin renders it ---- */
 
-static void
-out_flush(struct scan_msg *s)
+/*
+ * SpamAssassin's body rules see the text of every text/ leaf after
+ * Message.pm's get_body_text_array_common: a run of whitespace that holds
+ * two line breaks or more becomes one line break (`\n+\s*\n+` to a
+ * paragraph break, with the whitespace before and after it a space each),
+ * any other run one space (`\s+`, Unicode spaces included: the text is
+ * decoded), so that a paragraph is one line; then lines longer than
+ * SCAN_BODY_LINE are cut after their last space within it
+ * (split_into_array_of_short_lines). The rules match line by line, so
+ * BODY is compiled with multi-line ^ and $, and a cut is a line break.
+ */
+enum {
+	WS_RUN = 1,     /* in a whitespace run */
+	WS_PRE = 2,     /* whitespace before the run's first line break */
+	WS_POST = 4,    /* whitespace after its last line break */
+	WS_HARD = 8,    /* html: a tag's line break is in it (the text's own
+	                   spaces beside it go, as in HTML.pm's display_text) */
+};
+
+/* 1: ASCII whitespace (\s); 2: the first byte of a Unicode space in UTF-8 */
+static const uint8_t body_ws[256] = {
+	['\t'] = 1, ['\n'] = 1, ['\v'] = 1, ['\f'] = 1, ['\r'] = 1, [' '] = 1,
+	[0xC2] = 2, [0xE1] = 2, [0xE2] = 2, [0xE3] = 2,
+};
+
+/*
+ * Whether p (k bytes, p[0] a lead byte of body_ws 2) is a Unicode space
+ * (Perl's \s: U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+ * U+202F, U+205F, U+3000): its length, 0 if it is not one, -1 if the k
+ * bytes are too few to tell.
+ */
+static int
+uspace(const uint8_t *p, size_t k)
 {
-	feed(s, SCAN_T_BODY, s->out, s->olen);
-	s->olen = 0;
+	if (p[0] == 0xC2)
+		return k < 2 ? -1 : p[1] == 0x85 || p[1] == 0xA0 ? 2 : 0;
+	if (k < 2)
+		return -1;
+	if (p[0] == 0xE1 && p[1] != 0x9A)
+		return 0;
+	if (p[0] == 0xE2 && p[1] != 0x80 && p[1] != 0x81)
+		return 0;
+	if (p[0] == 0xE3 && p[1] != 0x80)
+		return 0;
+	if (k < 3)
+		return -1;
+	if (p[0] == 0xE1 || p[0] == 0xE3)
+		return p[2] == 0x80 ? 3 : 0;
+	if (p[1] == 0x81)
+		return p[2] == 0x9F ? 3 : 0;
+	return p[2] <= 0x8A || p[2] == 0xA8 || p[2] == 0xA9 || p[2] == 0xAF ? 3 : 0;
 }
 
 static void
-out_byte(struct scan_msg *s, uint8_t c)
+line_flush(struct scan_msg *s)
 {
-	if (s->olen == sizeof(s->out))
-		out_flush(s);
-	s->out[s->olen++] = c;
+	feed(s, SCAN_T_BODY, s->line, s->llen);
+	s->llen = 0;
 }
 
-/* a run of text between tags: batched with what came before it */
+/* A line longer than SCAN_BODY_LINE (s->line is full): what comes up to its
+ * last space at or before offset SCAN_BODY_LINE goes out as a line of its
+ * own (Perl: rindex($line, ' ', MAX) + 1, or MAX bytes if there is none). */
 static void
-out_bytes(struct scan_msg *s, const uint8_t *b, size_t n)
+line_cut(struct scan_msg *s)
 {
-	if (s->olen + n > sizeof(s->out)) {
-		out_flush(s);
-		if (n >= sizeof(s->out)) {
-			feed(s, SCAN_T_BODY, b, n);
+	size_t k = SCAN_BODY_LINE, cut;
+
+	while (k > 0 && s->line[k] != ' ')
+		k--;
+	cut = s->line[k] == ' ' ? k + 1 : SCAN_BODY_LINE;
+	feed(s, SCAN_T_BODY, s->line, cut);
+	feed(s, SCAN_T_BODY, "\n", 1);
+	s->llen = (uint16_t)(s->llen - cut);
+	memmove(s->line, s->line + cut, s->llen);
+	if (s->llen && s->line[s->llen - 1] == '\n')
+		line_flush(s);
+}
+
+/* Rendered text into lines: each goes out at its line break. */
+static void
+line_put(struct scan_msg *s, const void *v, size_t n)
+{
+	const uint8_t *b = v;
+
+	while (n) {
+		size_t k = sizeof(s->line) - s->llen;
+		if (k > n)
+			k = n;
+		const uint8_t *nl = memchr(b, '\n', k);
+		if (nl)
+			k = (size_t)(nl - b) + 1;
+		memcpy(s->line + s->llen, b, k);
+		s->llen = (uint16_t)(s->llen + k);
+		b += k;
+		n -= k;
+		if (s->llen == sizeof(s->line))
+			line_cut(s);    /* SpamAssassin counts the line break in */
+		else if (nl)
+			line_flush(s);
+	}
+}
+
+static void
+ws_add(struct scan_msg *s, uint8_t c)
+{
+	if (c == '\n') {
+		if (s->ws_nl < 2)
+			s->ws_nl++;
+		s->ws &= (uint8_t)~WS_POST;
+	} else
+		s->ws |= s->ws_nl ? WS_POST : WS_PRE;
+	s->ws |= WS_RUN;
+}
+
+/* The whitespace run before text: a paragraph break or a space. */
+static void
+ws_end(struct scan_msg *s)
+{
+	if (!(s->ws & WS_RUN))
+		return;
+	if (s->ws_nl < 2)
+		line_put(s, " ", 1);
+	else if (s->ws & WS_HARD)
+		line_put(s, "\n", 1);
+	else {
+		if (s->ws & WS_PRE)
+			line_put(s, " ", 1);
+		line_put(s, "\n", 1);
+		if (s->ws & WS_POST)
+			line_put(s, " ", 1);
+	}
+	s->ws = s->ws_nl = 0;
+}
+
+/* Bytes of a Unicode space's UTF-8 form that a write cut, as text. */
+static void
+u8_drop(struct scan_msg *s)
+{
+	if (!s->u8n)
+		return;
+	ws_end(s);
+	line_put(s, s->u8, s->u8n);
+	s->u8n = 0;
+}
+
+/*
+ * Text into BODY (b, n bytes of UTF-8; a text/plain leaf's, or an html
+ * leaf's between tags, whose own line breaks are spaces: flat).
+ */
+static void
+body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
+{
+	size_t i = 0;
+
+	if (n)
+		s->btext = true;
+	if (s->u8n) {
+		/* a Unicode space's first bytes came in the last write */
+		uint8_t t[3];
+		size_t k = s->u8n;
+		memcpy(t, s->u8, k);
+		while (k < 3 && k - s->u8n < n) {
+			t[k] = b[k - s->u8n];
+			k++;
+		}
+		int l = uspace(t, k);
+		if (l < 0) {
+			memcpy(s->u8, t, k);    /* still too few */
+			s->u8n = (uint8_t)k;
 			return;
 		}
+		if (l > 0) {
+			ws_add(s, ' ');
+			i = (size_t)l - s->u8n;
+			s->u8n = 0;
+		} else
+			u8_drop(s);
 	}
-	memcpy(s->out + s->olen, b, n);
-	s->olen += n;
+	while (i < n) {
+		size_t j = i;
+		while (j < n && !body_ws[b[j]])
+			j++;
+		if (j > i) {
+			ws_end(s);
+			line_put(s, b + i, j - i);
+			i = j;
+			continue;
+		}
+		if (body_ws[b[i]] == 1) {
+			ws_add(s, flat ? ' ' : b[i]);
+			i++;
+			continue;
+		}
+		int l = uspace(b + i, n - i);
+		if (l < 0) {
+			memcpy(s->u8, b + i, n - i);
+			s->u8n = (uint8_t)(n - i);
+			return;
+		}
+		if (l > 0) {
+			ws_add(s, ' ');
+			i += (size_t)l;
+		} else {
+			ws_end(s);
+			line_put(s, b + i, 1);
+			i++;
+		}
+	}
 }
 
-static bool
-block_tag(const char *t)
+/* What an html tag puts in the text (HTML.pm's html_whitespace, for the
+ * start and the end tag alike): a line break, a space, or a paragraph. */
+static void
+html_ws(struct scan_msg *s, const char *t)
 {
-	static const char *const blocks[] = {"br", "p", "div", "tr", "li", "td", "h1", "h2",
-	    "h3", "table", "hr", "ul", "ol", "title", NULL};
-	for (int i = 0; blocks[i]; i++)
-		if (!strcmp(t, blocks[i]))
-			return true;
-	return false;
+	static const char *const nl[] = {"br", "div", NULL};
+	static const char *const sp[] = {"li", "th", "td", "dt", "dd", "embed", "h1", "h2",
+	    "h3", "h4", "h5", "h6", NULL};
+	static const char *const par[] = {"p", "hr", "blockquote", "pre", "listing",
+	    "plaintext", "xmp", "title", NULL};
+	int n = 0;
+
+	for (int i = 0; !n && nl[i]; i++)
+		n = strcmp(t, nl[i]) ? 0 : 1;
+	for (int i = 0; !n && par[i]; i++)
+		n = strcmp(t, par[i]) ? 0 : 2;
+	for (int i = 0; !n && sp[i]; i++)
+		n = strcmp(t, sp[i]) ? 0 : 3;
+	if (n == 3)
+		ws_add(s, ' ');
+	else if (n) {
+		s->btext = true;
+		ws_add(s, '\n');
+		if (n == 2)
+			ws_add(s, '\n');
+		s->ws |= WS_HARD;
+	}
 }
+
+/* ---- html to text (tags out; script and style out with their text) ---- */
 
 /* Text runs go out whole (memchr to the next '<'); a tag is read for its
  * name, then skipped to its '>'. */
@@ -217,11 +472,13 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 		if (s->tag_state == 0) {
 			const uint8_t *lt = memchr(p + i, '<', n - i);
 			size_t e = lt ? (size_t)(lt - p) : n;
-			out_bytes(s, p + i, e - i);
+			if (!s->skip)
+				body_bytes(s, p + i, e - i, true);
 			if (!lt)
 				break;
 			s->tag_state = 1;
 			s->tag_len = 0;
+			s->tag_close = false;
 			i = e + 1;
 			continue;
 		}
@@ -233,20 +490,24 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 		}
 		uint8_t c = p[i++];
 		if (c == '>') {
-			s->tag[s->tag_len < sizeof(s->tag) ? s->tag_len : sizeof(s->tag) - 1] = '\0';
-			if (block_tag(s->tag))
-				out_byte(s, '\n');
+			s->tag[s->tag_len] = '\0';
 			s->tag_state = 0;
+			bool script = !strcmp(s->tag, "script") || !strcmp(s->tag, "style");
+			if (script)
+				s->skip = !s->tag_close;
+			else if (!s->skip)
+				html_ws(s, s->tag);
 			continue;
 		}
-		if (c == '/' && s->tag_len == 0)
+		if (c == '/' && s->tag_len == 0 && !s->tag_close) {
+			s->tag_close = true;
 			continue;
+		}
 		if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1)
 			s->tag[s->tag_len++] = (char)tolower(c);
 		else
 			s->tag_state = 2;       /* past the name */
 	}
-	out_flush(s);
 }
 
 /* ---- MIME sink ---- */
@@ -259,15 +520,16 @@ on_header(void *ctx, const struct scan_mime_hdr *h)
 	if (h->part != 0)
 		return;
 	scan_hs_header(s->hm, s->w, h->name, h->name_len, h->value, h->value_len, h->raw, h->raw_len);
-	if (h->name_len == 7 && !strncasecmp(h->name, "subject", 7)) {
+	if (h->name_len == 7 && !strncasecmp(h->name, "subject", 7) && !s->subject) {
 		const uint8_t *v = h->value;
 		size_t n = h->value_len;
 		while (n && (*v == ' ' || *v == '\t')) {
 			v++;
 			n--;
 		}
-		feed(s, SCAN_T_BODY, v, n);
-		feed(s, SCAN_T_BODY, "\n", 1);
+		line_put(s, v, n);
+		line_put(s, "\n", 1);
+		s->subject = true;
 	}
 }
 
@@ -276,10 +538,20 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 {
 	struct scan_msg *s = ctx;
 
-	s->text = (p->flags & SCAN_MIME_P_TEXT) && !(p->flags & (SCAN_MIME_P_MULTIPART | SCAN_MIME_P_MESSAGE));
+	bool leaf = !(p->flags & (SCAN_MIME_P_MULTIPART | SCAN_MIME_P_MESSAGE));
+
+	if (!s->subject) {
+		line_put(s, "\n", 1);  /* BODY's first line is the Subject's, empty */
+		s->subject = true;
+	}
+	s->text = leaf && (p->flags & SCAN_MIME_P_TEXT);
 	s->html = s->text && !strcmp(p->subtype, "html");
 	s->tag_state = 0;
+	s->skip = false;
 	s->ulen = 0;
+	/* SpamAssassin's line break before every leaf after text */
+	if (leaf && s->btext)
+		ws_add(s, '\n');
 }
 
 static void
@@ -296,7 +568,7 @@ on_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, con
 		if (s->html)
 			html_bytes(s, b, n);
 		else
-			feed(s, SCAN_T_BODY, b, n);
+			body_bytes(s, b, n, false);
 		uri_bytes(s, b, n);
 	}
 }
@@ -311,8 +583,8 @@ on_part_end(void *ctx, const struct scan_mime_end *e)
 		return;
 	if (s->ulen)
 		uri_flush(s);
+	u8_drop(s);
 	/* parts do not run into each other */
-	feed(s, SCAN_T_BODY, "\n", 1);
 	feed(s, SCAN_T_RAWBODY, "\n", 1);
 	s->text = false;
 }
@@ -358,7 +630,9 @@ scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w)
 	s->rc = 0;
 	s->text = s->html = false;
 	s->ulen = 0;
-	s->olen = 0;
+	s->btext = s->subject = false;
+	s->ws = s->ws_nl = s->u8n = 0;
+	s->llen = 0;
 	scan_mime_reset(&s->mime);
 	scan_hs_msg_begin(s->hm);
 }
@@ -374,6 +648,9 @@ int
 scan_msg_end(struct scan_msg *s)
 {
 	scan_mime_finish(&s->mime);
+	u8_drop(s);
+	ws_end(s);
+	line_flush(s);
 	int rc = scan_hs_msg_end(s->hm, s->w);
 	return s->rc < 0 ? s->rc : rc;
 }

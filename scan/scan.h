@@ -12,10 +12,13 @@
  *     s = scan_msg_free(s)
  *   The whole message goes to FULL; the top-level header fields to HEADER
  *   (and the Subject, first, to BODY, as SpamAssassin does); for every text/
- *   leaf the UTF-8 view goes to BODY (text/html with its tags removed, a
- *   line break for block tags), the decoded view to RAWBODY, and URIs found
- *   in the UTF-8 view (http://, https://, ftp://, www., mailto:) to URI,
- *   one per line. No allocation after scan_msg_new().
+ *   leaf the UTF-8 view goes to BODY as SpamAssassin renders it (a
+ *   paragraph a line, whitespace runs one space, lines of at most
+ *   SCAN_BODY_LINE bytes; text/html without its tags, script and style),
+ *   the decoded view to RAWBODY, and URIs found in the UTF-8 view (http://,
+ *   https://, ftp://, www., mailto:; from text/plain only with a known TLD
+ *   or an IP address) to URI, one per line. No allocation after
+ *   scan_msg_new().
  */
 #ifndef SCAN_SCAN_H
 #define SCAN_SCAN_H
@@ -28,6 +31,8 @@
 #include "scan/mime.h"
 
 #define SCAN_URI_MAX 2048
+/* SpamAssassin cuts longer body lines (MAX_BODY_LINE_LENGTH) */
+#define SCAN_BODY_LINE 2048
 
 struct scan_msg {
 	struct scan_hs_msg *hm;
@@ -35,11 +40,19 @@ struct scan_msg {
 	int rc;
 	/* the current text leaf */
 	bool text, html;
-	uint8_t tag_state;              /* html: 0 text, 1 in tag */
+	uint8_t tag_state;              /* html: 0 text, 1 in tag, 2 past its name */
 	uint8_t tag_len;
-	char tag[8];
-	uint16_t olen;
-	uint8_t out[1024];              /* html body output batch */
+	bool tag_close;                 /* html: an end tag */
+	bool skip;                      /* html: inside <script> or <style> */
+	char tag[12];
+	/* BODY as SpamAssassin renders it (scan.c: body_bytes) */
+	bool subject;                   /* BODY's first line (the Subject's) is out */
+	bool btext;                     /* text went to BODY from a leaf */
+	uint8_t ws, ws_nl;              /* the whitespace run being read */
+	uint8_t u8n;                    /* the first bytes of a Unicode space ... */
+	uint8_t u8[2];                  /* ... that ended a write */
+	uint16_t llen;
+	uint8_t line[SCAN_BODY_LINE + 1];       /* the line being made */
 	/* URI extractor */
 	uint16_t ulen;
 	bool uover;

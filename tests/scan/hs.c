@@ -382,6 +382,140 @@ test_uri_tokens(void **state)
 }
 
 /*
+ * BODY as SpamAssassin renders it (scan.c): a paragraph is one line, its
+ * whitespace runs one space each (Unicode spaces too, not zero-width ones),
+ * a blank line a line break; lines over 2048 bytes cut after their last
+ * space; html: <br> a space, <p> a paragraph, the source's own line breaks
+ * spaces, script and style left out; a nosubject rule not on the Subject's
+ * line. Rawbody ^ without /m: the text's start only. The same whole, byte
+ * by byte and cut at random.
+ */
+static void
+test_body_render(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "body P_JOIN   /alpha beta gamma/\n"
+	    "body P_BREAK  /delta epsilon/\n"
+	    "body P_LINE   /^zeta eta theta $/\n"
+	    "body P_NBSP   /iota kappa/\n"
+	    "body P_LSEP   /lambda mu/\n"
+	    "body P_ZW     /nu xi/\n"
+	    "body P_CUT    /^tailword more/\n"
+	    "body P_BR     /ten eleven/\n"
+	    "body P_P      /twelve thirteen/\n"
+	    "body P_P2     /^thirteen/\n"
+	    "body P_SRC    /fourteen fifteen/\n"
+	    "body P_SCRIPT /sixteen|seventeen/\n"
+	    "body P_AFTER  /eighteen/\n"
+	    "body P_SUBJ   /^Render test$/\n"
+	    "body P_NOSUBJ /test/\n"
+	    "tflags P_NOSUBJ nosubject\n"
+	    "rawbody R_ANCH   /^> quoted/\n"
+	    "rawbody R_ANCH_M /^> quoted/m\n";
+	static const char msg[] =
+	    "Subject: Render test\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+	    "alpha\r\n  beta\tgamma\r\n"
+	    "delta\r\n\r\nepsilon\r\n\r\n"
+	    "zeta\r\neta   theta\r\n\r\n"
+	    "iota\xc2\xa0kappa lambda\xe2\x80\xa8mu nu\xe2\x80\x8bxi\r\n"
+	    "> quoted\r\n\r\n"
+	    "%s tailword more\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n"
+	    "<div>ten<br>eleven twelve<P class=x>thirteen fourteen\r\n\r\nfifteen"
+	    "<script>var sixteen = 1;</script><style>seventeen {}</style> eighteen</div>\r\n"
+	    "--B--\r\n";
+	char pad[2041], *m;
+
+	memset(pad, 'w', 2040);         /* with " tailword", longer than 2048 */
+	pad[2040] = '\0';
+	assert_true(asprintf(&m, msg, pad) > 0);
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 3; mode++) {
+		scan_split(&g, m, mode, mode + 11);
+		assert_int_equal(hits(&g, "P_JOIN"), 1);
+		assert_int_equal(hits(&g, "P_BREAK"), 0);
+		assert_int_equal(hits(&g, "P_LINE"), 1);
+		assert_int_equal(hits(&g, "P_NBSP"), 1);
+		assert_int_equal(hits(&g, "P_LSEP"), 1);
+		assert_int_equal(hits(&g, "P_ZW"), 0);
+		assert_int_equal(hits(&g, "P_CUT"), 1);
+		assert_int_equal(hits(&g, "P_BR"), 1);
+		assert_int_equal(hits(&g, "P_P"), 0);
+		assert_int_equal(hits(&g, "P_P2"), 1);
+		assert_int_equal(hits(&g, "P_SRC"), 1);
+		assert_int_equal(hits(&g, "P_SCRIPT"), 0);
+		assert_int_equal(hits(&g, "P_AFTER"), 1);
+		assert_int_equal(hits(&g, "P_SUBJ"), 1);
+		assert_int_equal(hits(&g, "P_NOSUBJ"), 0);
+		assert_int_equal(hits(&g, "R_ANCH"), 0);
+		assert_int_equal(hits(&g, "R_ANCH_M"), 1);
+	}
+	/* the nosubject rule past the Subject's line; no Subject: an empty line */
+	scan_split(&g, "Subject: x\r\n\r\na test\r\n", 1, 0);
+	assert_int_equal(hits(&g, "P_NOSUBJ"), 1);
+	scan_split(&g, "From: a@b.example\r\n\r\ntest\r\n", 1, 0);
+	assert_int_equal(hits(&g, "P_NOSUBJ"), 1);
+	free(m);
+	eng_down(&g);
+}
+
+/*
+ * URIs from text keep SpamAssassin's rule for them: an IP address or a TLD
+ * that util_rb_tld names (mailto: too); URIs of html tags whatever their
+ * host. With no util_rb_tld in the rules, every host is kept.
+ */
+static void
+test_uri_tld(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "util_rb_tld com org\n"
+	    "uri U_COM    /^http:\\/\\/user\\@good\\.COM:8080\\/x$/\n"
+	    "uri U_BAD    /bad\\.example/\n"
+	    "uri U_IP     /^http:\\/\\/192\\.0\\.2\\.7\\/z$/\n"
+	    "uri U_WWW    /^http:\\/\\/www\\.site\\.org$/\n"
+	    "uri U_MAIL   /^mailto:a\\@ok\\.com\\?subject=x$/\n"
+	    "uri U_MAILX  /^mailto:b\\@no\\.example$/\n"
+	    "uri U_NODOT  /^http:\\/\\/localhost\\//\n"
+	    "uri U_HREF   /^http:\\/\\/href\\.example\\/$/\n";
+	static const char msg[] =
+	    "Subject: links\r\n"
+	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n"
+	    "http://user@good.COM:8080/x http://bad.example/y http://192.0.2.7/z\r\n"
+	    "www.site.org mailto:a@ok.com?subject=x mailto:b@no.example http://localhost/\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n"
+	    "<a href=\"http://href.example/\">x</a>\r\n"
+	    "--B--\r\n";
+
+	eng_up(&g, rules, NULL);
+	assert_int_equal(g.rs->n_tlds, 2);
+	for (unsigned mode = 0; mode < 3; mode++) {
+		scan_split(&g, msg, mode, mode + 3);
+		assert_int_equal(hits(&g, "U_COM"), 1);
+		assert_int_equal(hits(&g, "U_BAD"), 0);
+		assert_int_equal(hits(&g, "U_IP"), 1);
+		assert_int_equal(hits(&g, "U_WWW"), 1);
+		assert_int_equal(hits(&g, "U_MAIL"), 1);
+		assert_int_equal(hits(&g, "U_MAILX"), 0);
+		assert_int_equal(hits(&g, "U_NODOT"), 0);
+		assert_int_equal(hits(&g, "U_HREF"), 1);
+	}
+	eng_down(&g);
+	eng_up(&g, rules + strlen("util_rb_tld com org\n"), NULL);
+	scan_split(&g, msg, 0, 0);
+	assert_int_equal(hits(&g, "U_BAD"), 1);
+	assert_int_equal(hits(&g, "U_MAILX"), 1);
+	assert_int_equal(hits(&g, "U_NODOT"), 1);
+	eng_down(&g);
+}
+
+/*
  * Word runs (\\b(?:[C]{m,}[S]+){n}, the __LONGWORDS_* shape) are counted by
  * a byte automaton, not Hyperscan: on random texts of words, separators,
  * capitals, digits and high bytes, cut at random, the hits must equal
@@ -1362,6 +1496,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_drop_always),
 		cmocka_unit_test(test_direct_targets),
 		cmocka_unit_test(test_uri_tokens),
+		cmocka_unit_test(test_body_render),
+		cmocka_unit_test(test_uri_tld),
 		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
