@@ -28,6 +28,9 @@ const char scan_hs_gtube[] =
 #define CACHE_MAGIC "SLUICEHS"
 #define CACHE_VERSION 31u
 #define HDR_BUF (32u * 1024)
+/* ALL and ALL:raw: the header block, "Name: value" lines, its first
+ * ALL_BUF bytes (scan_hs_header); a record of its own at the end */
+#define ALL_BUF (32u * 1024)
 #define BATCH (8u * 1024)       /* per-target write batch */
 #define MAX_KEYS 4096
 /* where a PREFILTER gate lives */
@@ -289,6 +292,8 @@ struct scan_hs_msg_priv {
 	uint64_t *seen;                 /* header keys fed */
 	uint8_t *hbuf;                  /* header records not yet scanned */
 	size_t hlen;
+	uint8_t *ablk[2];               /* the ALL and ALL:raw blocks so far */
+	size_t alen[2];
 	/* stream offsets of the line ends of :addr / :name records: a match
 	 * that takes that line end in is not a match (the value has none) */
 	uint64_t term[64];
@@ -362,14 +367,26 @@ key_find(const struct scan_hs *e, const char *name, uint8_t hmod)
 	return -1;
 }
 
+/* a header key's name: the header's, then its modifier (SCAN_HMOD_*) */
+static const char *const hmod_sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name",
+	":addr:raw", ":name:raw"};
+
+/* an address or a name out of the value: its matches that take in the
+ * record's line end are not the rule's */
+static bool
+hmod_term(uint8_t hmod)
+{
+	return hmod == SCAN_HMOD_ADDR || hmod == SCAN_HMOD_NAME || hmod == SCAN_HMOD_ADDR_RAW ||
+	    hmod == SCAN_HMOD_NAME_RAW;
+}
+
 static int
 key_add(struct scan_hs *e, const char *lname, uint8_t hmod)
 {
-	static const char *const sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name"};
 	char buf[300];
 	int i;
 
-	snprintf(buf, sizeof(buf), "%s%s", lname, sfx[hmod]);
+	snprintf(buf, sizeof(buf), "%s%s", lname, hmod_sfx[hmod]);
 	i = key_find(e, buf, hmod);
 	if (i >= 0)
 		return i;
@@ -547,19 +564,20 @@ sb_hex(struct scan_sb *b, const uint8_t *s, size_t n)
 }
 
 /*
- * P with every start anchor (^ and \A outside a class) turned into \x02,
- * the byte that starts each header value record; true if there was one.
- * Hyperscan takes ^ only at the start of an expression.
+ * P with every start anchor (^ and \A outside a class) turned into mark:
+ * \x02, the byte that starts each header value record, or \n, the byte
+ * before each line of the ALL block; true if there was one. Hyperscan
+ * takes ^ only at the start of an expression.
  */
 static bool
-anchors_to_mark(const char *re, struct scan_sb *out)
+anchors_to_mark(const char *re, struct scan_sb *out, const char *mark)
 {
 	bool any = false;
 
 	for (const char *s = re; *s;) {
 		if (*s == '\\' && s[1]) {
 			if (s[1] == 'A') {
-				scan_sb_puts(out, "\\x02");
+				scan_sb_puts(out, mark);
 				any = true;
 			} else
 				scan_sb_put(out, s, 2);
@@ -574,7 +592,7 @@ anchors_to_mark(const char *re, struct scan_sb *out)
 			continue;
 		}
 		if (*s == '^') {
-			scan_sb_puts(out, "\\x02");
+			scan_sb_puts(out, mark);
 			any = true;
 		} else
 			scan_sb_put(out, s, 1);
@@ -583,14 +601,21 @@ anchors_to_mark(const char *re, struct scan_sb *out)
 	return any;
 }
 
+/* Is r an ALL or ALL:raw rule (the header block, scan_hs_header)? */
+static bool
+all_rule(const struct scan_rule *r)
+{
+	return r->type == SCAN_RT_HEADER && !strcmp(r->header, "all") &&
+	    (r->hmod == SCAN_HMOD_NONE || r->hmod == SCAN_HMOD_RAW);
+}
+
 /* the key's record prefix, for named-header rules: "^\x01key\n" */
 static void
 header_prefix(struct scan_sb *b, const struct scan_rule *r)
 {
-	static const char *const sfx[SCAN_HMOD_COUNT] = {"", ":raw", ":addr", ":name"};
 	char buf[300];
 
-	snprintf(buf, sizeof(buf), "%s%s", r->header, sfx[r->hmod]);
+	snprintf(buf, sizeof(buf), "%s%s", r->header, hmod_sfx[r->hmod]);
 	scan_sb_puts(b, "^\\x01");
 	sb_hex(b, (const uint8_t *)buf, strlen(buf));
 	scan_sb_puts(b, "\\n");
@@ -600,6 +625,8 @@ header_prefix(struct scan_sb *b, const struct scan_rule *r)
  * The expression a rule compiles to (both engines), or NULL on ENOMEM.
  * Header rule P on key K: ^\x01K\n\x02[^\n]*?(?:P); with start anchors,
  * ^\x01K\n(?:\x02[^\n]*?)?(?:P') where P' has \x02 for each anchor.
+ * ALL and ALL:raw P: ^\x01all\n\x02[^\x01]*?(?:P') with \n for each start
+ * anchor in P': the block is one record, a line break before each line.
  * A body rule with tflags nosubject: \n[\s\S]*?(?:P), past BODY's first
  * line (the Subject's, scan/scan.h).
  */
@@ -614,9 +641,13 @@ rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 	scan_sb_puts(&b, r->re_flags & SCAN_RE_X ? "(?x:" : "(?:");
 	if (r->type == SCAN_RT_HEADER) {
 		struct scan_sb p = {0}, h = {0};
-		bool anchored = anchors_to_mark(r->re, &p);
+		bool all = all_rule(r);
+		bool anchored = anchors_to_mark(r->re, &p, all ? "\\n" : "\\x02");
 		header_prefix(&h, r);
-		scan_sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
+		if (all)
+			scan_sb_puts(&h, "\\x02[^\\x01]*?");
+		else
+			scan_sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
 		scan_sb_put(&h, b.p, b.n);
 		scan_sb_puts(&h, p.p ? p.p : "");
 		free(p.p);
@@ -1216,7 +1247,7 @@ gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
 
 	if (r->type == SCAN_RT_HEADER) {
 		header_prefix(&b, r);
-		scan_sb_puts(&b, "\\x02[^\\n]*?");
+		scan_sb_puts(&b, all_rule(r) ? "\\x02[^\\x01]*?" : "\\x02[^\\n]*?");
 	}
 	sb_hex(&b, lit, n);
 	if (b.oom) {
@@ -1666,7 +1697,7 @@ pick_gate(struct scan_hs *e, struct items *it, struct items *git, uint32_t i,
 		 * bodies, against 5.75 ms for its prefilter form in the stream
 		 * and 14.5 ms for the full collapse). Priced at
 		 * e->ascii_share of texts plain, the rest full. */
-		bool d, o1, o2;
+		bool d, o1 = false, o2 = false;
 		char *fx = relaxed_collapse(x, TIGHT_MAXN, &d);
 		char *rx0 = fx ? scan_rules_relax_n(x, d, 1, TIGHT_MAXN) : NULL;
 		char *px = rx0 ? scan_rules_collapse_plain(rx0) : NULL;
@@ -3152,8 +3183,7 @@ scan_hs_build(const struct scan_ruleset *rs, const struct scan_hs_config *cfg_in
 		const struct scan_rule *r = &rs->rules[i];
 		e->multiple[i] = (r->tflags & SCAN_TF_MULTIPLE) != 0;
 		/* these need every match, not the first, to skip line-end ones */
-		e->term_check[i] = r->type == SCAN_RT_HEADER &&
-		    (r->hmod == SCAN_HMOD_ADDR || r->hmod == SCAN_HMOD_NAME);
+		e->term_check[i] = r->type == SCAN_RT_HEADER && hmod_term(r->hmod);
 	}
 	if ((rc = setup_header_keys(e)) < 0)
 		goto fail;
@@ -3681,6 +3711,8 @@ scan_hs_msg_free(struct scan_hs_msg *m)
 		free(p->wcount);
 		free(p->seen);
 		free(p->hbuf);
+		free(p->ablk[0]);
+		free(p->ablk[1]);
 		free(p);
 	}
 	free(m->hits);
@@ -3705,6 +3737,9 @@ scan_hs_msg_new(const struct scan_hs *e)
 	p->pending = calloc(e->max_pending + 1, sizeof(*p->pending));
 	p->seen = calloc(e->nkeys / 64 + 1, sizeof(*p->seen));
 	p->hbuf = malloc(HDR_BUF);
+	if ((e->key_all >= 0 && !(p->ablk[0] = malloc(ALL_BUF))) ||
+	    (e->key_all_raw >= 0 && !(p->ablk[1] = malloc(ALL_BUF))))
+		goto fail;
 	p->win = malloc(WIN_CAP * sizeof(*p->win));
 	p->whead = malloc((e->n_wslot + 1) * sizeof(*p->whead));
 	p->wtail = malloc((e->n_wslot + 1) * sizeof(*p->wtail));
@@ -3771,6 +3806,7 @@ scan_hs_msg_begin(struct scan_hs_msg *m)
 	memset(p->blen, 0, sizeof(p->blen));
 	memset(m->bytes, 0, sizeof(m->bytes));
 	p->hlen = 0;
+	p->alen[0] = p->alen[1] = 0;
 	p->nterm = 0;
 	p->nwin = 0;
 	p->failed = false;
@@ -4296,7 +4332,7 @@ hrec(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned key,
 	p->seen[key / 64] |= 1ull << (key % 64);
 	if (!p->s[SCAN_T_HEADER] && !p->gs[SCAN_T_HEADER] && !p->keep[SCAN_T_HEADER])
 		return;
-	if ((e->keys[key].hmod == SCAN_HMOD_ADDR || e->keys[key].hmod == SCAN_HMOD_NAME) &&
+	if (hmod_term(e->keys[key].hmod) &&
 	    p->nterm < sizeof(p->term) / sizeof(p->term[0]))
 		p->term[p->nterm++] = m->bytes[SCAN_T_HEADER] + p->hlen + need - 1 -
 		    (p->hlen + need > HDR_BUF && p->hlen ? p->hlen : 0);
@@ -4403,9 +4439,31 @@ hrec_mod(struct scan_hs_msg *m, struct scan_hs_worker *w, unsigned key, uint8_t 
 		value_name(v, vn, &a, &an);
 		hrec(m, w, key, "", 0, a, an);
 		break;
+	case SCAN_HMOD_ADDR_RAW:
+		value_addr(raw ? raw : v, raw ? rn : vn, &a, &an);
+		hrec(m, w, key, "", 0, a, an);
+		break;
+	case SCAN_HMOD_NAME_RAW:
+		value_name(raw ? raw : v, raw ? rn : vn, &a, &an);
+		hrec(m, w, key, "", 0, a, an);
+		break;
 	default:
 		hrec(m, w, key, "", 0, v, vn);
 	}
+}
+
+/* One header's line of the ALL (k 0) or ALL:raw (k 1) block, if it fits. */
+static void
+all_line(struct scan_hs_msg *m, unsigned k, const char *pre, size_t pn, const uint8_t *v, size_t vn)
+{
+	struct scan_hs_msg_priv *p = m->priv;
+
+	if (p->alen[k] + pn + vn + 1 > ALL_BUF)
+		return;
+	memcpy(p->ablk[k] + p->alen[k], pre, pn);
+	memcpy(p->ablk[k] + p->alen[k] + pn, v, vn);
+	p->alen[k] += pn + vn;
+	p->ablk[k][p->alen[k]++] = '\n';
 }
 
 void
@@ -4427,9 +4485,9 @@ scan_hs_header(struct scan_hs_msg *m, struct scan_hs_worker *w, const char *name
 		pre[nn] = ':';
 		pre[nn + 1] = ' ';
 		if (e->key_all >= 0)
-			hrec(m, w, (unsigned)e->key_all, pre, nn + 2, v, vn);
+			all_line(m, 0, pre, nn + 2, v, vn);
 		if (e->key_all_raw >= 0)
-			hrec(m, w, (unsigned)e->key_all_raw, pre, nn + 1, raw ? raw : v, raw ? rn : vn);
+			all_line(m, 1, pre, nn + 1, raw ? raw : v, raw ? rn : vn);
 	}
 	const struct hname *hn = name_lookup(e, name, nn);
 	if (!hn)
@@ -4599,6 +4657,12 @@ scan_hs_msg_end(struct scan_hs_msg *m, struct scan_hs_worker *w)
 	struct scan_hs_msg_priv *p = m->priv;
 	int rc = 0;
 
+	/* the header blocks last: an ALL rule's [^\x01]*? runs to the stream's
+	 * end (ALL:raw's into ALL's block at most) */
+	if (p->alen[1])
+		hrec(m, w, (unsigned)e->key_all_raw, "\n", 1, p->ablk[1], p->alen[1]);
+	if (p->alen[0])
+		hrec(m, w, (unsigned)e->key_all, "\n", 1, p->ablk[0], p->alen[0]);
 	if (p->hlen) {
 		feed_raw(m, w, SCAN_T_HEADER, p->hbuf, p->hlen);
 		p->hlen = 0;

@@ -790,15 +790,13 @@ def_regex_rule(struct scan_ruleset *rs, const struct line *ln, int type,
 		}
 		if (colon) {
 			size_t mn = (size_t)(he - colon - 1);
-			/* :addr:raw and :name:raw are taken as :addr / :name */
+			bool raw = mn == 8 && !memcmp(colon + 5, ":raw", 4);
 			if (mn == 3 && !memcmp(colon + 1, "raw", 3))
 				r->hmod = SCAN_HMOD_RAW;
-			else if ((mn == 4 || mn == 8) && !memcmp(colon + 1, "addr", 4) &&
-			    (mn == 4 || !memcmp(colon + 5, ":raw", 4)))
-				r->hmod = SCAN_HMOD_ADDR;
-			else if ((mn == 4 || mn == 8) && !memcmp(colon + 1, "name", 4) &&
-			    (mn == 4 || !memcmp(colon + 5, ":raw", 4)))
-				r->hmod = SCAN_HMOD_NAME;
+			else if ((mn == 4 || raw) && !memcmp(colon + 1, "addr", 4))
+				r->hmod = raw ? SCAN_HMOD_ADDR_RAW : SCAN_HMOD_ADDR;
+			else if ((mn == 4 || raw) && !memcmp(colon + 1, "name", 4))
+				r->hmod = raw ? SCAN_HMOD_NAME_RAW : SCAN_HMOD_NAME;
 			else {
 				diag(rs, ln->file, ln->no, "%s: unsupported header modifier :%.*s",
 				    r->name, (int)mn, colon + 1);

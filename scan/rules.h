@@ -74,6 +74,8 @@ enum {
 	SCAN_HMOD_RAW,          /* as received, folds kept */
 	SCAN_HMOD_ADDR,         /* the first address */
 	SCAN_HMOD_NAME,         /* the display name of the first address */
+	SCAN_HMOD_ADDR_RAW,     /* :addr:raw, of the value as received */
+	SCAN_HMOD_NAME_RAW,     /* :name:raw (not RFC 2047-decoded) */
 	SCAN_HMOD_COUNT
 };
 

@@ -382,6 +382,79 @@ test_uri_tokens(void **state)
 }
 
 /*
+ * :name:raw and :addr:raw read the value as received (RFC 2047 words left
+ * encoded), :name and :addr the decoded one (__FROM_NEEDS_MIME's shape).
+ */
+static void
+test_header_raw_mods(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "header H_NAME_RAW From:name:raw =~ /[\\x7f-\\xff]/\n"
+	    "header H_NAME_DEC From:name =~ /\\xc3\\xa9/\n"
+	    "header H_NAME_ENC From:name:raw =~ /^=\\?utf-8\\?B\\?/\n"
+	    "header H_ADDR_RAW From:addr:raw =~ /^jo\\@x\\.example$/\n";
+	static const char *const msgs[] = {
+	    "From: =?utf-8?B?Sm9zw6k=?= <jo@x.example>\r\nSubject: a\r\n\r\nbody\r\n",
+	    "From: Jos\xc3\xa9 <jo@x.example>\r\nSubject: a\r\n\r\nbody\r\n",
+	};
+
+	eng_up(&g, rules, NULL);
+	for (unsigned k = 0; k < 2; k++) {
+		scan_split(&g, msgs[k], 0, 0);
+		assert_int_equal(hits(&g, "H_NAME_RAW"), k == 1);
+		assert_int_equal(hits(&g, "H_NAME_DEC"), 1);
+		assert_int_equal(hits(&g, "H_NAME_ENC"), k == 0);
+		assert_int_equal(hits(&g, "H_ADDR_RAW"), 1);
+	}
+	eng_down(&g);
+}
+
+/*
+ * ALL and ALL:raw are the header block, one "Name: value" line per header
+ * in order, as SpamAssassin's: a rule reads across headers (Hyperscan and
+ * PCRE2 with a back-reference alike), ^ starts every line, the first one
+ * too; ALL:raw keeps RFC 2047 words encoded.
+ */
+static void
+test_header_all_block(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "header A_ACROSS ALL =~ /\\nX-A: 1\\nX-B: 2\\n/\n"
+	    "header A_ORDER  ALL =~ /\\nX-B: 2\\nX-A: 1/\n"
+	    "header A_FIRST  ALL =~ /^Received: from/\n"
+	    "header A_MID    ALL =~ /^Message-Id:.*?^X-B:/msi\n"
+	    "header A_BACKREF ALL =~ /\\nFrom: [^\\n@]{0,80}@([^\\n\\s>]+)>?\\n+(?:[^\\n]{1,100}\\n+)*To: [^\\n]+@\\1[>,\\s\\n]/ism\n"
+	    "header A_RAW    ALL:raw =~ /^Subject: =\\?utf-8\\?/m\n"
+	    "header A_DEC    ALL =~ /^Subject: Jos\\xc3\\xa9$/m\n";
+	static const char msg[] =
+	    "Received: from a.example by b.example\r\n"
+	    "Message-Id: <1@a.example>\r\n"
+	    "From: Ann <ann@same.example>\r\n"
+	    "Subject: =?utf-8?B?Sm9zw6k=?=\r\n"
+	    "To: Bob <bob@same.example>\r\n"
+	    "X-A: 1\r\n"
+	    "X-B: 2\r\n"
+	    "\r\nbody\r\n";
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 3; mode++) {
+		scan_split(&g, msg, mode, mode + 5);
+		assert_int_equal(hits(&g, "A_ACROSS"), 1);
+		assert_int_equal(hits(&g, "A_ORDER"), 0);
+		assert_int_equal(hits(&g, "A_FIRST"), 1);
+		assert_int_equal(hits(&g, "A_MID"), 1);
+		assert_int_equal(hits(&g, "A_BACKREF"), 1);
+		assert_int_equal(hits(&g, "A_RAW"), 1);
+		assert_int_equal(hits(&g, "A_DEC"), 1);
+	}
+	eng_down(&g);
+}
+
+/*
  * BODY as SpamAssassin renders it (scan.c): a paragraph is one line, its
  * whitespace runs one space each (Unicode spaces too, not zero-width ones),
  * a blank line a line break; lines over 2048 bytes cut after their last
@@ -773,7 +846,7 @@ test_plain_priced(void **state)
 	    "replace_rules __MY_VICTIM\n";
 	static const char *const words[] = {
 		"hello my victim", "H3LL0 MY V1CT1M", "hi prey", "hi, my pr3y", "h&#105; prey",
-		"\xd2\xbb" "ello my victim", "hello my", "victim", "hello  my victim", "hi my\nprey",
+		("\xd2\xbb" "ello my victim"), "hello my", "victim", "hello  my victim", "hi my\nprey",
 		"the meeting notes", "please review", "caf\xc3\xa9", "&amp;", "hello,my prey",
 	};
 	struct scan_hs_config cfg[3] = {{.ascii_share = 1}, {.ascii_share = 0.001},
@@ -1497,6 +1570,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_direct_targets),
 		cmocka_unit_test(test_uri_tokens),
 		cmocka_unit_test(test_body_render),
+		cmocka_unit_test(test_header_raw_mods),
+		cmocka_unit_test(test_header_all_block),
 		cmocka_unit_test(test_uri_tld),
 		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),
