@@ -26,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 31u
+#define CACHE_VERSION 32u
 #define HDR_BUF (32u * 1024)
 /* ALL and ALL:raw: the header block, "Name: value" lines, its first
  * ALL_BUF bytes (scan_hs_header); a record of its own at the end */
@@ -566,19 +566,19 @@ sb_hex(struct scan_sb *b, const uint8_t *s, size_t n)
 /*
  * P with every start anchor (^ and \A outside a class) turned into mark:
  * \x02, the byte that starts each header value record, or \n, the byte
- * before each line of the ALL block; true if there was one. Hyperscan
+ * before each line of the ALL block; how many there were. Hyperscan
  * takes ^ only at the start of an expression.
  */
-static bool
+static unsigned
 anchors_to_mark(const char *re, struct scan_sb *out, const char *mark)
 {
-	bool any = false;
+	unsigned any = 0;
 
 	for (const char *s = re; *s;) {
 		if (*s == '\\' && s[1]) {
 			if (s[1] == 'A') {
 				scan_sb_puts(out, mark);
-				any = true;
+				any++;
 			} else
 				scan_sb_put(out, s, 2);
 			s += 2;
@@ -593,7 +593,7 @@ anchors_to_mark(const char *re, struct scan_sb *out, const char *mark)
 		}
 		if (*s == '^') {
 			scan_sb_puts(out, mark);
-			any = true;
+			any++;
 		} else
 			scan_sb_put(out, s, 1);
 		s++;
@@ -624,7 +624,8 @@ header_prefix(struct scan_sb *b, const struct scan_rule *r)
 /*
  * The expression a rule compiles to (both engines), or NULL on ENOMEM.
  * Header rule P on key K: ^\x01K\n\x02[^\n]*?(?:P); with start anchors,
- * ^\x01K\n(?:\x02[^\n]*?)?(?:P') where P' has \x02 for each anchor.
+ * ^\x01K\n(?:\x02[^\n]*?)?(?:P') where P' has \x02 for each anchor; with two
+ * or more, P' has (?<=\x02) for each after the first form's prefix (PCRE2).
  * ALL and ALL:raw P: ^\x01all\n\x02[^\x01]*?(?:P') with \n for each start
  * anchor in P': the block is one record, a line break before each line.
  * A body rule with tflags nosubject: \n[\s\S]*?(?:P), past BODY's first
@@ -642,7 +643,15 @@ rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 	if (r->type == SCAN_RT_HEADER) {
 		struct scan_sb p = {0}, h = {0};
 		bool all = all_rule(r);
-		bool anchored = anchors_to_mark(r->re, &p, all ? "\\n" : "\\x02");
+		unsigned anchored = anchors_to_mark(r->re, &p, all ? "\\n" : "\\x02");
+		if (anchored > 1 && !all) {
+			/* two anchors on one path would take two \x02 bytes: zero
+			 * width instead (PCRE2 only: Hyperscan refuses lookbehind) */
+			free(p.p);
+			p = (struct scan_sb){0};
+			anchors_to_mark(r->re, &p, "(?<=\\x02)");
+			anchored = 0;
+		}
 		header_prefix(&h, r);
 		if (all)
 			scan_sb_puts(&h, "\\x02[^\\x01]*?");

@@ -36,6 +36,31 @@ static const struct {
 	uint8_t len;
 } uri_schemes[] = {{"http://", 7}, {"https://", 8}, {"ftp://", 6}, {"mailto:", 7}, {"www.", 4}};
 
+/* A host (h, n bytes) that SpamAssassin takes: an IP address, or a name
+ * with a dot whose TLD the rules know (scan_rules_tld_valid). */
+static bool
+host_valid(const struct scan_ruleset *rs, const uint8_t *h, size_t n)
+{
+	size_t dot = n;
+	bool ip = true;
+
+	if (!rs->n_tlds)
+		return true;    /* the rules name no TLD: every host counts */
+	if (n && h[0] == '[')
+		return true;    /* an IPv6 address */
+	for (size_t k = 0; k < n; k++) {
+		if (h[k] == '.')
+			dot = k;
+		else if (!isdigit(h[k]))
+			ip = false;
+	}
+	if (ip && n)
+		return true;
+	if (dot == n)
+		return false;   /* no dot, no TLD */
+	return scan_rules_tld_valid(rs, (const char *)h + dot + 1, n - dot - 1);
+}
+
 /*
  * Whether SpamAssassin keeps URI u (n bytes, scheme uri_schemes[which]) when
  * it parses it from text: only if its host is an IP address or ends in a
@@ -49,8 +74,6 @@ uri_host_valid(const struct scan_msg *s, const uint8_t *u, size_t n, int which)
 	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
 	size_t a = which == 4 ? 0 : uri_schemes[which].len, z = a;
 
-	if (!rs->n_tlds)
-		return true;    /* the rules name no TLD: every host counts */
 	if (which == 3) {
 		/* mailto: the host is what follows the first @, to ? & or > */
 		const uint8_t *at = memchr(u + a, '@', n - a);
@@ -71,21 +94,48 @@ uri_host_valid(const struct scan_msg *s, const uint8_t *u, size_t n, int which)
 				break;
 			}
 	}
-	if (a < z && u[a] == '[')
-		return true;    /* an IPv6 address */
-	size_t dot = z, k;
-	bool ip = true;
-	for (k = a; k < z; k++) {
-		if (u[k] == '.')
-			dot = k;
-		else if (!isdigit(u[k]))
-			ip = false;
-	}
-	if (ip && a < z)
-		return true;
-	if (dot == z)
-		return false;   /* no dot, no TLD */
-	return scan_rules_tld_valid(rs, (const char *)u + dot + 1, z - dot - 1);
+	return host_valid(rs, u + a, z - a);
+}
+
+/*
+ * A bare address in a token with no scheme (b, n bytes): SpamAssassin's
+ * text parser takes user@host.tld as mailto:user@host.tld (PerMsgStatus.pm,
+ * urimailscheme), what comes before a ':' ("e-mail:") and trailing
+ * punctuation left out, if a dot follows the @ and the host is one it
+ * takes (host_valid); not cid: or mid: (MIME part ids).
+ */
+static void
+uri_mail(struct scan_msg *s, const uint8_t *b, size_t n)
+{
+	const uint8_t *at = memchr(b, '@', n), *h;
+	size_t hn;
+
+	if (!at || (n > 4 && (!strncasecmp((const char *)b, "cid:", 4) ||
+	    !strncasecmp((const char *)b, "mid:", 4))))
+		return;         /* a part's Content-ID, not an address */
+	for (const uint8_t *c = at; c > b; c--)
+		if (c[-1] == ':') {
+			n -= (size_t)(c - b);
+			b = c;
+			break;
+		}
+	while (n && strchr("-~!@#^&*()_+=:;'?,.", b[n - 1]))
+		n--;
+	if (!(at = memchr(b, '@', n)) || at == b)
+		return;
+	h = at + 1;
+	hn = n - (size_t)(h - b);
+	for (size_t k = 0; k < hn; k++)
+		if (strchr("?&>", h[k])) {
+			hn = k;
+			break;
+		}
+	const uint8_t *dot = memchr(h, '.', hn);
+	if (!dot || dot == h || !host_valid(scan_hs_rules(s->hm->e), h, hn))
+		return;
+	feed(s, SCAN_T_URI, "mailto:", 7);
+	feed(s, SCAN_T_URI, b, n);
+	feed(s, SCAN_T_URI, "\n", 1);
 }
 
 /*
@@ -115,8 +165,10 @@ uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 				break;
 			}
 	}
-	if (!best)
+	if (!best) {
+		uri_mail(s, b, n);
 		return;
+	}
 	n -= (size_t)(best - b);
 	while (n && strchr(".,;:!?", best[n - 1]))
 		n--;
@@ -272,57 +324,78 @@ uspace(const uint8_t *p, size_t k)
 	return p[2] <= 0x8A || p[2] == 0xA8 || p[2] == 0xA9 || p[2] == 0xAF ? 3 : 0;
 }
 
+/* The lines made so far go out; the one being made moves to the front. */
 static void
-line_flush(struct scan_msg *s)
+body_out(struct scan_msg *s)
 {
-	feed(s, SCAN_T_BODY, s->line, s->llen);
-	s->llen = 0;
+	feed(s, SCAN_T_BODY, s->line, s->lstart);
+	s->llen = (uint16_t)(s->llen - s->lstart);
+	memmove(s->line, s->line + s->lstart, s->llen);
+	s->lstart = 0;
 }
 
-/* A line longer than SCAN_BODY_LINE (s->line is full): what comes up to its
- * last space at or before offset SCAN_BODY_LINE goes out as a line of its
- * own (Perl: rindex($line, ' ', MAX) + 1, or MAX bytes if there is none). */
+/*
+ * The line being made is longer than SCAN_BODY_LINE, its line break counted
+ * (SpamAssassin does): a line break after its last space at or before its
+ * offset SCAN_BODY_LINE, or at that offset if there is none (Perl:
+ * rindex($line, ' ', MAX) + 1).
+ */
 static void
 line_cut(struct scan_msg *s)
 {
-	size_t k = SCAN_BODY_LINE, cut;
+	if (s->llen == sizeof(s->line))
+		body_out(s);
+	size_t a = s->lstart, k = a + SCAN_BODY_LINE, cut;
 
-	while (k > 0 && s->line[k] != ' ')
+	if (k >= s->llen)
+		k = s->llen - 1u;
+	while (k > a && s->line[k] != ' ')
 		k--;
-	cut = s->line[k] == ' ' ? k + 1 : SCAN_BODY_LINE;
-	feed(s, SCAN_T_BODY, s->line, cut);
-	feed(s, SCAN_T_BODY, "\n", 1);
-	s->llen = (uint16_t)(s->llen - cut);
-	memmove(s->line, s->line + cut, s->llen);
-	if (s->llen && s->line[s->llen - 1] == '\n')
-		line_flush(s);
+	cut = s->line[k] == ' ' ? k + 1 : a + SCAN_BODY_LINE;
+	memmove(s->line + cut + 1, s->line + cut, s->llen - cut);
+	s->line[cut] = '\n';
+	s->llen++;
+	s->lstart = (uint16_t)(cut + 1);
 }
 
-/* Rendered text into lines: each goes out at its line break. */
+/* One byte of rendered text. */
 static void
-line_put(struct scan_msg *s, const void *v, size_t n)
+body_put(struct scan_msg *s, uint8_t c)
 {
-	const uint8_t *b = v;
+	if (c == '\n' && s->llen - s->lstart >= SCAN_BODY_LINE)
+		line_cut(s);
+	if (s->llen == sizeof(s->line))
+		body_out(s);
+	s->line[s->llen++] = c;
+	if (c == '\n')
+		s->lstart = s->llen;
+	else if (s->llen - s->lstart > SCAN_BODY_LINE)
+		line_cut(s);
+}
 
+/* Rendered text with no line break in it (a run between whitespace). */
+static void
+body_text(struct scan_msg *s, const uint8_t *b, size_t n)
+{
 	while (n) {
+		if (s->llen == sizeof(s->line))
+			body_out(s);
 		size_t k = sizeof(s->line) - s->llen;
+		size_t left = SCAN_BODY_LINE + 1u - (size_t)(s->llen - s->lstart);
+		if (k > left)
+			k = left;
 		if (k > n)
 			k = n;
-		const uint8_t *nl = memchr(b, '\n', k);
-		if (nl)
-			k = (size_t)(nl - b) + 1;
 		memcpy(s->line + s->llen, b, k);
 		s->llen = (uint16_t)(s->llen + k);
 		b += k;
 		n -= k;
-		if (s->llen == sizeof(s->line))
-			line_cut(s);    /* SpamAssassin counts the line break in */
-		else if (nl)
-			line_flush(s);
+		if (s->llen - s->lstart > SCAN_BODY_LINE)
+			line_cut(s);
 	}
 }
 
-static void
+static inline void
 ws_add(struct scan_msg *s, uint8_t c)
 {
 	if (c == '\n') {
@@ -336,22 +409,27 @@ ws_add(struct scan_msg *s, uint8_t c)
 
 /* The whitespace run before text: a paragraph break or a space. */
 static void
-ws_end(struct scan_msg *s)
+ws_run(struct scan_msg *s)
 {
-	if (!(s->ws & WS_RUN))
-		return;
 	if (s->ws_nl < 2)
-		line_put(s, " ", 1);
+		body_put(s, ' ');
 	else if (s->ws & WS_HARD)
-		line_put(s, "\n", 1);
+		body_put(s, '\n');
 	else {
 		if (s->ws & WS_PRE)
-			line_put(s, " ", 1);
-		line_put(s, "\n", 1);
+			body_put(s, ' ');
+		body_put(s, '\n');
 		if (s->ws & WS_POST)
-			line_put(s, " ", 1);
+			body_put(s, ' ');
 	}
 	s->ws = s->ws_nl = 0;
+}
+
+static inline void
+ws_end(struct scan_msg *s)
+{
+	if (s->ws & WS_RUN)
+		ws_run(s);
 }
 
 /* Bytes of a Unicode space's UTF-8 form that a write cut, as text. */
@@ -361,7 +439,7 @@ u8_drop(struct scan_msg *s)
 	if (!s->u8n)
 		return;
 	ws_end(s);
-	line_put(s, s->u8, s->u8n);
+	body_text(s, s->u8, s->u8n);
 	s->u8n = 0;
 }
 
@@ -399,13 +477,37 @@ body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
 			u8_drop(s);
 	}
 	while (i < n) {
-		size_t j = i;
-		while (j < n && !body_ws[b[j]])
-			j++;
-		if (j > i) {
-			ws_end(s);
-			line_put(s, b + i, j - i);
-			i = j;
+		if (!body_ws[b[i]]) {
+			/* text: the run before it (mostly one space: in place),
+			 * then as much of it as the line and the buffer take, copied
+			 * as it is looked at */
+			if (s->ws & WS_RUN) {
+				if (s->ws_nl < 2 && s->llen < sizeof(s->line) &&
+				    s->llen - s->lstart < SCAN_BODY_LINE) {
+					s->line[s->llen++] = ' ';
+					s->ws = s->ws_nl = 0;
+				} else
+					ws_run(s);
+			}
+			size_t lim = sizeof(s->line) - s->llen;
+			size_t left = SCAN_BODY_LINE + 1u - (size_t)(s->llen - s->lstart);
+			if (lim > left)
+				lim = left;
+			if (lim > n - i)
+				lim = n - i;
+			uint8_t *d = s->line + s->llen;
+			const uint8_t *src = b + i;
+			size_t j = 0;
+			while (j < lim && !body_ws[src[j]]) {
+				d[j] = src[j];
+				j++;
+			}
+			s->llen = (uint16_t)(s->llen + j);
+			i += j;
+			if (s->llen == sizeof(s->line))
+				body_out(s);
+			if (s->llen - s->lstart > SCAN_BODY_LINE)
+				line_cut(s);
 			continue;
 		}
 		if (body_ws[b[i]] == 1) {
@@ -424,7 +526,7 @@ body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
 			i += (size_t)l;
 		} else {
 			ws_end(s);
-			line_put(s, b + i, 1);
+			body_text(s, b + i, 1);
 			i++;
 		}
 	}
@@ -527,8 +629,8 @@ on_header(void *ctx, const struct scan_mime_hdr *h)
 			v++;
 			n--;
 		}
-		line_put(s, v, n);
-		line_put(s, "\n", 1);
+		body_text(s, v, n);
+		body_put(s, '\n');
 		s->subject = true;
 	}
 }
@@ -541,7 +643,7 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 	bool leaf = !(p->flags & (SCAN_MIME_P_MULTIPART | SCAN_MIME_P_MESSAGE));
 
 	if (!s->subject) {
-		line_put(s, "\n", 1);  /* BODY's first line is the Subject's, empty */
+		body_put(s, '\n');     /* BODY's first line is the Subject's, empty */
 		s->subject = true;
 	}
 	s->text = leaf && (p->flags & SCAN_MIME_P_TEXT);
@@ -632,7 +734,7 @@ scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w)
 	s->ulen = 0;
 	s->btext = s->subject = false;
 	s->ws = s->ws_nl = s->u8n = 0;
-	s->llen = 0;
+	s->llen = s->lstart = 0;
 	scan_mime_reset(&s->mime);
 	scan_hs_msg_begin(s->hm);
 }
@@ -650,7 +752,8 @@ scan_msg_end(struct scan_msg *s)
 	scan_mime_finish(&s->mime);
 	u8_drop(s);
 	ws_end(s);
-	line_flush(s);
+	s->lstart = s->llen;
+	body_out(s);
 	int rc = scan_hs_msg_end(s->hm, s->w);
 	return s->rc < 0 ? s->rc : rc;
 }

@@ -51,8 +51,8 @@ struct scan_msg {
 	uint8_t ws, ws_nl;              /* the whitespace run being read */
 	uint8_t u8n;                    /* the first bytes of a Unicode space ... */
 	uint8_t u8[2];                  /* ... that ended a write */
-	uint16_t llen;
-	uint8_t line[SCAN_BODY_LINE + 1];       /* the line being made */
+	uint16_t llen, lstart;          /* bytes in line[]; where the last starts */
+	uint8_t line[4 * SCAN_BODY_LINE];       /* lines made, the last being made */
 	/* URI extractor */
 	uint16_t ulen;
 	bool uover;

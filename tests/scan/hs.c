@@ -383,7 +383,8 @@ test_uri_tokens(void **state)
 
 /*
  * :name:raw and :addr:raw read the value as received (RFC 2047 words left
- * encoded), :name and :addr the decoded one (__FROM_NEEDS_MIME's shape).
+ * encoded), :name and :addr the decoded one (__FROM_NEEDS_MIME's shape). A
+ * header rule with two anchors on one path matches (TO_MALFORMED's).
  */
 static void
 test_header_raw_mods(void **state)
@@ -394,10 +395,14 @@ test_header_raw_mods(void **state)
 	    "header H_NAME_RAW From:name:raw =~ /[\\x7f-\\xff]/\n"
 	    "header H_NAME_DEC From:name =~ /\\xc3\\xa9/\n"
 	    "header H_NAME_ENC From:name:raw =~ /^=\\?utf-8\\?B\\?/\n"
-	    "header H_ADDR_RAW From:addr:raw =~ /^jo\\@x\\.example$/\n";
+	    "header H_ADDR_RAW From:addr:raw =~ /^jo\\@x\\.example$/\n"
+	    /* TO_MALFORMED's shape: one path through two anchors */
+	    "header H_TWO_ANCH To =~ /(?:^|[^\\S\"])(?:\\S+\\@\\S+\\.\\S+|^\\s*.+:\\s*;)/\n";
 	static const char *const msgs[] = {
-	    "From: =?utf-8?B?Sm9zw6k=?= <jo@x.example>\r\nSubject: a\r\n\r\nbody\r\n",
-	    "From: Jos\xc3\xa9 <jo@x.example>\r\nSubject: a\r\n\r\nbody\r\n",
+	    "From: =?utf-8?B?Sm9zw6k=?= <jo@x.example>\r\nTo: undisclosed-recipients:;\r\n"
+	    "Subject: a\r\n\r\nbody\r\n",
+	    "From: Jos\xc3\xa9 <jo@x.example>\r\nTo: undisclosed-recipients:;\r\n"
+	    "Subject: a\r\n\r\nbody\r\n",
 	};
 
 	eng_up(&g, rules, NULL);
@@ -407,6 +412,7 @@ test_header_raw_mods(void **state)
 		assert_int_equal(hits(&g, "H_NAME_DEC"), 1);
 		assert_int_equal(hits(&g, "H_NAME_ENC"), k == 0);
 		assert_int_equal(hits(&g, "H_ADDR_RAW"), 1);
+		assert_int_equal(hits(&g, "H_TWO_ANCH"), 1);
 	}
 	eng_down(&g);
 }
@@ -539,7 +545,8 @@ test_body_render(void **state)
 /*
  * URIs from text keep SpamAssassin's rule for them: an IP address or a TLD
  * that util_rb_tld names (mailto: too); URIs of html tags whatever their
- * host. With no util_rb_tld in the rules, every host is kept.
+ * host. With no util_rb_tld in the rules, every host is kept. A bare
+ * address is a mailto: URI, as SpamAssassin's text parser makes it.
  */
 static void
 test_uri_tld(void **state)
@@ -555,15 +562,21 @@ test_uri_tld(void **state)
 	    "uri U_MAIL   /^mailto:a\\@ok\\.com\\?subject=x$/\n"
 	    "uri U_MAILX  /^mailto:b\\@no\\.example$/\n"
 	    "uri U_NODOT  /^http:\\/\\/localhost\\//\n"
-	    "uri U_HREF   /^http:\\/\\/href\\.example\\/$/\n";
+	    "uri U_HREF   /^http:\\/\\/href\\.example\\/$/\n"
+	    "uri U_BARE1  /^mailto:ann\\@good\\.com$/\n"
+	    "uri U_BARE2  /^mailto:bob\\@ok\\.com$/\n"
+	    "uri U_BARE3  /joe\\@no\\.example/\n"
+	    "uri U_BARE4  /nodot/\n"
+	    "uri U_CID    /img\\@good/\n";
 	static const char msg[] =
 	    "Subject: links\r\n"
 	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
 	    "--B\r\nContent-Type: text/plain\r\n\r\n"
 	    "http://user@good.COM:8080/x http://bad.example/y http://192.0.2.7/z\r\n"
 	    "www.site.org mailto:a@ok.com?subject=x mailto:b@no.example http://localhost/\r\n"
+	    "write to ann@good.com, e-mail:bob@ok.com. or joe@no.example, not x@nodot\r\n"
 	    "--B\r\nContent-Type: text/html\r\n\r\n"
-	    "<a href=\"http://href.example/\">x</a>\r\n"
+	    "<a href=\"http://href.example/\">x</a><img src=\"cid:img@good.com\">\r\n"
 	    "--B--\r\n";
 
 	eng_up(&g, rules, NULL);
@@ -578,6 +591,11 @@ test_uri_tld(void **state)
 		assert_int_equal(hits(&g, "U_MAILX"), 0);
 		assert_int_equal(hits(&g, "U_NODOT"), 0);
 		assert_int_equal(hits(&g, "U_HREF"), 1);
+		assert_int_equal(hits(&g, "U_BARE1"), 1);
+		assert_int_equal(hits(&g, "U_BARE2"), 1);
+		assert_int_equal(hits(&g, "U_BARE3"), 0);
+		assert_int_equal(hits(&g, "U_BARE4"), 0);
+		assert_int_equal(hits(&g, "U_CID"), 0);
 	}
 	eng_down(&g);
 	eng_up(&g, rules + strlen("util_rb_tld com org\n"), NULL);
@@ -585,6 +603,8 @@ test_uri_tld(void **state)
 	assert_int_equal(hits(&g, "U_BAD"), 1);
 	assert_int_equal(hits(&g, "U_MAILX"), 1);
 	assert_int_equal(hits(&g, "U_NODOT"), 1);
+	assert_int_equal(hits(&g, "U_BARE3"), 1);
+	assert_int_equal(hits(&g, "U_BARE4"), 0);      /* no dot after the @ */
 	eng_down(&g);
 }
 
