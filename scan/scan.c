@@ -448,7 +448,7 @@ u8_drop(struct scan_msg *s)
  * leaf's between tags, whose own line breaks are spaces: flat).
  */
 static void
-body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
+body_render(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
 {
 	size_t i = 0;
 
@@ -532,6 +532,93 @@ body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
 	}
 }
 
+/* ---- what of a part the rules read ---- */
+
+/*
+ * SpamAssassin's body rules read at most the first SCAN_BODY_PART bytes of
+ * a part's rendered text, its rawbody rules the first SCAN_RAWBODY_PART of
+ * its decoded text, each cut at the first line break within 1,024 bytes
+ * past that, else (rawbody) the first '>', else the first space, else at
+ * the limit (Message.pm: body_part_scan_size, rawbody_part_scan_size). So
+ * does sluice: the scan of a huge part costs what a large one does. Past
+ * the limit the bytes wait in c->hold until one of those decides.
+ */
+enum { CAP_UNDER, CAP_HOLD, CAP_CUT };
+
+static void
+cap_out(struct scan_msg *s, enum scan_target t, const uint8_t *b, size_t n, bool flat)
+{
+	if (t == SCAN_T_BODY)
+		body_render(s, b, n, flat);
+	else
+		feed(s, t, b, n);
+}
+
+/* The held bytes go out through the first of the cut bytes, in order. */
+static void
+cap_decide(struct scan_msg *s, struct scan_cap *c, enum scan_target t)
+{
+	for (const char *e = t == SCAN_T_BODY ? "\n " : "\n> "; *e; e++) {
+		const uint8_t *q = memchr(c->hold, *e, c->hn);
+		if (q) {
+			cap_out(s, t, c->hold, (size_t)(q - c->hold) + 1, c->flat);
+			break;
+		}
+	}
+	c->hn = 0;
+	c->state = CAP_CUT;
+}
+
+static void
+cap_bytes(struct scan_msg *s, struct scan_cap *c, enum scan_target t, size_t limit,
+    const uint8_t *b, size_t n, bool flat)
+{
+	if (c->state == CAP_CUT)
+		return;
+	if (c->state == CAP_UNDER) {
+		size_t k = limit - c->seen;
+		if (n <= k) {
+			c->seen += n;
+			cap_out(s, t, b, n, flat);
+			return;
+		}
+		cap_out(s, t, b, k, flat);
+		c->seen = limit;
+		b += k;
+		n -= k;
+		c->state = CAP_HOLD;
+		c->flat = flat;
+	}
+	/* a line break decides at once, else the end of the slack */
+	size_t k = sizeof(c->hold) - c->hn;
+	if (k > n)
+		k = n;
+	const uint8_t *nl = memchr(b, '\n', k);
+	if (nl)
+		k = (size_t)(nl - b) + 1;
+	memcpy(c->hold + c->hn, b, k);
+	c->hn = (uint16_t)(c->hn + k);
+	if (nl || c->hn == sizeof(c->hold))
+		cap_decide(s, c, t);
+}
+
+/* The part ended: what is held is decided. */
+static void
+cap_end(struct scan_msg *s, struct scan_cap *c, enum scan_target t)
+{
+	if (c->state == CAP_HOLD)
+		cap_decide(s, c, t);
+	c->state = CAP_UNDER;
+	c->seen = c->hn = 0;
+}
+
+/* Text of a part into BODY (flat: an html part's, between tags). */
+static void
+body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
+{
+	cap_bytes(s, &s->bcap, SCAN_T_BODY, SCAN_BODY_PART, b, n, flat);
+}
+
 /* What an html tag puts in the text (HTML.pm's html_whitespace, for the
  * start and the end tag alike): a line break, a space, or a paragraph. */
 static void
@@ -544,6 +631,8 @@ html_ws(struct scan_msg *s, const char *t)
 	    "plaintext", "xmp", "title", NULL};
 	int n = 0;
 
+	if (s->bcap.state != CAP_UNDER)
+		return;         /* past what the rules read of the part */
 	for (int i = 0; !n && nl[i]; i++)
 		n = strcmp(t, nl[i]) ? 0 : 1;
 	for (int i = 0; !n && par[i]; i++)
@@ -651,6 +740,9 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 	s->tag_state = 0;
 	s->skip = false;
 	s->ulen = 0;
+	s->bcap.state = s->rcap.state = CAP_UNDER;
+	s->bcap.seen = s->rcap.seen = 0;
+	s->bcap.hn = s->rcap.hn = 0;
 	/* SpamAssassin's line break before every leaf after text */
 	if (leaf && s->btext)
 		ws_add(s, '\n');
@@ -665,7 +757,7 @@ on_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, con
 	if (!s->text)
 		return;
 	if (view == SCAN_MIME_DECODED)
-		feed(s, SCAN_T_RAWBODY, b, n);
+		cap_bytes(s, &s->rcap, SCAN_T_RAWBODY, SCAN_RAWBODY_PART, b, n, false);
 	else if (view == SCAN_MIME_UTF8) {
 		if (s->html)
 			html_bytes(s, b, n);
@@ -685,6 +777,8 @@ on_part_end(void *ctx, const struct scan_mime_end *e)
 		return;
 	if (s->ulen)
 		uri_flush(s);
+	cap_end(s, &s->bcap, SCAN_T_BODY);
+	cap_end(s, &s->rcap, SCAN_T_RAWBODY);
 	u8_drop(s);
 	/* parts do not run into each other */
 	feed(s, SCAN_T_RAWBODY, "\n", 1);

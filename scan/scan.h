@@ -15,10 +15,11 @@
  *   leaf the UTF-8 view goes to BODY as SpamAssassin renders it (a
  *   paragraph a line, whitespace runs one space, lines of at most
  *   SCAN_BODY_LINE bytes; text/html without its tags, script and style),
- *   the decoded view to RAWBODY, and URIs found in the UTF-8 view (http://,
- *   https://, ftp://, www., mailto:; from text/plain only with a known TLD
- *   or an IP address) to URI, one per line. No allocation after
- *   scan_msg_new().
+ *   the decoded view to RAWBODY (each of a part: what SpamAssassin's rules
+ *   read of it, SCAN_BODY_PART / SCAN_RAWBODY_PART), and URIs found in the
+ *   UTF-8 view (http://, https://, ftp://, www., mailto:, bare addresses;
+ *   from text/plain only with a known TLD or an IP address) to URI, one
+ *   per line. No allocation after scan_msg_new().
  */
 #ifndef SCAN_SCAN_H
 #define SCAN_SCAN_H
@@ -33,6 +34,21 @@
 #define SCAN_URI_MAX 2048
 /* SpamAssassin cuts longer body lines (MAX_BODY_LINE_LENGTH) */
 #define SCAN_BODY_LINE 2048
+/* what body and rawbody rules read of a part (SpamAssassin's defaults of
+ * body_part_scan_size and rawbody_part_scan_size), then up to 1,024 bytes
+ * more to a line break or a space (scan.c: cap_bytes) */
+#define SCAN_BODY_PART 50000
+#define SCAN_RAWBODY_PART 500000
+#define SCAN_PART_SLACK 1024
+
+/* how much of a part's text its rules read (scan.c) */
+struct scan_cap {
+	size_t seen;                    /* bytes of the part so far, to the limit */
+	uint8_t state;
+	bool flat;                      /* held bytes: an html part's text */
+	uint16_t hn;
+	uint8_t hold[SCAN_PART_SLACK + 1];      /* past the limit, not decided */
+};
 
 struct scan_msg {
 	struct scan_hs_msg *hm;
@@ -51,6 +67,7 @@ struct scan_msg {
 	uint8_t ws, ws_nl;              /* the whitespace run being read */
 	uint8_t u8n;                    /* the first bytes of a Unicode space ... */
 	uint8_t u8[2];                  /* ... that ended a write */
+	struct scan_cap bcap, rcap;     /* BODY's and RAWBODY's of the part */
 	uint16_t llen, lstart;          /* bytes in line[]; where the last starts */
 	uint8_t line[4 * SCAN_BODY_LINE];       /* lines made, the last being made */
 	/* URI extractor */

@@ -543,6 +543,73 @@ test_body_render(void **state)
 }
 
 /*
+ * What the rules read of a part (SpamAssassin's body_part_scan_size and
+ * rawbody_part_scan_size): BODY the first 50,000 bytes, then to the first
+ * line break within 1,024 bytes, else the first space; RAWBODY the first
+ * 500,000 the same way. Past that, nothing of the part; the next part is
+ * read again.
+ */
+static void
+test_part_caps(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "body C_BEFORE /markbefore/\n"
+	    "body C_EDGE   /edgeword/\n"
+	    "body C_AFTER  /markafter/\n"
+	    "body C_SPACE  /spaceword/\n"
+	    "body C_CUT    /cutword/\n"
+	    "body C_NEXT   /nextpart/\n"
+	    "rawbody R_BEFORE /rawbefore/\n"
+	    "rawbody R_AFTER  /rawafter/\n";
+	size_t n1 = 60000, n2 = 60000, n3 = 510000;
+	char *p1 = malloc(n1 + 1), *p2 = malloc(n2 + 1), *p3 = malloc(n3 + 1), *m;
+
+	assert_non_null(p1);
+	assert_non_null(p2);
+	assert_non_null(p3);
+	for (size_t k = 0; k < n1; k++)         /* lines of 100 bytes */
+		p1[k] = k % 100 == 99 ? '\n' : 'a';
+	memcpy(p1 + 100, "markbefore", 10);
+	memcpy(p1 + 50020, "edgeword", 8);     /* in the line across 50,000 */
+	memcpy(p1 + 50200, "markafter", 9);
+	p1[n1] = '\0';
+	for (size_t k = 0; k < n2; k++)         /* no line break: words */
+		p2[k] = k % 21 == 20 ? ' ' : 'b';
+	memcpy(p2 + 49996, "spaceword", 9);    /* across 50,000, to the first space */
+	memcpy(p2 + 50300, "cutword", 7);
+	p2[n2] = '\0';
+	for (size_t k = 0; k < n3; k++)
+		p3[k] = k % 100 == 99 ? '\n' : 'c';
+	memcpy(p3 + 1000, "rawbefore nextpart", 18);
+	memcpy(p3 + 500500, "rawafter", 8);
+	p3[n3] = '\0';
+	assert_true(asprintf(&m, "Subject: caps\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n%s\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n%s\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n%s\r\n--B--\r\n", p1, p2, p3) > 0);
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 3; mode += 2) {
+		scan_split(&g, m, mode, 9);
+		assert_int_equal(hits(&g, "C_BEFORE"), 1);
+		assert_int_equal(hits(&g, "C_EDGE"), 1);
+		assert_int_equal(hits(&g, "C_AFTER"), 0);
+		assert_int_equal(hits(&g, "C_SPACE"), 1);
+		assert_int_equal(hits(&g, "C_CUT"), 0);
+		assert_int_equal(hits(&g, "C_NEXT"), 1);        /* the third part, read again */
+		assert_int_equal(hits(&g, "R_BEFORE"), 1);
+		assert_int_equal(hits(&g, "R_AFTER"), 0);
+	}
+	eng_down(&g);
+	free(m);
+	free(p1);
+	free(p2);
+	free(p3);
+}
+
+/*
  * URIs from text keep SpamAssassin's rule for them: an IP address or a TLD
  * that util_rb_tld names (mailto: too); URIs of html tags whatever their
  * host. With no util_rb_tld in the rules, every host is kept. A bare
@@ -1593,6 +1660,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_header_raw_mods),
 		cmocka_unit_test(test_header_all_block),
 		cmocka_unit_test(test_uri_tld),
+		cmocka_unit_test(test_part_caps),
 		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),
 		cmocka_unit_test(test_cache),
