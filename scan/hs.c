@@ -609,9 +609,13 @@ all_rule(const struct scan_rule *r)
 	    (r->hmod == SCAN_HMOD_NONE || r->hmod == SCAN_HMOD_RAW);
 }
 
-/* the key's record prefix, for named-header rules: "^\x01key\n" */
+/*
+ * The key's record prefix, for named-header rules: "^\x01key\n", then what
+ * may come before the rule's match in the record: the value's line (any
+ * line of the ALL block), or, anchored, nothing or that.
+ */
 static void
-header_prefix(struct scan_sb *b, const struct scan_rule *r)
+header_prefix(struct scan_sb *b, const struct scan_rule *r, bool anchored)
 {
 	char buf[300];
 
@@ -619,6 +623,10 @@ header_prefix(struct scan_sb *b, const struct scan_rule *r)
 	scan_sb_puts(b, "^\\x01");
 	sb_hex(b, (const uint8_t *)buf, strlen(buf));
 	scan_sb_puts(b, "\\n");
+	if (all_rule(r))
+		scan_sb_puts(b, "\\x02[^\\x01]*?");
+	else
+		scan_sb_puts(b, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
 }
 
 /*
@@ -652,11 +660,7 @@ rule_expr(const struct scan_hs *e, const struct scan_rule *r)
 			anchors_to_mark(r->re, &p, "(?<=\\x02)");
 			anchored = 0;
 		}
-		header_prefix(&h, r);
-		if (all)
-			scan_sb_puts(&h, "\\x02[^\\x01]*?");
-		else
-			scan_sb_puts(&h, anchored ? "(?:\\x02[^\\n]*?)?" : "\\x02[^\\n]*?");
+		header_prefix(&h, r, anchored);
 		scan_sb_put(&h, b.p, b.n);
 		scan_sb_puts(&h, p.p ? p.p : "");
 		free(p.p);
@@ -1255,8 +1259,7 @@ gate_expr(const struct scan_rule *r, const uint8_t *lit, size_t n)
 	struct scan_sb b = {0};
 
 	if (r->type == SCAN_RT_HEADER) {
-		header_prefix(&b, r);
-		scan_sb_puts(&b, all_rule(r) ? "\\x02[^\\x01]*?" : "\\x02[^\\n]*?");
+		header_prefix(&b, r, false);
 	}
 	sb_hex(&b, lit, n);
 	if (b.oom) {

@@ -602,14 +602,21 @@ cap_bytes(struct scan_msg *s, struct scan_cap *c, enum scan_target t, size_t lim
 		cap_decide(s, c, t);
 }
 
+/* A part starts: none of it read yet. */
+static void
+cap_reset(struct scan_cap *c)
+{
+	c->state = CAP_UNDER;
+	c->seen = c->hn = 0;
+}
+
 /* The part ended: what is held is decided. */
 static void
 cap_end(struct scan_msg *s, struct scan_cap *c, enum scan_target t)
 {
 	if (c->state == CAP_HOLD)
 		cap_decide(s, c, t);
-	c->state = CAP_UNDER;
-	c->seen = c->hn = 0;
+	cap_reset(c);
 }
 
 /* Text of a part into BODY (flat: an html part's, between tags). */
@@ -740,9 +747,8 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 	s->tag_state = 0;
 	s->skip = false;
 	s->ulen = 0;
-	s->bcap.state = s->rcap.state = CAP_UNDER;
-	s->bcap.seen = s->rcap.seen = 0;
-	s->bcap.hn = s->rcap.hn = 0;
+	cap_reset(&s->bcap);
+	cap_reset(&s->rcap);
 	/* SpamAssassin's line break before every leaf after text */
 	if (leaf && s->btext)
 		ws_add(s, '\n');
