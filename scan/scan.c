@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <libxml/HTMLparser.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -35,6 +36,38 @@ static const struct {
 	const char *s;
 	uint8_t len;
 } uri_schemes[] = {{"http://", 7}, {"https://", 8}, {"ftp://", 6}, {"mailto:", 7}, {"www.", 4}};
+
+/*
+ * URI pre + b (pn and n bytes) to URI, unless it went there already this
+ * message: SpamAssassin's URI list is a set (PerMsgStatus.pm,
+ * get_uri_detail_list), so a link written twice, or in an attribute and
+ * in the text, is one URI, and a `multiple` uri rule counts it once. The
+ * first SCAN_URI_SEEN / 2 URIs are kept, as 64-bit FNV-1a hashes in an
+ * open table; past them a URI is still looked up, not kept.
+ */
+static void
+uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	size_t i;
+
+	for (i = 0; i < pn; i++)
+		h = (h ^ pre[i]) * 0x100000001b3ull;
+	for (i = 0; i < n; i++)
+		h = (h ^ b[i]) * 0x100000001b3ull;
+	h |= 1;                 /* 0 is an empty slot */
+	for (i = (size_t)(h >> 40) & (SCAN_URI_SEEN - 1); s->seen[i];
+	    i = (i + 1) & (SCAN_URI_SEEN - 1))
+		if (s->seen[i] == h)
+			return;
+	if (s->nseen < SCAN_URI_SEEN / 2) {
+		s->seen[i] = h;
+		s->nseen++;
+	}
+	feed(s, SCAN_T_URI, pre, pn);
+	feed(s, SCAN_T_URI, b, n);
+	feed(s, SCAN_T_URI, "\n", 1);
+}
 
 /* A host (h, n bytes) that SpamAssassin takes: an IP address, or a name
  * with a dot whose TLD the rules know (scan_rules_tld_valid). */
@@ -133,9 +166,7 @@ uri_mail(struct scan_msg *s, const uint8_t *b, size_t n)
 	const uint8_t *dot = memchr(h, '.', hn);
 	if (!dot || dot == h || !host_valid(scan_hs_rules(s->hm->e), h, hn))
 		return;
-	feed(s, SCAN_T_URI, "mailto:", 7);
-	feed(s, SCAN_T_URI, b, n);
-	feed(s, SCAN_T_URI, "\n", 1);
+	uri_emit(s, (const uint8_t *)"mailto:", 7, b, n);
 }
 
 /*
@@ -174,12 +205,9 @@ uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 		n--;
 	if (n <= uri_schemes[which].len)
 		return;
-	if (!s->html && !uri_host_valid(s, best, n, which))
+	if (!uri_host_valid(s, best, n, which))
 		return;
-	if (which == 4)
-		feed(s, SCAN_T_URI, "http://", 7);
-	feed(s, SCAN_T_URI, best, n);
-	feed(s, SCAN_T_URI, "\n", 1);
+	uri_emit(s, (const uint8_t *)"http://", which == 4 ? 7 : 0, best, n);
 }
 
 /* The token that ran across writes, in s->ubuf (its first SCAN_URI_MAX bytes). */
@@ -627,8 +655,9 @@ body_bytes(struct scan_msg *s, const uint8_t *b, size_t n, bool flat)
 }
 
 /* What an html tag puts in the text (HTML.pm's html_whitespace, for the
- * start and the end tag alike): a line break, a space, or a paragraph. */
-static void
+ * start and the end tag alike): a line break (1), a space (3), or a
+ * paragraph (2); 0 nothing. */
+static int
 html_ws(struct scan_msg *s, const char *t)
 {
 	static const char *const nl[] = {"br", "div", NULL};
@@ -638,29 +667,435 @@ html_ws(struct scan_msg *s, const char *t)
 	    "plaintext", "xmp", "title", NULL};
 	int n = 0;
 
-	if (s->bcap.state != CAP_UNDER)
-		return;         /* past what the rules read of the part */
 	for (int i = 0; !n && nl[i]; i++)
 		n = strcmp(t, nl[i]) ? 0 : 1;
 	for (int i = 0; !n && par[i]; i++)
 		n = strcmp(t, par[i]) ? 0 : 2;
 	for (int i = 0; !n && sp[i]; i++)
 		n = strcmp(t, sp[i]) ? 0 : 3;
+	if (!n || s->bcap.state != CAP_UNDER)
+		return n;       /* past what the rules read of the part */
 	if (n == 3)
 		ws_add(s, ' ');
-	else if (n) {
+	else {
 		s->btext = true;
 		ws_add(s, '\n');
 		if (n == 2)
 			ws_add(s, '\n');
 		s->ws |= WS_HARD;
 	}
+	return n;
+}
+
+/* A tag's '>': script and style hide their text; a whitespace tag puts
+ * its break in BODY and ends the text's URI token. */
+static void
+tag_end(struct scan_msg *s)
+{
+	s->tag[s->tag_len] = '\0';
+	s->tag_state = 0;
+	if (!strcmp(s->tag, "script") || !strcmp(s->tag, "style"))
+		s->skip = !s->tag_close;
+	else if (!s->skip && html_ws(s, s->tag))
+		uri_bytes(s, (const uint8_t *)" ", 1);
+}
+
+/* ---- html: the URIs of tags (HTML.pm: html_uri) ---- */
+
+enum { URI_TAG_BG = 1, URI_TAG_HREF, URI_TAG_SRC, URI_TAG_ACTION, URI_TAG_BASE };
+
+static uint8_t
+uri_tag(const char *t)
+{
+	static const struct {
+		const char *t;
+		uint8_t k;
+	} tags[] = {
+		{"a", URI_TAG_HREF}, {"img", URI_TAG_SRC}, {"td", URI_TAG_BG},
+		{"table", URI_TAG_BG}, {"tr", URI_TAG_BG}, {"body", URI_TAG_BG},
+		{"area", URI_TAG_HREF}, {"link", URI_TAG_HREF}, {"frame", URI_TAG_SRC},
+		{"iframe", URI_TAG_SRC}, {"embed", URI_TAG_SRC}, {"script", URI_TAG_SRC},
+		{"bgsound", URI_TAG_SRC}, {"form", URI_TAG_ACTION}, {"base", URI_TAG_BASE},
+	};
+
+	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
+		if (!strcmp(t, tags[i].t))
+			return tags[i].k;
+	return 0;
+}
+
+/* Whether the attribute just named (s->attr) holds the tag's URI. */
+static bool
+uri_attr(const struct scan_msg *s)
+{
+	const char *a = s->attr;
+
+	switch (s->tag_uri) {
+	case URI_TAG_BG:
+		return !strcmp(a, "background");
+	case URI_TAG_HREF:
+		return !strcmp(a, "href") || !strcmp(a, "data-saferedirecturl");
+	case URI_TAG_BASE:
+		return !strcmp(a, "href");
+	case URI_TAG_SRC:
+		return !strcmp(a, "src");
+	case URI_TAG_ACTION:
+		return !strcmp(a, "action");
+	}
+	return false;
+}
+
+/* A code point as UTF-8 at d; its length (at most 4). */
+static size_t
+utf8_put(uint8_t *d, uint32_t c)
+{
+	if (c < 0x80) {
+		d[0] = (uint8_t)c;
+		return 1;
+	}
+	if (c < 0x800) {
+		d[0] = (uint8_t)(0xC0 | c >> 6);
+		d[1] = (uint8_t)(0x80 | (c & 0x3F));
+		return 2;
+	}
+	if (c < 0x10000) {
+		d[0] = (uint8_t)(0xE0 | c >> 12);
+		d[1] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
+		d[2] = (uint8_t)(0x80 | (c & 0x3F));
+		return 3;
+	}
+	d[0] = (uint8_t)(0xF0 | c >> 18);
+	d[1] = (uint8_t)(0x80 | (c >> 12 & 0x3F));
+	d[2] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
+	d[3] = (uint8_t)(0x80 | (c & 0x3F));
+	return 4;
+}
+
+/*
+ * The code point of a character reference's name (n bytes, without '&'
+ * and ';'; "#38", "#x26" or a name HTML knows: libxml2's table of HTML
+ * 4's 253), 0 if none. The HTML parser SpamAssassin uses decodes them in
+ * text and attribute values alike.
+ */
+static uint32_t
+ref_value(const uint8_t *r, size_t n)
+{
+	char name[sizeof(((struct scan_msg *)0)->ent)];
+	uint32_t cp = 0;
+
+	if (!n || n >= sizeof(name))
+		return 0;
+	if (r[0] == '#') {
+		bool hex = n > 1 && (r[1] | 0x20) == 'x';
+		size_t k = 1 + hex;
+		if (k == n || n - k > 7)
+			return 0;
+		for (; k < n; k++) {
+			if (hex ? !isxdigit(r[k]) : !isdigit(r[k]))
+				return 0;
+			cp = cp * (hex ? 16 : 10) +
+			    (uint32_t)(isdigit(r[k]) ? r[k] - '0' : (r[k] | 0x20) - 'a' + 10);
+		}
+		return cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF) ? cp : 0;
+	}
+	memcpy(name, r, n);
+	name[n] = '\0';
+	const htmlEntityDesc *e = htmlEntityLookup((const xmlChar *)name);
+	return e ? e->value : 0;
+}
+
+/* Whether c goes on the character reference r (n bytes from its '&'). */
+static bool
+ref_char(const uint8_t *r, size_t n, uint8_t c)
+{
+	if (n == 1)
+		return c == '#' || isalpha(c);
+	if (r[1] != '#')
+		return isalnum(c);
+	if (n == 2)
+		return isdigit(c) || (c | 0x20) == 'x';
+	return (r[2] | 0x20) == 'x' ? isxdigit(c) : isdigit(c);
+}
+
+/*
+ * An attribute value's character references decoded in place (&amp;
+ * &#38; &#x26;, the ';' optional); line breaks and the byte order mark
+ * left out (a URI is one line of URI; HTML.pm drops U+FEFF). A reference
+ * is never shorter than its UTF-8, so the value only shrinks. Returns the
+ * new length.
+ */
+static size_t
+html_unescape(uint8_t *v, size_t n)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		uint8_t c = v[i];
+		if (c == '\r' || c == '\n') {
+			i++;
+			continue;
+		}
+		if (c == 0xEF && i + 2 < n && v[i + 1] == 0xBB && v[i + 2] == 0xBF) {
+			i += 3;
+			continue;
+		}
+		size_t k = i + 1;
+		while (c == '&' && k < n && k - i < sizeof(((struct scan_msg *)0)->ent) &&
+		    ref_char(v + i, k - i, v[k]))
+			k++;
+		uint32_t cp = c == '&' ? ref_value(v + i + 1, k - i - 1) : 0;
+		if (!cp) {
+			v[o++] = v[i++];
+			continue;
+		}
+		if (k < n && v[k] == ';')
+			k++;
+		o += utf8_put(v + o, cp);
+		i = k;
+	}
+	return o;
+}
+
+/* The length of u's scheme with its ':' (RFC 3986: ALPHA *( ALPHA /
+ * DIGIT / "+" / "-" / "." ) ":"), 0 if it has none. */
+static size_t
+uri_scheme(const uint8_t *u, size_t n)
+{
+	if (!n || !isalpha(u[0]))
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if (u[i] == ':')
+			return i + 1;
+		if (!isalnum(u[i]) && u[i] != '+' && u[i] != '-' && u[i] != '.')
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * <base href="u">: the part's other URIs are resolved against it if it is
+ * http, https or ftp, as a directory: a trailing file name (name.ext, the
+ * extension 2-4 characters) cut off, a '/' put at the end (HTML.pm).
+ */
+static void
+html_base(struct scan_msg *s, const uint8_t *u, size_t n)
+{
+	size_t sch = uri_scheme(u, n), a, k;
+
+	if (!((sch == 5 && !strncasecmp((const char *)u, "http:", 5)) ||
+	    (sch == 6 && !strncasecmp((const char *)u, "https:", 6)) ||
+	    (sch == 4 && !strncasecmp((const char *)u, "ftp:", 4))))
+		return;
+	if (n >= sizeof(s->base))
+		return;
+	/* the host, and the '/' after it */
+	for (a = sch; a < n && a < sch + 2 && u[a] == '/'; a++)
+		;
+	const uint8_t *slash = a < n ? memchr(u + a, '/', n - a) : NULL;
+	if (slash && slash > u + a) {
+		/* a file name: [^/.]+ '.' [^/.]{2,4} at the end */
+		size_t dot = n, e;
+		for (e = n; e > (size_t)(slash - u) + 1 && u[e - 1] != '/' && u[e - 1] != '.'; e--)
+			;
+		if (e > (size_t)(slash - u) + 1 && u[e - 1] == '.' && n - e >= 2 && n - e <= 4)
+			dot = e - 1;
+		if (dot < n) {
+			for (k = dot; k > (size_t)(slash - u) + 1 && u[k - 1] != '/' && u[k - 1] != '.'; k--)
+				;
+			if (k < dot)
+				n = k;
+		}
+	}
+	memcpy(s->base, u, n);
+	s->base_len = (uint16_t)n;
+	if (s->base[n - 1] != '/')
+		s->base[s->base_len++] = '/';
+}
+
+/*
+ * The URI attribute just read (s->aval, s->alen bytes) as SpamAssassin's
+ * HTML parser keeps it (HTML.pm: push_uri, canon_uri, target_uri):
+ * references decoded, the whitespace around it out, empty ones none;
+ * data:, mailto:, file:, cid:, tel: and every URI with a scheme as they
+ * are, others resolved against the part's <base href> if it has one. Its
+ * host is not checked (SpamAssassin keeps a tag's URI whatever it is).
+ */
+static void
+html_uri(struct scan_msg *s)
+{
+	uint8_t *v = s->aval;
+	size_t n = html_unescape(v, s->alen);
+
+	while (n && (isspace(*v) || (n >= 2 && v[0] == 0xC2 && v[1] == 0xA0))) {
+		size_t k = *v == 0xC2 ? 2 : 1;
+		v += k;
+		n -= k;
+	}
+	while (n && (isspace(v[n - 1]) || (n >= 2 && v[n - 2] == 0xC2 && v[n - 1] == 0xA0)))
+		n -= isspace(v[n - 1]) ? 1 : 2;
+	if (!n)
+		return;
+	if (s->tag_uri == URI_TAG_BASE) {
+		uri_emit(s, NULL, 0, v, n);
+		html_base(s, v, n);
+		return;
+	}
+	if (uri_scheme(v, n) || !s->base_len) {
+		uri_emit(s, NULL, 0, v, n);
+		return;
+	}
+	/* relative: "//host/x" takes the base's scheme, "/x" its scheme and
+	 * host, anything else its directory */
+	size_t pre = s->base_len, sch = uri_scheme(s->base, s->base_len);
+	if (n >= 2 && v[0] == '/' && v[1] == '/')
+		pre = sch;
+	else if (v[0] == '/') {
+		size_t a = sch;
+		while (a < s->base_len && a < sch + 2 && s->base[a] == '/')
+			a++;
+		const uint8_t *e = memchr(s->base + a, '/', s->base_len - a);
+		pre = e ? (size_t)(e - s->base) : s->base_len;
+	}
+	uri_emit(s, s->base, pre, v, n);
+}
+
+enum { AT_GAP, AT_NAME, AT_EQ, AT_VALUE0, AT_VALUE };
+
+/*
+ * The attributes of a tag that carries a URI (p, n bytes, up to and with
+ * its '>'): name, optional '=' and value (quoted with " or ', or up to
+ * whitespace), the one that holds the URI kept and handed to html_uri.
+ * Returns the bytes read.
+ */
+static size_t
+html_attr(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+		bool ws = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+
+		if (c == '>' && !(s->attr_state == AT_VALUE && s->attr_q)) {
+			if (s->attr_state == AT_VALUE && s->attr_uri)
+				html_uri(s);
+			tag_end(s);
+			return i + 1;
+		}
+		switch (s->attr_state) {
+		case AT_EQ:
+			if (ws)
+				break;
+			if (c != '=') {
+				s->attr_state = AT_GAP;         /* a new attribute */
+				i--;
+				break;
+			}
+			/* FALLTHROUGH */
+		case AT_NAME:
+			if (c == '=') {
+				s->attr[s->attr_len < sizeof(s->attr) ? s->attr_len : 0] = '\0';
+				s->attr_uri = s->attr_len < sizeof(s->attr) && uri_attr(s);
+				s->attr_state = AT_VALUE0;
+			} else if (ws)
+				s->attr_state = AT_EQ;
+			else if (c == '/')
+				s->attr_state = AT_GAP;
+			else if (s->attr_len < sizeof(s->attr) - 1)
+				s->attr[s->attr_len++] = (char)tolower(c);
+			else
+				s->attr_len = sizeof(s->attr);  /* too long to be one */
+			break;
+		case AT_GAP:
+			if (ws || c == '/')
+				break;
+			s->attr_state = AT_NAME;
+			s->attr_len = 0;
+			i--;
+			break;
+		case AT_VALUE0:
+			if (ws)
+				break;
+			s->attr_state = AT_VALUE;
+			s->alen = 0;
+			s->attr_q = c == '"' || c == '\'' ? c : 0;
+			if (s->attr_q)
+				break;
+			/* FALLTHROUGH */
+		default:
+			if (s->attr_q ? c == s->attr_q : ws) {
+				if (s->attr_uri)
+					html_uri(s);
+				s->attr_state = AT_GAP;
+			} else if (s->attr_uri && s->alen < SCAN_URI_MAX)
+				s->aval[s->alen++] = c;
+		}
+	}
+	return n;
 }
 
 /* ---- html to text (tags out; script and style out with their text) ---- */
 
-/* Text runs go out whole (memchr to the next '<'); a tag is read for its
- * name, then skipped to its '>'. */
+/* Displayed text to BODY and to the URI tokens (SpamAssassin finds a text
+ * URI in the displayed text). */
+static void
+html_out(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	body_bytes(s, p, n, true);
+	uri_bytes(s, p, n);
+}
+
+/* The character reference in s->ent ends (semi: with a ';', read): its
+ * character, or its bytes as they were if it names none. */
+static void
+ref_end(struct scan_msg *s, bool semi)
+{
+	uint32_t cp = ref_value(s->ent + 1, s->entn - 1u);
+	uint8_t u[4];
+
+	if (cp)
+		html_out(s, u, utf8_put(u, cp));
+	else {
+		html_out(s, s->ent, s->entn);
+		if (semi)
+			html_out(s, (const uint8_t *)";", 1);
+	}
+	s->entn = 0;
+}
+
+/*
+ * A text run of html (p, n bytes, no '<'), character references decoded
+ * as the HTML parser hands SpamAssassin its text (`&#86;iagra` is Viagra,
+ * `&nbsp;` a space); a reference cut by a write waits in s->ent.
+ */
+static void
+html_text(struct scan_msg *s, const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (s->entn) {
+			if (ref_char(s->ent, s->entn, p[i]) && s->entn < sizeof(s->ent)) {
+				s->ent[s->entn++] = p[i++];
+				continue;
+			}
+			bool semi = p[i] == ';';
+			i += semi;
+			ref_end(s, semi);
+			continue;
+		}
+		const uint8_t *amp = memchr(p + i, '&', n - i);
+		size_t e = amp ? (size_t)(amp - p) : n;
+		html_out(s, p + i, e - i);
+		if (!amp)
+			break;
+		s->ent[0] = '&';
+		s->entn = 1;
+		i = e + 1;
+	}
+}
+
+/* Text runs go out whole (memchr to the next '<'; html_text); a tag is
+ * read for its name, then skipped to its '>', or, if it is one that
+ * carries a URI, read attribute by attribute (html_attr). */
 static void
 html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 {
@@ -671,9 +1106,11 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 			const uint8_t *lt = memchr(p + i, '<', n - i);
 			size_t e = lt ? (size_t)(lt - p) : n;
 			if (!s->skip)
-				body_bytes(s, p + i, e - i, true);
+				html_text(s, p + i, e - i);
 			if (!lt)
 				break;
+			if (s->entn)
+				ref_end(s, false);
 			s->tag_state = 1;
 			s->tag_len = 0;
 			s->tag_close = false;
@@ -684,27 +1121,31 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 			const uint8_t *gt = memchr(p + i, '>', n - i);
 			if (!gt)
 				break;
-			i = (size_t)(gt - p);
+			i = (size_t)(gt - p) + 1;
+			tag_end(s);
+			continue;
 		}
-		uint8_t c = p[i++];
+		if (s->tag_state == 3) {
+			i += html_attr(s, p + i, n - i);
+			continue;
+		}
+		uint8_t c = p[i];
 		if (c == '>') {
-			s->tag[s->tag_len] = '\0';
-			s->tag_state = 0;
-			bool script = !strcmp(s->tag, "script") || !strcmp(s->tag, "style");
-			if (script)
-				s->skip = !s->tag_close;
-			else if (!s->skip)
-				html_ws(s, s->tag);
-			continue;
-		}
-		if (c == '/' && s->tag_len == 0 && !s->tag_close) {
+			i++;
+			tag_end(s);
+		} else if (c == '/' && s->tag_len == 0 && !s->tag_close) {
+			i++;
 			s->tag_close = true;
-			continue;
-		}
-		if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1)
+		} else if (isalnum(c) && s->tag_len < sizeof(s->tag) - 1) {
+			i++;
 			s->tag[s->tag_len++] = (char)tolower(c);
-		else
-			s->tag_state = 2;       /* past the name */
+		} else {
+			/* past the name: the attributes of a URI tag are read */
+			s->tag[s->tag_len] = '\0';
+			s->tag_uri = s->tag_close || s->skip ? 0 : uri_tag(s->tag);
+			s->tag_state = s->tag_uri ? 3 : 2;
+			s->attr_state = AT_GAP;
+		}
 	}
 }
 
@@ -746,6 +1187,8 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 	s->html = s->text && !strcmp(p->subtype, "html");
 	s->tag_state = 0;
 	s->skip = false;
+	s->entn = 0;
+	s->base_len = 0;
 	s->ulen = 0;
 	cap_reset(&s->bcap);
 	cap_reset(&s->rcap);
@@ -767,9 +1210,10 @@ on_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, con
 	else if (view == SCAN_MIME_UTF8) {
 		if (s->html)
 			html_bytes(s, b, n);
-		else
+		else {
 			body_bytes(s, b, n, false);
-		uri_bytes(s, b, n);
+			uri_bytes(s, b, n);
+		}
 	}
 }
 
@@ -781,6 +1225,8 @@ on_part_end(void *ctx, const struct scan_mime_end *e)
 	(void)e;
 	if (!s->text)
 		return;
+	if (s->entn)
+		ref_end(s, false);
 	if (s->ulen)
 		uri_flush(s);
 	cap_end(s, &s->bcap, SCAN_T_BODY);
@@ -832,6 +1278,10 @@ scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w)
 	s->rc = 0;
 	s->text = s->html = false;
 	s->ulen = 0;
+	if (s->nseen) {
+		memset(s->seen, 0, sizeof(s->seen));
+		s->nseen = 0;
+	}
 	s->btext = s->subject = false;
 	s->ws = s->ws_nl = s->u8n = 0;
 	s->llen = s->lstart = 0;

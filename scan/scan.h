@@ -18,8 +18,10 @@
  *   the decoded view to RAWBODY (each of a part: what SpamAssassin's rules
  *   read of it, SCAN_BODY_PART / SCAN_RAWBODY_PART), and URIs found in the
  *   UTF-8 view (http://, https://, ftp://, www., mailto:, bare addresses;
- *   from text/plain only with a known TLD or an IP address) to URI, one
- *   per line. No allocation after scan_msg_new().
+ *   from text/plain only with a known TLD or an IP address; from text/html
+ *   the displayed text's, and the URI attributes of its tags as
+ *   SpamAssassin's HTML parser takes them) to URI, one per line, each once
+ *   a message. No allocation after scan_msg_new().
  */
 #ifndef SCAN_SCAN_H
 #define SCAN_SCAN_H
@@ -32,6 +34,9 @@
 #include "scan/mime.h"
 
 #define SCAN_URI_MAX 2048
+/* a message's URIs go to URI once each: the first SCAN_URI_SEEN / 2 are
+ * kept (hashes, in an open table at most half full) to look the next up */
+#define SCAN_URI_SEEN 512
 /* SpamAssassin cuts longer body lines (MAX_BODY_LINE_LENGTH) */
 #define SCAN_BODY_LINE 2048
 /* what body and rawbody rules read of a part (SpamAssassin's defaults of
@@ -56,11 +61,23 @@ struct scan_msg {
 	int rc;
 	/* the current text leaf */
 	bool text, html;
-	uint8_t tag_state;              /* html: 0 text, 1 in tag, 2 past its name */
+	uint8_t tag_state;              /* html: 0 text, 1 in tag, 2 past its name,
+	                                   3 in the attributes of a URI tag */
 	uint8_t tag_len;
 	bool tag_close;                 /* html: an end tag */
 	bool skip;                      /* html: inside <script> or <style> */
 	char tag[12];
+	uint8_t entn;                   /* html: a character reference being read */
+	uint8_t ent[12];                /* its bytes, from the '&' */
+	/* html: a tag that carries a URI (scan.c: html_attr) */
+	uint8_t tag_uri;                /* its kind (URI_TAG_*), 0 none */
+	uint8_t attr_state, attr_q;     /* where in an attribute; a value's quote */
+	uint8_t attr_len;
+	bool attr_uri;                  /* this attribute's value is the URI */
+	char attr[24];                  /* its name */
+	uint16_t alen, base_len;
+	uint8_t aval[SCAN_URI_MAX];     /* its value */
+	uint8_t base[SCAN_URI_MAX];     /* the part's <base href>, a directory */
 	/* BODY as SpamAssassin renders it (scan.c: body_bytes) */
 	bool subject;                   /* BODY's first line (the Subject's) is out */
 	bool btext;                     /* text went to BODY from a leaf */
@@ -74,6 +91,8 @@ struct scan_msg {
 	uint16_t ulen;
 	bool uover;
 	uint8_t ubuf[SCAN_URI_MAX];
+	uint16_t nseen;                 /* URIs out this message: their hashes */
+	uint64_t seen[SCAN_URI_SEEN];
 	struct scan_mime mime;
 };
 

@@ -642,8 +642,9 @@ test_uri_tld(void **state)
 	    "http://user@good.COM:8080/x http://bad.example/y http://192.0.2.7/z\r\n"
 	    "www.site.org mailto:a@ok.com?subject=x mailto:b@no.example http://localhost/\r\n"
 	    "write to ann@good.com, e-mail:bob@ok.com. or joe@no.example, not x@nodot\r\n"
+	    "the part cid:img@good.com is no address\r\n"
 	    "--B\r\nContent-Type: text/html\r\n\r\n"
-	    "<a href=\"http://href.example/\">x</a><img src=\"cid:img@good.com\">\r\n"
+	    "<a href=\"http://href.example/\">x</a>\r\n"
 	    "--B--\r\n";
 
 	eng_up(&g, rules, NULL);
@@ -672,6 +673,135 @@ test_uri_tld(void **state)
 	assert_int_equal(hits(&g, "U_NODOT"), 1);
 	assert_int_equal(hits(&g, "U_BARE3"), 1);
 	assert_int_equal(hits(&g, "U_BARE4"), 0);      /* no dot after the @ */
+	eng_down(&g);
+}
+
+/*
+ * The URIs of an html part are those SpamAssassin's HTML parser takes: the
+ * URI attributes of the tags that carry one (any scheme, any host; quoted,
+ * unquoted, references decoded, whitespace around them out; relative ones
+ * against <base href>) and the URIs of the displayed text (a known TLD, as
+ * in text/plain; not in comments, other attributes or scripts; a token
+ * runs on across a tag that puts no break in the text). Each URI goes to
+ * URI once a message. Whole, byte by byte and cut at random.
+ */
+static void
+test_uri_html(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "util_rb_tld com org\n"
+	    "uri H_CID     /^cid:part1\\@x$/\n"
+	    "uri H_AMP     /^https:\\/\\/shop\\.example\\/a\\?x=1&y=2$/\n"
+	    "uri H_FORM    /^\\/\\/post\\.example\\/go$/\n"
+	    "uri H_BG      /^bg\\.gif$/\n"
+	    "uri H_BASEURI /^http:\\/\\/b\\.example\\/dir\\/index\\.html$/\n"
+	    "uri H_REL     /^http:\\/\\/b\\.example\\/dir\\/rel\\.html$/\n"
+	    "uri H_ROOT    /^http:\\/\\/b\\.example\\/top$/\n"
+	    "uri H_NET     /^http:\\/\\/net\\.example\\/n$/\n"
+	    "uri H_COMMENT /hidden/\n"
+	    "uri H_SCRIPT  /inscript/\n"
+	    "uri H_SRC     /^http:\\/\\/js\\.example\\/s\\.js$/\n"
+	    "uri H_TEXT    /^http:\\/\\/text\\.com\\/t$/\n"
+	    "uri H_BADTLD  /text\\.invalid/\n"
+	    "uri H_SPLIT   /^http:\\/\\/split\\.com\\/ab$/\n"
+	    "uri H_BR      /^http:\\/\\/brk\\.com\\/c$/\n"
+	    "uri H_DUP     /^http:\\/\\/dup\\.com\\/$/\n"
+	    "tflags H_DUP  multiple\n"
+	    "uri H_NBSP    /^http:\\/\\/nbsp\\.example\\/$/\n"
+	    "uri H_SQ      /^http:\\/\\/sq\\.example\\/a b$/\n"
+	    "uri H_UNQ     /^http:\\/\\/unq\\.example\\/u$/\n"
+	    "uri H_TITLE   /notlink/\n"
+	    "uri H_EMPTY   /^$/\n"
+	    "body B_AFTER  /quoted gt after/\n";
+	static const char msg[] =
+	    "Subject: html links\r\n"
+	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n"
+	    "see http://dup.com/\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n"
+	    "<html><body background=\"bg.gif\"><img src=\"cid:part1@x\" alt=\"pic\">\r\n"
+	    "<a href=\"https://shop.example/a?x=1&amp;y=2\">shop</a>\r\n"
+	    "<form method=post action = '//post.example/go'><input></form>\r\n"
+	    "<base href=\"http://b.example/dir/index.html\">\r\n"
+	    "<a href=\"rel.html\">r</a> <a href=\"/top\">t</a> <a href=\"//net.example/n\">n</a>\r\n"
+	    "<!-- http://hidden.com/ -->\r\n"
+	    "<script>var u = \"http://inscript.com/\";</script>\r\n"
+	    "<script src=\"http://js.example/s.js\"></script>\r\n"
+	    "visit http://text.com/t or http://text.invalid/ now\r\n"
+	    "http://split.com/a<b>b</b> and http://brk.com/c<br>d\r\n"
+	    "<a href=\"http://dup.com/\">http://dup.com/</a>\r\n"
+	    "<a href=\" &nbsp;http://nbsp.example/&#x20;\">n</a>\r\n"
+	    "<a href='http://sq.example/a b' title=\"x>y\">quoted gt after</a>\r\n"
+	    "<A TITLE=\"http://notlink.com/\" HREF=http://unq.example/u>u</A><a href=\"\">e</a>\r\n"
+	    "</body></html>\r\n"
+	    "--B--\r\n";
+	static const char *const yes[] = {"H_CID", "H_AMP", "H_FORM", "H_BG", "H_BASEURI",
+	    "H_REL", "H_ROOT", "H_NET", "H_SRC", "H_TEXT", "H_SPLIT", "H_BR", "H_DUP",
+	    "H_NBSP", "H_SQ", "H_UNQ", "B_AFTER"};
+	static const char *const no[] = {"H_COMMENT", "H_SCRIPT", "H_BADTLD", "H_TITLE",
+	    "H_EMPTY"};
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 6; mode++) {
+		scan_split(&g, msg, mode, mode + 7);
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+			if (hits(&g, yes[i]) != 1)
+				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
+				    hits(&g, yes[i]));
+		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+			if (hits(&g, no[i]))
+				fail_msg("mode %u: %s hit", mode, no[i]);
+	}
+	eng_down(&g);
+}
+
+/*
+ * html text reaches BODY and the URI tokens with its character references
+ * decoded, as SpamAssassin's HTML parser hands it over: numeric (decimal,
+ * hex, with or without ';'), named (libxml2's table), &nbsp; a space;
+ * ones that name nothing stay as they are. Whole, byte by byte and cut
+ * at random (a reference cut by a write).
+ */
+static void
+test_html_refs(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "util_rb_tld com\n"
+	    "body R_NUM    /Viagra now/\n"
+	    "body R_HEX    /Cialis here/\n"
+	    "body R_NAMED  /caf\\xc3\\xa9 \\xc2\\xa9 fish & chips/\n"
+	    "body R_ATT    /AT&T rocks/\n"
+	    "body R_BOGUS  /&bogus; /\n"
+	    "body R_BOGUS2 /&\\#xZZ; &\\#0;/\n"
+	    "body R_RAW    /&\\#86;/\n"
+	    "body R_SCRIPT /&lt;x/\n"
+	    "uri  R_URI    /^http:\\/\\/ent\\.com\\/a\\?b=1&c=2$/\n";
+	static const char msg[] =
+	    "Subject: refs\r\n"
+	    "Content-Type: text/html\r\n\r\n"
+	    "<p>&#86;iagra&nbsp;now &#x43;ialis&#32here</p>\r\n"
+	    "<p>caf&eacute; &copy; fish &amp; chips</p><p>AT&T rocks</p>\r\n"
+	    "<p>&bogus; &#xZZ; &#0;</p>\r\n"
+	    "<script>var a = \"&lt;x\";</script>\r\n"
+	    "<p>see http://ent.com/a?b=1&amp;c=2 now</p>\r\n";
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 6; mode++) {
+		scan_split(&g, msg, mode, mode + 11);
+		assert_int_equal(hits(&g, "R_NUM"), 1);
+		assert_int_equal(hits(&g, "R_HEX"), 1);
+		assert_int_equal(hits(&g, "R_NAMED"), 1);
+		assert_int_equal(hits(&g, "R_ATT"), 1);
+		assert_int_equal(hits(&g, "R_BOGUS"), 1);
+		assert_int_equal(hits(&g, "R_BOGUS2"), 1);
+		assert_int_equal(hits(&g, "R_RAW"), 0);
+		assert_int_equal(hits(&g, "R_SCRIPT"), 0);
+		assert_int_equal(hits(&g, "R_URI"), 1);
+	}
 	eng_down(&g);
 }
 
@@ -1660,6 +1790,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_header_raw_mods),
 		cmocka_unit_test(test_header_all_block),
 		cmocka_unit_test(test_uri_tld),
+		cmocka_unit_test(test_uri_html),
+		cmocka_unit_test(test_html_refs),
 		cmocka_unit_test(test_part_caps),
 		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),

@@ -14,10 +14,11 @@ Compared: the header/body/rawbody/full/uri regex rules that both engines run
 (sluice: active, in Hyperscan or PCRE2; SpamAssassin: defined with a non-zero
 score in score set 0), minus the exclusions below, each printed with its
 reason. Agreement = |both hit| / |either hit| over (message, rule) pairs;
-the issue's bar is 95%; this test holds the 98% that sluice reaches since
-its BODY is rendered as SpamAssassin renders it (paragraphs as lines) and
-its URIs from text keep SpamAssassin's TLD check and ALL is the header
-block (99.49% on 2026-11-24), so that a step back shows. Every disagreement is printed per rule.
+the issue's bar is 95%; this test holds 99%, which sluice reaches since
+its BODY is rendered as SpamAssassin renders it (paragraphs as lines),
+its URIs keep SpamAssassin's TLD check for text and take html tags'
+attributes, and ALL is the header block (99.90% on 2026-11-24), so that
+a step back shows. Every disagreement is printed per rule.
 
 Environment: SLUICE_RULES (sluice-rules), SLUICE_SA_HITS (sa_agree_hits),
 SLUICE_RULES_CACHE (Hyperscan cache file; the first build takes ~2 minutes),
@@ -38,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 MSG_DIR = HERE / "messages"
 SA_DRIVER = HERE / "sa_hits.pl"
 RULES_DIR = Path(os.environ.get("SA_RULES_DIR", "/usr/share/spamassassin"))
-BAR = 0.98
+BAR = 0.99
 REGEX_TYPES = {"header", "body", "rawbody", "full", "uri"}
 SLUICE_IN_EFFECT = {"hyperscan", "pcre2-gated", "pcre2-prefilter", "pcre2-always"}
 
