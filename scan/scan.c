@@ -702,7 +702,7 @@ tag_end(struct scan_msg *s)
 
 /* ---- html: the URIs of tags (HTML.pm: html_uri) ---- */
 
-enum { URI_TAG_BG = 1, URI_TAG_HREF, URI_TAG_SRC, URI_TAG_ACTION, URI_TAG_BASE };
+enum { URI_TAG_BG = 1, URI_TAG_HREF, URI_TAG_SRC, URI_TAG_ACTION, URI_TAG_BASE, URI_TAG_META };
 
 static uint8_t
 uri_tag(const char *t)
@@ -716,6 +716,7 @@ uri_tag(const char *t)
 		{"area", URI_TAG_HREF}, {"link", URI_TAG_HREF}, {"frame", URI_TAG_SRC},
 		{"iframe", URI_TAG_SRC}, {"embed", URI_TAG_SRC}, {"script", URI_TAG_SRC},
 		{"bgsound", URI_TAG_SRC}, {"form", URI_TAG_ACTION}, {"base", URI_TAG_BASE},
+		{"meta", URI_TAG_META},
 	};
 
 	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
@@ -741,6 +742,8 @@ uri_attr(const struct scan_msg *s)
 		return !strcmp(a, "src");
 	case URI_TAG_ACTION:
 		return !strcmp(a, "action");
+	case URI_TAG_META:
+		return !strcmp(a, "content");   /* a URI if http-equiv says refresh */
 	}
 	return false;
 }
@@ -913,19 +916,16 @@ html_base(struct scan_msg *s, const uint8_t *u, size_t n)
 }
 
 /*
- * The URI attribute just read (s->aval, s->alen bytes) as SpamAssassin's
- * HTML parser keeps it (HTML.pm: push_uri, canon_uri, target_uri):
- * references decoded, the whitespace around it out, empty ones none;
- * data:, mailto:, file:, cid:, tel: and every URI with a scheme as they
- * are, others resolved against the part's <base href> if it has one. Its
- * host is not checked (SpamAssassin keeps a tag's URI whatever it is).
+ * A tag's URI (v, n bytes, references decoded) as SpamAssassin's HTML
+ * parser keeps it (HTML.pm: push_uri, canon_uri, target_uri): the
+ * whitespace around it out, empty ones none; data:, mailto:, file:, cid:,
+ * tel: and every URI with a scheme as they are, others resolved against
+ * the part's <base href> if it has one. Its host is not checked
+ * (SpamAssassin keeps a tag's URI whatever it is).
  */
 static void
-html_uri(struct scan_msg *s)
+html_push(struct scan_msg *s, const uint8_t *v, size_t n)
 {
-	uint8_t *v = s->aval;
-	size_t n = html_unescape(v, s->alen);
-
 	while (n && (isspace(*v) || (n >= 2 && v[0] == 0xC2 && v[1] == 0xA0))) {
 		size_t k = *v == 0xC2 ? 2 : 1;
 		v += k;
@@ -959,6 +959,58 @@ html_uri(struct scan_msg *s)
 	uri_emit(s, s->base, pre, v, n);
 }
 
+/* The URI attribute just read (s->aval, s->alen bytes). */
+static void
+html_uri(struct scan_msg *s)
+{
+	html_push(s, s->aval, html_unescape(s->aval, s->alen));
+}
+
+/*
+ * <meta http-equiv="refresh" content="5; url=U">: U, from the content's
+ * last "url=" to a ';' (HTML.pm).
+ */
+static void
+html_refresh(struct scan_msg *s)
+{
+	uint8_t *v = s->aval;
+	size_t n = html_unescape(v, s->alen), at = n;
+
+	for (size_t i = 0; i + 3 <= n; i++) {
+		if (strncasecmp((const char *)v + i, "url", 3) ||
+		    (i && (isalnum(v[i - 1]) || v[i - 1] == '_')))
+			continue;
+		size_t k = i + 3;
+		while (k < n && isspace(v[k]))
+			k++;
+		if (k == n || v[k] != '=')
+			continue;
+		for (k++; k < n && isspace(v[k]); k++)
+			;
+		at = k;
+	}
+	if (at == n)
+		return;
+	const uint8_t *semi = memchr(v + at, ';', n - at);
+	html_push(s, v + at, (semi ? (size_t)(semi - v) : n) - at);
+}
+
+/* An attribute's value ends: a URI goes out (a <meta>'s waits for the
+ * tag's end: its http-equiv may come after it). */
+static void
+attr_end(struct scan_msg *s)
+{
+	if (s->attr_equiv) {
+		s->equiv[s->equiv_len] = '\0';
+		s->meta_refresh = strstr(s->equiv, "refresh") != NULL;
+	} else if (s->attr_uri) {
+		if (s->tag_uri == URI_TAG_META)
+			s->meta_content = true;
+		else
+			html_uri(s);
+	}
+}
+
 enum { AT_GAP, AT_NAME, AT_EQ, AT_VALUE0, AT_VALUE };
 
 /*
@@ -975,8 +1027,10 @@ html_attr(struct scan_msg *s, const uint8_t *p, size_t n)
 		bool ws = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 
 		if (c == '>' && !(s->attr_state == AT_VALUE && s->attr_q)) {
-			if (s->attr_state == AT_VALUE && s->attr_uri)
-				html_uri(s);
+			if (s->attr_state == AT_VALUE)
+				attr_end(s);
+			if (s->meta_refresh && s->meta_content)
+				html_refresh(s);
 			tag_end(s);
 			return i + 1;
 		}
@@ -994,6 +1048,8 @@ html_attr(struct scan_msg *s, const uint8_t *p, size_t n)
 			if (c == '=') {
 				s->attr[s->attr_len < sizeof(s->attr) ? s->attr_len : 0] = '\0';
 				s->attr_uri = s->attr_len < sizeof(s->attr) && uri_attr(s);
+				s->attr_equiv = s->tag_uri == URI_TAG_META &&
+				    !strcmp(s->attr, "http-equiv");
 				s->attr_state = AT_VALUE0;
 			} else if (ws)
 				s->attr_state = AT_EQ;
@@ -1015,18 +1071,21 @@ html_attr(struct scan_msg *s, const uint8_t *p, size_t n)
 			if (ws)
 				break;
 			s->attr_state = AT_VALUE;
-			s->alen = 0;
+			if (s->attr_uri)
+				s->alen = 0;
+			s->equiv_len = 0;
 			s->attr_q = c == '"' || c == '\'' ? c : 0;
 			if (s->attr_q)
 				break;
 			/* FALLTHROUGH */
 		default:
 			if (s->attr_q ? c == s->attr_q : ws) {
-				if (s->attr_uri)
-					html_uri(s);
+				attr_end(s);
 				s->attr_state = AT_GAP;
 			} else if (s->attr_uri && s->alen < SCAN_URI_MAX)
 				s->aval[s->alen++] = c;
+			else if (s->attr_equiv && s->equiv_len < sizeof(s->equiv) - 1)
+				s->equiv[s->equiv_len++] = (char)tolower(c);
 		}
 	}
 	return n;
@@ -1145,6 +1204,7 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 			s->tag_uri = s->tag_close || s->skip ? 0 : uri_tag(s->tag);
 			s->tag_state = s->tag_uri ? 3 : 2;
 			s->attr_state = AT_GAP;
+			s->meta_refresh = s->meta_content = false;
 		}
 	}
 }

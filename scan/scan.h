@@ -74,6 +74,10 @@ struct scan_msg {
 	uint8_t attr_state, attr_q;     /* where in an attribute; a value's quote */
 	uint8_t attr_len;
 	bool attr_uri;                  /* this attribute's value is the URI */
+	bool attr_equiv;                /* <meta>: it is http-equiv */
+	bool meta_refresh, meta_content;        /* <meta http-equiv=refresh content=..> */
+	uint8_t equiv_len;
+	char equiv[16];                 /* http-equiv's value (its start) */
 	char attr[24];                  /* its name */
 	uint16_t alen, base_len;
 	uint8_t aval[SCAN_URI_MAX];     /* its value */

@@ -714,6 +714,9 @@ test_uri_html(void **state)
 	    "uri H_UNQ     /^http:\\/\\/unq\\.example\\/u$/\n"
 	    "uri H_TITLE   /notlink/\n"
 	    "uri H_EMPTY   /^$/\n"
+	    "uri H_REFRESH /^http:\\/\\/refresh\\.example\\/r$/\n"
+	    "uri H_REFRSH2 /^http:\\/\\/b\\.example\\/later$/\n"
+	    "uri H_NOREF   /no\\.example/\n"
 	    "body B_AFTER  /quoted gt after/\n";
 	static const char msg[] =
 	    "Subject: html links\r\n"
@@ -726,6 +729,8 @@ test_uri_html(void **state)
 	    "<form method=post action = '//post.example/go'><input></form>\r\n"
 	    "<base href=\"http://b.example/dir/index.html\">\r\n"
 	    "<a href=\"rel.html\">r</a> <a href=\"/top\">t</a> <a href=\"//net.example/n\">n</a>\r\n"
+	    "<meta http-equiv=\"Refresh\" content=\"0; URL = http://refresh.example/r ; x\">\r\n"
+	    "<meta content=\"3;url=/later\" http-equiv=refresh><meta name=u content=\"url=http://no.example/\">\r\n"
 	    "<!-- http://hidden.com/ -->\r\n"
 	    "<script>var u = \"http://inscript.com/\";</script>\r\n"
 	    "<script src=\"http://js.example/s.js\"></script>\r\n"
@@ -739,9 +744,9 @@ test_uri_html(void **state)
 	    "--B--\r\n";
 	static const char *const yes[] = {"H_CID", "H_AMP", "H_FORM", "H_BG", "H_BASEURI",
 	    "H_REL", "H_ROOT", "H_NET", "H_SRC", "H_TEXT", "H_SPLIT", "H_BR", "H_DUP",
-	    "H_NBSP", "H_SQ", "H_UNQ", "B_AFTER"};
+	    "H_NBSP", "H_SQ", "H_UNQ", "B_AFTER", "H_REFRESH", "H_REFRSH2"};
 	static const char *const no[] = {"H_COMMENT", "H_SCRIPT", "H_BADTLD", "H_TITLE",
-	    "H_EMPTY"};
+	    "H_EMPTY", "H_NOREF"};
 
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 6; mode++) {
