@@ -1243,7 +1243,14 @@ on_part_begin(void *ctx, const struct scan_mime_part *p)
 		body_put(s, '\n');     /* BODY's first line is the Subject's, empty */
 		s->subject = true;
 	}
-	s->text = leaf && (p->flags & SCAN_MIME_P_TEXT);
+	/* SpamAssassin renders text/plain and text/html (Node.pm: rendered;
+	 * no text/calendar, text/x-vcard, text/csv ...), and its rawbody rules
+	 * read every text/ leaf but text/calendar, and message/ leaves
+	 * (Message.pm: get_decoded_body_text_array) */
+	s->text = leaf && (p->flags & SCAN_MIME_P_TEXT) &&
+	    (!strcmp(p->subtype, "plain") || !strcmp(p->subtype, "html"));
+	s->raw = leaf && (((p->flags & SCAN_MIME_P_TEXT) && strcmp(p->subtype, "calendar")) ||
+	    !strcmp(p->type, "message"));
 	s->html = s->text && !strcmp(p->subtype, "html");
 	s->tag_state = 0;
 	s->skip = false;
@@ -1263,11 +1270,10 @@ on_body(void *ctx, const struct scan_mime_part *p, enum scan_mime_view view, con
 	struct scan_msg *s = ctx;
 
 	(void)p;
-	if (!s->text)
-		return;
-	if (view == SCAN_MIME_DECODED)
-		cap_bytes(s, &s->rcap, SCAN_T_RAWBODY, SCAN_RAWBODY_PART, b, n, false);
-	else if (view == SCAN_MIME_UTF8) {
+	if (view == SCAN_MIME_DECODED) {
+		if (s->raw)
+			cap_bytes(s, &s->rcap, SCAN_T_RAWBODY, SCAN_RAWBODY_PART, b, n, false);
+	} else if (view == SCAN_MIME_UTF8 && s->text) {
 		if (s->html)
 			html_bytes(s, b, n);
 		else {
@@ -1283,18 +1289,20 @@ on_part_end(void *ctx, const struct scan_mime_end *e)
 	struct scan_msg *s = ctx;
 
 	(void)e;
-	if (!s->text)
-		return;
-	if (s->entn)
-		ref_end(s, false);
-	if (s->ulen)
-		uri_flush(s);
-	cap_end(s, &s->bcap, SCAN_T_BODY);
-	cap_end(s, &s->rcap, SCAN_T_RAWBODY);
-	u8_drop(s);
-	/* parts do not run into each other */
-	feed(s, SCAN_T_RAWBODY, "\n", 1);
-	s->text = false;
+	if (s->text) {
+		if (s->entn)
+			ref_end(s, false);
+		if (s->ulen)
+			uri_flush(s);
+		cap_end(s, &s->bcap, SCAN_T_BODY);
+		u8_drop(s);
+	}
+	if (s->raw) {
+		cap_end(s, &s->rcap, SCAN_T_RAWBODY);
+		/* parts do not run into each other */
+		feed(s, SCAN_T_RAWBODY, "\n", 1);
+	}
+	s->text = s->raw = false;
 }
 
 struct scan_msg *
@@ -1336,7 +1344,7 @@ scan_msg_begin(struct scan_msg *s, struct scan_hs_worker *w)
 {
 	s->w = w;
 	s->rc = 0;
-	s->text = s->html = false;
+	s->text = s->raw = s->html = false;
 	s->ulen = 0;
 	if (s->nseen) {
 		memset(s->seen, 0, sizeof(s->seen));

@@ -11,11 +11,13 @@
  *     s->hm->hits[], s->hm->gtube          results until the next begin
  *     s = scan_msg_free(s)
  *   The whole message goes to FULL; the top-level header fields to HEADER
- *   (and the Subject, first, to BODY, as SpamAssassin does); for every text/
- *   leaf the UTF-8 view goes to BODY as SpamAssassin renders it (a
- *   paragraph a line, whitespace runs one space, lines of at most
- *   SCAN_BODY_LINE bytes; text/html without its tags, script and style),
- *   the decoded view to RAWBODY (each of a part: what SpamAssassin's rules
+ *   (and the Subject, first, to BODY, as SpamAssassin does); for every
+ *   text/plain and text/html leaf the UTF-8 view goes to BODY as
+ *   SpamAssassin renders it (a paragraph a line, whitespace runs one
+ *   space, lines of at most SCAN_BODY_LINE bytes; text/html without its
+ *   tags, script and style),
+ *   the decoded view of every text/ leaf but text/calendar, and of
+ *   message/ leaves, to RAWBODY (each of a part: what SpamAssassin's rules
  *   read of it, SCAN_BODY_PART / SCAN_RAWBODY_PART), and URIs found in the
  *   UTF-8 view (http://, https://, ftp://, www., mailto:, bare addresses;
  *   from text/plain only with a known TLD or an IP address; from text/html
@@ -59,8 +61,9 @@ struct scan_msg {
 	struct scan_hs_msg *hm;
 	struct scan_hs_worker *w;
 	int rc;
-	/* the current text leaf */
-	bool text, html;
+	/* the current leaf: text/plain or text/html (BODY, URIs), one for
+	 * RAWBODY, text/html */
+	bool text, raw, html;
 	uint8_t tag_state;              /* html: 0 text, 1 in tag, 2 past its name,
 	                                   3 in the attributes of a URI tag */
 	uint8_t tag_len;

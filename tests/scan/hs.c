@@ -811,6 +811,61 @@ test_html_refs(void **state)
 }
 
 /*
+ * Which leaves each target reads, as in SpamAssassin: BODY (and the URIs
+ * of text) text/plain and text/html only, not a vCard, a CSV file or an
+ * invitation; RAWBODY every text/ leaf but text/calendar, and message/
+ * leaves such as a bounce's delivery-status; neither an image.
+ */
+static void
+test_leaf_targets(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "util_rb_tld com\n"
+	    "body    L_PLAIN_B  /plainword/\n"
+	    "rawbody L_PLAIN_R  /plainword/\n"
+	    "body    L_VCARD_B  /vcardword/\n"
+	    "rawbody L_VCARD_R  /vcardword/\n"
+	    "uri     L_VCARD_U  /vcard\\.com/\n"
+	    "body    L_CSV_B    /csvword/\n"
+	    "rawbody L_CSV_R    /csvword/\n"
+	    "body    L_CAL_B    /calword/\n"
+	    "rawbody L_CAL_R    /calword/\n"
+	    "body    L_DSN_B    /dsnword/\n"
+	    "rawbody L_DSN_R    /dsnword/\n"
+	    "body    L_IMG_B    /imgword/\n"
+	    "rawbody L_IMG_R    /imgword/\n";
+	static const char msg[] =
+	    "Subject: leaves\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\nplainword\r\n"
+	    "--B\r\nContent-Type: text/x-vcard\r\n\r\nvcardword http://vcard.com/x\r\n"
+	    "--B\r\nContent-Type: text/csv\r\n\r\ncsvword,1\r\n"
+	    "--B\r\nContent-Type: text/calendar\r\n\r\ncalword\r\n"
+	    "--B\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed dsnword\r\n"
+	    "--B\r\nContent-Type: image/gif\r\n\r\nimgword\r\n"
+	    "--B--\r\n";
+	static const char *const yes[] = {"L_PLAIN_B", "L_PLAIN_R", "L_VCARD_R", "L_CSV_R",
+	    "L_DSN_R"};
+	static const char *const no[] = {"L_VCARD_B", "L_VCARD_U", "L_CSV_B", "L_CAL_B",
+	    "L_CAL_R", "L_DSN_B", "L_IMG_B", "L_IMG_R"};
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 3; mode++) {
+		scan_split(&g, msg, mode, mode + 5);
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+			if (hits(&g, yes[i]) != 1)
+				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
+				    hits(&g, yes[i]));
+		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+			if (hits(&g, no[i]))
+				fail_msg("mode %u: %s hit", mode, no[i]);
+	}
+	eng_down(&g);
+}
+
+/*
  * Word runs (\\b(?:[C]{m,}[S]+){n}, the __LONGWORDS_* shape) are counted by
  * a byte automaton, not Hyperscan: on random texts of words, separators,
  * capitals, digits and high bytes, cut at random, the hits must equal
@@ -1797,6 +1852,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_uri_tld),
 		cmocka_unit_test(test_uri_html),
 		cmocka_unit_test(test_html_refs),
+		cmocka_unit_test(test_leaf_targets),
 		cmocka_unit_test(test_part_caps),
 		cmocka_unit_test(test_plain_gates),
 		cmocka_unit_test(test_gtube),
