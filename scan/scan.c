@@ -1188,10 +1188,31 @@ html_bytes(struct scan_msg *s, const uint8_t *p, size_t n)
 			i += html_attr(s, p + i, n - i);
 			continue;
 		}
+		if (s->tag_state == 4) {
+			/* a comment, to its first "-->" (a '>' in it is text of
+			 * the comment, as for the HTML parser) */
+			for (; i < n && !(p[i] == '>' && s->cdash == 2); i++)
+				s->cdash = p[i] != '-' ? 0 : s->cdash < 2 ? s->cdash + 1 : 2;
+			if (i == n)
+				break;
+			i++;
+			s->tag_state = 0;
+			continue;
+		}
 		uint8_t c = p[i];
 		if (c == '>') {
 			i++;
 			tag_end(s);
+		} else if (!s->skip && s->tag_len < 3 && !s->tag_close &&
+		    c == (uint8_t)"!--"[s->tag_len] && (s->tag_len == 0 || s->tag[0] == '!')) {
+			/* "<!--" opens a comment (not in a script: its text is
+			 * not html) */
+			i++;
+			s->tag[s->tag_len++] = (char)c;
+			if (s->tag_len == 3) {
+				s->tag_state = 4;
+				s->cdash = 0;
+			}
 		} else if (c == '/' && s->tag_len == 0 && !s->tag_close) {
 			i++;
 			s->tag_close = true;

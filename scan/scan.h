@@ -65,7 +65,9 @@ struct scan_msg {
 	 * RAWBODY, text/html */
 	bool text, raw, html;
 	uint8_t tag_state;              /* html: 0 text, 1 in tag, 2 past its name,
-	                                   3 in the attributes of a URI tag */
+	                                   3 in the attributes of a URI tag,
+	                                   4 in a comment */
+	uint8_t cdash;                  /* html comment: the '-' just before, to 2 */
 	uint8_t tag_len;
 	bool tag_close;                 /* html: an end tag */
 	bool skip;                      /* html: inside <script> or <style> */

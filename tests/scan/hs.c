@@ -717,7 +717,8 @@ test_uri_html(void **state)
 	    "uri H_REFRESH /^http:\\/\\/refresh\\.example\\/r$/\n"
 	    "uri H_REFRSH2 /^http:\\/\\/b\\.example\\/later$/\n"
 	    "uri H_NOREF   /no\\.example/\n"
-	    "body B_AFTER  /quoted gt after/\n";
+	    "body B_AFTER  /quoted gt after/\n"
+	    "body B_HIDDEN /b http/\n";
 	static const char msg[] =
 	    "Subject: html links\r\n"
 	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
@@ -731,7 +732,7 @@ test_uri_html(void **state)
 	    "<a href=\"rel.html\">r</a> <a href=\"/top\">t</a> <a href=\"//net.example/n\">n</a>\r\n"
 	    "<meta http-equiv=\"Refresh\" content=\"0; URL = http://refresh.example/r ; x\">\r\n"
 	    "<meta content=\"3;url=/later\" http-equiv=refresh><meta name=u content=\"url=http://no.example/\">\r\n"
-	    "<!-- http://hidden.com/ -->\r\n"
+	    "<!-- a > b http://hidden.com/ -- > -->\r\n"
 	    "<script>var u = \"http://inscript.com/\";</script>\r\n"
 	    "<script src=\"http://js.example/s.js\"></script>\r\n"
 	    "visit http://text.com/t or http://text.invalid/ now\r\n"
@@ -746,7 +747,7 @@ test_uri_html(void **state)
 	    "H_REL", "H_ROOT", "H_NET", "H_SRC", "H_TEXT", "H_SPLIT", "H_BR", "H_DUP",
 	    "H_NBSP", "H_SQ", "H_UNQ", "B_AFTER", "H_REFRESH", "H_REFRSH2"};
 	static const char *const no[] = {"H_COMMENT", "H_SCRIPT", "H_BADTLD", "H_TITLE",
-	    "H_EMPTY", "H_NOREF"};
+	    "H_EMPTY", "H_NOREF", "B_HIDDEN"};
 
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 6; mode++) {
