@@ -169,6 +169,62 @@ uri_mail(struct scan_msg *s, const uint8_t *b, size_t n)
 	uri_emit(s, (const uint8_t *)"mailto:", 7, b, n);
 }
 
+/* The characters after which a host name with no scheme may start in a
+ * token (PerMsgStatus.pm, scstartdelim; the others end tokens). */
+static const uint8_t sc_start[256] = {
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['&'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1,
+	['/'] = 1, [':'] = 1, [';'] = 1, ['='] = 1, ['?'] = 1, ['@'] = 1, ['~'] = 1,
+};
+
+/*
+ * A host name with no scheme in a token with no '@' (b, n bytes): as
+ * SpamAssassin's text parser (urischemeless) sluice takes "example.com",
+ * "shop.example.org:8080/x" as http://... (ftp://... for "ftp.") if the
+ * name's last label is a TLD the rules name: [a-z0-9][a-z0-9._-]* at the
+ * token's start or after one of sc_start, a '.' after the TLD at most,
+ * then an optional :port and /path to the token's end; trailing
+ * punctuation dropped. Not without util_rb_tld: every "a.b" would be one.
+ */
+static void
+uri_schemeless(struct scan_msg *s, const uint8_t *b, size_t n)
+{
+	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
+
+	if (!rs->n_tlds)
+		return;
+	for (size_t a = 0; a < n; a++) {
+		if ((a && !sc_start[b[a - 1]]) || !isalnum(b[a]))
+			continue;
+		size_t z = a, h, k, dot = 0;
+		while (z < n && (isalnum(b[z]) || b[z] == '.' || b[z] == '_' || b[z] == '-'))
+			z++;
+		h = z > a + 1 && b[z - 1] == '.' ? z - 1 : z;
+		for (k = a; k < h; k++)
+			if (b[k] == '.')
+				dot = k;
+		if (!dot || h - a > 253 || !scan_rules_tld_valid(rs, (const char *)b + dot + 1,
+		    h - dot - 1))
+			continue;
+		k = z;
+		if (k < n && b[k] == ':') {
+			size_t d = k + 1;
+			while (d < n && d - k <= 5 && isdigit(b[d]))
+				d++;
+			if (d == k + 1)
+				continue;
+			k = d;
+		}
+		if (k < n && (b[k] != '/' || k + 1 == n))
+			continue;       /* not a name, a port, a path, then the end */
+		size_t e = n;
+		while (e > a && strchr("-~!@#^&*()_+=:;'?,.", b[e - 1]))
+			e--;
+		bool ftp = e - a > 4 && !strncasecmp((const char *)b + a, "ftp.", 4);
+		uri_emit(s, (const uint8_t *)(ftp ? "ftp://" : "http://"), ftp ? 6 : 7, b + a, e - a);
+		return;
+	}
+}
+
 /*
  * The URI in a token (b, n bytes; mark: it holds ':' or '.'): from the
  * leftmost offset where a scheme starts (caseless; at one offset the first
@@ -197,7 +253,10 @@ uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 			}
 	}
 	if (!best) {
-		uri_mail(s, b, n);
+		if (memchr(b, '@', n))
+			uri_mail(s, b, n);
+		else
+			uri_schemeless(s, b, n);
 		return;
 	}
 	n -= (size_t)(best - b);
@@ -1320,8 +1379,11 @@ on_part_end(void *ctx, const struct scan_mime_end *e)
 	}
 	if (s->raw) {
 		cap_end(s, &s->rcap, SCAN_T_RAWBODY);
-		/* parts do not run into each other */
-		feed(s, SCAN_T_RAWBODY, "\n", 1);
+		/* parts do not run into each other: SpamAssassin matches
+		 * rawbody rules over each part apart, so a line of one NUL
+		 * parts them, which no whitespace, word or markup pattern
+		 * crosses (`<\/html>\s*[a-z0-9]`: html then a text attachment) */
+		feed(s, SCAN_T_RAWBODY, "\n\0\n", 3);
 	}
 	s->text = s->raw = false;
 }

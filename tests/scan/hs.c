@@ -634,7 +634,12 @@ test_uri_tld(void **state)
 	    "uri U_BARE2  /^mailto:bob\\@ok\\.com$/\n"
 	    "uri U_BARE3  /joe\\@no\\.example/\n"
 	    "uri U_BARE4  /nodot/\n"
-	    "uri U_CID    /img\\@good/\n";
+	    "uri U_CID    /img\\@good/\n"
+	    "uri S_BARE   /^http:\\/\\/example\\.com$/\n"
+	    "uri S_PORT   /^http:\\/\\/shop\\.org:8080\\/x\\?y=1$/\n"
+	    "uri S_FTP    /^ftp:\\/\\/ftp\\.files\\.com$/\n"
+	    "uri S_COLON  /^http:\\/\\/paren\\.com$/\n"
+	    "uri S_BAD    /word\\.invalid|e\\.g|v1\\.2|\\/\\/x\\.org|sub\\.com/\n";
 	static const char msg[] =
 	    "Subject: links\r\n"
 	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
@@ -643,6 +648,8 @@ test_uri_tld(void **state)
 	    "www.site.org mailto:a@ok.com?subject=x mailto:b@no.example http://localhost/\r\n"
 	    "write to ann@good.com, e-mail:bob@ok.com. or joe@no.example, not x@nodot\r\n"
 	    "the part cid:img@good.com is no address\r\n"
+	    "visit example.com. or shop.org:8080/x?y=1, ftp.files.com and word.invalid\r\n"
+	    "e.g. v1.2 (see:paren.com) _x.org sub.com!x\r\n"
 	    "--B\r\nContent-Type: text/html\r\n\r\n"
 	    "<a href=\"http://href.example/\">x</a>\r\n"
 	    "--B--\r\n";
@@ -664,6 +671,11 @@ test_uri_tld(void **state)
 		assert_int_equal(hits(&g, "U_BARE3"), 0);
 		assert_int_equal(hits(&g, "U_BARE4"), 0);
 		assert_int_equal(hits(&g, "U_CID"), 0);
+		assert_int_equal(hits(&g, "S_BARE"), 1);
+		assert_int_equal(hits(&g, "S_PORT"), 1);
+		assert_int_equal(hits(&g, "S_FTP"), 1);
+		assert_int_equal(hits(&g, "S_COLON"), 1);
+		assert_int_equal(hits(&g, "S_BAD"), 0);
 	}
 	eng_down(&g);
 	eng_up(&g, rules + strlen("util_rb_tld com org\n"), NULL);
@@ -836,11 +848,15 @@ test_leaf_targets(void **state)
 	    "body    L_DSN_B    /dsnword/\n"
 	    "rawbody L_DSN_R    /dsnword/\n"
 	    "body    L_IMG_B    /imgword/\n"
-	    "rawbody L_IMG_R    /imgword/\n";
+	    "rawbody L_IMG_R    /imgword/\n"
+	    "rawbody L_ACROSS   /<\\/html>\\s*[a-z0-9]/\n"
+	    "rawbody L_ACROSS2  /plainword\\s+<html>/\n"
+	    "rawbody L_WITHIN   /<\\/b>\\s*[a-z0-9]/\n";
 	static const char msg[] =
 	    "Subject: leaves\r\n"
 	    "Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n"
 	    "--B\r\nContent-Type: text/plain\r\n\r\nplainword\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n<html><b>x</b>\r\nok</html>\r\n"
 	    "--B\r\nContent-Type: text/x-vcard\r\n\r\nvcardword http://vcard.com/x\r\n"
 	    "--B\r\nContent-Type: text/csv\r\n\r\ncsvword,1\r\n"
 	    "--B\r\nContent-Type: text/calendar\r\n\r\ncalword\r\n"
@@ -848,9 +864,9 @@ test_leaf_targets(void **state)
 	    "--B\r\nContent-Type: image/gif\r\n\r\nimgword\r\n"
 	    "--B--\r\n";
 	static const char *const yes[] = {"L_PLAIN_B", "L_PLAIN_R", "L_VCARD_R", "L_CSV_R",
-	    "L_DSN_R"};
+	    "L_DSN_R", "L_WITHIN"};
 	static const char *const no[] = {"L_VCARD_B", "L_VCARD_U", "L_CSV_B", "L_CAL_B",
-	    "L_CAL_R", "L_DSN_B", "L_IMG_B", "L_IMG_R"};
+	    "L_CAL_R", "L_DSN_B", "L_IMG_B", "L_IMG_R", "L_ACROSS", "L_ACROSS2"};
 
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 3; mode++) {

@@ -17,7 +17,7 @@ reason. Agreement = |both hit| / |either hit| over (message, rule) pairs;
 the issue's bar is 95%; this test holds 99%, which sluice reaches since
 its BODY is rendered as SpamAssassin renders it (paragraphs as lines),
 its URIs keep SpamAssassin's TLD check for text and take html tags'
-attributes, and ALL is the header block (99.90% on 2026-11-24), so that
+attributes, and ALL is the header block (100% on 2026-11-24), so that
 a step back shows. Every disagreement is printed per rule.
 
 Environment: SLUICE_RULES (sluice-rules), SLUICE_SA_HITS (sa_agree_hits),
