@@ -46,7 +46,7 @@ static const struct {
  * open table; past them a URI is still looked up, not kept.
  */
 static void
-uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
+uri_put(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	size_t i;
@@ -67,6 +67,441 @@ uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, si
 	feed(s, SCAN_T_URI, pre, pn);
 	feed(s, SCAN_T_URI, b, n);
 	feed(s, SCAN_T_URI, "\n", 1);
+}
+
+/* ---- a URI's variants (Util.pm: uri_list_canonicalize) ---- */
+
+/* a variant being made: up to its size, else it is dropped */
+struct ubuf {
+	uint8_t *p;
+	size_t n, cap;
+	bool over;
+};
+
+static void
+ub_add(struct ubuf *v, const void *b, size_t n)
+{
+	if (v->n + n > v->cap) {
+		v->over = true;
+		return;
+	}
+	memcpy(v->p + v->n, b, n);
+	v->n += n;
+}
+
+static void
+uri_puts(struct scan_msg *s, const struct ubuf *v)
+{
+	if (!v->over)
+		uri_put(s, NULL, 0, v->p, v->n);
+}
+
+static int
+hexval(uint8_t c)
+{
+	return isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/*
+ * Util.pm's url_encode, which decodes as much as it encodes: %XX of a
+ * printable character but space and DEL ('2'-'7' first) becomes the
+ * character; outside %XX, control bytes, space, DEL, bytes past 0x7F, '"',
+ * '%', '<' and '>' become %xx.
+ */
+static void
+url_encode(struct ubuf *v, const uint8_t *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = u[i];
+		if (c == '%' && i + 2 < n + 0 && isxdigit(u[i + 1]) && isxdigit(u[i + 2])) {
+			uint8_t x = (uint8_t)(hexval(u[i + 1]) << 4 | hexval(u[i + 2]));
+			if (u[i + 1] >= '2' && u[i + 1] <= '7' && x != 0x20 && x != 0x7F)
+				ub_add(v, &x, 1);
+			else
+				ub_add(v, u + i, 3);
+			i += 2;
+		} else if (c <= 0x20 || c >= 0x7F || c == '"' || c == '%' || c == '<' || c == '>') {
+			char e[4];
+			snprintf(e, sizeof(e), "%%%02x", c);
+			ub_add(v, e, 3);
+		} else
+			ub_add(v, &c, 1);
+	}
+}
+
+/* "&#NN;" and "&#xNN;" of '!'..'~' as the character, the full stops of
+ * "&#x2e;" "&#12290;" (...) as '.' (uri_list_canonicalize). */
+static size_t
+uri_refs(uint8_t *u, size_t n)
+{
+	static const char *const dots[] = {"&#x2e;", "&#12290;", "&#x3002;", "&#65294;",
+	    "&#xff0e;", "&#65377;", "&#xff61;"};
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		if (u[i] == '&' && i + 3 < n && u[i + 1] == '#') {
+			bool hex = (u[i + 2] | 0x20) == 'x';
+			size_t k = i + 2 + hex, d0;
+			while (k < n && u[k] == '0')
+				k++;
+			unsigned v = 0;
+			for (d0 = k; k < n && k - d0 < 4 && (hex ? isxdigit(u[k]) : isdigit(u[k])); k++)
+				v = v * (hex ? 16 : 10) + (unsigned)hexval(u[k]);
+			if (k > d0 && k < n && u[k] == ';' && v >= 0x21 && v <= 0x7E &&
+			    !(hex && v == 0x7F)) {
+				u[o++] = (uint8_t)v;
+				i = k + 1;
+				continue;
+			}
+			bool dot = false;
+			for (size_t j = 0; j < sizeof(dots) / sizeof(dots[0]) && !dot; j++) {
+				size_t l = strlen(dots[j]);
+				if (n - i >= l && !strncasecmp((const char *)u + i, dots[j], l)) {
+					u[o++] = '.';
+					i += l;
+					dot = true;
+				}
+			}
+			if (dot)
+				continue;
+		}
+		u[o++] = u[i++];
+	}
+	return o;
+}
+
+/* Perl's decode_ulong_to_ip: the first 8 hex digits of %08lx as a dotted quad. */
+static void
+ulong_ip(struct ubuf *v, unsigned long long x)
+{
+	char hx[24], ip[16];
+
+	snprintf(hx, sizeof(hx), "%08llx", x);
+	snprintf(ip, sizeof(ip), "%d.%d.%d.%d", hexval((uint8_t)hx[0]) << 4 | hexval((uint8_t)hx[1]),
+	    hexval((uint8_t)hx[2]) << 4 | hexval((uint8_t)hx[3]),
+	    hexval((uint8_t)hx[4]) << 4 | hexval((uint8_t)hx[5]),
+	    hexval((uint8_t)hx[6]) << 4 | hexval((uint8_t)hx[7]));
+	ub_add(v, ip, strlen(ip));
+}
+
+static void uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth);
+
+/* The variants of a mail address (uri_list_canonicalize's first branch). */
+static void
+uri_canon_mail(struct scan_msg *s, const uint8_t *u, size_t n)
+{
+	const uint8_t *at = memchr(u, '@', n);
+	size_t a, k;
+
+	if (!at || at == u)
+		return;
+	a = (size_t)(at - u);
+	const uint8_t *q = memchr(at + 1, '?', n - a - 1);
+	if (q && q > at + 1)
+		uri_put(s, NULL, 0, u, (size_t)(q - u));        /* up to its ?query */
+	for (k = a + 1; k < n && u[k] != '?' && u[k] != '&'; k++)
+		;
+	if (k < n && u[k] == '&' && k > a + 1)
+		uri_put(s, NULL, 0, u, k);                      /* up to its &... */
+	if (memmem(u, n, "%20", 3)) {
+		k = n >= 7 && !memcmp(u, "mailto:", 7) ? 7 : 0;
+		while (k + 3 <= n && !memcmp(u + k, "%20", 3))
+			k += 3;
+		const uint8_t *at2 = memchr(u + k, '@', n - k);
+		if (at2 && at2 > u + k) {
+			size_t e = (size_t)(at2 - u) + 1;
+			while (e < n && u[e] != '?' && u[e] != '&' && u[e] != '%')
+				e++;
+			if (e > (size_t)(at2 - u) + 1)
+				uri_put(s, (const uint8_t *)"mailto:", 7, u + k, e - k);
+		}
+	}
+	for (k = 0; k < n && u[k] != '?' && u[k] != '&' && u[k] != '<'; k++)
+		;
+	if (k < n && u[k] == '<') {                             /* Name <a@b> */
+		size_t b = k + 1, c;
+		for (c = b; c < n && u[c] != '@' && u[c] != '>'; c++)
+			;
+		if (c < n && u[c] == '@' && c > b) {
+			size_t d;
+			for (d = c + 1; d < n && u[d] != '>'; d++)
+				;
+			if (d < n && d > c + 1)
+				uri_put(s, (const uint8_t *)"mailto:", 7, u + b, d - b);
+		}
+	}
+}
+
+/*
+ * The forms of URI u (n bytes) that SpamAssassin's uri rules also see
+ * (Util.pm: uri_list_canonicalize), each to URI once (uri_put): '\' as
+ * '/', "http:/x" as "http://x", %XX of printable characters decoded, a
+ * missing scheme as http:// (ftp:// for "ftp."), a '/' before a ? or #
+ * right after the host, &#NN; of printable characters decoded; then from
+ * the host: the default port left out, control characters and trailing
+ * punctuation out, a user@ in it out, an IP address written in hex,
+ * octal or as one number as a dotted quad, "www.name" as
+ * "www.name.com"; and a URI in the query (a redirector: ?u=http://...) is
+ * a URI of its own, with its forms (depth: at most 2 such steps). Mail
+ * addresses get theirs (uri_canon_mail).
+ */
+static void
+uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
+{
+	uint8_t b1[SCAN_URI_MAX + 16], b2[3 * (SCAN_URI_MAX + 16)], b3[SCAN_URI_MAX * 3 + 64];
+	struct ubuf t = {b1, 0, sizeof(b1), false}, v = {b2, 0, sizeof(b2), false};
+	size_t k;
+
+	if (n <= 1 || n > SCAN_URI_MAX || u[0] == '#' || u[0] == '?' || u[0] == '&' ||
+	    (u[0] == '/' && u[1] != '/'))
+		return;
+	const uint8_t *at = memchr(u, '@', n), *colon = memchr(u, ':', n);
+	if ((n >= 7 && !strncasecmp((const char *)u, "mailto:", 7)) || (at && (!colon || colon > at))) {
+		uri_canon_mail(s, u, n);
+		return;
+	}
+	/* '\' as '/', then http:/x as http://x */
+	for (k = 0; k < n; k++)
+		ub_add(&t, u[k] == '\\' ? (const uint8_t *)"/" : u + k, 1);
+	size_t sl = t.n >= 5 && !strncasecmp((const char *)t.p, "http:", 5) ? 5 :
+	    t.n >= 6 && !strncasecmp((const char *)t.p, "https:", 6) ? 6 : 0;
+	if (sl) {
+		size_t j = sl;
+		while (j < t.n && j < sl + 2 && t.p[j] == '/')
+			j++;
+		memcpy(b3, t.p, sl);
+		memcpy(b3 + sl, "//", 2);
+		memcpy(b3 + sl + 2, t.p + j, t.n - j);
+		k = sl + 2 + t.n - j;
+		t.n = 0;
+		ub_add(&t, b3, k);
+	}
+	bool pct = false;
+	for (k = 0; k + 2 < t.n && !pct; k++)
+		pct = t.p[k] == '%' && isxdigit(t.p[k + 1]) && isxdigit(t.p[k + 2]);
+	if (pct)
+		url_encode(&v, t.p, t.n);
+	else
+		ub_add(&v, t.p, t.n);
+	if (v.over)
+		return;
+	/* a scheme: [-_a-z0-9]+: */
+	for (k = 0; k < v.n && (isalnum(v.p[k]) || v.p[k] == '-' || v.p[k] == '_'); k++)
+		;
+	if (!(k && k < v.n && v.p[k] == ':')) {
+		bool ftp = v.n >= 4 && !memcmp(v.p, "ftp.", 4);
+		memmove(v.p + (ftp ? 6 : 7), v.p, v.n);
+		memcpy(v.p, ftp ? "ftp://" : "http://", ftp ? 6 : 7);
+		v.n += ftp ? 6 : 7;
+	}
+	size_t pl = v.n >= 7 && !strncasecmp((const char *)v.p, "http://", 7) ? 7 :
+	    v.n >= 8 && !strncasecmp((const char *)v.p, "https://", 8) ? 8 : 0;
+	if (pl) {
+		/* a '/' between the host and a ? or # */
+		for (k = pl; k < v.n && v.p[k] != '/' && v.p[k] != '?' && v.p[k] != '#'; k++)
+			;
+		if (k > pl && k < v.n && v.p[k] != '/' && v.n < v.cap) {
+			memmove(v.p + k + 1, v.p + k, v.n - k);
+			v.p[k] = '/';
+			v.n++;
+		}
+	}
+	v.n = uri_refs(v.p, v.n);
+	if (v.n != n || memcmp(v.p, u, n))
+		uri_puts(s, &v);
+
+	/* the host's forms: proto [user@] host [:port] rest */
+	if (!pl)
+		return;
+	bool http = !memcmp(v.p, "http://", 7);
+	size_t h0 = pl, h1, r0;
+	for (k = pl; k < v.n && !strchr("@/?#", v.p[k]); k++)
+		;
+	bool auth = k < v.n && v.p[k] == '@';
+	if (auth)
+		h0 = k + 1;
+	for (h1 = h0; h1 < v.n && !strchr("/?#:", v.p[h1]); h1++)
+		;
+	if (h1 == h0)
+		return;
+	r0 = h1;
+	const uint8_t *proto = v.p, *rest = v.p + r0;
+	size_t rn = v.n - r0;
+	bool port80 = true;
+	if (rn && rest[0] == ':') {
+		size_t d = 1;
+		while (d < rn && isdigit(rest[d]))
+			d++;
+		if (d > 1) {
+			port80 = d == 3 && !memcmp(rest, ":80", 3);
+			/* :80 (http) or :443 (https) left out: ^:80\b */
+			const char *dp = http ? ":80" : ":443";
+			size_t dl = strlen(dp);
+			if (rn >= dl && !memcmp(rest, dp, dl) &&
+			    (rn == dl || !(isalnum(rest[dl]) || rest[dl] == '_'))) {
+				struct ubuf w = {b3, 0, sizeof(b3), false};
+				ub_add(&w, proto, pl);
+				ub_add(&w, v.p + h0, h1 - h0);
+				ub_add(&w, rest + dl, rn - dl);
+				uri_puts(s, &w);
+			}
+		}
+	}
+	uint8_t host[256 + 8];
+	size_t hn = 0;
+	bool cut = false;
+	if (h1 - h0 >= sizeof(host) - 8)
+		return;
+	for (k = h0; k < h1; k++) {             /* control characters and spaces out */
+		if (v.p[k] <= 0x20)
+			cut = true;
+		else
+			host[hn++] = v.p[k];
+	}
+	char lhost[sizeof(host)];
+	for (k = 0; k < h1 - h0; k++)
+		lhost[k] = (char)tolower(v.p[h0 + k]);
+	lhost[h1 - h0] = '\0';
+#define HOST_FORM() do { \
+		struct ubuf w = {b3, 0, sizeof(b3), false}; \
+		ub_add(&w, proto, pl); \
+		ub_add(&w, host, hn); \
+		ub_add(&w, rest, rn); \
+		uri_puts(s, &w); \
+	} while (0)
+	if (cut)
+		HOST_FORM();
+	/* a URI in the rest (a redirector's target) is a URI of its own */
+	for (k = 0; depth < 2 && k + 5 <= rn; k++) {
+		size_t e = k;
+		if (strncasecmp((const char *)rest + k, "http", 4))
+			continue;
+		e = k + 4;
+		if (e < rn && (rest[e] | 0x20) == 's')
+			e++;
+		if (e >= rn || rest[e] != ':')
+			continue;
+		e++;
+		for (size_t sl2 = 0; sl2 < 2 && e < rn && rest[e] == '/'; sl2++)
+			e++;
+		size_t z = e;
+		while (z < rn && rest[z] != '&' && rest[z] != '#')
+			z++;
+		if (z == e || !memchr(rest + k, '.', z - k))
+			break;          /* the first such URI, or none */
+		uint8_t r[SCAN_URI_MAX + 16];
+		memcpy(r, rest + k, z - k);
+		uri_put(s, NULL, 0, r, z - k);
+		uri_canon(s, r, z - k, depth + 1);
+		break;
+	}
+	const uint8_t *at2 = memchr(host, '@', hn);
+	if (at2 && at2 > host) {                /* host =~ s/^[^@]+@// */
+		size_t drop = (size_t)(at2 - host) + 1;
+		memmove(host, host + drop, hn - drop);
+		hn -= drop;
+		HOST_FORM();
+	}
+	size_t hn0 = hn;
+	while (hn && !isalnum(host[hn - 1]))
+		hn--;
+	if (hn != hn0)
+		HOST_FORM();
+	if (hn >= sizeof(host))
+		return;
+	host[hn] = '\0';
+	/* IP addresses in other notations */
+	unsigned parts = 0;
+	size_t pos[5];
+	bool dotted = hn > 0;
+	pos[0] = 0;
+	for (k = 0; dotted && k <= hn; k++)
+		if (k == hn || host[k] == '.') {
+			size_t a = pos[parts], l = k - a;
+			bool hx = l > 2 && host[a] == '0' && (host[a + 1] | 0x20) == 'x';
+			bool ok = l > (hx ? 2u : 0u);
+			for (size_t j = a + (hx ? 2 : 0); ok && j < k; j++)
+				ok = hx ? isxdigit(host[j]) : isdigit(host[j]);
+			if (!ok || parts == 4 || (k == hn) != (parts == 3))
+				dotted = false;
+			else
+				pos[++parts] = k + 1;
+		}
+	struct ubuf w = {b3, 0, sizeof(b3), false};
+	ub_add(&w, proto, pl);
+	if (dotted && parts == 4) {
+		/* each "octet." of hex or octal in decimal, leading zeros out
+		 * (a "0." becomes ".", as there) */
+		for (unsigned q = 0; q < 4; q++) {
+			size_t a = pos[q], l = pos[q + 1] - 1 - a;
+			char o[32];
+			unsigned long long x = 0;
+			if (l > 2 && host[a] == '0' && (host[a + 1] | 0x20) == 'x') {
+				for (size_t j = a + 2; j < a + l && x < (1ull << 56); j++)
+					x = x * 16 + (unsigned)hexval(host[j]);
+				snprintf(o, sizeof(o), "%llu", x);
+			} else {
+				size_t z = 0;
+				if (l >= sizeof(o))
+					return;
+				memcpy(o, host + a, l);
+				o[l] = '\0';
+				while (o[z] == '0')
+					z++;
+				size_t ol = strlen(o + z);
+				bool oct = z && ol &&
+				    ((o[z] >= '1' && o[z] <= '3' && ol <= 3) || (o[z] >= '4' && o[z] <= '7' && ol <= 2)) &&
+				    strspn(o + z, "01234567") == ol;
+				if (oct)
+					snprintf(o, sizeof(o), "%llu", strtoull(o + z, NULL, 8));
+			}
+			size_t z = 0;
+			while (o[z] == '0')
+				z++;
+			ub_add(&w, o + z, strlen(o + z));
+			if (q < 3)
+				ub_add(&w, ".", 1);
+		}
+	} else if (hn > 2 && host[0] == '0' && (host[1] | 0x20) == 'x' &&
+	    strspn((const char *)host + 2, "0123456789abcdefABCDEF") == hn - 2) {
+		size_t a = hn - 2 > 8 ? hn - 8 : 2;
+		ulong_ip(&w, strtoull((const char *)host + a, NULL, 16));
+	} else if (hn && hn <= 19 && strspn((const char *)host, "0123456789") == hn) {
+		ulong_ip(&w, strtoull((const char *)host, NULL, 10));
+	} else {
+		/* "www.name" or "name" (no TLD) as "www.name.com" */
+		const char *nm = !strncmp(lhost, "www.", 4) ? lhost + 4 : lhost;
+		const char *dot = strchr(lhost, '.');
+		bool tld = dot && scan_rules_tld_valid(scan_hs_rules(s->hm->e),
+		    strrchr(lhost, '.') + 1, strlen(strrchr(lhost, '.') + 1));
+		if (!(http && !auth && port80 && strcmp(lhost, "localhost") && *nm &&
+		    !strchr(nm, '.') && !(scan_hs_rules(s->hm->e)->n_tlds && tld)))
+			return;
+		w.n = 0;
+		ub_add(&w, "http://www.", 11);
+		ub_add(&w, nm, strlen(nm));
+		ub_add(&w, ".com", 4);
+		ub_add(&w, rest, rn);
+		uri_puts(s, &w);
+		return;
+	}
+	ub_add(&w, rest, rn);
+	uri_puts(s, &w);
+#undef HOST_FORM
+}
+
+/* URI pre + b to URI, then its forms (uri_canon). */
+static void
+uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
+{
+	uint8_t u[SCAN_URI_MAX + 16];
+
+	uri_put(s, pre, pn, b, n);
+	if (pn + n > SCAN_URI_MAX)
+		return;
+	memcpy(u, pre, pn);
+	memcpy(u + pn, b, n);
+	uri_canon(s, u, pn + n, 0);
 }
 
 /* A host (h, n bytes) that SpamAssassin takes: an IP address, or a name

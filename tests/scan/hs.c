@@ -824,6 +824,75 @@ test_html_refs(void **state)
 }
 
 /*
+ * The forms of a URI that SpamAssassin's uri rules also see
+ * (uri_list_canonicalize), besides the URI as written: a scheme added,
+ * backslashes as slashes, printable %XX decoded, a '/' before ?, &#NN;
+ * decoded, the default port out, spaces and trailing dots out of the
+ * host, IP addresses in hex, octal or one number as dotted quads, a
+ * redirector's target, "http://name/" as www.name.com, a mail address
+ * without its query. Whole, byte by byte and cut at random.
+ */
+static void
+test_uri_forms(void **state)
+{
+	(void)state;
+	struct eng g;
+	static const char rules[] =
+	    "util_rb_tld com\n"
+	    "uri V_RAW    /^www\\.noscheme\\.com\\/x$/\n"
+	    "uri V_HTTP   /^http:\\/\\/www\\.noscheme\\.com\\/x$/\n"
+	    "uri V_BACK   /^http:\\/\\/back\\.com\\/path$/\n"
+	    "uri V_PCT    /^http:\\/\\/evil\\.com\\/~user%20x$/\n"
+	    "uri V_SLASH  /^http:\\/\\/host\\.com\\/\\?q=1$/\n"
+	    "uri V_REF    /^http:\\/\\/ent\\.com\\/a\\.b$/\n"
+	    "uri V_PORT   /^http:\\/\\/port\\.com\\/p$/\n"
+	    "uri V_TRAIL  /^http:\\/\\/ctl\\.com\\/z$/\n"
+	    "uri V_IPDOT  /^http:\\/\\/192\\.168\\.1\\.15\\/$/\n"
+	    "uri V_IPDEC  /^http:\\/\\/192\\.168\\.1\\.1\\/$/\n"
+	    "uri V_IPHEX  /^http:\\/\\/192\\.168\\.1\\.2\\/$/\n"
+	    "uri V_REDIR  /^http:\\/\\/target\\.com\\/land$/\n"
+	    "uri V_WWW    /^http:\\/\\/www\\.intranet\\.com\\/$/\n"
+	    "uri V_MAILQ  /^mailto:a\\@b\\.com$/\n"
+	    "uri V_NOWWW  /example\\.com\\.com/\n"
+	    "uri V_ALL    /./\n"
+	    "tflags V_ALL multiple maxhits=200\n";
+	static const char msg[] =
+	    "Subject: forms\r\n"
+	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
+	    "--B\r\nContent-Type: text/plain\r\n\r\n"
+	    "see http://ent.com/a&#x2e;b and mailto:a@b.com?subject=hi\r\n"
+	    "--B\r\nContent-Type: text/html\r\n\r\n"
+	    "<a href=\"www.noscheme.com/x\">1</a><a href=\"http:\\\\back.com\\path\">2</a>\r\n"
+	    "<a href=\"http://%65vil.com/%7Euser%20x\">3</a><a href=\"http://host.com?q=1\">4</a>\r\n"
+	    "<a href=\"http://port.com:80/p\">5</a><a href=\"http://ctl.com. /z\">6</a>\r\n"
+	    "<a href=\"http://0xC0.0250.0x1.017/\">7</a><a href=\"http://3232235777/\">8</a>\r\n"
+	    "<a href=\"http://0xC0A80102/\">9</a>\r\n"
+	    "<a href=\"http://redir.com/r?u=http://target.com/land&amp;x=1\">10</a>\r\n"
+	    "<a href=\"http://intranet/\">11</a><a href=\"http://www.example.com/\">12</a>\r\n"
+	    "--B--\r\n";
+	static const char *const yes[] = {"V_RAW", "V_HTTP", "V_BACK", "V_PCT", "V_SLASH",
+	    "V_REF", "V_PORT", "V_TRAIL", "V_IPDOT", "V_IPDEC", "V_IPHEX", "V_REDIR", "V_WWW",
+	    "V_MAILQ"};
+	uint32_t all = 0;
+
+	eng_up(&g, rules, NULL);
+	for (unsigned mode = 0; mode < 6; mode++) {
+		scan_split(&g, msg, mode, mode + 3);
+		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+			if (hits(&g, yes[i]) != 1)
+				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
+				    hits(&g, yes[i]));
+		assert_int_equal(hits(&g, "V_NOWWW"), 0);
+		/* the same set of URIs however the message is cut */
+		if (!mode)
+			all = hits(&g, "V_ALL");
+		assert_int_equal(hits(&g, "V_ALL"), all);
+	}
+	assert_true(all > 20);
+	eng_down(&g);
+}
+
+/*
  * Which leaves each target reads, as in SpamAssassin: BODY (and the URIs
  * of text) text/plain and text/html only, not a vCard, a CSV file or an
  * invitation; RAWBODY every text/ leaf but text/calendar, and message/
@@ -1869,6 +1938,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_uri_tld),
 		cmocka_unit_test(test_uri_html),
 		cmocka_unit_test(test_html_refs),
+		cmocka_unit_test(test_uri_forms),
 		cmocka_unit_test(test_leaf_targets),
 		cmocka_unit_test(test_part_caps),
 		cmocka_unit_test(test_plain_gates),
