@@ -6,6 +6,9 @@
 #include "scan/rules.h"
 #include "scan/strbuf.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -176,6 +179,9 @@ scan_rules_free(struct scan_ruleset *rs)
 	for (uint32_t i = 0; i < rs->n_tlds; i++)
 		free(rs->tlds[i]);
 	free(rs->tlds);
+	for (uint32_t i = 0; i < rs->n_redirs; i++)
+		pcre2_code_free(rs->redirs[i]);
+	free(rs->redirs);
 	if (rs->priv) {
 		struct scan_rules_priv *p = rs->priv;
 		free(p->tab);
@@ -950,6 +956,45 @@ set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
 	return 0;
 }
 
+/*
+ * redirector_pattern /re/flags: a redirector's URI, whose group 1 is where
+ * it leads (SpamAssassin's Conf.pm; scan.c reads the target as a URI of
+ * its own). Compiled here, once; one that PCRE2 refuses is reported with
+ * file:line and left out.
+ */
+static int
+redirector(struct scan_ruleset *rs, const struct line *ln, const char *a, const char *e)
+{
+	char *re = NULL, m[128];
+	const char *why = NULL;
+	uint32_t fl = 0;
+	int err;
+	PCRE2_SIZE off;
+
+	if (!parse_regex(a, e, &re, &fl, &why)) {
+		diag(rs, ln->file, ln->no, "redirector_pattern: %s", why);
+		return 0;
+	}
+	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
+	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &off, NULL);
+	free(re);
+	if (!c) {
+		pcre2_get_error_message(err, (PCRE2_UCHAR *)m, sizeof(m));
+		diag(rs, ln->file, ln->no, "redirector_pattern: %s at offset %zu", m, (size_t)off);
+		return 0;
+	}
+	pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
+	struct pcre2_real_code_8 **v = realloc(rs->redirs, (rs->n_redirs + 1) * sizeof(*v));
+	if (!v) {
+		pcre2_code_free(c);
+		return -ENOMEM;
+	}
+	rs->redirs = v;
+	v[rs->n_redirs++] = c;
+	return 0;
+}
+
 static int
 do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const char *e)
 {
@@ -1103,6 +1148,8 @@ do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const cha
 		}
 		return 0;
 	}
+	if (!strcmp(dir, "redirector_pattern"))
+		return redirector(rs, ln, a, e);
 	count_skip(rs, dir, dn);
 	return 0;
 }

@@ -188,6 +188,8 @@ struct scan_rules_skip {
 
 struct scan_rules_priv;
 
+struct pcre2_real_code_8;
+
 struct scan_ruleset {
 	struct scan_rule *rules;
 	uint32_t n;
@@ -200,6 +202,10 @@ struct scan_ruleset {
 	unsigned n_skips;
 	char **tlds;            /* util_rb_tld: lower case, sorted after finish */
 	uint32_t n_tlds;
+	/* redirector_pattern: PCRE2 (pcre2_code), in file order; its group 1
+	 * is the URI a redirector's URI leads to (scan.c: uri_canon) */
+	struct pcre2_real_code_8 **redirs;
+	uint32_t n_redirs;
 	uint64_t hash;          /* of every active rule's compile input, after finish */
 	bool finished;
 	struct scan_rules_priv *priv;

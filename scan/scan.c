@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 #include <libxml/HTMLparser.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -371,8 +373,32 @@ uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
 	} while (0)
 	if (cut)
 		HOST_FORM();
-	/* a URI in the rest (a redirector's target) is a URI of its own */
-	for (k = 0; depth < 2 && k + 5 <= rn; k++) {
+	/* a URI that a redirector's URI leads to is a URI of its own: the
+	 * rules' redirector_pattern group 1 (with a '.'), else the first
+	 * http(s): URI in the rest */
+	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
+	bool redirected = false;
+	if (depth < 2 && rs->n_redirs && s->md) {
+		struct ubuf w = {b3, 0, sizeof(b3), false};
+		ub_add(&w, proto, pl);
+		ub_add(&w, host, hn);
+		ub_add(&w, rest, rn);
+		for (uint32_t q = 0; !w.over && q < rs->n_redirs && !redirected; q++) {
+			if (pcre2_match(rs->redirs[q], w.p, w.n, 0, 0, s->md, NULL) < 2)
+				continue;
+			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
+			if (ov[2] == PCRE2_UNSET || ov[3] <= ov[2] ||
+			    !memchr(w.p + ov[2], '.', ov[3] - ov[2]))
+				continue;
+			uint8_t r[SCAN_URI_MAX + 16];
+			size_t rl = ov[3] - ov[2];
+			memcpy(r, w.p + ov[2], rl);
+			uri_put(s, NULL, 0, r, rl);
+			uri_canon(s, r, rl, depth + 1);
+			redirected = true;
+		}
+	}
+	for (k = 0; depth < 2 && !redirected && k + 5 <= rn; k++) {
 		size_t e = k;
 		if (strncasecmp((const char *)rest + k, "http", 4))
 			continue;
@@ -1842,6 +1868,13 @@ scan_msg_new(const struct scan_hs *e)
 		errno = ENOMEM;
 		return NULL;
 	}
+	s->md = pcre2_match_data_create(4, NULL);
+	if (!s->md) {
+		scan_hs_msg_free(s->hm);
+		free(s);
+		errno = ENOMEM;
+		return NULL;
+	}
 	scan_mime_init(&s->mime, NULL, &sink, s);
 	return s;
 }
@@ -1853,6 +1886,7 @@ scan_msg_free(struct scan_msg *s)
 		return NULL;
 	scan_mime_fini(&s->mime);
 	scan_hs_msg_free(s->hm);
+	pcre2_match_data_free(s->md);
 	free(s);
 	return NULL;
 }

@@ -48,6 +48,8 @@
 #define SCAN_RAWBODY_PART 500000
 #define SCAN_PART_SLACK 1024
 
+struct pcre2_real_match_data_8;
+
 /* how much of a part's text its rules read (scan.c) */
 struct scan_cap {
 	size_t seen;                    /* bytes of the part so far, to the limit */
@@ -100,6 +102,7 @@ struct scan_msg {
 	uint16_t ulen;
 	bool uover;
 	uint8_t ubuf[SCAN_URI_MAX];
+	struct pcre2_real_match_data_8 *md;     /* redirector_pattern's matches */
 	uint16_t nseen;                 /* URIs out this message: their hashes */
 	uint64_t seen[SCAN_URI_SEEN];
 	struct scan_mime mime;

@@ -854,6 +854,10 @@ test_uri_forms(void **state)
 	    "uri V_WWW    /^http:\\/\\/www\\.intranet\\.com\\/$/\n"
 	    "uri V_MAILQ  /^mailto:a\\@b\\.com$/\n"
 	    "uri V_NOWWW  /example\\.com\\.com/\n"
+	    "redirector_pattern m'^https?:/*(?:\\w+\\.)?google(?:\\.\\w{2,3}){1,2}/url\\?.*?(?<=[?&])q=(.*?)(?:$|[&\\#])'i\n"
+	    "redirector_pattern /(unclosed/\n"
+	    "uri V_GOOG   /^http:\\/\\/evil-target\\.com\\/x$/\n"
+	    "uri V_GOOGQ  /^evil-target\\.com\\/x$/\n"
 	    "uri V_ALL    /./\n"
 	    "tflags V_ALL multiple maxhits=200\n";
 	static const char msg[] =
@@ -869,13 +873,19 @@ test_uri_forms(void **state)
 	    "<a href=\"http://0xC0A80102/\">9</a>\r\n"
 	    "<a href=\"http://redir.com/r?u=http://target.com/land&amp;x=1\">10</a>\r\n"
 	    "<a href=\"http://intranet/\">11</a><a href=\"http://www.example.com/\">12</a>\r\n"
+	    "<a href=\"https://www.google.com/url?sa=t&amp;q=evil-target.com/x&amp;u=1\">13</a>\r\n"
 	    "--B--\r\n";
 	static const char *const yes[] = {"V_RAW", "V_HTTP", "V_BACK", "V_PCT", "V_SLASH",
 	    "V_REF", "V_PORT", "V_TRAIL", "V_IPDOT", "V_IPDEC", "V_IPHEX", "V_REDIR", "V_WWW",
-	    "V_MAILQ"};
+	    "V_MAILQ", "V_GOOG", "V_GOOGQ"};
 	uint32_t all = 0;
 
 	eng_up(&g, rules, NULL);
+	assert_int_equal(g.rs->n_redirs, 1);    /* the unclosed one is reported, left out */
+	bool said = false;
+	for (unsigned i = 0; i < g.rs->n_diag; i++)
+		said |= strstr(g.rs->diag[i], "t.cf:") && strstr(g.rs->diag[i], "redirector_pattern");
+	assert_true(said);
 	for (unsigned mode = 0; mode < 6; mode++) {
 		scan_split(&g, msg, mode, mode + 3);
 		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
