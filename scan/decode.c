@@ -282,8 +282,8 @@ static const uint16_t cp1252_hi[32] = {
 	0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x009d, 0x017e, 0x0178,
 };
 
-static size_t
-put_cp(uint32_t cp, uint8_t *o)
+size_t
+scan_utf8_put(uint32_t cp, uint8_t *o)
 {
 	if (cp < 0x80) {
 		o[0] = (uint8_t)cp;
@@ -311,8 +311,8 @@ static size_t
 put_cp1252(uint8_t b, uint8_t *o)
 {
 	if (b >= 0x80 && b < 0xa0)
-		return put_cp(cp1252_hi[b - 0x80], o);
-	return put_cp(b, o);
+		return scan_utf8_put(cp1252_hi[b - 0x80], o);
+	return scan_utf8_put(b, o);
 }
 
 /* >0: length of a valid UTF-8 sequence at s; 0: valid but incomplete prefix; -1: invalid at s[0]. */
@@ -523,7 +523,7 @@ static size_t
 put_fffd(struct scan_conv *c, uint8_t *o)
 {
 	c->invalid++;
-	return put_cp(0xfffd, o);
+	return scan_utf8_put(0xfffd, o);
 }
 
 /*
@@ -618,7 +618,7 @@ u7_unit(struct scan_conv *c, uint32_t u, uint8_t *o)
 	size_t k = 0;
 
 	if (u >= 0xdc00 && u <= 0xdfff && c->u7hi) {
-		k = put_cp(0x10000 + ((uint32_t)(c->u7hi - 0xd800) << 10) + (u - 0xdc00), o);
+		k = scan_utf8_put(0x10000 + ((uint32_t)(c->u7hi - 0xd800) << 10) + (u - 0xdc00), o);
 		c->u7hi = 0;
 		return k;
 	}
@@ -631,7 +631,7 @@ u7_unit(struct scan_conv *c, uint32_t u, uint8_t *o)
 	else if (u >= 0xdc00 && u <= 0xdfff)
 		k += put_fffd(c, o + k);
 	else
-		k += put_cp(u, o + k);
+		k += scan_utf8_put(u, o + k);
 	return k;
 }
 

@@ -203,4 +203,7 @@ size_t scan_rfc2047_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap
 int scan_param_get(const uint8_t *p, size_t n, const char *name, bool words,
     uint8_t *out, size_t cap, size_t *len, struct scan_cscache *cc, unsigned *flags);
 
+/* Code point cp (at most 0x10FFFF) as UTF-8 at o; its length, 1 to 4. */
+size_t scan_utf8_put(uint32_t cp, uint8_t *o);
+
 #endif

@@ -1268,32 +1268,6 @@ uri_attr(const struct scan_msg *s)
 	return false;
 }
 
-/* A code point as UTF-8 at d; its length (at most 4). */
-static size_t
-utf8_put(uint8_t *d, uint32_t c)
-{
-	if (c < 0x80) {
-		d[0] = (uint8_t)c;
-		return 1;
-	}
-	if (c < 0x800) {
-		d[0] = (uint8_t)(0xC0 | c >> 6);
-		d[1] = (uint8_t)(0x80 | (c & 0x3F));
-		return 2;
-	}
-	if (c < 0x10000) {
-		d[0] = (uint8_t)(0xE0 | c >> 12);
-		d[1] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
-		d[2] = (uint8_t)(0x80 | (c & 0x3F));
-		return 3;
-	}
-	d[0] = (uint8_t)(0xF0 | c >> 18);
-	d[1] = (uint8_t)(0x80 | (c >> 12 & 0x3F));
-	d[2] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
-	d[3] = (uint8_t)(0x80 | (c & 0x3F));
-	return 4;
-}
-
 /*
  * The code point of a character reference's name (n bytes, without '&'
  * and ';'; "#38", "#x26" or a name HTML knows: libxml2's table of HTML
@@ -1373,7 +1347,7 @@ html_unescape(uint8_t *v, size_t n)
 		}
 		if (k < n && v[k] == ';')
 			k++;
-		o += utf8_put(v + o, cp);
+		o += scan_utf8_put(cp, v + o);
 		i = k;
 	}
 	return o;
@@ -1631,7 +1605,7 @@ ref_end(struct scan_msg *s, bool semi)
 	uint8_t u[4];
 
 	if (cp)
-		html_out(s, u, utf8_put(u, cp));
+		html_out(s, u, scan_utf8_put(cp, u));
 	else {
 		html_out(s, s->ent, s->entn);
 		if (semi)

@@ -74,6 +74,20 @@ hits(const struct eng *g, const char *name)
 	return g->s->hm->hits[i];
 }
 
+/* Every rule named in yes hit once and none in no (after the scan of a
+ * message cut as mode says). */
+static void
+expect_once(const struct eng *g, unsigned mode, const char *const *yes, size_t ny,
+    const char *const *no, size_t nn)
+{
+	for (size_t i = 0; i < ny; i++)
+		if (hits(g, yes[i]) != 1)
+			fail_msg("mode %u: %s hit %u times, not once", mode, yes[i], hits(g, yes[i]));
+	for (size_t i = 0; i < nn; i++)
+		if (hits(g, no[i]))
+			fail_msg("mode %u: %s hit", mode, no[i]);
+}
+
 /* Scans msg cut into pieces: step 0 whole, 1 byte by byte, else random (seeded). */
 static void
 scan_split(struct eng *g, const char *msg, unsigned mode, unsigned seed)
@@ -764,13 +778,8 @@ test_uri_html(void **state)
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 6; mode++) {
 		scan_split(&g, msg, mode, mode + 7);
-		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-			if (hits(&g, yes[i]) != 1)
-				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
-				    hits(&g, yes[i]));
-		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-			if (hits(&g, no[i]))
-				fail_msg("mode %u: %s hit", mode, no[i]);
+		expect_once(&g, mode, yes, sizeof(yes) / sizeof(yes[0]), no,
+		    sizeof(no) / sizeof(no[0]));
 	}
 	eng_down(&g);
 }
@@ -888,10 +897,7 @@ test_uri_forms(void **state)
 	assert_true(said);
 	for (unsigned mode = 0; mode < 6; mode++) {
 		scan_split(&g, msg, mode, mode + 3);
-		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-			if (hits(&g, yes[i]) != 1)
-				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
-				    hits(&g, yes[i]));
+		expect_once(&g, mode, yes, sizeof(yes) / sizeof(yes[0]), NULL, 0);
 		assert_int_equal(hits(&g, "V_NOWWW"), 0);
 		/* the same set of URIs however the message is cut */
 		if (!mode)
@@ -950,24 +956,12 @@ test_leaf_targets(void **state)
 	eng_up(&g, rules, NULL);
 	for (unsigned mode = 0; mode < 3; mode++) {
 		scan_split(&g, msg, mode, mode + 5);
-		for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-			if (hits(&g, yes[i]) != 1)
-				fail_msg("mode %u: %s hit %u times, not once", mode, yes[i],
-				    hits(&g, yes[i]));
-		for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-			if (hits(&g, no[i]))
-				fail_msg("mode %u: %s hit", mode, no[i]);
+		expect_once(&g, mode, yes, sizeof(yes) / sizeof(yes[0]), no,
+		    sizeof(no) / sizeof(no[0]));
 	}
 	eng_down(&g);
 }
 
-/*
- * Word runs (\\b(?:[C]{m,}[S]+){n}, the __LONGWORDS_* shape) are counted by
- * a byte automaton, not Hyperscan: on random texts of words, separators,
- * capitals, digits and high bytes, cut at random, the hits must equal
- * Hyperscan's (the same rules built with no_defer). The body's three share
- * their classes (one words_pass for the three), the rawbody's two do not.
- */
 /*
  * Line-length rules (__LONGLINE, /^[^\r\n]{998}/m) are counted by a byte
  * loop: the same hits as Hyperscan on 300 messages of random line lengths,
@@ -1028,6 +1022,13 @@ test_line_length(void **state)
 	eng_down(&h);
 }
 
+/*
+ * Word runs (\\b(?:[C]{m,}[S]+){n}, the __LONGWORDS_* shape) are counted by
+ * a byte automaton, not Hyperscan: on random texts of words, separators,
+ * capitals, digits and high bytes, cut at random, the hits must equal
+ * Hyperscan's (the same rules built with no_defer). The body's three share
+ * their classes (one words_pass for the three), the rawbody's two do not.
+ */
 static void
 test_word_runs(void **state)
 {
