@@ -34,6 +34,8 @@ static const char rules_text[] =
     "uri     U_LINES  /^[a-z]+:/im\n"
     "tflags  U_LINES  multiple maxhits=1000000\n"
     "uri     U_WWW    /^http:\\/\\/www\\./i\n"
+    "util_rb_tld com org net\n"
+    "redirector_pattern m'^https?:/*(?:\\w+\\.)?google(?:\\.\\w{2,3}){1,2}/url\\?.*?(?<=[?&])q=(.*?)(?:$|[&\\#])'i\n"
     "body    B_WORDS  /\\b(?:[a-z]{3,}[\\s\\.]+){3}/\n"
     "header  H_SUBJ   Subject =~ /\\w/\n"
     "meta    M_ANY    B_LT || U_WWW\n"
