@@ -292,6 +292,8 @@ uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
 		;
 	if (!(k && k < v.n && v.p[k] == ':')) {
 		bool ftp = v.n >= 4 && !memcmp(v.p, "ftp.", 4);
+		if (v.n + 7 > v.cap)
+			return;
 		memmove(v.p + (ftp ? 6 : 7), v.p, v.n);
 		memcpy(v.p, ftp ? "ftp://" : "http://", ftp ? 6 : 7);
 		v.n += ftp ? 6 : 7;
@@ -387,10 +389,10 @@ uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
 			if (pcre2_match(rs->redirs[q], w.p, w.n, 0, 0, s->md, NULL) < 2)
 				continue;
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
-			if (ov[2] == PCRE2_UNSET || ov[3] <= ov[2] ||
+			if (ov[2] == PCRE2_UNSET || ov[3] <= ov[2] || ov[3] - ov[2] > SCAN_URI_MAX ||
 			    !memchr(w.p + ov[2], '.', ov[3] - ov[2]))
 				continue;
-			uint8_t r[SCAN_URI_MAX + 16];
+			uint8_t r[SCAN_URI_MAX];
 			size_t rl = ov[3] - ov[2];
 			memcpy(r, w.p + ov[2], rl);
 			uri_put(s, NULL, 0, r, rl);
@@ -413,9 +415,9 @@ uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
 		size_t z = e;
 		while (z < rn && rest[z] != '&' && rest[z] != '#')
 			z++;
-		if (z == e || !memchr(rest + k, '.', z - k))
+		if (z == e || !memchr(rest + k, '.', z - k) || z - k > SCAN_URI_MAX)
 			break;          /* the first such URI, or none */
-		uint8_t r[SCAN_URI_MAX + 16];
+		uint8_t r[SCAN_URI_MAX];
 		memcpy(r, rest + k, z - k);
 		uri_put(s, NULL, 0, r, z - k);
 		uri_canon(s, r, z - k, depth + 1);

@@ -867,6 +867,9 @@ test_uri_forms(void **state)
 	    "redirector_pattern /(unclosed/\n"
 	    "uri V_GOOG   /^http:\\/\\/evil-target\\.com\\/x$/\n"
 	    "uri V_GOOGQ  /^evil-target\\.com\\/x$/\n"
+	    "uri V_BIG    /^http:\\/\\/a\\.com\\/r/\n"
+	    "tflags V_BIG multiple\n"
+	    "uri V_LONG   /^http:\\/\\/long\\.com/\n"
 	    "uri V_ALL    /./\n"
 	    "tflags V_ALL multiple maxhits=200\n";
 	static const char msg[] =
@@ -905,6 +908,19 @@ test_uri_forms(void **state)
 		assert_int_equal(hits(&g, "V_ALL"), all);
 	}
 	assert_true(all > 20);
+
+	/* forms that grow past SCAN_URI_MAX (each '<' as %3c) with a
+	 * redirector's target in them: no form past the bounds (the fuzzer
+	 * found one; ASan in CI), the URI itself still there */
+	char big[4096];
+	int n = snprintf(big, sizeof(big), "Subject: big\r\nContent-Type: text/html\r\n\r\n"
+	    "<a href=\"http://a.com/r%%41?u=http://long.com/");
+	for (int i = 0; i < 900; i++)
+		big[n++] = '<';
+	snprintf(big + n, sizeof(big) - (size_t)n, "\">x</a>\r\n");
+	scan_split(&g, big, 0, 0);
+	assert_int_equal(hits(&g, "V_BIG"), 2);  /* the URI, and its form (%41 as A, < as %3c) */
+	assert_int_equal(hits(&g, "V_LONG"), 0); /* the target, 2,700 bytes: over the bound */
 	eng_down(&g);
 }
 
