@@ -340,6 +340,8 @@ report(const struct scan_ruleset *rs, const struct scan_hs *e, const struct scan
 	printf("scratch %zu KB per worker\n", st->scratch_bytes / 1024);
 	printf("header keys %u; cache %s (%d); build %.2f s\n", st->header_keys,
 	    st->cache_hit ? "hit" : "miss", st->cache_status, st->compile_seconds);
+	printf("URI rules' TLDs (util_rb_tld) %u; redirector patterns %u\n", rs->n_tlds,
+	    rs->n_redirs);
 	printf("skipped: %u directives, %u lines in false conditionals, %u lang, %u include; "
 	    "%u redefined; %u tflags words ignored; %u orphan score/describe/tflags; "
 	    "%u meta refs to unknown rules; %u diagnostics\n", s->skipped_directives,

@@ -1944,6 +1944,12 @@ test_debian_rules(void **state)
 	/* observed 1298 of 1306, 1081-1093 in Hyperscan (spamassassin 4.0.0) */
 	assert_true(active > 1000);
 	assert_true(hs * 100 >= active * 75);
+	/* the URI side: 1306 TLDs, 15 redirector patterns, every one compiled */
+	print_message("util_rb_tld %u, redirector_pattern %u\n", rs->n_tlds, rs->n_redirs);
+	assert_true(rs->n_tlds > 1000);
+	assert_true(rs->n_redirs >= 10);
+	for (unsigned i = 0; i < rs->n_diag; i++)
+		assert_null(strstr(rs->diag[i], "redirector_pattern"));
 	scan_hs_free(e);
 	scan_rules_free(rs);
 }
