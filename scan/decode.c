@@ -386,7 +386,8 @@ static const char *const cs_utf8[] = {
 	"unicode-1-1-utf-8", "csascii", NULL,
 };
 static const char *const cs_utf7[] = {
-	"utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7", "x-unicode-2-0-utf-7", NULL,
+	"utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7", "x-unicode-2-0-utf-7",
+	"unicode11utf7", "xunicode20utf7", NULL,
 };
 static const char *const cs_1252[] = {
 	"iso-8859-1", "iso8859-1", "iso_8859-1", "iso_8859-1:1987", "latin1",
@@ -430,10 +431,22 @@ scan_conv_open(struct scan_conv *c, struct scan_cscache *cc, const char *name, s
 		c->kind = SCAN_CONV_CP1252;
 		return 0;
 	}
-	if (name_is(nm, cs_utf7)) {
+	/* UTF-7 by its letters and digits: iconv takes "utf+7" for it too,
+	 * and iconv's UTF-7 keeps bits of a run in its own state, so that
+	 * its errors fall at different bytes for different cuts of the input;
+	 * ours does not. Its IMAP variant (utf-7-imap) is not a mail charset. */
+	char al[SCAN_CS_NAME];
+	size_t an = 0;
+	for (size_t j = 0; j < k; j++)
+		if ((nm[j] >= 'a' && nm[j] <= 'z') || (nm[j] >= '0' && nm[j] <= '9'))
+			al[an++] = nm[j];
+	al[an] = '\0';
+	if (name_is(nm, cs_utf7) || name_is(al, cs_utf7)) {
 		c->kind = SCAN_CONV_UTF7;
 		return 0;
 	}
+	if (!strncmp(al, "utf7", 4))
+		return -ENOENT;
 	if (cc == NULL)
 		return -ENOENT;
 

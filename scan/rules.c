@@ -1140,11 +1140,13 @@ do_line(struct scan_ruleset *rs, const struct line *ln, const char *s, const cha
 			if (!t)
 				return -ENOMEM;
 			rs->tlds = t;
-			if (!(t[rs->n_tlds] = strndup(q, n)))
+			char *d = malloc(n + 1);        /* n bytes: a NUL in them stays */
+			if (!d)
 				return -ENOMEM;
 			for (size_t k = 0; k < n; k++)
-				t[rs->n_tlds][k] = (char)tolower((unsigned char)q[k]);
-			rs->n_tlds++;
+				d[k] = (char)tolower((unsigned char)q[k]);
+			d[n] = '\0';
+			t[rs->n_tlds++] = d;
 		}
 		return 0;
 	}

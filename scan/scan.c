@@ -527,7 +527,8 @@ uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, si
 	uri_put(s, pre, pn, b, n);
 	if (pn + n > SCAN_URI_MAX)
 		return;
-	memcpy(u, pre, pn);
+	if (pn)
+		memcpy(u, pre, pn);
 	memcpy(u + pn, b, n);
 	uri_canon(s, u, pn + n, 0);
 }

@@ -264,6 +264,13 @@ test_conv(void **state)
 	conv_case(&cc, "utf-7", S("a+2D0-b\xe9+ c"), "a\xef\xbf\xbd" "b\xef\xbf\xbd c", 2, 0);
 	conv_case(&cc, "utf-7", S("+2D0"), "\xef\xbf\xbd", 1, 0);   /* half a pair at the end */
 	conv_cuts(&cc, "utf-7", S("+ADw-b+AD4-x+2D3eAA+/v8-\xff+-+ZeV-"));
+	/* every spelling iconv reads as UTF-7 is decoded here (iconv's own UTF-7
+	 * errs at bytes that depend on the cut; the fuzzer found "utf+7"), and
+	 * the IMAP variant is not taken */
+	conv_case(&cc, "utf+7", S("a+AGE-b"), "aab", 0, 0);
+	conv_cuts(&cc, "utf+7", S("+PGgxPkJMQUNLIEZSSUR2E+PC9wPjxwPjxhIGhyZWY9Imh0dHA6Ly9zaG9wLmV4"
+	    "YW1wbGUvdW5We /dzdWJzY3JpYY3JpY"));
+	conv_case(&cc, "utf-7-imap", S("a&AGE-"), "a&AGE-", 0, -ENOENT);
 	conv_case(&cc, "x-no-such-charset", S("a\xe9"), "a\xc3\xa9", 1, -ENOENT);
 	conv_case(&cc, "utf-8//IGNORE", S("a"), "a", 0, -ENOENT);      /* no iconv options */
 	opens = cc.opens;
