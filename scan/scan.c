@@ -115,7 +115,7 @@ url_encode(struct ubuf *v, const uint8_t *u, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = u[i];
-		if (c == '%' && i + 2 < n + 0 && isxdigit(u[i + 1]) && isxdigit(u[i + 2])) {
+		if (c == '%' && i + 2 < n && isxdigit(u[i + 1]) && isxdigit(u[i + 2])) {
 			uint8_t x = (uint8_t)(hexval(u[i + 1]) << 4 | hexval(u[i + 2]));
 			if (u[i + 1] >= '2' && u[i + 1] <= '7' && x != 0x20 && x != 0x7F)
 				ub_add(v, &x, 1);
@@ -131,8 +131,9 @@ url_encode(struct ubuf *v, const uint8_t *u, size_t n)
 	}
 }
 
-/* "&#NN;" and "&#xNN;" of '!'..'~' as the character, the full stops of
- * "&#x2e;" "&#12290;" (...) as '.' (uri_list_canonicalize). */
+/* "&#NN;" and "&#xNN;" of '!'..'~' as the character (not "&#x2a;" to
+ * "&#x2f;"), the full stops "&#x2e;" "&#12290;" (...) as '.'
+ * (uri_list_canonicalize). */
 static size_t
 uri_refs(uint8_t *u, size_t n)
 {
@@ -149,8 +150,9 @@ uri_refs(uint8_t *u, size_t n)
 			unsigned v = 0;
 			for (d0 = k; k < n && k - d0 < 4 && (hex ? isxdigit(u[k]) : isdigit(u[k])); k++)
 				v = v * (hex ? 16 : 10) + (unsigned)hexval(u[k]);
+			/* Util.pm's hex form leaves 0x2a-0x2f alone: 2[1-9] */
 			if (k > d0 && k < n && u[k] == ';' && v >= 0x21 && v <= 0x7E &&
-			    !(hex && v == 0x7F)) {
+			    !(hex && v >= 0x2A && v <= 0x2F)) {
 				u[o++] = (uint8_t)v;
 				i = k + 1;
 				continue;
