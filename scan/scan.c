@@ -47,11 +47,28 @@ static const struct {
  * first SCAN_URI_SEEN / 2 URIs are kept, as 64-bit FNV-1a hashes in an
  * open table; past them a URI is still looked up, not kept.
  */
+static bool uri_domain_ok(const struct scan_msg *s, const uint8_t *u, size_t n);
+
 static void
 uri_put(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	size_t i;
+
+	if (s->udry) {
+		/* a text URI on trial (uri_text): has one of its forms a domain? */
+		uint8_t t[SCAN_URI_MAX + 16];
+		if (s->uvalid)
+			return;
+		if (!pn)
+			s->uvalid = uri_domain_ok(s, b, n);
+		else if (pn + n <= sizeof(t)) {
+			memcpy(t, pre, pn);
+			memcpy(t + pn, b, n);
+			s->uvalid = uri_domain_ok(s, t, pn + n);
+		}
+		return;
+	}
 
 	for (i = 0; i < pn; i++)
 		h = (h ^ pre[i]) * 0x100000001b3ull;
@@ -535,6 +552,23 @@ uri_emit(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, si
 	uri_canon(s, u, pn + n, 0);
 }
 
+/*
+ * A URI found in text: to URI with its forms only if one of them has a
+ * domain SpamAssassin takes (PerMsgStatus.pm: add_uri_detail_list with
+ * valid_domain, over every cleaned form: http://3405803785/ counts by its
+ * form http://203.0.113.9/). A first pass makes the forms only to look.
+ */
+static void
+uri_text(struct scan_msg *s, const uint8_t *pre, size_t pn, const uint8_t *b, size_t n)
+{
+	s->udry = true;
+	s->uvalid = false;
+	uri_emit(s, pre, pn, b, n);
+	s->udry = false;
+	if (s->uvalid)
+		uri_emit(s, pre, pn, b, n);
+}
+
 /* A host (h, n bytes) that SpamAssassin takes: an IP address, or a name
  * with a dot whose TLD the rules know (scan_rules_tld_valid). */
 static bool
@@ -561,39 +595,54 @@ host_valid(const struct scan_ruleset *rs, const uint8_t *h, size_t n)
 }
 
 /*
- * Whether SpamAssassin keeps URI u (n bytes, scheme uri_schemes[which]) when
- * it parses it from text: only if its host is an IP address or ends in a
- * TLD the rules name (PerMsgStatus.pm: add_uri_detail_list with
- * valid_domain; RegistryBoundaries.pm: uri_to_domain). URIs of html tags it
- * keeps whatever their host.
+ * Whether URI u (n bytes) has a domain SpamAssassin takes
+ * (RegistryBoundaries.pm: uri_to_domain): mailto:'s address after its
+ * one '@', else the host after the scheme, without user@ and :port; not
+ * javascript:, cid:, file:, nor a host with %XX of a printable character
+ * in it; an IP address, or a name with a TLD the rules know.
  */
 static bool
-uri_host_valid(const struct scan_msg *s, const uint8_t *u, size_t n, int which)
+uri_domain_ok(const struct scan_msg *s, const uint8_t *u, size_t n)
 {
-	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
-	size_t a = which == 4 ? 0 : uri_schemes[which].len, z = a;
+	size_t a = 0, z, k;
 
-	if (which == 3) {
-		/* mailto: the host is what follows the first @, to ? & or > */
-		const uint8_t *at = memchr(u + a, '@', n - a);
-		if (!at)
+	if ((n >= 11 && !strncasecmp((const char *)u, "javascript:", 11)) ||
+	    (n >= 4 && !strncasecmp((const char *)u, "cid:", 4)) ||
+	    (n >= 5 && !strncasecmp((const char *)u, "file:", 5)))
+		return false;
+	if (n >= 7 && !strncasecmp((const char *)u, "mailto:", 7)) {
+		const uint8_t *q = memchr(u + 7, '?', n - 7);
+		z = q ? (size_t)(q - u) : n;
+		const uint8_t *at = memchr(u + 7, '@', z - 7);
+		if (!at || memchr(at + 1, '@', z - (size_t)(at + 1 - u)))
 			return false;
-		a = z = (size_t)(at - u) + 1;
-		while (z < n && !strchr("?&>", u[z]))
-			z++;
+		a = (size_t)(at - u) + 1;
 	} else {
-		while (z < n && !strchr("/?#", u[z]))
-			z++;
-		for (size_t k = a; k < z; k++)  /* user:password@ */
-			if (u[k] == '@')
-				a = k + 1;
-		for (size_t k = a; k < z; k++)  /* :port */
-			if (u[k] == ':') {
-				z = k;
+		for (k = 0; k < n && isalpha(u[k]); k++)
+			;
+		if (k && k < n && u[k] == ':') {
+			a = k + 1;
+			for (k = 0; k < 2 && a < n && u[a] == '/'; k++)
+				a++;
+		}
+		for (z = a; z < n && u[z] != '/' && u[z] != '?' && u[z] != '#'; z++)
+			;
+		for (k = z; k > a; k--)         /* user:password@ */
+			if (u[k - 1] == '@') {
+				a = k;
 				break;
 			}
+		for (k = z; k > a && isdigit(u[k - 1]); k--)    /* :port */
+			;
+		if (k > a && u[k - 1] == ':')
+			z = k - 1;
 	}
-	return host_valid(rs, u + a, z - a);
+	for (k = a; k + 2 < z; k++)
+		if (u[k] == '%' && isxdigit(u[k + 1]) && isxdigit(u[k + 2]) &&
+		    u[k + 1] >= '2' && u[k + 1] <= '7' && (u[k + 1] != '2' || u[k + 2] != '0') &&
+		    !(u[k + 1] == '7' && (u[k + 2] | 0x20) == 'f'))
+			return false;
+	return z > a && host_valid(scan_hs_rules(s->hm->e), u + a, z - a);
 }
 
 /*
@@ -730,9 +779,7 @@ uri_token(struct scan_msg *s, const uint8_t *b, size_t n, bool mark)
 		n--;
 	if (n <= uri_schemes[which].len)
 		return;
-	if (!uri_host_valid(s, best, n, which))
-		return;
-	uri_emit(s, (const uint8_t *)"http://", which == 4 ? 7 : 0, best, n);
+	uri_text(s, (const uint8_t *)"http://", which == 4 ? 7 : 0, best, n);
 }
 
 /* The token that ran across writes, in s->ubuf (its first SCAN_URI_MAX bytes). */

@@ -103,6 +103,7 @@ struct scan_msg {
 	bool uover;
 	uint8_t ubuf[SCAN_URI_MAX];
 	struct pcre2_real_match_data_8 *md;     /* redirector_pattern's matches */
+	bool udry, uvalid;              /* a text URI on trial (scan.c: uri_text) */
 	uint16_t nseen;                 /* URIs out this message: their hashes */
 	uint64_t seen[SCAN_URI_SEEN];
 	struct scan_mime mime;

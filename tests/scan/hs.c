@@ -653,7 +653,9 @@ test_uri_tld(void **state)
 	    "uri S_PORT   /^http:\\/\\/shop\\.org:8080\\/x\\?y=1$/\n"
 	    "uri S_FTP    /^ftp:\\/\\/ftp\\.files\\.com$/\n"
 	    "uri S_COLON  /^http:\\/\\/paren\\.com$/\n"
-	    "uri S_BAD    /word\\.invalid|e\\.g|v1\\.2|\\/\\/x\\.org|sub\\.com/\n";
+	    "uri S_BAD    /word\\.invalid|e\\.g|v1\\.2|\\/\\/x\\.org|sub\\.com/\n"
+	    "uri T_HEXRAW /^http:\\/\\/0xC0A80101\\/hex$/\n"
+	    "uri T_HEXIP  /^http:\\/\\/192\\.168\\.1\\.1\\/hex$/\n";
 	static const char msg[] =
 	    "Subject: links\r\n"
 	    "Content-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
@@ -664,6 +666,7 @@ test_uri_tld(void **state)
 	    "the part cid:img@good.com is no address\r\n"
 	    "visit example.com. or shop.org:8080/x?y=1, ftp.files.com and word.invalid\r\n"
 	    "e.g. v1.2 (see:paren.com) _x.org sub.com!x\r\n"
+	    "numeric http://0xC0A80101/hex\r\n"
 	    "--B\r\nContent-Type: text/html\r\n\r\n"
 	    "<a href=\"http://href.example/\">x</a>\r\n"
 	    "--B--\r\n";
@@ -690,6 +693,9 @@ test_uri_tld(void **state)
 		assert_int_equal(hits(&g, "S_FTP"), 1);
 		assert_int_equal(hits(&g, "S_COLON"), 1);
 		assert_int_equal(hits(&g, "S_BAD"), 0);
+		/* kept for its form's domain (an IP address), as SpamAssassin keeps it */
+		assert_int_equal(hits(&g, "T_HEXRAW"), 1);
+		assert_int_equal(hits(&g, "T_HEXIP"), 1);
 	}
 	eng_down(&g);
 	eng_up(&g, rules + strlen("util_rb_tld com org\n"), NULL);
