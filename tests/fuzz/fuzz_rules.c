@@ -21,15 +21,19 @@
 #include "scan/gates.h"
 #include "scan/rules.h"
 
-/* "(?:" ... ")", every ( closed, outside classes and escapes */
+/* "(?:" ... ")", every ( closed, outside classes and escapes; whole: the
+ * first "(?:" closes at the last ')' only (a pattern that closes it early
+ * and opens another, "a)|(?!b", is not one group when wrapped) */
 static int
-balanced(const char *x)
+balanced_as(const char *x, int whole)
 {
 	int depth = 0;
 
 	if (strncmp(x, "(?:", 3) || x[strlen(x) - 1] != ')')
 		return 0;
 	for (const char *p = x; *p; p++) {
+		if (whole && depth == 0 && p > x)
+			return 0;
 		if (*p == '\\') {
 			if (!*++p)
 				return 0;
@@ -46,6 +50,12 @@ balanced(const char *x)
 			return 0;
 	}
 	return depth == 0;
+}
+
+static int
+balanced(const char *x)
+{
+	return balanced_as(x, 0);
 }
 
 static void
@@ -142,7 +152,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
 				char *cx = rx ? scan_rules_collapse(rx) : NULL;
 				char *px = rx ? scan_rules_collapse_plain(rx) : NULL;
-				if (balanced(x) && !strstr(x, "(?#") && cx) {
+				if (balanced_as(x, 1) && !strstr(x, "(?#") && cx) {
 					check_runs(cx);
 					/* the lead: balanced, never the whole form */
 					char *lx = scan_gate_lead(cx), *tx = scan_gate_tail(cx);
