@@ -253,6 +253,254 @@ uri_canon_mail(struct scan_msg *s, const uint8_t *u, size_t n)
 	}
 }
 
+/* An http(s) URI in parts: its scheme, its host (a copy, changed form by
+ * form), the rest (port, path, query). */
+struct uparts {
+	const uint8_t *proto, *rest;
+	size_t pl, rn;
+	uint8_t host[256 + 8];
+	size_t hn;
+};
+
+/* proto + the host as it now is + rest to URI: a form of uri_canon. */
+static void
+host_form(struct scan_msg *s, const struct uparts *p)
+{
+	uint8_t b[SCAN_URI_MAX * 3 + 64];
+	struct ubuf w = {b, 0, sizeof(b), false};
+
+	ub_add(&w, p->proto, p->pl);
+	ub_add(&w, p->host, p->hn);
+	ub_add(&w, p->rest, p->rn);
+	uri_puts(s, &w);
+}
+
+/*
+ * The URI a redirector's URI leads to is a URI of its own, with its forms
+ * (depth: the steps so far, at most 2): the rules' redirector_pattern
+ * group 1 (with a '.'), else the first http(s): URI in the rest.
+ */
+static void
+uri_redirect(struct scan_msg *s, const struct uparts *p, unsigned depth)
+{
+	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
+	const uint8_t *rest = p->rest;
+	size_t rn = p->rn;
+	uint8_t r[SCAN_URI_MAX];
+
+	if (depth >= 2)
+		return;
+	if (rs->n_redirs && s->md) {
+		uint8_t b[SCAN_URI_MAX * 3 + 64];
+		struct ubuf w = {b, 0, sizeof(b), false};
+		ub_add(&w, p->proto, p->pl);
+		ub_add(&w, p->host, p->hn);
+		ub_add(&w, rest, rn);
+		for (uint32_t q = 0; !w.over && q < rs->n_redirs; q++) {
+			if (pcre2_match(rs->redirs[q], w.p, w.n, 0, 0, s->md, NULL) < 2)
+				continue;
+			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
+			if (ov[2] == PCRE2_UNSET || ov[3] <= ov[2] || ov[3] - ov[2] > SCAN_URI_MAX ||
+			    !memchr(w.p + ov[2], '.', ov[3] - ov[2]))
+				continue;
+			size_t rl = ov[3] - ov[2];
+			memcpy(r, w.p + ov[2], rl);
+			uri_put(s, NULL, 0, r, rl);
+			uri_canon(s, r, rl, depth + 1);
+			return;
+		}
+	}
+	for (size_t k = 0; k + 5 <= rn; k++) {
+		if (strncasecmp((const char *)rest + k, "http", 4))
+			continue;
+		size_t e = k + 4;
+		if (e < rn && (rest[e] | 0x20) == 's')
+			e++;
+		if (e >= rn || rest[e] != ':')
+			continue;
+		e++;
+		for (size_t sl = 0; sl < 2 && e < rn && rest[e] == '/'; sl++)
+			e++;
+		size_t z = e;
+		while (z < rn && rest[z] != '&' && rest[z] != '#')
+			z++;
+		if (z == e || !memchr(rest + k, '.', z - k) || z - k > SCAN_URI_MAX)
+			return;         /* the first such URI, or none */
+		memcpy(r, rest + k, z - k);
+		uri_put(s, NULL, 0, r, z - k);
+		uri_canon(s, r, z - k, depth + 1);
+		return;
+	}
+}
+
+/*
+ * A host (h, n bytes, NUL after them) that is an IP address in another
+ * notation, as a dotted quad into w (Util.pm's reading): four parts of
+ * hex (0x..) or decimal, each in decimal, octal ones (leading zeros)
+ * read as octal, leading zeros out ("0." becomes ".", as there); one hex
+ * number (its last 8 digits) or one decimal number as 32 bits. False if
+ * it is none of these.
+ */
+static bool
+ip_form(struct ubuf *w, const uint8_t *h, size_t n)
+{
+	unsigned parts = 0;
+	size_t pos[5], k;
+	bool dotted = n > 0;
+
+	pos[0] = 0;
+	for (k = 0; dotted && k <= n; k++)
+		if (k == n || h[k] == '.') {
+			size_t a = pos[parts], l = k - a;
+			bool hx = l > 2 && h[a] == '0' && (h[a + 1] | 0x20) == 'x';
+			bool ok = l > (hx ? 2u : 0u);
+			for (size_t j = a + (hx ? 2 : 0); ok && j < k; j++)
+				ok = hx ? isxdigit(h[j]) : isdigit(h[j]);
+			if (!ok || parts == 4 || (k == n) != (parts == 3))
+				dotted = false;
+			else
+				pos[++parts] = k + 1;
+		}
+	if (dotted && parts == 4) {
+		for (unsigned q = 0; q < 4; q++) {
+			size_t a = pos[q], l = pos[q + 1] - 1 - a, z = 0;
+			char o[32];
+			unsigned long long x = 0;
+			if (l > 2 && h[a] == '0' && (h[a + 1] | 0x20) == 'x') {
+				for (size_t j = a + 2; j < a + l && x < (1ull << 56); j++)
+					x = x * 16 + (unsigned)hexval(h[j]);
+				snprintf(o, sizeof(o), "%llu", x);
+			} else {
+				if (l >= sizeof(o))
+					return false;
+				memcpy(o, h + a, l);
+				o[l] = '\0';
+				while (o[z] == '0')
+					z++;
+				size_t ol = strlen(o + z);
+				bool oct = z && ol &&
+				    ((o[z] >= '1' && o[z] <= '3' && ol <= 3) || (o[z] >= '4' && o[z] <= '7' && ol <= 2)) &&
+				    strspn(o + z, "01234567") == ol;
+				if (oct)
+					snprintf(o, sizeof(o), "%llu", strtoull(o + z, NULL, 8));
+			}
+			for (z = 0; o[z] == '0'; z++)
+				;
+			ub_add(w, o + z, strlen(o + z));
+			if (q < 3)
+				ub_add(w, ".", 1);
+		}
+		return true;
+	}
+	if (n > 2 && h[0] == '0' && (h[1] | 0x20) == 'x' &&
+	    strspn((const char *)h + 2, "0123456789abcdefABCDEF") == n - 2) {
+		ulong_ip(w, strtoull((const char *)h + (n - 2 > 8 ? n - 8 : 2), NULL, 16));
+		return true;
+	}
+	if (n && n <= 19 && strspn((const char *)h, "0123456789") == n) {
+		ulong_ip(w, strtoull((const char *)h, NULL, 10));
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The forms uri_list_canonicalize makes from the host of an http(s) URI
+ * (u, n bytes; pl: the scheme's length with "://"): proto [user@] host
+ * [:port] rest. The default port left out; spaces and controls out of the
+ * host; its redirector's target; a user@ in the host out; its trailing
+ * punctuation out; an IP address in another notation as a dotted quad;
+ * "http://name/" (no TLD) as "http://www.name.com/".
+ */
+static void
+uri_host_forms(struct scan_msg *s, const uint8_t *u, size_t n, size_t pl, unsigned depth)
+{
+	struct uparts p = {.proto = u, .pl = pl};
+	bool http = !memcmp(u, "http://", 7), port80 = true;
+	size_t h0 = pl, h1, k;
+	uint8_t b[SCAN_URI_MAX * 3 + 64];
+	struct ubuf w = {b, 0, sizeof(b), false};
+
+	for (k = pl; k < n && !strchr("@/?#", u[k]); k++)
+		;
+	bool auth = k < n && u[k] == '@';
+	if (auth)
+		h0 = k + 1;
+	for (h1 = h0; h1 < n && !strchr("/?#:", u[h1]); h1++)
+		;
+	if (h1 == h0)
+		return;
+	p.rest = u + h1;
+	p.rn = n - h1;
+	if (p.rn && p.rest[0] == ':') {
+		size_t d = 1;
+		while (d < p.rn && isdigit(p.rest[d]))
+			d++;
+		if (d > 1) {
+			port80 = d == 3 && !memcmp(p.rest, ":80", 3);
+			/* :80 (http) or :443 (https) left out: ^:80\b */
+			const char *dp = http ? ":80" : ":443";
+			size_t dl = strlen(dp);
+			if (p.rn >= dl && !memcmp(p.rest, dp, dl) &&
+			    (p.rn == dl || !(isalnum(p.rest[dl]) || p.rest[dl] == '_'))) {
+				ub_add(&w, u, pl);
+				ub_add(&w, u + h0, h1 - h0);
+				ub_add(&w, p.rest + dl, p.rn - dl);
+				uri_puts(s, &w);
+			}
+		}
+	}
+	if (h1 - h0 >= sizeof(p.host) - 8)
+		return;
+	char lhost[sizeof(p.host)];
+	bool cut = false;
+	for (k = h0; k < h1; k++) {
+		lhost[k - h0] = (char)tolower(u[k]);
+		if (u[k] <= 0x20)
+			cut = true;     /* control characters and spaces out */
+		else
+			p.host[p.hn++] = u[k];
+	}
+	lhost[h1 - h0] = '\0';
+	if (cut)
+		host_form(s, &p);
+	uri_redirect(s, &p, depth);
+	const uint8_t *at = memchr(p.host, '@', p.hn);
+	if (at && at > p.host) {                /* host =~ s/^[^@]+@// */
+		size_t drop = (size_t)(at - p.host) + 1;
+		memmove(p.host, p.host + drop, p.hn - drop);
+		p.hn -= drop;
+		host_form(s, &p);
+	}
+	size_t hn0 = p.hn;
+	while (p.hn && !isalnum(p.host[p.hn - 1]))
+		p.hn--;
+	if (p.hn != hn0)
+		host_form(s, &p);
+	p.host[p.hn] = '\0';
+	w.n = 0;
+	w.over = false;
+	ub_add(&w, u, pl);
+	if (ip_form(&w, p.host, p.hn)) {
+		ub_add(&w, p.rest, p.rn);
+		uri_puts(s, &w);
+		return;
+	}
+	/* "www.name" or "name" (no TLD) as "www.name.com" */
+	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
+	const char *nm = !strncmp(lhost, "www.", 4) ? lhost + 4 : lhost;
+	const char *dot = strrchr(lhost, '.');
+	bool tld = dot && rs->n_tlds && scan_rules_tld_valid(rs, dot + 1, strlen(dot + 1));
+	if (!http || auth || !port80 || !strcmp(lhost, "localhost") || !*nm || strchr(nm, '.') || tld)
+		return;
+	w.n = 0;
+	ub_add(&w, "http://www.", 11);
+	ub_add(&w, nm, strlen(nm));
+	ub_add(&w, ".com", 4);
+	ub_add(&w, p.rest, p.rn);
+	uri_puts(s, &w);
+}
+
 /*
  * The forms of URI u (n bytes) that SpamAssassin's uri rules also see
  * (Util.pm: uri_list_canonicalize), each to URI once (uri_put): '\' as
@@ -333,208 +581,9 @@ uri_canon(struct scan_msg *s, const uint8_t *u, size_t n, unsigned depth)
 	if (v.n != n || memcmp(v.p, u, n))
 		uri_puts(s, &v);
 
-	/* the host's forms: proto [user@] host [:port] rest */
-	if (!pl)
-		return;
-	bool http = !memcmp(v.p, "http://", 7);
-	size_t h0 = pl, h1, r0;
-	for (k = pl; k < v.n && !strchr("@/?#", v.p[k]); k++)
-		;
-	bool auth = k < v.n && v.p[k] == '@';
-	if (auth)
-		h0 = k + 1;
-	for (h1 = h0; h1 < v.n && !strchr("/?#:", v.p[h1]); h1++)
-		;
-	if (h1 == h0)
-		return;
-	r0 = h1;
-	const uint8_t *proto = v.p, *rest = v.p + r0;
-	size_t rn = v.n - r0;
-	bool port80 = true;
-	if (rn && rest[0] == ':') {
-		size_t d = 1;
-		while (d < rn && isdigit(rest[d]))
-			d++;
-		if (d > 1) {
-			port80 = d == 3 && !memcmp(rest, ":80", 3);
-			/* :80 (http) or :443 (https) left out: ^:80\b */
-			const char *dp = http ? ":80" : ":443";
-			size_t dl = strlen(dp);
-			if (rn >= dl && !memcmp(rest, dp, dl) &&
-			    (rn == dl || !(isalnum(rest[dl]) || rest[dl] == '_'))) {
-				struct ubuf w = {b3, 0, sizeof(b3), false};
-				ub_add(&w, proto, pl);
-				ub_add(&w, v.p + h0, h1 - h0);
-				ub_add(&w, rest + dl, rn - dl);
-				uri_puts(s, &w);
-			}
-		}
-	}
-	uint8_t host[256 + 8];
-	size_t hn = 0;
-	bool cut = false;
-	if (h1 - h0 >= sizeof(host) - 8)
-		return;
-	for (k = h0; k < h1; k++) {             /* control characters and spaces out */
-		if (v.p[k] <= 0x20)
-			cut = true;
-		else
-			host[hn++] = v.p[k];
-	}
-	char lhost[sizeof(host)];
-	for (k = 0; k < h1 - h0; k++)
-		lhost[k] = (char)tolower(v.p[h0 + k]);
-	lhost[h1 - h0] = '\0';
-#define HOST_FORM() do { \
-		struct ubuf w = {b3, 0, sizeof(b3), false}; \
-		ub_add(&w, proto, pl); \
-		ub_add(&w, host, hn); \
-		ub_add(&w, rest, rn); \
-		uri_puts(s, &w); \
-	} while (0)
-	if (cut)
-		HOST_FORM();
-	/* a URI that a redirector's URI leads to is a URI of its own: the
-	 * rules' redirector_pattern group 1 (with a '.'), else the first
-	 * http(s): URI in the rest */
-	const struct scan_ruleset *rs = scan_hs_rules(s->hm->e);
-	bool redirected = false;
-	if (depth < 2 && rs->n_redirs && s->md) {
-		struct ubuf w = {b3, 0, sizeof(b3), false};
-		ub_add(&w, proto, pl);
-		ub_add(&w, host, hn);
-		ub_add(&w, rest, rn);
-		for (uint32_t q = 0; !w.over && q < rs->n_redirs && !redirected; q++) {
-			if (pcre2_match(rs->redirs[q], w.p, w.n, 0, 0, s->md, NULL) < 2)
-				continue;
-			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
-			if (ov[2] == PCRE2_UNSET || ov[3] <= ov[2] || ov[3] - ov[2] > SCAN_URI_MAX ||
-			    !memchr(w.p + ov[2], '.', ov[3] - ov[2]))
-				continue;
-			uint8_t r[SCAN_URI_MAX];
-			size_t rl = ov[3] - ov[2];
-			memcpy(r, w.p + ov[2], rl);
-			uri_put(s, NULL, 0, r, rl);
-			uri_canon(s, r, rl, depth + 1);
-			redirected = true;
-		}
-	}
-	for (k = 0; depth < 2 && !redirected && k + 5 <= rn; k++) {
-		size_t e = k;
-		if (strncasecmp((const char *)rest + k, "http", 4))
-			continue;
-		e = k + 4;
-		if (e < rn && (rest[e] | 0x20) == 's')
-			e++;
-		if (e >= rn || rest[e] != ':')
-			continue;
-		e++;
-		for (size_t sl2 = 0; sl2 < 2 && e < rn && rest[e] == '/'; sl2++)
-			e++;
-		size_t z = e;
-		while (z < rn && rest[z] != '&' && rest[z] != '#')
-			z++;
-		if (z == e || !memchr(rest + k, '.', z - k) || z - k > SCAN_URI_MAX)
-			break;          /* the first such URI, or none */
-		uint8_t r[SCAN_URI_MAX];
-		memcpy(r, rest + k, z - k);
-		uri_put(s, NULL, 0, r, z - k);
-		uri_canon(s, r, z - k, depth + 1);
-		break;
-	}
-	const uint8_t *at2 = memchr(host, '@', hn);
-	if (at2 && at2 > host) {                /* host =~ s/^[^@]+@// */
-		size_t drop = (size_t)(at2 - host) + 1;
-		memmove(host, host + drop, hn - drop);
-		hn -= drop;
-		HOST_FORM();
-	}
-	size_t hn0 = hn;
-	while (hn && !isalnum(host[hn - 1]))
-		hn--;
-	if (hn != hn0)
-		HOST_FORM();
-	if (hn >= sizeof(host))
-		return;
-	host[hn] = '\0';
-	/* IP addresses in other notations */
-	unsigned parts = 0;
-	size_t pos[5];
-	bool dotted = hn > 0;
-	pos[0] = 0;
-	for (k = 0; dotted && k <= hn; k++)
-		if (k == hn || host[k] == '.') {
-			size_t a = pos[parts], l = k - a;
-			bool hx = l > 2 && host[a] == '0' && (host[a + 1] | 0x20) == 'x';
-			bool ok = l > (hx ? 2u : 0u);
-			for (size_t j = a + (hx ? 2 : 0); ok && j < k; j++)
-				ok = hx ? isxdigit(host[j]) : isdigit(host[j]);
-			if (!ok || parts == 4 || (k == hn) != (parts == 3))
-				dotted = false;
-			else
-				pos[++parts] = k + 1;
-		}
-	struct ubuf w = {b3, 0, sizeof(b3), false};
-	ub_add(&w, proto, pl);
-	if (dotted && parts == 4) {
-		/* each "octet." of hex or octal in decimal, leading zeros out
-		 * (a "0." becomes ".", as there) */
-		for (unsigned q = 0; q < 4; q++) {
-			size_t a = pos[q], l = pos[q + 1] - 1 - a;
-			char o[32];
-			unsigned long long x = 0;
-			if (l > 2 && host[a] == '0' && (host[a + 1] | 0x20) == 'x') {
-				for (size_t j = a + 2; j < a + l && x < (1ull << 56); j++)
-					x = x * 16 + (unsigned)hexval(host[j]);
-				snprintf(o, sizeof(o), "%llu", x);
-			} else {
-				size_t z = 0;
-				if (l >= sizeof(o))
-					return;
-				memcpy(o, host + a, l);
-				o[l] = '\0';
-				while (o[z] == '0')
-					z++;
-				size_t ol = strlen(o + z);
-				bool oct = z && ol &&
-				    ((o[z] >= '1' && o[z] <= '3' && ol <= 3) || (o[z] >= '4' && o[z] <= '7' && ol <= 2)) &&
-				    strspn(o + z, "01234567") == ol;
-				if (oct)
-					snprintf(o, sizeof(o), "%llu", strtoull(o + z, NULL, 8));
-			}
-			size_t z = 0;
-			while (o[z] == '0')
-				z++;
-			ub_add(&w, o + z, strlen(o + z));
-			if (q < 3)
-				ub_add(&w, ".", 1);
-		}
-	} else if (hn > 2 && host[0] == '0' && (host[1] | 0x20) == 'x' &&
-	    strspn((const char *)host + 2, "0123456789abcdefABCDEF") == hn - 2) {
-		size_t a = hn - 2 > 8 ? hn - 8 : 2;
-		ulong_ip(&w, strtoull((const char *)host + a, NULL, 16));
-	} else if (hn && hn <= 19 && strspn((const char *)host, "0123456789") == hn) {
-		ulong_ip(&w, strtoull((const char *)host, NULL, 10));
-	} else {
-		/* "www.name" or "name" (no TLD) as "www.name.com" */
-		const char *nm = !strncmp(lhost, "www.", 4) ? lhost + 4 : lhost;
-		const char *dot = strchr(lhost, '.');
-		bool tld = dot && scan_rules_tld_valid(scan_hs_rules(s->hm->e),
-		    strrchr(lhost, '.') + 1, strlen(strrchr(lhost, '.') + 1));
-		if (!(http && !auth && port80 && strcmp(lhost, "localhost") && *nm &&
-		    !strchr(nm, '.') && !(scan_hs_rules(s->hm->e)->n_tlds && tld)))
-			return;
-		w.n = 0;
-		ub_add(&w, "http://www.", 11);
-		ub_add(&w, nm, strlen(nm));
-		ub_add(&w, ".com", 4);
-		ub_add(&w, rest, rn);
-		uri_puts(s, &w);
-		return;
-	}
-	ub_add(&w, rest, rn);
-	uri_puts(s, &w);
-#undef HOST_FORM
+	/* the host's forms */
+	if (pl)
+		uri_host_forms(s, v.p, v.n, pl, depth);
 }
 
 /* URI pre + b to URI, then its forms (uri_canon). */
