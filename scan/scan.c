@@ -1608,6 +1608,25 @@ attr_end(struct scan_msg *s)
 
 enum { AT_GAP, AT_NAME, AT_EQ, AT_VALUE0, AT_VALUE };
 
+/* A byte of an attribute's name (ws: whitespace), or the '=' after it. */
+static void
+attr_name(struct scan_msg *s, uint8_t c, bool ws)
+{
+	if (c == '=') {
+		s->attr[s->attr_len < sizeof(s->attr) ? s->attr_len : 0] = '\0';
+		s->attr_uri = s->attr_len < sizeof(s->attr) && uri_attr(s);
+		s->attr_equiv = s->tag_uri == URI_TAG_META && !strcmp(s->attr, "http-equiv");
+		s->attr_state = AT_VALUE0;
+	} else if (ws)
+		s->attr_state = AT_EQ;
+	else if (c == '/')
+		s->attr_state = AT_GAP;
+	else if (s->attr_len < sizeof(s->attr) - 1)
+		s->attr[s->attr_len++] = (char)tolower(c);
+	else
+		s->attr_len = sizeof(s->attr);  /* too long to be one */
+}
+
 /*
  * The attributes of a tag that carries a URI (p, n bytes, up to and with
  * its '>'): name, optional '=' and value (quoted with " or ', or up to
@@ -1633,34 +1652,20 @@ html_attr(struct scan_msg *s, const uint8_t *p, size_t n)
 		case AT_EQ:
 			if (ws)
 				break;
-			if (c != '=') {
-				s->attr_state = AT_GAP;         /* a new attribute */
-				i--;
-				break;
+			if (c != '=') {         /* no value: c begins the next name */
+				s->attr_state = AT_NAME;
+				s->attr_len = 0;
 			}
-			/* FALLTHROUGH */
-		case AT_NAME:
-			if (c == '=') {
-				s->attr[s->attr_len < sizeof(s->attr) ? s->attr_len : 0] = '\0';
-				s->attr_uri = s->attr_len < sizeof(s->attr) && uri_attr(s);
-				s->attr_equiv = s->tag_uri == URI_TAG_META &&
-				    !strcmp(s->attr, "http-equiv");
-				s->attr_state = AT_VALUE0;
-			} else if (ws)
-				s->attr_state = AT_EQ;
-			else if (c == '/')
-				s->attr_state = AT_GAP;
-			else if (s->attr_len < sizeof(s->attr) - 1)
-				s->attr[s->attr_len++] = (char)tolower(c);
-			else
-				s->attr_len = sizeof(s->attr);  /* too long to be one */
+			attr_name(s, c, false);
 			break;
 		case AT_GAP:
 			if (ws || c == '/')
 				break;
 			s->attr_state = AT_NAME;
 			s->attr_len = 0;
-			i--;
+			/* FALLTHROUGH */
+		case AT_NAME:
+			attr_name(s, c, ws);
 			break;
 		case AT_VALUE0:
 			if (ws)
