@@ -2640,6 +2640,62 @@ ls_union(struct lset *a, const struct lset *b)
 		ls_add(a, b->s[j], b->len[j]);
 }
 
+/*
+ * The fallback a branch offers its alternation when the branches' best
+ * sets do not fit in one (ls_alt): fewest strings first, among those whose
+ * every string is a usable gate (LS_FEW_MIN bytes), then the longer
+ * shortest string.
+ */
+#define LS_FEW_MIN 3
+
+static bool
+ls_fewer(const struct lset *a, const struct lset *b)
+{
+	unsigned ma = ls_minlen(a), mb = ls_minlen(b);
+
+	if (!ma)
+		return false;
+	if (!mb)
+		return true;
+	if ((ma >= LS_FEW_MIN) != (mb >= LS_FEW_MIN))
+		return ma >= LS_FEW_MIN;
+	if (a->n != b->n)
+		return a->n < b->n;
+	return (ma > 6 ? 6 : ma) > (mb > 6 ? 6 : mb);
+}
+
+static void
+ls_take_fewer(struct lset *few, const struct lset *c)
+{
+	if (ls_fewer(c, few))
+		*few = *c;
+}
+
+/*
+ * The fewest-strings run: one string at a time (frun), cut before every
+ * atom that can match more than one string (or none), which is a candidate
+ * of its own; each cut leaves the run so far as a candidate.
+ */
+static void
+ls_few_atom(struct lset *frun, struct lset *few, const struct lset *ax, const struct lset *ar)
+{
+	if (!ax->none && ax->n == 1) {
+		struct lset t = *frun;
+		ls_cross(&t, ax);
+		if (!t.none) {
+			*frun = t;
+			return;
+		}
+		ls_take_fewer(few, frun);
+		*frun = *ax;
+		return;
+	}
+	ls_take_fewer(few, frun);
+	ls_take_fewer(few, ax);
+	ls_take_fewer(few, ar);
+	ls_empty(frun);
+}
+
 /* Adds an escape's class (\d \w \s \h \v and negations) to mem; false if unknown. */
 static bool
 ls_class_escape(char d, uint8_t *mem)
@@ -3045,15 +3101,20 @@ ls_quant(struct lsp *P, int *lo, int *hi)
 	return true;
 }
 
-/* A sequence up to '|' or ')' or the end. */
+/*
+ * A sequence up to '|' or ')' or the end: its exact set, its best required
+ * set (req), and the required set with the fewest strings (few).
+ */
 static void
-ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
+ls_seq(struct lsp *P, struct lset *exact, struct lset *req, struct lset *few)
 {
-	struct lset cur, ax, ar;
+	struct lset cur, ax, ar, frun;
 	bool all_exact = true;
 
 	ls_empty(&cur);
+	ls_empty(&frun);
 	ls_none(req);
+	ls_none(few);
 	while (P->s < P->e && *P->s != '|' && *P->s != ')') {
 		char c = *P->s;
 		if (P->x && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
@@ -3097,6 +3158,12 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
 				ls_take_better(req, t.none ? &cur : &t);
 				ls_take_better(req, &one);
 				cur = ax;
+				ls_few_atom(&frun, few, &ax, &one);
+				ls_take_fewer(few, &frun);
+				if (ax.n == 1)
+					frun = ax;
+				else
+					ls_empty(&frun);
 				all_exact = false;
 				continue;
 			} else {
@@ -3104,6 +3171,7 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
 				ar = one;
 			}
 		}
+		ls_few_atom(&frun, few, &ax, &ar);
 		if (!ax.none) {
 			struct lset t = cur;
 			ls_cross(&t, &ax);
@@ -3127,30 +3195,46 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req)
 		ls_empty(&cur);
 	}
 	ls_take_better(req, &cur);
+	ls_take_fewer(few, &frun);
+	ls_take_fewer(few, req);
 	if (all_exact)
 		*exact = cur;
 	else
 		ls_none(exact);
 }
 
+/*
+ * Alternatives: the union of the branches' sets. When the union of their
+ * best sets is too big (or holds a string too short), the union of each
+ * branch's fewest-strings set may still fit, and is taken if it is the
+ * better gate: /\b(?:confiden[tc]i[ae]l|secr[e\xe8](?:te?|cy)|very\sdiscrete|...)/
+ * overflows with every spelling of each branch, and gates on 12 strings
+ * ("confiden", "secr", "discrete", ...), one a branch. Only then: where
+ * the best sets fit, they stay.
+ */
 static void
 ls_alt(struct lsp *P, struct lset *exact, struct lset *req)
 {
-	struct lset ex, rq;
+	struct lset ex, rq, fw, fu;
 	bool first = true;
 
 	for (;;) {
-		ls_seq(P, &ex, &rq);
+		ls_seq(P, &ex, &rq, &fw);
 		ls_take_better(&rq, &ex);
+		ls_take_fewer(&fw, &ex);
 		if (ls_minlen(&rq) == 0)
 			ls_none(&rq);
+		if (ls_minlen(&fw) == 0)
+			ls_none(&fw);
 		if (first) {
 			*exact = ex;
 			*req = rq;
+			fu = fw;
 			first = false;
 		} else {
 			ls_union(exact, &ex);
 			ls_union(req, &rq);
+			ls_union(&fu, &fw);
 		}
 		if (P->s < P->e && *P->s == '|') {
 			P->s++;
@@ -3158,6 +3242,8 @@ ls_alt(struct lsp *P, struct lset *exact, struct lset *req)
 		}
 		break;
 	}
+	if (ls_minlen(req) < LS_FEW_MIN && ls_minlen(&fu) >= LS_FEW_MIN)
+		*req = fu;
 }
 
 static unsigned

@@ -740,6 +740,21 @@ test_literal_set(void **state)
 	expect_set("[^a]bcd", 0, "bcd");
 	expect_set("(?<name>hello) [w0]orld", 0, "hello 0orld|hello world");
 	expect_set("ab)cd", 0, "");                         /* unbalanced: give up */
+	/* the branches' best sets overflow (8 x 4 + 2 strings): each branch
+	 * gives its fewest-strings set instead, one string here */
+	expect_set("(?:q[ab][cd][ef]stuv|w[gh][ij][kl]mnop|r[ab][cd][ef]wxyz|zz[12][34][56]abc|hello[xy])",
+	    0, "abc|hello|mnop|stuv|wxyz");
+	/* ... but not when they fit: the longer strings stay */
+	expect_set("(?:q[ab][cd][ef]stuv|hello[xy])", 0,
+	    "hellox|helloy|qacestuv|qacfstuv|qadestuv|qadfstuv|qbcestuv|qbcfstuv|qbdestuv|qbdfstuv");
+	/* SpamAssassin's __HUSH_HUSH: 36 spellings; no set before, 12 strings now */
+	expect_set("\\b(?:confiden[tc]i[ae]l(?:\\b|ity\\b|it(?:=E9|[\\xe9]|[\\xc3][\\xa9]))|private\\b|"
+	    "secr[e\\xe8](?:te?|cy)\\b|sensitive\\b|concealed\\b|obscured?\\b|discre(?:et|tion)\\b|"
+	    "very\\sdiscrete|top\\ssecret|vertraulich(?:en)?\\b|geheim\\b|"
+	    "priv(?:e|=E9|[\\xe9]|[\\xc3][\\xa9]))", SCAN_RE_I,
+	    "concealed|confiden|discre|discrete|geheim|obscure|priv|private|secr|secret|sensitive|vertraulich");
+	/* a branch with a short string only: no usable fallback, as before */
+	expect_set("(?:x[yz]|\\d\\dfoo)", 0, "foo|xy|xz");
 }
 
 static void
