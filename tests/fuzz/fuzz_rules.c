@@ -12,8 +12,14 @@
  * flattened) are at most their capacity, each "(?:" ... ")" with balanced
  * parentheses outside classes and escapes, and so are those of its plain
  * collapse and the runs its prefixes map onto there (scan_gate_map_run).
+ * The literal, squeeze and exact sets are sound: every PCRE2 match of the
+ * pattern over the input holds one of the set's strings (its squeezed
+ * image does; it is one of them), as a gate relies on.
  * No Hyperscan compile (slow).
  */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +100,65 @@ check_map(const char *cx, const char *px)
 	if (!w || strcmp(w, px))
 		abort();
 	free(w);
+}
+
+/*
+ * Every match of re (PCRE2, as the engine runs it) over text must hold a
+ * string of set: k 0 the literal set (caselessly), 1 the squeeze set (in
+ * the match's squeezed image), 2 the exact set (the match is one).
+ */
+static void
+check_sound(const char *re, uint32_t fl, int k, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1],
+    unsigned ns, const uint8_t *text, size_t n)
+{
+	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
+	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
+	int err;
+	PCRE2_SIZE eo;
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL);
+
+	if (!c)
+		return;         /* the engine reports such a rule broken */
+	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
+	pcre2_match_context *mc = pcre2_match_context_create(NULL);
+	if (!md || !mc)
+		abort();
+	pcre2_set_match_limit(mc, 20000);
+	pcre2_set_depth_limit(mc, 1000);
+	PCRE2_SIZE off = 0;
+	for (unsigned m = 0; m < 32 && off <= n; m++) {
+		if (pcre2_match(c, text, n, off, 0, md, mc) < 0)
+			break;
+		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+		if (ov[0] > ov[1])
+			break;          /* \K past the start: no plain substring */
+		uint8_t img[4096];
+		size_t il = 0;
+		for (PCRE2_SIZE j = ov[0]; j < ov[1] && il < sizeof(img); j++) {
+			uint8_t b = text[j];
+			if (k == 1)
+				b = scan_rules_squeeze_byte(b);
+			else if (k == 0 && b >= 'A' && b <= 'Z')
+				b = (uint8_t)(b + 32);
+			if (b || k != 1)
+				img[il++] = b;
+		}
+		bool found = false;
+		for (unsigned q = 0; q < ns && !found; q++) {
+			size_t sl = set[q][0];
+			if (k == 2)
+				found = sl == il && !memcmp(img, &set[q][1], sl);
+			else
+				for (size_t j = 0; j + sl <= il && !found; j++)
+					found = !memcmp(img + j, &set[q][1], sl);
+		}
+		if (!found && ov[1] - ov[0] < sizeof(img))
+			abort();
+		off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+	}
+	pcre2_match_context_free(mc);
+	pcre2_match_data_free(md);
+	pcre2_code_free(c);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -196,6 +261,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				for (unsigned q = 0; q < ns; q++)
 					if (set[q][0] > SCAN_RULES_LSET_LEN || (k == 2 && !set[q][0]))
 						abort();
+				ns = walk[k](r->re, r->re_flags, set, SCAN_RULES_LSET_MAX);
+				if (ns)
+					check_sound(r->re, r->re_flags, k, set, ns, data, size);
 			}
 			char *inner = NULL;
 			if (scan_rules_whole_repeat(x, &inner) && (!inner || inner[0] != '('))
