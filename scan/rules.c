@@ -2100,6 +2100,25 @@ quant_num(const char **q, const char *e)
 	return v;
 }
 
+/*
+ * Under /x, whitespace and # comments between an atom and its quantifier
+ * are ignored ("d *" is "d*"): skips them at *s.
+ */
+static const char *
+x_skip(const char *s, const char *e, bool x)
+{
+	while (x && s < e) {
+		if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v')
+			s++;
+		else if (*s == '#')
+			while (s < e && *s != '\n')
+				s++;
+		else
+			break;
+	}
+	return s;
+}
+
 /* Skips a quantifier at L->s; returns its minimum count (-1 none). */
 static int
 lit_quant(struct lit *L, bool *exact_one)
@@ -2107,6 +2126,7 @@ lit_quant(struct lit *L, bool *exact_one)
 	int min = -1;
 
 	*exact_one = false;
+	L->s = x_skip(L->s, L->e, L->x);
 	if (L->s >= L->e)
 		return -1;
 	char c = *L->s;
@@ -3069,6 +3089,7 @@ ls_atom(struct lsp *P, struct lset *ex, struct lset *req)
 static bool
 ls_quant(struct lsp *P, int *lo, int *hi)
 {
+	P->s = x_skip(P->s, P->e, P->x);
 	if (P->s >= P->e)
 		return false;
 	char c = *P->s;

@@ -684,6 +684,11 @@ test_literal(void **state)
 	expect_lit("(?<=x)abcd", 0, "abcd");
 	expect_lit("ab{2}cd", 0, "ab");
 	expect_lit("q{0,3}rstu", 0, "rstu");
+	/* /x: a quantifier after whitespace or a comment still applies to the
+	 * atom before ("d *" is "d*"; found by fuzz_rules' soundness check) */
+	expect_lit("abc d *", SCAN_RE_X, "abc");
+	expect_lit("free4sa~ +", SCAN_RE_X, "free4sa~");
+	expect_lit("abcd # note\n ?wxyz", SCAN_RE_X, "wxyz");
 }
 
 typedef unsigned set_fn(const char *, uint32_t, uint8_t (*)[SCAN_RULES_LSET_LEN + 1], unsigned);
@@ -753,6 +758,9 @@ test_literal_set(void **state)
 	    "very\\sdiscrete|top\\ssecret|vertraulich(?:en)?\\b|geheim\\b|"
 	    "priv(?:e|=E9|[\\xe9]|[\\xc3][\\xa9]))", SCAN_RE_I,
 	    "concealed|confiden|discre|discrete|geheim|obscure|priv|private|secr|secret|sensitive|vertraulich");
+	/* /x: whitespace between an atom and its quantifier */
+	expect_set("abc d *", SCAN_RE_X, "abc");
+	expect_set_of(scan_rules_squeeze_set, "abc d *", SCAN_RE_X, "abc");
 	/* a branch with a short string only: no usable fallback, as before */
 	expect_set("(?:x[yz]|\\d\\dfoo)", 0, "foo|xy|xz");
 }
