@@ -2101,6 +2101,17 @@ quant_num(const char **q, const char *e)
 }
 
 /*
+ * The bytes /x ignores in a pattern: PCRE2's white space (its C-locale
+ * spaces, and NEL, 0x85, which it skips in 8-bit patterns too).
+ */
+static bool
+x_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
+	    (unsigned char)c == 0x85;
+}
+
+/*
  * Under /x, whitespace and # comments between an atom and its quantifier
  * are ignored ("d *" is "d*"): skips them at *s.
  */
@@ -2108,7 +2119,7 @@ static const char *
 x_skip(const char *s, const char *e, bool x)
 {
 	while (x && s < e) {
-		if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v')
+		if (x_space(*s))
 			s++;
 		else if (*s == '#')
 			while (s < e && *s != '\n')
@@ -2396,7 +2407,7 @@ lit_seq(struct lit *L, int depth)
 			L->s++;
 			continue;
 		}
-		if (L->x && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+		if (L->x && x_space(c)) {
 			L->s++;
 			continue;
 		}
@@ -3138,7 +3149,7 @@ ls_seq(struct lsp *P, struct lset *exact, struct lset *req, struct lset *few)
 	ls_none(few);
 	while (P->s < P->e && *P->s != '|' && *P->s != ')') {
 		char c = *P->s;
-		if (P->x && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+		if (P->x && x_space(c)) {
 			P->s++;
 			continue;
 		}

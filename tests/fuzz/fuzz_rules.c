@@ -14,7 +14,9 @@
  * collapse and the runs its prefixes map onto there (scan_gate_map_run).
  * The literal, squeeze and exact sets are sound: every PCRE2 match of the
  * pattern over the input holds one of the set's strings (its squeezed
- * image does; it is one of them), as a gate relies on.
+ * image does; it is one of them), as a gate relies on; and where the
+ * pattern finds a match in the input, so do its relaxed, collapsed and
+ * ASCII forms (the plain collapse and the ASCII form on ASCII input).
  * No Hyperscan compile (slow).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -161,6 +163,42 @@ check_sound(const char *re, uint32_t fl, int k, uint8_t (*set)[SCAN_RULES_LSET_L
 	pcre2_code_free(c);
 }
 
+/* PCRE2 with the rule's flags: 1 a match in text, 0 none, -1 unknown */
+static int
+pcre_finds(const char *re, uint32_t fl, const uint8_t *text, size_t n)
+{
+	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
+	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0);
+	int err, rc;
+	PCRE2_SIZE eo;
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL);
+
+	if (!c)
+		return -1;
+	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
+	pcre2_match_context *mc = pcre2_match_context_create(NULL);
+	if (!md || !mc)
+		abort();
+	pcre2_set_match_limit(mc, 20000);
+	pcre2_set_depth_limit(mc, 1000);
+	rc = pcre2_match(c, text, n, 0, 0, md, mc);
+	pcre2_match_context_free(mc);
+	pcre2_match_data_free(md);
+	pcre2_code_free(c);
+	return rc >= 0 ? 1 : rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
+}
+
+/*
+ * A gate form f of x: where x finds a match in text, f must find one too
+ * (the gate opens wherever the rule can match). x_found: pcre_finds(x).
+ */
+static void
+check_gate_form(int x_found, const char *f, uint32_t fl, const uint8_t *text, size_t n)
+{
+	if (x_found == 1 && f && pcre_finds(f, fl, text, n) == 0)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -211,12 +249,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(x, "(?:", 3);
 			memcpy(x + 3, r->re, n);
 			memcpy(x + 3 + n, ")", 2);
+			/* the forms are gates: each finds a match where x does (on
+			 * plain ASCII text, with no "&#", for the plain and ASCII
+			 * forms); not for /x, which the engine wraps differently */
+			bool ascii = true;
+			for (size_t j = 0; j < size && ascii; j++)
+				ascii = data[j] < 0x80 && !(data[j] == '&' && j + 1 < size && data[j + 1] == '#');
+			int xf = (r->re_flags & SCAN_RE_X) ? -1 : pcre_finds(x, r->re_flags, data, size);
+			char *af = xf == 1 && ascii ? scan_rules_ascii_form(x) : NULL;
+			check_gate_form(xf, af, r->re_flags, data, size);
+			free(af);
 			for (int k = 0; k < 4; k++) {   /* loose, loose without assertions, tight, open */
 				char *rx = k == 3 ? scan_rules_relax_open(x, false, 1) :
 				    k == 2 ? scan_rules_relax_n(x, false, 1, 100) :
 				    scan_rules_relax(x, k == 1, k == 0 ? 2 : 1);
 				char *cx = rx ? scan_rules_collapse(rx) : NULL;
 				char *px = rx ? scan_rules_collapse_plain(rx) : NULL;
+				check_gate_form(xf, rx, r->re_flags, data, size);
+				check_gate_form(xf, cx, r->re_flags, data, size);
+				if (ascii)
+					check_gate_form(xf, px, r->re_flags, data, size);
 				if (balanced_as(x, 1) && !strstr(x, "(?#") && cx) {
 					check_runs(cx);
 					/* the lead: balanced, never the whole form */

@@ -689,6 +689,9 @@ test_literal(void **state)
 	expect_lit("abc d *", SCAN_RE_X, "abc");
 	expect_lit("free4sa~ +", SCAN_RE_X, "free4sa~");
 	expect_lit("abcd # note\n ?wxyz", SCAN_RE_X, "wxyz");
+	/* PCRE2's /x skips NEL (0x85) as white space, in 8-bit patterns too */
+	expect_lit("wxyz\x85#c", SCAN_RE_X, "wxyz");
+	expect_lit("wxyz\x85*", SCAN_RE_X, "wxy");
 }
 
 typedef unsigned set_fn(const char *, uint32_t, uint8_t (*)[SCAN_RULES_LSET_LEN + 1], unsigned);
