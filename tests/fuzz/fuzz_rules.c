@@ -121,6 +121,10 @@ check_sound(const char *re, uint32_t fl, int k, uint8_t (*set)[SCAN_RULES_LSET_L
 
 	if (!c)
 		return;         /* the engine reports such a rule broken */
+	if (strstr(re, "\\K")) {
+		pcre2_code_free(c);
+		return;         /* \K: the match starts after bytes it holds */
+	}
 	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
 	pcre2_match_context *mc = pcre2_match_context_create(NULL);
 	if (!md || !mc)
