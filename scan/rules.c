@@ -2101,6 +2101,18 @@ quant_num(const char **q, const char *e)
 }
 
 /*
+ * PCRE2 constructs the literal walks do not read, and give up on: verbs
+ * and alpha assertions, "(*...)" ((*ACCEPT) ends a match anywhere,
+ * (*pla:...) is a look-ahead), and the non-atomic look-arounds "(?*" and
+ * "(?<*". None is in Debian's rules.
+ */
+static bool
+re_exotic(const char *re)
+{
+	return strstr(re, "(*") || strstr(re, "(?*") || strstr(re, "(?<*");
+}
+
+/*
  * The bytes /x ignores in a pattern: PCRE2's white space (its C-locale
  * spaces, and NEL, 0x85, which it skips in 8-bit patterns too).
  */
@@ -2454,7 +2466,7 @@ scan_rules_literal(const char *re, uint32_t flags, uint8_t *out, size_t cap)
 	L.e = re + strlen(re);
 	L.x = (flags & SCAN_RE_X) != 0;
 	/* an inline (?x) anywhere: be conservative, give up on /x-less parsing */
-	if (!L.x && strstr(re, "(?x"))
+	if ((!L.x && strstr(re, "(?x")) || re_exotic(re))
 		return 0;
 	while (L.s < L.e) {
 		lit_seq(&L, 0);
@@ -3286,7 +3298,7 @@ ls_run(const char *re, uint32_t flags, int mode, uint8_t (*out)[SCAN_RULES_LSET_
 	struct lset ex, req;
 
 	if (mode == LS_EXACT) {
-		if ((flags & (SCAN_RE_I | SCAN_RE_X)) || strstr(re, "(?x"))
+		if ((flags & (SCAN_RE_I | SCAN_RE_X)) || strstr(re, "(?x") || re_exotic(re))
 			return 0;
 		ls_alt(&P, &ex, &req);
 		if (P.s != P.e || ex.none || !ex.n || ex.n > cap || ls_minlen(&ex) == 0)
@@ -3298,7 +3310,7 @@ ls_run(const char *re, uint32_t flags, int mode, uint8_t (*out)[SCAN_RULES_LSET_
 		return ex.n;
 	}
 
-	if (!P.x && strstr(re, "(?x"))
+	if ((!P.x && strstr(re, "(?x")) || re_exotic(re))
 		return 0;
 	ls_alt(&P, &ex, &req);
 	if (P.s != P.e)

@@ -692,6 +692,10 @@ test_literal(void **state)
 	/* PCRE2's /x skips NEL (0x85) as white space, in 8-bit patterns too */
 	expect_lit("wxyz\x85#c", SCAN_RE_X, "wxyz");
 	expect_lit("wxyz\x85*", SCAN_RE_X, "wxy");
+	/* verbs and non-atomic look-arounds: no literal (abc(*ACCEPT)defgh
+	 * matches "abc") */
+	expect_lit("abc(*ACCEPT)defgh", 0, "");
+	expect_lit("(?*<=h)wxyz", 0, "");
 }
 
 typedef unsigned set_fn(const char *, uint32_t, uint8_t (*)[SCAN_RULES_LSET_LEN + 1], unsigned);
@@ -761,6 +765,10 @@ test_literal_set(void **state)
 	    "very\\sdiscrete|top\\ssecret|vertraulich(?:en)?\\b|geheim\\b|"
 	    "priv(?:e|=E9|[\\xe9]|[\\xc3][\\xa9]))", SCAN_RE_I,
 	    "concealed|confiden|discre|discrete|geheim|obscure|priv|private|secr|secret|sensitive|vertraulich");
+	expect_set("abc(*ACCEPT)defgh", 0, "");
+	expect_set("(?*<=h)wxyz", 0, "");
+	expect_set_of(scan_rules_squeeze_set, "(*pla:ab)cdef", 0, "");
+	expect_set_of(scan_rules_exact_set, "ab(*ACCEPT)c", 0, "");
 	/* /x: whitespace between an atom and its quantifier */
 	expect_set("abc d *", SCAN_RE_X, "abc");
 	expect_set_of(scan_rules_squeeze_set, "abc d *", SCAN_RE_X, "abc");
