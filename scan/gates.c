@@ -285,11 +285,11 @@ class_set(const char *s, const char *e, bool icase, uint8_t *set)
 	}
 	e--;                    /* the closing ']' */
 	while (p < e) {
-		if (p[0] == '[' && p[1] == ':') {
+		const char *q = p[0] == '[' && p[1] == ':' ? scan_rules_posix_end(p, e + 1) : NULL;
+		if (q) {
 			/* POSIX names: any byte will do for a ranking */
-			const char *q = strstr(p + 2, ":]");
 			memset(t, 0xff, 32);
-			p = q && q < e ? q + 2 : e;
+			p = q;
 			continue;
 		}
 		int lo = class_member(&p, t);

@@ -2200,8 +2200,8 @@ lit_skip_class(struct lit *L)
 		if (*L->s == '\\' && L->s + 1 < L->e)
 			L->s += 2;
 		else if (*L->s == '[' && L->s + 1 < L->e && L->s[1] == ':') {
-			const char *q = strstr(L->s + 2, ":]");
-			L->s = q && q < L->e ? q + 2 : L->s + 1;
+			const char *q = scan_rules_posix_end(L->s, L->e);
+			L->s = q ? q : L->s + 1;
 		} else
 			L->s++;
 	}
@@ -2868,11 +2868,12 @@ ls_class(struct lsp *P, struct lset *a)
 	while (P->s < P->e && (*P->s != ']' || first)) {
 		first = false;
 		char c = *P->s++, esc;
-		if (c == '[' && P->s < P->e && *P->s == ':') {
-			const char *q = strstr(P->s, ":]");
-			if (!q || q >= P->e || !ls_class_posix(P->s + 1, (size_t)(q - P->s - 1), mem))
+		const char *pe = c == '[' && P->s < P->e && *P->s == ':' ?
+		    scan_rules_posix_end(P->s - 1, P->e) : NULL;
+		if (pe) {
+			if (!ls_class_posix(P->s + 1, (size_t)(pe - 2 - P->s - 1), mem))
 				unknown = true;
-			P->s = q && q < P->e ? q + 2 : P->e;
+			P->s = pe;
 			prev = -1;
 			continue;
 		}
@@ -3417,6 +3418,21 @@ counted(const char *s, unsigned *lo, unsigned *hi)
  * NULL for constructs it does not know (conditionals, recursion, /x) or ENOMEM.
  */
 const char *
+scan_rules_posix_end(const char *s, const char *e)
+{
+	/* PCRE2's check_posix_syntax, for ':' */
+	for (const char *p = s + 2; e - p >= 2; p++) {
+		if (*p == '\\' && (p[1] == ']' || p[1] == '\\'))
+			p++;
+		else if ((*p == '[' && p[1] == ':') || *p == ']')
+			return NULL;
+		else if (*p == ':' && p[1] == ']')
+			return p + 2;
+	}
+	return NULL;
+}
+
+const char *
 scan_rules_class_end(const char *s)
 {
 	s++;
@@ -3428,8 +3444,8 @@ scan_rules_class_end(const char *s)
 		if (*s == '\\' && s[1])
 			s += 2;
 		else if (s[0] == '[' && s[1] == ':') {
-			const char *q = strstr(s + 2, ":]");
-			s = q ? q + 2 : s + 1;
+			const char *q = scan_rules_posix_end(s, s + strlen(s));
+			s = q ? q : s + 1;
 		} else
 			s++;
 	}

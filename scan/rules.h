@@ -363,6 +363,10 @@ char *scan_rules_relax_open(const char *x, bool drop_asserts, unsigned copies);
  * (escapes, a ']' first or after '^', and POSIX [:name:] classes inside do
  * not close it); NULL when the pattern ends first. */
 const char *scan_rules_class_end(const char *s);
+/* At s, "[:" inside a bracket expression: just past its ":]" when PCRE2
+ * reads a POSIX class there (no unescaped ']' or "[:" before the ":]"),
+ * else NULL, and the '[' is a byte of the class. e: the pattern's end. */
+const char *scan_rules_posix_end(const char *s, const char *e);
 char *scan_rules_collapse(const char *x);
 /*
  * scan_rules_collapse_plain(): as scan_rules_collapse, but a group's

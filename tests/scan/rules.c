@@ -765,6 +765,12 @@ test_literal_set(void **state)
 	    "very\\sdiscrete|top\\ssecret|vertraulich(?:en)?\\b|geheim\\b|"
 	    "priv(?:e|=E9|[\\xe9]|[\\xc3][\\xa9]))", SCAN_RE_I,
 	    "concealed|confiden|discre|discrete|geheim|obscure|priv|private|secr|secret|sensitive|vertraulich");
+	/* "[:" with no ":]" before the class's ']' is two bytes of the class
+	 * (PCRE2), not a POSIX name running on through the pattern: the empty
+	 * last branch is seen, so there is no set */
+	expect_set("abc|xy[a[:]q|", 0, "");
+	expect_set("abc|xy[:\\]h|[e]q|", 0, "");
+	expect_set("abcd|xy[[:alpha:]q]z", 0, "abcd|xy");
 	expect_set("abc(*ACCEPT)defgh", 0, "");
 	expect_set("(?*<=h)wxyz", 0, "");
 	expect_set_of(scan_rules_squeeze_set, "(*pla:ab)cdef", 0, "");
