@@ -26,7 +26,7 @@ const char scan_hs_gtube[] =
 #define GATE_BIT 0x80000000u
 #define GTUBE_ID 0x7fffffffu
 #define CACHE_MAGIC "SLUICEHS"
-#define CACHE_VERSION 33u
+#define CACHE_VERSION 34u
 #define HDR_BUF (32u * 1024)
 /* ALL and ALL:raw: the header block, "Name: value" lines, its first
  * ALL_BUF bytes (scan_hs_header); a record of its own at the end */
