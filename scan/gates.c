@@ -21,6 +21,11 @@
 #define REPS SCAN_GATE_REPS
 #define SAMPLE_MSGS 8           /* the sample, cut into this many "messages" */
 #define NEAR_CALL_SECONDS 0.3e-6 /* a PCRE2 search and the gate's callbacks, per window */
+/* A form longer than this is not split into runs: the parse walks each
+ * group once per level it is nested in (Debian's longest forms are some
+ * 3 KB; a fuzzed ReplaceTags expansion of 30 KB nested 16 deep took
+ * seconds) */
+#define CHAIN_MAX_LEN 16384u
 
 /* One top-level atom of a relaxed form's body, its quantifier included. */
 struct atom {
@@ -591,6 +596,8 @@ chain_parse(const char *x, bool icase, struct chain *c)
 	const char *b = x, *e = x + len;
 
 	memset(c, 0, sizeof(*c));
+	if (len > CHAIN_MAX_LEN)
+		return 0;       /* no chain */
 	if (!strncmp(x, "(?:", 3) && group_end(x, e) == e) {
 		b = x + 3;
 		e--;

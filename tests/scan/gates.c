@@ -130,6 +130,22 @@ test_no_runs(void **state)
 			fail_msg("%s: got %u runs (first %s), want none", none[i], n, got[0]);
 	}
 	assert_int_equal(scan_gate_subchains(NULL, got, CAP), 0);
+	/* a form over 16 KB is not split (the parse would take seconds on
+	 * deep nesting); one under it is */
+	for (size_t len = 16000; len <= 17000; len += 1000) {
+		char *big = malloc(len + 1);
+		assert_non_null(big);
+		memcpy(big, "(?:", 3);
+		for (size_t k = 3; k < len - 1; k++)
+			big[k] = (char)('a' + k % 7);
+		big[len - 1] = ')';
+		big[len] = '\0';
+		unsigned nb = scan_gate_subchains(big, got, CAP);
+		if ((len > 16384) != (nb == 0))
+			fail_msg("a form of %zu bytes: %u runs", len, nb);
+		free_runs(got, nb);
+		free(big);
+	}
 	/* a cap */
 	unsigned n = scan_gate_subchains("(?:abcdef)", got, 3);
 	assert_int_equal(n, 3);
