@@ -155,28 +155,6 @@ is_literal(const char *e)
 	return true;
 }
 
-/* The gate strings of a rule, as hs.c's gate_strings() picks them. */
-static unsigned
-gate_strings(const struct scan_rule *r, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1])
-{
-	uint8_t lit[256];
-	size_t n = scan_rules_literal(r->re, r->re_flags, lit, sizeof(lit));
-	unsigned ns = scan_rules_literal_set(r->re, r->re_flags, set, SCAN_RULES_LSET_MAX);
-	unsigned smin = ns ? 255 : 0;
-
-	for (unsigned k = 0; k < ns; k++)
-		if (set[k][0] < smin)
-			smin = set[k][0];
-	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
-		if (n > SCAN_RULES_LSET_LEN)
-			n = SCAN_RULES_LSET_LEN;        /* a prefix is required too */
-		set[0][0] = (uint8_t)n;
-		memcpy(&set[0][1], lit, n);
-		return 1;
-	}
-	return smin >= SCAN_HS_GATE_MIN ? ns : 0;
-}
-
 static char *
 hex_literal(const uint8_t *b, unsigned n)
 {
@@ -262,7 +240,8 @@ main(int argc, char **argv)
 		}
 		uint8_t set[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 		uint32_t ri = id & ~GATE_BIT;
-		unsigned ns = ri < rs->n && rs->rules[ri].re ? gate_strings(&rs->rules[ri], set) : 0;
+		unsigned ns = ri < rs->n && rs->rules[ri].re ?
+		    scan_hs_gate_strings(rs->rules[ri].re, rs->rules[ri].re_flags, set, true) : 0;
 		for (unsigned k = 0; k < ns; k++) {
 			char *h = hex_literal(&set[k][1], set[k][0]);
 			pats_add(&lits, h, HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH, n_items);

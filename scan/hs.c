@@ -745,13 +745,9 @@ form_width(const char *wx, unsigned flags)
 	return w;
 }
 
-/*
- * The strings a literal gate of pattern re would be made of (as
- * gate_literals_in chooses them: the required literal, or the literal set),
- * into set[]; how many, 0 none.
- */
-static unsigned
-gate_strings(const char *re, uint32_t re_flags, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1])
+unsigned
+scan_hs_gate_strings(const char *re, uint32_t re_flags, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1],
+    bool cut)
 {
 	uint8_t lit[256];
 	size_t n = scan_rules_literal(re, re_flags, lit, sizeof(lit));
@@ -762,8 +758,10 @@ gate_strings(const char *re, uint32_t re_flags, uint8_t (*set)[SCAN_RULES_LSET_L
 		if (set[k][0] < smin)
 			smin = set[k][0];
 	if (n >= SCAN_HS_GATE_MIN && (n >= smin || n >= 6)) {
-		if (n > SCAN_RULES_LSET_LEN)
+		if (n > SCAN_RULES_LSET_LEN && !cut)
 			return 0;       /* longer than a set string: not compared here */
+		if (n > SCAN_RULES_LSET_LEN)
+			n = SCAN_RULES_LSET_LEN;        /* a prefix is required too */
 		set[0][0] = (uint8_t)n;
 		memcpy(&set[0][1], lit, n);
 		return 1;
@@ -785,7 +783,7 @@ literal_reach(const struct scan_rule *r, const char *wx)
 	uint8_t g[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 	uint8_t p[SCAN_RULES_LSET_MAX][SCAN_RULES_LSET_LEN + 1];
 	char *pre[64];
-	unsigned ng = gate_strings(r->re, r->re_flags, g), reach = 0;
+	unsigned ng = scan_hs_gate_strings(r->re, r->re_flags, g, false), reach = 0;
 	unsigned np = ng ? scan_gate_prefixes(wx, pre, 64) : 0;
 	bool done = false;
 
@@ -797,7 +795,7 @@ literal_reach(const struct scan_rule *r, const char *wx)
 				done = true;    /* wider prefixes are no narrower */
 			else if (l > 4) {
 				pre[j][l - 1] = '\0';  /* the atoms without "(?:" ")" */
-				unsigned n = gate_strings(pre[j] + 3, r->re_flags, p), in = 0;
+				unsigned n = scan_hs_gate_strings(pre[j] + 3, r->re_flags, p, false), in = 0;
 				for (unsigned a = 0; a < n; a++)
 					for (unsigned b = 0; b < ng; b++)
 						if (p[a][0] == g[b][0] && !strncasecmp((const char *)&p[a][1],

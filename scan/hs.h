@@ -265,6 +265,15 @@ struct scan_hs *scan_hs_free(struct scan_hs *e);
 const struct scan_ruleset *scan_hs_rules(const struct scan_hs *e);
 /* The class of rule i (enum scan_hs_class). */
 unsigned scan_hs_rule_class(const struct scan_hs *e, uint32_t i);
+/*
+ * The strings a literal gate of pattern re would be made of (as
+ * gate_literals_in chooses them: the required literal, or the literal set,
+ * whichever has the longer shortest string; each at least SCAN_HS_GATE_MIN
+ * bytes), into set[]; how many, 0 none. A required literal longer than a
+ * set string gives 0, or with cut its first SCAN_RULES_LSET_LEN bytes.
+ */
+unsigned scan_hs_gate_strings(const char *re, uint32_t re_flags,
+    uint8_t (*set)[SCAN_RULES_LSET_LEN + 1], bool cut);
 /* How a rule runs, beyond its class: "deferred" (a Hyperscan rule alone,
  * behind a literal gate), "deferred-squeeze" (behind a squeeze gate),
  * "counted" (a byte loop), "filtered" (a GATED PCRE2 rule whose relaxed

@@ -104,6 +104,41 @@ check_map(const char *cx, const char *px)
 	free(w);
 }
 
+/* A rule's pattern compiled by PCRE2 with its flags, and what a match
+ * needs, with limits that keep a fuzz run quick. */
+struct pm {
+	pcre2_code *c;
+	pcre2_match_data *md;
+	pcre2_match_context *mc;
+};
+
+static bool
+pm_open(struct pm *p, const char *re, uint32_t fl)
+{
+	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
+	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
+	int err;
+	PCRE2_SIZE eo;
+
+	if (!(p->c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL)))
+		return false;   /* the engine reports such a rule broken */
+	p->md = pcre2_match_data_create_from_pattern(p->c, NULL);
+	p->mc = pcre2_match_context_create(NULL);
+	if (!p->md || !p->mc)
+		abort();
+	pcre2_set_match_limit(p->mc, 20000);
+	pcre2_set_depth_limit(p->mc, 1000);
+	return true;
+}
+
+static void
+pm_close(struct pm *p)
+{
+	pcre2_match_context_free(p->mc);
+	pcre2_match_data_free(p->md);
+	pcre2_code_free(p->c);
+}
+
 /*
  * Every match of re (PCRE2, as the engine runs it) over text must hold a
  * string of set: k 0 the literal set (caselessly), 1 the squeeze set (in
@@ -113,29 +148,15 @@ static void
 check_sound(const char *re, uint32_t fl, int k, uint8_t (*set)[SCAN_RULES_LSET_LEN + 1],
     unsigned ns, const uint8_t *text, size_t n)
 {
-	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
-	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
-	int err;
-	PCRE2_SIZE eo;
-	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL);
+	struct pm p;
 
-	if (!c)
-		return;         /* the engine reports such a rule broken */
-	if (strstr(re, "\\K")) {
-		pcre2_code_free(c);
+	if (strstr(re, "\\K") || !pm_open(&p, re, fl))
 		return;         /* \K: the match starts after bytes it holds */
-	}
-	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
-	pcre2_match_context *mc = pcre2_match_context_create(NULL);
-	if (!md || !mc)
-		abort();
-	pcre2_set_match_limit(mc, 20000);
-	pcre2_set_depth_limit(mc, 1000);
 	PCRE2_SIZE off = 0;
 	for (unsigned m = 0; m < 32 && off <= n; m++) {
-		if (pcre2_match(c, text, n, off, 0, md, mc) < 0)
+		if (pcre2_match(p.c, text, n, off, 0, p.md, p.mc) < 0)
 			break;
-		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(p.md);
 		if (ov[0] > ov[1])
 			break;          /* \K past the start: no plain substring */
 		uint8_t img[4096];
@@ -162,33 +183,19 @@ check_sound(const char *re, uint32_t fl, int k, uint8_t (*set)[SCAN_RULES_LSET_L
 			abort();
 		off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
 	}
-	pcre2_match_context_free(mc);
-	pcre2_match_data_free(md);
-	pcre2_code_free(c);
+	pm_close(&p);
 }
 
 /* PCRE2 with the rule's flags: 1 a match in text, 0 none, -1 unknown */
 static int
 pcre_finds(const char *re, uint32_t fl, const uint8_t *text, size_t n)
 {
-	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
-	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0);
-	int err, rc;
-	PCRE2_SIZE eo;
-	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL);
+	struct pm p;
 
-	if (!c)
+	if (!pm_open(&p, re, fl))
 		return -1;
-	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
-	pcre2_match_context *mc = pcre2_match_context_create(NULL);
-	if (!md || !mc)
-		abort();
-	pcre2_set_match_limit(mc, 20000);
-	pcre2_set_depth_limit(mc, 1000);
-	rc = pcre2_match(c, text, n, 0, 0, md, mc);
-	pcre2_match_context_free(mc);
-	pcre2_match_data_free(md);
-	pcre2_code_free(c);
+	int rc = pcre2_match(p.c, text, n, 0, 0, p.md, p.mc);
+	pm_close(&p);
 	return rc >= 0 ? 1 : rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
 }
 
