@@ -131,6 +131,20 @@ quant_end(const char *s, unsigned long *min)
 	return is_quant(p) ? NULL : p;
 }
 
+/*
+ * Past the braced argument at p ('{'), of bytes from ok (any but the
+ * pattern's syntax if NULL) only; NULL if it is no such argument. PCRE2
+ * refuses "\x{0se)" but a walk that ran on to the next '}' would take the
+ * groups between for part of an escape.
+ */
+static const char *
+brace_end(const char *p, const char *ok)
+{
+	size_t n = ok ? strspn(p + 1, ok) : strcspn(p + 1, "}()[]|\\");
+
+	return n && p[1 + n] == '}' ? p + n + 2 : NULL;
+}
+
 /* Past the escape at s (a '\\'); NULL for one whose meaning depends on
  * the rest of the pattern or that spans text (back-references, \Q). */
 static const char *
@@ -144,18 +158,13 @@ escape_end(const char *s)
 	case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
 		return NULL;
 	case 'x':
-		if (*p == '{') {
-			p = strchr(p, '}');
-			return p ? p + 1 : NULL;
-		}
+		if (*p == '{')
+			return brace_end(p, "0123456789abcdefABCDEF");
 		for (int k = 0; k < 2 && hexval(*p) >= 0; k++)
 			p++;
 		return p;
 	case 'o':
-		if (*p != '{')
-			return NULL;
-		p = strchr(p, '}');
-		return p ? p + 1 : NULL;
+		return *p == '{' ? brace_end(p, "01234567") : NULL;
 	case '0':
 		for (int k = 0; k < 2 && *p >= '0' && *p <= '7'; k++)
 			p++;
@@ -165,10 +174,8 @@ escape_end(const char *s)
 		 * takes "\c" and one byte */
 		return *p && *p != '\\' ? p + 1 : NULL;
 	case 'p': case 'P':
-		if (*p == '{') {
-			p = strchr(p, '}');
-			return p ? p + 1 : NULL;
-		}
+		if (*p == '{')
+			return brace_end(p, NULL);
 		/* a one-letter property (\pL); "\p\:" is no pattern */
 		return (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ? p + 1 : NULL;
 	case 'N':

@@ -3514,10 +3514,12 @@ relax(const char *x, bool drop_asserts, unsigned copies, bool width, unsigned ma
 				s += 2;
 				dropped = true;
 			} else if (strchr("xpPNo", d) && s[2] == '{') {
-				const char *q = strchr(s + 2, '}');
-				if (!q)
+				/* an argument with pattern syntax in it is no
+				 * argument: PCRE2 refuses "\x{0se)" */
+				size_t n = strcspn(s + 3, "}()[]|\\");
+				if (s[3 + n] != '}')
 					goto fail;
-				s = q + 1;
+				s += 4 + n;
 				scan_sb_put(&b, tok, (size_t)(s - tok));
 			} else if (d == 'c' && s[2]) {
 				scan_sb_put(&b, s, 3);
@@ -3908,10 +3910,10 @@ scan_rules_ascii_form(const char *x)
 				s += 4;
 				high = v >= 0x80;
 			} else if (s[1] == 'x') {
-				const char *q = strchr(s, '}');
-				if (!q)
+				size_t n = strcspn(s + 3, "}()[]|\\");
+				if (s[3 + n] != '}')
 					goto fail;
-				s = q + 1;
+				s += 4 + n;
 			} else
 				s += 2;
 			if (!high) {

@@ -120,6 +120,9 @@ test_no_runs(void **state)
 		"(?:a[bc)",
 		"(?:a)",                /* one atom */
 		"(?:a?b?c)",            /* one solid atom */
+		"(?:ab\\x{0c)(?:d[e}f)",  /* a brace argument with syntax in it (PCRE2 refuses it) */
+		"(?:ab\\p{L)(?:d}ef)",
+		"(?:ab\\o{19}cd)",
 		"",
 	};
 	char *got[CAP];
