@@ -709,15 +709,9 @@ rule_hs_flags(const struct scan_rule *r, bool multiple)
 static uint32_t
 rule_pcre_flags(const struct scan_rule *r)
 {
-	uint32_t f = 0;
-
-	if (r->re_flags & SCAN_RE_I)
-		f |= PCRE2_CASELESS;
-	if (r->re_flags & SCAN_RE_S)
-		f |= PCRE2_DOTALL;
-	if ((r->re_flags & SCAN_RE_M) || line_target(r))
-		f |= PCRE2_MULTILINE;
-	return f;
+	/* /x is in the pattern as "(?x:...\n)" (rule_expr) */
+	return scan_rules_pcre2_options(r->re_flags & ~SCAN_RE_X) |
+	    (line_target(r) ? PCRE2_MULTILINE : 0);
 }
 
 /*

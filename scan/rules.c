@@ -962,6 +962,15 @@ set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
  * its own). Compiled here, once; one that PCRE2 refuses is reported with
  * file:line and left out.
  */
+uint32_t
+scan_rules_pcre2_options(uint32_t re_flags)
+{
+	return (re_flags & SCAN_RE_I ? PCRE2_CASELESS : 0) |
+	    (re_flags & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
+	    (re_flags & SCAN_RE_S ? PCRE2_DOTALL : 0) |
+	    (re_flags & SCAN_RE_X ? PCRE2_EXTENDED : 0);
+}
+
 static int
 redirector(struct scan_ruleset *rs, const struct line *ln, const char *a, const char *e)
 {
@@ -975,9 +984,8 @@ redirector(struct scan_ruleset *rs, const struct line *ln, const char *a, const 
 		diag(rs, ln->file, ln->no, "redirector_pattern: %s", why);
 		return 0;
 	}
-	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
-	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
-	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &off, NULL);
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED,
+	    scan_rules_pcre2_options(fl), &err, &off, NULL);
 	free(re);
 	if (!c) {
 		pcre2_get_error_message(err, (PCRE2_UCHAR *)m, sizeof(m));

@@ -367,6 +367,8 @@ const char *scan_rules_class_end(const char *s);
  * reads a POSIX class there (no unescaped ']' or "[:" before the ":]"),
  * else NULL, and the '[' is a byte of the class. e: the pattern's end. */
 const char *scan_rules_posix_end(const char *s, const char *e);
+/* PCRE2's compile options for a rule's /i /m /s /x (SCAN_RE_*). */
+uint32_t scan_rules_pcre2_options(uint32_t re_flags);
 char *scan_rules_collapse(const char *x);
 /*
  * scan_rules_collapse_plain(): as scan_rules_collapse, but a group's

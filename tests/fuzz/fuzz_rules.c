@@ -115,12 +115,11 @@ struct pm {
 static bool
 pm_open(struct pm *p, const char *re, uint32_t fl)
 {
-	uint32_t o = (fl & SCAN_RE_I ? PCRE2_CASELESS : 0) | (fl & SCAN_RE_M ? PCRE2_MULTILINE : 0) |
-	    (fl & SCAN_RE_S ? PCRE2_DOTALL : 0) | (fl & SCAN_RE_X ? PCRE2_EXTENDED : 0);
 	int err;
 	PCRE2_SIZE eo;
 
-	if (!(p->c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, o, &err, &eo, NULL)))
+	if (!(p->c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED,
+	    scan_rules_pcre2_options(fl), &err, &eo, NULL)))
 		return false;   /* the engine reports such a rule broken */
 	p->md = pcre2_match_data_create_from_pattern(p->c, NULL);
 	p->mc = pcre2_match_context_create(NULL);
