@@ -635,7 +635,7 @@ expand_tags(const struct scan_rules_priv *p, const char *s, struct scan_sb *out,
 {
 	const char *last_end = NULL;
 
-	while (*s) {
+	while (*s && out->n <= SCAN_RE_EXPAND_MAX) {
 		if (*s == '\\' && s[1]) {
 			scan_sb_put(out, s, 2);
 			s += 2;
@@ -717,6 +717,12 @@ replace_rule(struct scan_ruleset *rs, struct scan_rule *r)
 		scan_sb_put(&stripped, "", 0);
 	expand_tags(p, stripped.p ? stripped.p : "", &out, pre, inter, post, 0);
 	free(stripped.p);
+	if (out.n > SCAN_RE_EXPAND_MAX) {
+		diag(rs, r->file, r->line, "%s: replace tags expand the pattern past %u bytes "
+		    "(a tag that names itself?)", r->name, SCAN_RE_EXPAND_MAX);
+		free(out.p);
+		return -1;
+	}
 	if (out.oom || !out.p) {
 		free(out.p);
 		return -1;

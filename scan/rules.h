@@ -153,6 +153,10 @@ struct scan_rule {
 
 #define SCAN_RULES_DIAG_MAX 200
 #define SCAN_RE_NEST 64         /* a pattern's groups nested deeper: broken */
+/* A pattern that replace tags expand past this: broken. Debian's largest,
+ * __MY_MALWARE, is 225 KB (PCRE2 refuses it as too large); a tag that
+ * names itself a few times would otherwise expand to gigabytes. */
+#define SCAN_RE_EXPAND_MAX (1u << 20)
 /* A meta's evaluation stack: a meta that would need more operands pending
  * at once is reported (file:line) and skipped. */
 #define SCAN_META_STACK 64

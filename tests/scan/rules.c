@@ -654,6 +654,20 @@ test_replace_tags(void **state)
 	assert_int_equal(rule(rs, "T4")->state, SCAN_RS_BROKEN);
 	assert_true(has_diag(rs, "unknown replace tag <post NOPE>"));
 	scan_rules_free(rs);
+
+	/* a tag that names itself 20 times would expand to 20^8 copies
+	 * (gigabytes, minutes): cut at SCAN_RE_EXPAND_MAX, the rule broken,
+	 * said so; a self-naming tag that stays small still expands */
+	rs = load("replace_tag S <S><S><S><S><S><S><S><S><S><S><S><S><S><S><S><S><S><S><S><S>x\n"
+	    "replace_tag T (?:<T>|t)\n"
+	    "body BOMB /<S>/\n"
+	    "body SMALL /<T>/\n"
+	    "replace_rules BOMB SMALL\n");
+	assert_int_equal(rule(rs, "BOMB")->state, SCAN_RS_BROKEN);
+	assert_true(has_diag(rs, "BOMB: replace tags expand the pattern past 1048576 bytes"));
+	assert_int_equal(rule(rs, "SMALL")->state, SCAN_RS_ACTIVE);
+	assert_non_null(strstr(rule(rs, "SMALL")->re, "|t)"));
+	scan_rules_free(rs);
 }
 
 static void
