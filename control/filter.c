@@ -35,6 +35,8 @@
 #include "scan/rules.h"
 #include "scan/scan.h"
 
+#define FLT_DIAG_LOG 20         /* diagnostics logged one by one at a load */
+
 struct flt_engine {
 	atomic_uint refs;
 	uint64_t gen;
@@ -183,6 +185,16 @@ engine_build(struct ctl_filter *f, struct flt_engine **out)
 	        "seconds=%.3f shed=%u", e->rs->n, active, e->rs->n_diag,
 	        f->cache == NULL ? "none" : st.cache_hit ? "hit" : "miss",
 	        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, shed);
+	/* what was skipped and why, so that an operator need not rerun the
+	 * load by hand to find out: the first few, then where the rest are */
+	for (unsigned i = 0; i < e->rs->n_diag && i < FLT_DIAG_LOG; i++) {
+		char v[600];
+		ctl_log(CTL_LOG_WARN, "event=filter_rule_skipped diag=%s",
+		        ctl_log_value(v, sizeof(v), e->rs->diag[i]));
+	}
+	if (e->rs->st.errors > FLT_DIAG_LOG)
+		ctl_log(CTL_LOG_WARN, "event=filter_rule_skipped more=%u note=\"sluice-rules -r PATH -v "
+		        "lists every diagnostic\"", e->rs->st.errors - FLT_DIAG_LOG);
 	atomic_init(&e->refs, 1);
 	*out = e;
 	return 0;

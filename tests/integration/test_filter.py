@@ -173,6 +173,30 @@ def test_shed_percent(sluice_factory, tmp_path):
     s.stop()
 
 
+def test_rule_diagnostics_logged(sluice_factory, tmp_path):
+    """What the loader skips is in sluiced's log with file:line and the
+    reason, one line each: a meta with no name, and a replace tag that
+    names itself 20 times (without a bound on its expansion the load would
+    take minutes and gigabytes); the other rules load and act."""
+    bad = ("meta\n"
+           "replace_tag S " + "<S>" * 20 + "x\n"
+           "body SLUICE_BOMB /<S>/\n"
+           "replace_rules SLUICE_BOMB\n")
+    s = filter_server(sluice_factory, tmp_path, rules=RULES + bad)
+    log = s.events()
+    skipped = re.findall(r"event=filter_rule_skipped diag=\"([^\"]*)\"", log)
+    assert len(skipped) == 2, log[-1500:]
+    assert re.fullmatch(r".*rules\d+\.cf:11: meta: missing name or expression", skipped[0]), skipped
+    assert re.fullmatch(r".*rules\d+\.cf:13: SLUICE_BOMB: replace tags expand the pattern past "
+                        r"1048576 bytes \(a tag that names itself\?\)", skipped[1]), skipped
+    assert re.search(r"event=filter_load rules=\d+ active=\d+ diagnostics=2 ", log), log[-1500:]
+    r = send_one(s.port, SPAM)
+    assert r.code == 250, r
+    s.wait_log(r"event=txn .*filter=", timeout=30)
+    assert re.search(r"event=txn .*rules=\S*SLUICE_META", s.events()), s.events()[-800:]
+    s.stop()
+
+
 def test_clean_message_unchanged_but_headers(sluice_factory, tmp_path):
     s = filter_server(sluice_factory, tmp_path, tag=0)
     want = make_message(subject="lunch", body="Noon at the usual place?\r\n")
