@@ -962,12 +962,7 @@ set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
 	return 0;
 }
 
-/*
- * redirector_pattern /re/flags: a redirector's URI, whose group 1 is where
- * it leads (SpamAssassin's Conf.pm; scan.c reads the target as a URI of
- * its own). Compiled here, once; one that PCRE2 refuses is reported with
- * file:line and left out.
- */
+/* See rules.h. */
 uint32_t
 scan_rules_pcre2_options(uint32_t re_flags)
 {
@@ -977,6 +972,12 @@ scan_rules_pcre2_options(uint32_t re_flags)
 	    (re_flags & SCAN_RE_X ? PCRE2_EXTENDED : 0);
 }
 
+/*
+ * redirector_pattern /re/flags: a redirector's URI, whose group 1 is where
+ * it leads (SpamAssassin's Conf.pm; scan.c reads the target as a URI of
+ * its own). Compiled here, once; one that PCRE2 refuses is reported with
+ * file:line and left out.
+ */
 static int
 redirector(struct scan_ruleset *rs, const struct line *ln, const char *a, const char *e)
 {
