@@ -131,20 +131,6 @@ quant_end(const char *s, unsigned long *min)
 	return is_quant(p) ? NULL : p;
 }
 
-/*
- * Past the braced argument at p ('{'), of bytes from ok (any but the
- * pattern's syntax if NULL) only; NULL if it is no such argument. PCRE2
- * refuses "\x{0se)" but a walk that ran on to the next '}' would take the
- * groups between for part of an escape.
- */
-static const char *
-brace_end(const char *p, const char *ok)
-{
-	size_t n = ok ? strspn(p + 1, ok) : strcspn(p + 1, "}()[]|\\");
-
-	return n && p[1 + n] == '}' ? p + n + 2 : NULL;
-}
-
 /* Past the escape at s (a '\\'); NULL for one whose meaning depends on
  * the rest of the pattern or that spans text (back-references, \Q). */
 static const char *
@@ -159,12 +145,12 @@ escape_end(const char *s)
 		return NULL;
 	case 'x':
 		if (*p == '{')
-			return brace_end(p, "0123456789abcdefABCDEF");
+			return scan_rules_brace_end(p, "0123456789abcdefABCDEF");
 		for (int k = 0; k < 2 && hexval(*p) >= 0; k++)
 			p++;
 		return p;
 	case 'o':
-		return *p == '{' ? brace_end(p, "01234567") : NULL;
+		return *p == '{' ? scan_rules_brace_end(p, "01234567") : NULL;
 	case '0':
 		for (int k = 0; k < 2 && *p >= '0' && *p <= '7'; k++)
 			p++;
@@ -175,7 +161,7 @@ escape_end(const char *s)
 		return *p && *p != '\\' ? p + 1 : NULL;
 	case 'p': case 'P':
 		if (*p == '{')
-			return brace_end(p, NULL);
+			return scan_rules_brace_end(p, NULL);
 		/* a one-letter property (\pL); "\p\:" is no pattern */
 		return (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ? p + 1 : NULL;
 	case 'N':

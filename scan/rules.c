@@ -963,6 +963,15 @@ set_attr(struct scan_ruleset *rs, const struct line *ln, const char *dir,
 }
 
 /* See rules.h. */
+const char *
+scan_rules_brace_end(const char *p, const char *ok)
+{
+	size_t n = ok ? strspn(p + 1, ok) : strcspn(p + 1, "}()[]|\\");
+
+	return n && p[1 + n] == '}' ? p + n + 2 : NULL;
+}
+
+/* See rules.h. */
 uint32_t
 scan_rules_pcre2_options(uint32_t re_flags)
 {
@@ -3529,12 +3538,8 @@ relax(const char *x, bool drop_asserts, unsigned copies, bool width, unsigned ma
 				s += 2;
 				dropped = true;
 			} else if (strchr("xpPNo", d) && s[2] == '{') {
-				/* an argument with pattern syntax in it is no
-				 * argument: PCRE2 refuses "\x{0se)" */
-				size_t n = strcspn(s + 3, "}()[]|\\");
-				if (s[3 + n] != '}')
+				if (!(s = scan_rules_brace_end(s + 2, NULL)))
 					goto fail;
-				s += 4 + n;
 				scan_sb_put(&b, tok, (size_t)(s - tok));
 			} else if (d == 'c' && s[2]) {
 				scan_sb_put(&b, s, 3);
@@ -3925,10 +3930,8 @@ scan_rules_ascii_form(const char *x)
 				s += 4;
 				high = v >= 0x80;
 			} else if (s[1] == 'x') {
-				size_t n = strcspn(s + 3, "}()[]|\\");
-				if (s[3 + n] != '}')
+				if (!(s = scan_rules_brace_end(s + 2, NULL)))
 					goto fail;
-				s += 4 + n;
 			} else
 				s += 2;
 			if (!high) {

@@ -371,6 +371,12 @@ const char *scan_rules_class_end(const char *s);
  * reads a POSIX class there (no unescaped ']' or "[:" before the ":]"),
  * else NULL, and the '[' is a byte of the class. e: the pattern's end. */
 const char *scan_rules_posix_end(const char *s, const char *e);
+/* At p, the '{' of an escape's argument (\x{..} \o{..} \p{..}): just past
+ * its '}' when every byte between is from ok (NULL: any but the pattern's
+ * syntax, "}()[]|\\") and there is one at least, else NULL. PCRE2 refuses
+ * "\x{0se)"; a walk that ran on to the next '}' would take the groups
+ * between for part of an escape. */
+const char *scan_rules_brace_end(const char *p, const char *ok);
 /* PCRE2's compile options for a rule's /i /m /s /x (SCAN_RE_*). */
 uint32_t scan_rules_pcre2_options(uint32_t re_flags);
 char *scan_rules_collapse(const char *x);
