@@ -87,6 +87,9 @@ xstrndup(const char *s, size_t n)
 	return d;
 }
 
+static void diag(struct scan_ruleset *rs, const char *file, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 static void
 diag(struct scan_ruleset *rs, const char *file, unsigned line, const char *fmt, ...)
 {

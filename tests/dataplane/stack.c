@@ -1430,7 +1430,7 @@ test_synq_lost_ack(void **state)
 	assert_int_equal(p->srv.accepted, 0);
 	net_run(&p->net, 900, NULL, NULL);
 	assert_int_equal(raw_synacks(p, NULL), 0);
-	struct tview again;
+	struct tview again = { 0 };
 	net_run(&p->net, 150, NULL, NULL);
 	assert_int_equal(raw_synacks(p, &again), 1);
 	assert_int_equal(again.seq, sa.seq);

@@ -857,8 +857,8 @@ test_ascii_form(void **state)
 {
 	(void)state;
 	static const char *const pats[] = {
-		"(?:[Vv\\x5c\\xce\\xd1][\\x2f\\x80-\\xbf]?[\\x80-\\xbf]?[Ii1!|l\\xcc-\\xcf][\\x80-\\xbf]?"
-		    "[Aa4@\\xc0-\\xc5][\\x80-\\xbf]?)",
+		("(?:[Vv\\x5c\\xce\\xd1][\\x2f\\x80-\\xbf]?[\\x80-\\xbf]?[Ii1!|l\\xcc-\\xcf][\\x80-\\xbf]?"
+		    "[Aa4@\\xc0-\\xc5][\\x80-\\xbf]?)"),
 		"(?:caf(?:e|\\xc3\\xa9)\\b)",
 		"(?:\\xc3\\xa9t\\xc3\\xa9|et[ea])",
 		"(?:x[\\x80-\\xff]{2}y|xzzy|x[\\x80-\\xff]{0,2}q)",

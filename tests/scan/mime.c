@@ -40,6 +40,8 @@ buf_put(struct buf *b, const void *s, size_t n)
 	b->p[b->n] = '\0';
 }
 
+static void buf_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 buf_fmt(struct buf *b, const char *fmt, ...)
 {
