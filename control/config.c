@@ -62,6 +62,7 @@ enum kt {
 	KT_IPV4,         /* uint32_t, host byte order, "a.b.c.d" */
 	KT_IPV4_NET,     /* struct ctl_ipv4_net, "a.b.c.d/len" */
 	KT_IPV6_NET,     /* struct ctl_ipv6_net, "x:y::z/len" */
+	KT_RBL_ZONES,    /* the rbl.zones mapping: zone[=code] -> weight */
 };
 
 struct key {
@@ -159,6 +160,16 @@ static const struct key keys[] = {
 	{ "filter.attachments.enabled", KT_BOOL, OFF(filter_attach_enabled), 0, 0, NULL, NULL },
 	{ "filter.attachments.extensions", KT_TEXT, OFF(filter_attach_ext), 0, 0, NULL, NULL },
 	{ "filter.attachments.scores", KT_SCORES, 0, 0, 0, NULL, NULL },
+	{ "rbl", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "rbl.enabled", KT_BOOL, OFF(rbl_enabled), 0, 0, NULL, NULL },
+	{ "rbl.zones", KT_RBL_ZONES, 0, 0, 0, NULL, NULL },
+	{ "rbl.threshold", KT_SCORE, OFF(rbl_threshold), 0, 1000000, NULL, NULL },
+	{ "rbl.servers", KT_TEXT, OFF(rbl_servers), 0, 0, NULL, NULL },
+	{ "rbl.timeout", KT_DUR_MS, OFF(rbl_timeout_ms), 100, MS_M, NULL, NULL },
+	{ "rbl.cache_ttl", KT_DUR_MS, OFF(rbl_cache_ttl_ms), 0, MS_D, NULL, NULL },
+	{ "rbl.negative_ttl", KT_DUR_MS, OFF(rbl_negative_ttl_ms), 0, MS_D, NULL, NULL },
+	{ "rbl.cache_max", KT_U32, OFF(rbl_cache_max), 0, 100000000, NULL, NULL },
+	{ "rbl.skip", KT_TEXT, OFF(rbl_skip_text), 0, 0, NULL, NULL },
 	{ "dpdk", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "dpdk.eal", KT_TEXT, OFF(dpdk_eal), 0, 0, NULL, NULL },
 	{ "dpdk.port", KT_U32, OFF(dpdk_port), 0, 1023, NULL, NULL },
@@ -503,6 +514,11 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->filter_rules[0] = strdup("/usr/share/spamassassin");
 	c->filter_nrules = c->filter_rules[0] ? 1 : 0;
 	c->filter_cache = strdup("var/scan.cache");
+	c->rbl_threshold = 1.0;
+	c->rbl_timeout_ms = 5 * MS_S;
+	c->rbl_cache_ttl_ms = MS_H;
+	c->rbl_negative_ttl_ms = 10 * MS_M;
+	c->rbl_cache_max = 100000;
 	c->filter_tag = 5.0;
 	c->filter_subject_lower = 5.0;
 	c->filter_subject_upper = 10.0;
@@ -532,6 +548,10 @@ void ctl_config_free(struct ctl_config *c)
 	for (unsigned i = 0; i < c->filter_nrules && i < CTL_FILTER_PATHS_MAX; i++)
 		free(c->filter_rules[i]);
 	free(c->filter_cache);
+	for (unsigned i = 0; i < c->rbl_nzones; i++)
+		free(c->rbl_zones[i].zone);
+	free(c->rbl_servers);
+	free(c->rbl_skip_text);
 	free(c->filter_policy);
 	free(c->filter_attach_ext);
 	free(c->dpdk_eal);
@@ -997,6 +1017,8 @@ static int load_listen(struct ld *ld, const yaml_node_t *n);
 static int load_routes(struct ld *ld, const yaml_node_t *n);
 static int load_filter_rules(struct ld *ld, const yaml_node_t *n);
 static int load_filter_scores(struct ld *ld, const yaml_node_t *n);
+static int load_rbl_zones(struct ld *ld, const yaml_node_t *n);
+static unsigned cite(const struct ctl_config *c, const char *key);
 
 static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *map)
 {
@@ -1047,6 +1069,8 @@ static int load_mapping(struct ld *ld, const char *prefix, const yaml_node_t *ma
 			r = load_filter_rules(ld, vn);
 		else if (k->type == KT_SCORES)
 			r = load_filter_scores(ld, vn);
+		else if (k->type == KT_RBL_ZONES)
+			r = load_rbl_zones(ld, vn);
 		else
 			r = set_leaf(ld, k, vn);
 		if (r < 0)
@@ -1256,6 +1280,176 @@ static int load_filter_scores(struct ld *ld, const yaml_node_t *n)
 	return 0;
 }
 
+/* rbl.zones: "zen.spamhaus.org: 1" (any 127/8 answer counts) or
+ * "zen.spamhaus.org=127.0.0.4: 0.5" (only that answer); allow lists take
+ * negative weights. */
+static int load_rbl_zones(struct ld *ld, const yaml_node_t *n)
+{
+	struct ctl_config *c = ld->c;
+	char v[CFG_SHOW_MAX * 4 + 8];
+	const char *s;
+	int r;
+
+	if (is_null(n))
+		return 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return FAIL(ld, n, "rbl.zones: expected a mapping of zone (or zone=127.0.0.N): weight, "
+		            "got %s", kind(n));
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+		yaml_node_t *kn = yaml_document_get_node(ld->doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(ld->doc, pr->value);
+		if (!kn || !vn)
+			return FAIL(ld, n, "internal error: dangling node");
+		if ((r = scalar(ld, "rbl.zones", kn, &s)) < 0)
+			return r;
+		if (c->rbl_nzones == CTL_RBL_ZONES_MAX)
+			return FAIL(ld, kn, "rbl.zones: at most %d entries", CTL_RBL_ZONES_MAX);
+		char zone[256];
+		uint32_t code = 0;
+		const char *eq = strchr(s, '=');
+		size_t zl = eq ? (size_t)(eq - s) : strlen(s);
+		if (zl && s[zl - 1] == '.')
+			zl--;  /* "zone." is the same zone */
+		if (zl == 0 || zl >= 200)
+			return FAIL(ld, kn, "rbl.zones: expected a DNS zone (zen.spamhaus.org) or "
+			            "zone=127.0.0.N, got '%s'", show(kn, v, sizeof(v)));
+		memcpy(zone, s, zl);
+		zone[zl] = '\0';
+		if (!valid_hostname(zone) || zone[0] == '[')
+			return FAIL(ld, kn, "rbl.zones: expected a DNS zone (zen.spamhaus.org) or "
+			            "zone=127.0.0.N, got '%s'", show(kn, v, sizeof(v)));
+		if (eq != NULL) {
+			struct in_addr in;
+			if (inet_pton(AF_INET, eq + 1, &in) != 1 || (ntohl(in.s_addr) >> 24) != 127)
+				return FAIL(ld, kn, "rbl.zones: '%s': the answer after '=' must be an "
+				            "address in 127.0.0.0/8, got '%s'", zone, eq + 1);
+			code = ntohl(in.s_addr);
+		}
+		for (unsigned j = 0; j < c->rbl_nzones; j++)
+			if (strcasecmp(c->rbl_zones[j].zone, zone) == 0 && c->rbl_zones[j].code == code)
+				return FAIL(ld, kn, "rbl.zones: duplicate entry '%s' (first on line %u)",
+				            show(kn, v, sizeof(v)), c->rbl_zones[j].line);
+		if ((r = scalar(ld, "rbl.zones", vn, &s)) < 0)
+			return r;
+		char *e;
+		errno = 0;
+		double d = strtod(s, &e);
+		if (e == s || *e != '\0' || errno != 0 || d != d || d < -1000000 || d > 1000000)
+			return FAIL(ld, vn, "rbl.zones.%s: expected a weight (a number; negative for an "
+			            "allow list), got '%s'", zone, show(vn, v, sizeof(v)));
+		struct ctl_rbl_zone *z = &c->rbl_zones[c->rbl_nzones];
+		if ((z->zone = strdup(zone)) == NULL) {
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		for (char *p = z->zone; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+		z->weight = d;
+		z->code = code;
+		z->line = node_line(kn);
+		c->rbl_nzones++;
+	}
+	return 0;
+}
+
+/* rbl.skip: addresses and networks, blank- or comma-separated. */
+static int parse_rbl_skip(struct ld *ld)
+{
+	struct ctl_config *c = ld->c;
+	const char *p = c->rbl_skip_text;
+
+	c->rbl_nskip = 0;
+	while (p != NULL && *p) {
+		size_t n = strcspn(p, " ,\t");
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		char tok[64];
+		if (n >= sizeof(tok))
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
+			            "rbl.skip: '%.*s' is no address or network", (int)n, p);
+		memcpy(tok, p, n);
+		tok[n] = '\0';
+		p += n;
+		if (c->rbl_nskip == CTL_RBL_SKIP_MAX)
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
+			            "rbl.skip: at most %d networks", CTL_RBL_SKIP_MAX);
+		struct ctl_rbl_net *net = &c->rbl_skip[c->rbl_nskip];
+		char *slash = strchr(tok, '/');
+		unsigned long len = 0;
+		bool has_len = false;
+		if (slash != NULL) {
+			char *e;
+			*slash = '\0';
+			errno = 0;
+			len = strtoul(slash + 1, &e, 10);
+			if (e == slash + 1 || *e != '\0' || errno != 0)
+				goto bad;
+			has_len = true;
+		}
+		struct in_addr a4;
+		struct in6_addr a6;
+		memset(net, 0, sizeof(*net));
+		if (inet_pton(AF_INET, tok, &a4) == 1) {
+			if (has_len && len > 32)
+				goto bad;
+			net->addr[10] = net->addr[11] = 0xff;
+			memcpy(net->addr + 12, &a4, 4);
+			net->prefix = 96 + (unsigned)(has_len ? len : 32);
+		} else if (inet_pton(AF_INET6, tok, &a6) == 1) {
+			if (has_len && len > 128)
+				goto bad;
+			memcpy(net->addr, &a6, 16);
+			net->prefix = (unsigned)(has_len ? len : 128);
+		} else {
+			goto bad;
+		}
+		c->rbl_nskip++;
+		continue;
+bad:
+		if (slash != NULL)
+			*slash = '/';
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
+		            "rbl.skip: '%s' is no address or network (10.0.0.0/8, 2001:db8::/32)", tok);
+	}
+	return 0;
+}
+
+/* rbl.servers: "addr", "addr:port", "[v6]:port", comma-separated (what
+ * c-ares takes). */
+static int check_rbl_servers(struct ld *ld)
+{
+	struct ctl_config *c = ld->c;
+	const char *p = c->rbl_servers;
+
+	while (p != NULL && *p) {
+		size_t n = strcspn(p, ",");
+		char tok[80];
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		struct in_addr a4;
+		struct in6_addr a6;
+		if (n == 0 || n >= sizeof(tok))
+			goto bad;
+		memcpy(tok, p, n);
+		tok[n] = '\0';
+		if (inet_pton(AF_INET, tok, &a4) != 1 && inet_pton(AF_INET6, tok, &a6) != 1 &&
+		    ctl_parse_addr(tok, &ss, &sl) < 0)
+			goto bad;
+		p += n;
+		if (*p == ',')
+			p++;
+		continue;
+bad:
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.servers"),
+		            "rbl.servers: expected addresses of DNS servers (127.0.0.1, 127.0.0.1:5353, "
+		            "[::1]:53), comma-separated, got '%s'", c->rbl_servers);
+	}
+	return 0;
+}
+
 static int load_routes(struct ld *ld, const yaml_node_t *n)
 {
 	struct ctl_config *c = ld->c;
@@ -1392,6 +1586,17 @@ static int check_whole(struct ld *ld)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "dpdk.exception_iface"),
 		            "dpdk.exception_iface: expected an interface name (1-15 characters, no "
 		            "'/', ':' or blank), got '%s'", c->dpdk_exception_iface);
+	if (c->rbl_enabled && c->rbl_nzones == 0)
+		return errf(ld->err, ld->errlen, ld->name,
+		            cite(c, ctl_config_key_line(c, "rbl.zones") ? "rbl.zones" : "rbl.enabled"),
+		            "rbl.zones: must name at least one zone with rbl.enabled "
+		            "(e.g. zen.spamhaus.org: 1)");
+	if (c->rbl_threshold <= 0)
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.threshold"),
+		            "rbl.threshold: must be above 0 (at 0 every client would be refused)");
+	int rr;
+	if ((rr = parse_rbl_skip(ld)) < 0 || (rr = check_rbl_servers(ld)) < 0)
+		return rr;
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];
 		fmt_dur_ms(c->retry_max_ms, a, sizeof(a));

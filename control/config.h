@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "control/rbl.h"
 #include "control/spool.h"
 
 #define CTL_LISTEN_MAX 16
@@ -62,7 +63,7 @@ struct ctl_ipv6_net {
 };
 
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
-#define CTL_CONFIG_KEYS_MAX 96
+#define CTL_CONFIG_KEYS_MAX 128
 #define CTL_FILTER_PATHS_MAX 16
 #define CTL_FILTER_SCORES_MAX 32
 #define CTL_ROUTES_MAX 4096
@@ -139,6 +140,19 @@ struct ctl_config {
 	char *filter_attach_score_name[CTL_FILTER_SCORES_MAX]; /* ATTACH_* */
 	double filter_attach_score[CTL_FILTER_SCORES_MAX];
 	unsigned filter_attach_nscores;
+	/* rbl (DNS block and allow lists at connect, control/rbl.h) */
+	bool rbl_enabled;              /* default false */
+	struct ctl_rbl_zone rbl_zones[CTL_RBL_ZONES_MAX]; /* zone strings owned */
+	unsigned rbl_nzones;
+	double rbl_threshold;          /* default 1 */
+	char *rbl_servers;             /* "addr[:port],..."; NULL: /etc/resolv.conf */
+	uint64_t rbl_timeout_ms;
+	uint64_t rbl_cache_ttl_ms;
+	uint64_t rbl_negative_ttl_ms;
+	uint32_t rbl_cache_max;
+	char *rbl_skip_text;           /* as written; parsed into rbl_skip */
+	struct ctl_rbl_net rbl_skip[CTL_RBL_SKIP_MAX];
+	unsigned rbl_nskip;
 	/* dpdk (server.transport: dpdk) */
 	char *dpdk_eal;                /* EAL arguments, blank-separated */
 	uint32_t dpdk_port;            /* DPDK port id */

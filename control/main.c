@@ -24,6 +24,7 @@
 #include "control/av.h"
 #include "control/config.h"
 #include "control/filter.h"
+#include "control/rbl.h"
 #include "control/log.h"
 #include "control/server.h"
 #include "control/spool.h"
@@ -223,9 +224,41 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, tls, err, sizeof(err));
+	/* DNS block and allow lists: a resolver thread of their own. */
+	struct ctl_rbl *rbl = NULL;
+	if (cfg.rbl_enabled) {
+		struct ctl_rbl_conf rbc = {
+			.zones = cfg.rbl_zones,
+			.nzones = cfg.rbl_nzones,
+			.threshold = cfg.rbl_threshold,
+			.servers = cfg.rbl_servers,
+			.timeout_ms = cfg.rbl_timeout_ms,
+			.cache_ttl_ms = cfg.rbl_cache_ttl_ms,
+			.negative_ttl_ms = cfg.rbl_negative_ttl_ms,
+			.cache_max = cfg.rbl_cache_max,
+			.skip = cfg.rbl_skip,
+			.nskip = cfg.rbl_nskip,
+		};
+		if ((rbl = ctl_rbl_start(&rbc, err, sizeof(err))) == NULL) {
+			ctl_log(CTL_LOG_ERR, "event=fatal what=rbl error=\"%s\"", err);
+			flt = ctl_filter_free(flt);
+			av = ctl_av_stop(av);
+			ctl_queue_set_spool(q, NULL);
+			ctl_spool_close(sp);
+			ctl_queue_close(q);
+			return 1;
+		}
+		char zones[512];
+		ctl_rbl_zones_str(rbl, UINT32_MAX, zones, sizeof(zones));
+		ctl_log(CTL_LOG_INFO, "event=rbl_start zones=%s threshold=%.2f servers=%s skip=%u",
+		        zones, cfg.rbl_threshold, cfg.rbl_servers ? cfg.rbl_servers : "resolv.conf",
+		        cfg.rbl_nskip);
+	}
+
+	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, rbl, tls, err, sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		rbl = ctl_rbl_stop(rbl);
 		flt = ctl_filter_free(flt);
 		av = ctl_av_stop(av);
 		ctl_queue_set_spool(q, NULL);
@@ -284,6 +317,17 @@ main(int argc, char **argv)
 	srv = ctl_server_stop(srv);
 	av = ctl_av_stop(av);  /* after the server: its workers wait for verdicts */
 	flt = ctl_filter_free(flt);  /* after the server: workers hold engines */
+	if (rbl != NULL) {  /* after the server: its workers wait for answers */
+		struct ctl_rbl_stats rs;
+		ctl_rbl_stats(rbl, &rs);
+		ctl_log(CTL_LOG_INFO, "event=rbl_stats checks=%llu cache_hits=%llu queries=%llu "
+		        "listed=%llu passed=%llu tempfail=%llu skipped=%llu refused_answers=%llu",
+		        (unsigned long long)rs.checks, (unsigned long long)rs.cache_hits,
+		        (unsigned long long)rs.queries, (unsigned long long)rs.listed,
+		        (unsigned long long)rs.passed, (unsigned long long)rs.tempfail,
+		        (unsigned long long)rs.skipped, (unsigned long long)rs.refused_answers);
+		rbl = ctl_rbl_stop(rbl);
+	}
 	ctl_queue_set_spool(q, NULL);
 	sp = ctl_spool_close(sp);
 	struct ctl_queue_stats qs;

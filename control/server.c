@@ -28,10 +28,12 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <urcu/urcu-memb.h>
 
 #include "control/av.h"
 #include "control/filter.h"
 #include "control/log.h"
+#include "control/rbl.h"
 #include "dataplane/kernel.h"
 #ifdef SLUICE_HAVE_DPDK
 #include "dataplane/dpdk.h"
@@ -109,6 +111,9 @@ struct srv_conn {
 	const char *av_result;         /* for the txn log line */
 	double av_ms;
 	struct ctl_filter_msg *flt;    /* content filter slot; NULL: filter off */
+	struct ctl_rbl_req rbl;        /* the DNS lists' answer for this client */
+	bool rbl_stage;                /* in flight with the resolver */
+	bool rbl_asked;                /* rbl holds an answer (for the log) */
 	char received[SRV_RECEIVED_MAX];
 	/* the smtp_session follows, 64-aligned */
 };
@@ -128,6 +133,7 @@ struct srv_worker {
 	struct cds_wfcq_head done_head;
 	struct cds_wfcq_tail done_tail;
 	struct ctl_filter_worker *flt; /* NULL: filter off */
+	bool rcu_own;                  /* registered with urcu memb here (not by flt) */
 	time_t date_sec;               /* received_date()'s cache */
 	uint8_t date_len;
 	char date[40];
@@ -138,6 +144,7 @@ struct ctl_server {
 	struct ctl_spool *spool;
 	struct ctl_av *av;             /* NULL: antivirus off */
 	struct ctl_filter *flt;        /* NULL: content filter off */
+	struct ctl_rbl *rbl;           /* NULL: no DNS list checks */
 	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
@@ -572,6 +579,67 @@ mime_put(struct srv_worker *w, struct srv_mime *m)
 
 /* ---- SMTP hooks -------------------------------------------------------- */
 
+static void post_done(struct srv_conn *c);
+
+static void
+rbl_done(struct ctl_rbl_req *q)
+{
+	post_done(q->ctx);
+}
+
+/* The lists' answer as the connect hook's: a listed client gets 554 (then
+ * only QUIT, RFC 5321 3.1), one that a list could have refused but that
+ * list could not be asked 421 and the close. */
+static int
+rbl_answer(struct srv_conn *c, struct smtp_reply *r)
+{
+	const struct ctl_rbl_req *q = &c->rbl;
+	struct ctl_rbl *rbl = c->w->srv->rbl;
+	const struct smtp_conn_info *ci = smtp_session_info(conn_sess(c));
+	char zones[512];
+
+	c->rbl_asked = true;
+	switch (q->verdict) {
+	case CTL_RBL_LISTED:
+		ctl_rbl_zones_str(rbl, q->listed, zones, sizeof(zones));
+		ctl_log(CTL_LOG_INFO, "event=rbl_reject worker=%u client=%s score=%.2f zones=%s cached=%d",
+		        c->w->id, ci->peer_str, q->score, zones, q->cached);
+		r->code = 554;
+		snprintf(r->enh, sizeof(r->enh), "5.7.1");
+		snprintf(r->text, sizeof(r->text), "Service unavailable; client [%s] blocked using %.200s",
+		         ci->peer_str, zones);
+		return SMTP_HOOK_REPLY;
+	case CTL_RBL_TEMPFAIL:
+		ctl_rbl_zones_str(rbl, q->failed, zones, sizeof(zones));
+		ctl_log(CTL_LOG_WARN, "event=rbl_tempfail worker=%u client=%s score=%.2f failed=%s",
+		        c->w->id, ci->peer_str, q->score, zones);
+		r->code = 421;
+		snprintf(r->enh, sizeof(r->enh), "4.7.0");
+		snprintf(r->text, sizeof(r->text), "%s DNS block list lookup failed, try again later",
+		         c->w->srv->smtp.hostname);
+		r->close = true;
+		return SMTP_HOOK_REPLY;
+	case CTL_RBL_PASS:
+	case CTL_RBL_SKIPPED:
+		break;
+	}
+	return SMTP_HOOK_OK;
+}
+
+static const char *
+rbl_name(const struct srv_conn *c)
+{
+	if (!c->rbl_asked)
+		return "-";
+	switch (c->rbl.verdict) {
+	case CTL_RBL_LISTED: return "listed";
+	case CTL_RBL_TEMPFAIL: return "tempfail";
+	case CTL_RBL_SKIPPED: return "skipped";
+	case CTL_RBL_PASS: break;
+	}
+	return "pass";
+}
+
 static int
 hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 {
@@ -584,7 +652,18 @@ hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 		r->close = true;
 		return SMTP_HOOK_REPLY;
 	}
-	return SMTP_HOOK_OK;
+	struct ctl_rbl *rbl = c->w->srv->rbl;
+	const struct smtp_conn_info *ci = smtp_session_info(s);
+	if (rbl == NULL || !ctl_rbl_addr((const struct sockaddr *)&ci->peer, c->rbl.addr))
+		return SMTP_HOOK_OK;
+	c->rbl.done = rbl_done;
+	c->rbl.ctx = c;
+	if (ctl_rbl_check(rbl, &c->rbl) == 0)
+		return rbl_answer(c, r);
+	c->rbl_stage = true;
+	c->inflight = true;
+	c->w->inflight++;
+	return SMTP_HOOK_PENDING;
 }
 
 /* Backpressure: near spool.limit new mail waits at the client (RFC 5321
@@ -891,6 +970,11 @@ op_worker_init(void *app, struct dp_worker *dpw, unsigned id)
 	cds_wfcq_init(&w->done_head, &w->done_tail);
 	if (srv->flt != NULL && (w->flt = ctl_filter_worker_new(srv->flt, id)) == NULL)
 		abort();  /* start-up only */
+	if (srv->rbl != NULL && srv->flt == NULL) {
+		/* the DNS lists' cache is read under the memb read lock */
+		urcu_memb_register_thread();
+		w->rcu_own = true;
+	}
 	return w;
 }
 
@@ -963,12 +1047,31 @@ av_finished(struct srv_conn *c)
 	resume(c, &r);
 }
 
+/* The resolver's answer for a session parked at connect. */
+static void
+rbl_finished(struct srv_conn *c)
+{
+	c->rbl_stage = false;
+	c->inflight = false;
+	c->w->inflight--;
+	if (c->dc == NULL) {
+		conn_free(c);  /* gone while the lists were asked */
+		return;
+	}
+	struct smtp_reply r = { 0 };
+	resume(c, rbl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
+}
+
 static void
 drain_done(struct srv_worker *w)
 {
 	struct cds_wfcq_node *node;
 	while ((node = __cds_wfcq_dequeue_blocking(&w->done_head, &w->done_tail)) != NULL) {
 		struct srv_conn *c = (struct srv_conn *)((char *)node - offsetof(struct srv_conn, done_node));
+		if (c->rbl_stage) {
+			rbl_finished(c);
+			continue;
+		}
 		if (c->av_stage) {
 			av_finished(c);
 			continue;
@@ -1050,6 +1153,8 @@ op_worker_fini(void *worker_app)
 		free(m);
 	}
 	w->flt = ctl_filter_worker_free(w->flt);
+	if (w->rcu_own)
+		urcu_memb_unregister_thread();
 	free(w);
 }
 
@@ -1132,11 +1237,11 @@ op_closed(void *conn_app, int err)
 		char helo[300];
 		ctl_log(CTL_LOG_INFO,
 		        "event=disconnect worker=%u client=%s port=%u helo=%s proxied=%d tls=%d "
-		        "early_talker=%d msgs=%u errors=%u duration_ms=%llu close=%s",
+		        "early_talker=%d msgs=%u errors=%u duration_ms=%llu close=%s rbl=%s",
 		        w->id, ci->peer_str, ci->peer_port, ctl_log_value(helo, sizeof(helo), ci->helo),
 		        ci->proxied, ci->tls, ci->early_talker, ci->transactions, ci->errors,
 		        (unsigned long long)(now_ms(w) - c->t_conn),
-		        err == 0 ? "server" : err == -ESHUTDOWN ? "shutdown" : "client");
+		        err == 0 ? "server" : err == -ESHUTDOWN ? "shutdown" : "client", rbl_name(c));
 	}
 	if (!c->inflight)
 		conn_free(c);
@@ -1189,7 +1294,8 @@ dpdk_log(void *ctx, const char *line)
 
 struct ctl_server *
 ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_av *av,
-                 struct ctl_filter *flt, SSL_CTX *tls, char *err, size_t errlen)
+                 struct ctl_filter *flt, struct ctl_rbl *rbl, SSL_CTX *tls, char *err,
+                 size_t errlen)
 {
 	struct ctl_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -1200,6 +1306,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->spool = sp;
 	srv->av = av;
 	srv->flt = flt;
+	srv->rbl = rbl;
 	srv->av_max_bytes = cfg->av_max_scan_bytes;
 	srv->smtp = (struct smtp_server_conf){
 		.hostname = cfg->hostname,

@@ -29,15 +29,20 @@
 
 typedef struct ssl_ctx_st SSL_CTX;
 struct ctl_filter;
+struct ctl_rbl;
 
 struct ctl_server;
 
 /* NULL (and a reason in err) when the transport cannot start. av NULL:
  * no virus scanning (and no MIME parsing). flt NULL: no content filter
  * (no scan work at all); else control/filter.h, and flt must outlive the
- * server. */
+ * server. rbl NULL: no DNS list checks; else control/rbl.h: the connect
+ * hook parks the session until the lists answered (554 5.7.1 for a listed
+ * client, 421 4.7.0 when a list that could have refused it could not be
+ * asked), and rbl must outlive the server. */
 struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp,
-                                    struct ctl_av *av, struct ctl_filter *flt, SSL_CTX *tls,
+                                    struct ctl_av *av, struct ctl_filter *flt,
+                                    struct ctl_rbl *rbl, SSL_CTX *tls,
                                     char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
 /* SIGUSR1: with the DPDK transport every worker logs one event=dp_stats
