@@ -163,6 +163,12 @@ skipped(const struct ctl_rbl_conf *c, const uint8_t a[16])
 	return false;
 }
 
+bool
+ctl_rbl_addr_skipped(const struct ctl_rbl *r, const uint8_t addr[16])
+{
+	return skipped(&r->conf, addr);
+}
+
 void
 ctl_rbl_zones_str(const struct ctl_rbl *r, uint32_t bits, char *buf, size_t len)
 {

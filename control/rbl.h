@@ -101,6 +101,9 @@ struct ctl_rbl *ctl_rbl_stop(struct ctl_rbl *r);
 /* sa (the client) into q->addr; false for a family with no lists (unix). */
 bool ctl_rbl_addr(const struct sockaddr *sa, uint8_t addr[16]);
 
+/* addr is in the skip list (never looked up). */
+bool ctl_rbl_addr_skipped(const struct ctl_rbl *r, const uint8_t addr[16]);
+
 /* 0: answered now (q's out fields set, done() not called); 1: pending,
  * q->done(q) follows on the resolver thread. */
 int ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q);

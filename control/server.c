@@ -606,8 +606,14 @@ rbl_answer(struct srv_conn *c, struct smtp_reply *r)
 		        c->w->id, ci->peer_str, q->score, zones, q->cached);
 		r->code = 554;
 		snprintf(r->enh, sizeof(r->enh), "5.7.1");
-		snprintf(r->text, sizeof(r->text), "Service unavailable; client [%s] blocked using %.200s",
-		         ci->peer_str, zones);
+		/* as much of the zone list as fits: the log line has it all */
+		snprintf(r->text, sizeof(r->text), "Service unavailable; client [%s] blocked using ",
+		         ci->peer_str);
+		size_t k = strlen(r->text), zl = strlen(zones);
+		if (zl > sizeof(r->text) - 1 - k)
+			zl = sizeof(r->text) - 1 - k;
+		memcpy(r->text + k, zones, zl);
+		r->text[k + zl] = '\0';
 		return SMTP_HOOK_REPLY;
 	case CTL_RBL_TEMPFAIL:
 		ctl_rbl_zones_str(rbl, q->failed, zones, sizeof(zones));
