@@ -429,11 +429,14 @@ resolver_main(void *arg)
 		int bits = ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
 		nfds_t n = 0;
 		pfd[n++] = (struct pollfd){ .fd = r->efd, .events = POLLIN };
-		for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+		/* bit i: socket i readable, bit 16 + i: writable (c-ares's own
+		 * macros shift a signed 1 into the sign bit) */
+		unsigned ubits = (unsigned)bits;
+		for (unsigned i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
 			short ev = 0;
-			if (ARES_GETSOCK_READABLE(bits, i))
+			if ((ubits >> i) & 1u)
 				ev |= POLLIN;
-			if (ARES_GETSOCK_WRITABLE(bits, i))
+			if ((ubits >> (i + ARES_GETSOCK_MAXNUM)) & 1u)
 				ev |= POLLOUT;
 			if (ev)
 				pfd[n++] = (struct pollfd){ .fd = socks[i], .events = ev };
