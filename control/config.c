@@ -9,6 +9,7 @@
  * The first error stops the load: one clear message beats a cascade.
  */
 #include "control/config.h"
+#include "control/net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -78,6 +80,7 @@ static const char *const transport_names[] = { "kernel", "dpdk", NULL };
 static const char *const delivery_names[] = { "maildir", "discard", "lmtp", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const exception_names[] = { "drop", "tap", NULL };
+static const char *const on_error_names[] = { "accept", "tempfail", NULL };
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as a uint32_t");
 _Static_assert(sizeof(enum ctl_transport) == sizeof(int), "enums are stored as int");
@@ -187,6 +190,21 @@ static const struct key keys[] = {
 	{ "dpdk.software_dispatch", KT_BOOL, OFF(dpdk_software_dispatch), 0, 0, NULL, NULL },
 	{ "dpdk.exception", KT_ENUM, OFF(dpdk_exception), 0, 0, exception_names, NULL },
 	{ "dpdk.exception_iface", KT_TEXT, OFF(dpdk_exception_iface), 0, 0, NULL, NULL },
+	{ "greylist", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "greylist.enabled", KT_BOOL, OFF(gl_enabled), 0, 0, NULL, NULL },
+	{ "greylist.redis", KT_TEXT, OFF(gl_redis), 0, 0, NULL, NULL },
+	{ "greylist.prefix", KT_TEXT, OFF(gl_prefix), 0, 0, NULL, NULL },
+	{ "greylist.timeout", KT_DUR_MS, OFF(gl_timeout_ms), 10, 10 * MS_S, NULL, NULL },
+	{ "greylist.delay", KT_DUR_MS, OFF(gl_delay_ms), MS_S, MS_D, NULL, NULL },
+	{ "greylist.retry_window", KT_DUR_MS, OFF(gl_retry_window_ms), MS_M, 30 * MS_D, NULL, NULL },
+	{ "greylist.pass_ttl", KT_DUR_MS, OFF(gl_pass_ttl_ms), MS_M, 365 * MS_D, NULL, NULL },
+	{ "greylist.ipv4_prefix", KT_U32, OFF(gl_ipv4_prefix), 8, 32, NULL, NULL },
+	{ "greylist.ipv6_prefix", KT_U32, OFF(gl_ipv6_prefix), 16, 128, NULL, NULL },
+	{ "greylist.on_error", KT_ENUM, OFF(gl_on_error), 0, 0, on_error_names, NULL },
+	{ "greylist.skip", KT_TEXT, OFF(gl_skip_text), 0, 0, NULL, NULL },
+	{ "admin", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "admin.socket", KT_PATH, OFF(admin_socket), 0, 0, NULL, NULL },
+	{ "admin.http", KT_TEXT, OFF(admin_http), 0, 0, NULL, NULL },
 	{ "log", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "log.level", KT_ENUM, OFF(log_level), 0, 0, level_names, NULL },
 	{ "log.file", KT_PATH, OFF(log_file), 0, 0, NULL, NULL },
@@ -519,6 +537,14 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->rbl_cache_ttl_ms = MS_H;
 	c->rbl_negative_ttl_ms = 10 * MS_M;
 	c->rbl_cache_max = 100000;
+	c->gl_redis = strdup("127.0.0.1:6379");
+	c->gl_prefix = strdup("sluice:gl:");
+	c->gl_timeout_ms = MS_S;
+	c->gl_delay_ms = 5 * MS_M;
+	c->gl_retry_window_ms = MS_D;
+	c->gl_pass_ttl_ms = 35 * MS_D;
+	c->gl_ipv4_prefix = 24;
+	c->gl_ipv6_prefix = 64;
 	c->filter_tag = 5.0;
 	c->filter_subject_lower = 5.0;
 	c->filter_subject_upper = 10.0;
@@ -551,6 +577,11 @@ void ctl_config_free(struct ctl_config *c)
 	for (unsigned i = 0; i < c->rbl_nzones; i++)
 		free(c->rbl_zones[i].zone);
 	free(c->rbl_servers);
+	free(c->gl_redis);
+	free(c->gl_prefix);
+	free(c->gl_skip_text);
+	free(c->admin_socket);
+	free(c->admin_http);
 	free(c->rbl_skip_text);
 	free(c->filter_policy);
 	free(c->filter_attach_ext);
@@ -1353,13 +1384,72 @@ static int load_rbl_zones(struct ld *ld, const yaml_node_t *n)
 	return 0;
 }
 
-/* rbl.skip: addresses and networks, blank- or comma-separated. */
-static int parse_rbl_skip(struct ld *ld)
+bool ctl_addr16(const struct sockaddr *sa, uint8_t addr[16])
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		memset(addr, 0, 10);
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &in->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		memcpy(addr, &in6->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+bool ctl_addr16_is_v4(const uint8_t a[16])
+{
+	static const uint8_t pre[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	return memcmp(a, pre, 12) == 0;
+}
+
+bool ctl_nets_match(const struct ctl_net *nets, unsigned n, const uint8_t a[16])
+{
+	for (unsigned i = 0; i < n; i++) {
+		unsigned full = nets[i].prefix / 8, rest = nets[i].prefix % 8;
+		if (memcmp(a, nets[i].addr, full) != 0)
+			continue;
+		if (rest && ((a[full] ^ nets[i].addr[full]) & (uint8_t)(0xff00u >> rest)))
+			continue;
+		return true;
+	}
+	return false;
+}
+
+static int ctl_admin_path_ok(const char *path)
+{
+	struct sockaddr_un sun;
+	return strlen(path) < sizeof(sun.sun_path) ? 0 : -1;
+}
+
+const char *ctl_config_admin_socket(const struct ctl_config *c, char *buf, size_t len)
+{
+	if (c->admin_socket != NULL) {
+		if ((size_t)snprintf(buf, len, "%s", c->admin_socket) >= len)
+			return NULL;
+		return buf;
+	}
+	if (ctl_config_key_line(c, "admin.socket") != 0 || c->spool_dir == NULL)
+		return NULL;  /* set to "": off */
+	int n = snprintf(buf, len, "%s/admin.sock", c->spool_dir);
+	if (n < 0 || (size_t)n >= len || ctl_admin_path_ok(buf) < 0)
+		return NULL;
+	return buf;
+}
+
+/* rbl.skip, greylist.skip: addresses and networks, blank- or
+ * comma-separated, into nets[*n]. */
+static int parse_nets(struct ld *ld, const char *key, const char *text, struct ctl_net *nets,
+                      unsigned *nnets)
 {
 	struct ctl_config *c = ld->c;
-	const char *p = c->rbl_skip_text;
+	const char *p = text;
 
-	c->rbl_nskip = 0;
+	*nnets = 0;
 	while (p != NULL && *p) {
 		size_t n = strcspn(p, " ,\t");
 		if (n == 0) {
@@ -1368,15 +1458,15 @@ static int parse_rbl_skip(struct ld *ld)
 		}
 		char tok[64];
 		if (n >= sizeof(tok))
-			return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
-			            "rbl.skip: '%.*s' is no address or network", (int)n, p);
+			return errf(ld->err, ld->errlen, ld->name, cite(c, key),
+			            "%s: '%.*s' is no address or network", key, (int)n, p);
 		memcpy(tok, p, n);
 		tok[n] = '\0';
 		p += n;
-		if (c->rbl_nskip == CTL_RBL_SKIP_MAX)
-			return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
-			            "rbl.skip: at most %d networks", CTL_RBL_SKIP_MAX);
-		struct ctl_rbl_net *net = &c->rbl_skip[c->rbl_nskip];
+		if (*nnets == CTL_NETS_MAX)
+			return errf(ld->err, ld->errlen, ld->name, cite(c, key),
+			            "%s: at most %d networks", key, CTL_NETS_MAX);
+		struct ctl_net *net = &nets[*nnets];
 		char *slash = strchr(tok, '/');
 		unsigned long len = 0;
 		bool has_len = false;
@@ -1406,13 +1496,13 @@ static int parse_rbl_skip(struct ld *ld)
 		} else {
 			goto bad;
 		}
-		c->rbl_nskip++;
+		(*nnets)++;
 		continue;
 bad:
 		if (slash != NULL)
 			*slash = '/';
-		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.skip"),
-		            "rbl.skip: '%s' is no address or network (10.0.0.0/8, 2001:db8::/32)", tok);
+		return errf(ld->err, ld->errlen, ld->name, cite(c, key),
+		            "%s: '%s' is no address or network (10.0.0.0/8, 2001:db8::/32)", key, tok);
 	}
 	return 0;
 }
@@ -1586,6 +1676,41 @@ static int check_whole(struct ld *ld)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "dpdk.exception_iface"),
 		            "dpdk.exception_iface: expected an interface name (1-15 characters, no "
 		            "'/', ':' or blank), got '%s'", c->dpdk_exception_iface);
+	if (c->admin_socket != NULL && ctl_admin_path_ok(c->admin_socket) < 0)
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "admin.socket"),
+		            "admin.socket: '%s' is longer than the 107 bytes a unix socket path may have",
+		            c->admin_socket);
+	if (c->admin_http != NULL && c->admin_http[0] == '\0') {
+		free(c->admin_http);  /* "": off */
+		c->admin_http = NULL;
+	}
+	if (c->rbl_servers != NULL && c->rbl_servers[0] == '\0') {
+		free(c->rbl_servers);  /* "": /etc/resolv.conf */
+		c->rbl_servers = NULL;
+	}
+	if (c->admin_http != NULL &&
+	    ctl_parse_addr(c->admin_http, &c->admin_http_addr, &c->admin_http_len) < 0)
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "admin.http"),
+		            "admin.http: expected address:port (127.0.0.1:9425, [::1]:9425), got '%s'",
+		            c->admin_http);
+	if (c->gl_enabled) {
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (c->gl_redis == NULL ||
+		    (strncmp(c->gl_redis, "unix:/", 6) != 0 && ctl_parse_addr(c->gl_redis, &ss, &sl) < 0))
+			return errf(ld->err, ld->errlen, ld->name,
+			            cite(c, ctl_config_key_line(c, "greylist.redis") ? "greylist.redis"
+			                                                             : "greylist.enabled"),
+			            "greylist.redis: expected address:port (127.0.0.1:6379) or unix:/path, "
+			            "got '%s'", c->gl_redis ? c->gl_redis : "");
+		if (c->gl_retry_window_ms <= c->gl_delay_ms)
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "greylist.retry_window"),
+			            "greylist.retry_window: must be longer than greylist.delay (a retry "
+			            "must be able to pass)");
+	}
+	if (c->gl_prefix == NULL || c->gl_prefix[0] == '\0')
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "greylist.prefix"),
+		            "greylist.prefix: must not be empty (the Redis keys need a namespace)");
 	if (c->rbl_enabled && c->rbl_nzones == 0)
 		return errf(ld->err, ld->errlen, ld->name,
 		            cite(c, ctl_config_key_line(c, "rbl.zones") ? "rbl.zones" : "rbl.enabled"),
@@ -1595,7 +1720,9 @@ static int check_whole(struct ld *ld)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.threshold"),
 		            "rbl.threshold: must be above 0 (at 0 every client would be refused)");
 	int rr;
-	if ((rr = parse_rbl_skip(ld)) < 0 || (rr = check_rbl_servers(ld)) < 0)
+	if ((rr = parse_nets(ld, "rbl.skip", c->rbl_skip_text, c->rbl_skip, &c->rbl_nskip)) < 0 ||
+	    (rr = parse_nets(ld, "greylist.skip", c->gl_skip_text, c->gl_skip, &c->gl_nskip)) < 0 ||
+	    (rr = check_rbl_servers(ld)) < 0)
 		return rr;
 	if (c->retry_max_ms < c->retry_min_ms) {
 		char a[32], b[32];

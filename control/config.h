@@ -151,7 +151,7 @@ struct ctl_config {
 	uint64_t rbl_negative_ttl_ms;
 	uint32_t rbl_cache_max;
 	char *rbl_skip_text;           /* as written; parsed into rbl_skip */
-	struct ctl_rbl_net rbl_skip[CTL_RBL_SKIP_MAX];
+	struct ctl_net rbl_skip[CTL_NETS_MAX];
 	unsigned rbl_nskip;
 	/* dpdk (server.transport: dpdk) */
 	char *dpdk_eal;                /* EAL arguments, blank-separated */
@@ -170,6 +170,24 @@ struct ctl_config {
 	bool dpdk_software_dispatch;   /* even on a port with RSS */
 	int dpdk_exception;            /* 0 drop, 1 tap (the exception path) */
 	char *dpdk_exception_iface;    /* the tap's name; NULL: sluice-exc0 */
+	/* greylist (control/greylist.h) */
+	bool gl_enabled;
+	char *gl_redis;                /* default 127.0.0.1:6379 */
+	char *gl_prefix;               /* default "sluice:gl:" */
+	uint64_t gl_timeout_ms;
+	uint64_t gl_delay_ms;
+	uint64_t gl_retry_window_ms;
+	uint64_t gl_pass_ttl_ms;
+	uint32_t gl_ipv4_prefix, gl_ipv6_prefix;
+	int gl_on_error;               /* 0 accept, 1 tempfail */
+	char *gl_skip_text;
+	struct ctl_net gl_skip[CTL_NETS_MAX];
+	unsigned gl_nskip;
+	/* admin (control/admin.h) */
+	char *admin_socket;            /* NULL: SPOOL/admin.sock, or off if set to "" */
+	char *admin_http;              /* "addr:port" of GET /metrics; NULL: off */
+	struct sockaddr_storage admin_http_addr;
+	socklen_t admin_http_len;
 	/* log */
 	enum ctl_log_level log_level;
 	char *log_file;                /* NULL: stderr */
@@ -199,6 +217,10 @@ unsigned ctl_config_key_line(const struct ctl_config *c, const char *key);
  * creatable; log.file writable or creatable. Touches nothing. 0, or -EINVAL
  * with the first problem in err as "FILE:LINE: key: reason". */
 int ctl_config_check_files(const struct ctl_config *c, char *err, size_t errlen);
+
+/* The admin socket's path: admin.socket, or SPOOL/admin.sock when it is not
+ * set; NULL when it is set to "" (off) or the path does not fit buf. */
+const char *ctl_config_admin_socket(const struct ctl_config *c, char *buf, size_t len);
 
 /* Parsers shared with tests; 0 or -EINVAL. */
 int ctl_parse_size(const char *s, uint64_t *out);

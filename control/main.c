@@ -21,9 +21,11 @@
 
 #include <openssl/ssl.h>
 
+#include "control/admin.h"
 #include "control/av.h"
 #include "control/config.h"
 #include "control/filter.h"
+#include "control/greylist.h"
 #include "control/rbl.h"
 #include "control/log.h"
 #include "control/server.h"
@@ -32,6 +34,124 @@
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "0.1.0"
 #endif
+
+/* What the admin socket and the metrics endpoint read (control/admin.h). */
+struct admin_ctx {
+	const struct ctl_config *cfg;
+	struct ctl_server *srv;
+	struct ctl_queue *q;
+	struct ctl_rbl *rbl;
+	bool filter, av;
+	time_t started;
+};
+
+static void
+admin_metrics(void *arg, FILE *f)
+{
+	struct admin_ctx *a = arg;
+	ctl_server_metrics(a->srv, f);
+	struct ctl_queue_stats qs;
+	ctl_queue_stats(a->q, &qs);
+	fprintf(f, "# HELP sluice_queue_messages Messages waiting for delivery.\n"
+	        "# TYPE sluice_queue_messages gauge\nsluice_queue_messages %llu\n"
+	        "# HELP sluice_delivered_total Recipients delivered.\n"
+	        "# TYPE sluice_delivered_total counter\nsluice_delivered_total %llu\n"
+	        "# HELP sluice_deferred_total Delivery attempts that failed for now.\n"
+	        "# TYPE sluice_deferred_total counter\nsluice_deferred_total %llu\n"
+	        "# HELP sluice_bounced_total Recipients given up on.\n"
+	        "# TYPE sluice_bounced_total counter\nsluice_bounced_total %llu\n"
+	        "# HELP sluice_spool_bytes Bytes of live spool segments.\n"
+	        "# TYPE sluice_spool_bytes gauge\nsluice_spool_bytes %llu\n",
+	        (unsigned long long)qs.queued, (unsigned long long)qs.delivered,
+	        (unsigned long long)qs.deferred, (unsigned long long)qs.bounced,
+	        (unsigned long long)qs.spool_bytes);
+	if (a->rbl != NULL) {
+		struct ctl_rbl_stats rs;
+		ctl_rbl_stats(a->rbl, &rs);
+		fprintf(f, "# HELP sluice_rbl_checks_total Client addresses checked against the DNS "
+		        "lists, by verdict.\n# TYPE sluice_rbl_checks_total counter\n"
+		        "sluice_rbl_checks_total{verdict=\"pass\"} %llu\n"
+		        "sluice_rbl_checks_total{verdict=\"listed\"} %llu\n"
+		        "sluice_rbl_checks_total{verdict=\"tempfail\"} %llu\n"
+		        "sluice_rbl_checks_total{verdict=\"skipped\"} %llu\n"
+		        "# HELP sluice_rbl_cache_hits_total Checks answered from the cache.\n"
+		        "# TYPE sluice_rbl_cache_hits_total counter\nsluice_rbl_cache_hits_total %llu\n"
+		        "# HELP sluice_rbl_queries_total DNS queries sent.\n"
+		        "# TYPE sluice_rbl_queries_total counter\nsluice_rbl_queries_total %llu\n",
+		        (unsigned long long)rs.passed, (unsigned long long)rs.listed,
+		        (unsigned long long)rs.tempfail, (unsigned long long)rs.skipped,
+		        (unsigned long long)rs.cache_hits, (unsigned long long)rs.queries);
+	}
+}
+
+static int
+admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
+{
+	struct admin_ctx *a = arg;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	size_t n = strcspn(line, " \t");
+	if (n == 6 && strncmp(line, "status", n) == 0) {
+		struct ctl_queue_stats qs;
+		ctl_queue_stats(a->q, &qs);
+		char *body = NULL;
+		size_t blen = 0;
+		unsigned long long open = 0;
+		FILE *m = open_memstream(&body, &blen);
+		if (m != NULL) {
+			ctl_server_metrics(a->srv, m);
+			fclose(m);
+			const char *p = body ? strstr(body, "\nsluice_connections_open ") : NULL;
+			if (p != NULL)
+				open = strtoull(p + 26, NULL, 10);
+			free(body);
+		}
+		fprintf(out, "version %s\npid %ld\nuptime_s %lld\ntransport %s\nworkers %u\n"
+		        "connections_open %llu\nqueue_messages %llu\nfilter %s\nantivirus %s\nrbl %s\n",
+		        SLUICE_VERSION, (long)getpid(), (long long)(time(NULL) - a->started),
+		        a->cfg->transport == CTL_TRANSPORT_DPDK ? "dpdk" : "kernel", a->cfg->workers,
+		        open, (unsigned long long)qs.queued, a->filter ? "on" : "off",
+		        a->av ? "on" : "off", a->rbl ? "on" : "off");
+		fprintf(out, "greylist %s\n", a->cfg->gl_enabled ? "on" : "off");
+		return 0;
+	}
+	if (n == 5 && strncmp(line, "stats", n) == 0) {
+		admin_metrics(a, out);
+		return 0;
+	}
+	if (n == 6 && strncmp(line, "reload", n) == 0) {
+		if (!a->filter && !a->av) {
+			snprintf(err, errlen, "nothing to reload: neither filter nor antivirus is enabled "
+			         "(other settings need a restart)");
+			return -1;
+		}
+		kill(getpid(), SIGHUP);
+		fprintf(out, "reloading%s%s in the background; the log says event=filter_load / "
+		        "av_loaded when done\n", a->filter ? " the filter rules" : "",
+		        a->av ? (a->filter ? " and the antivirus signatures" : " the antivirus signatures")
+		              : "");
+		return 0;
+	}
+	if (n == 5 && strncmp(line, "queue", n) == 0) {
+		struct ctl_queue_stats qs;
+		ctl_queue_stats(a->q, &qs);
+		fprintf(out, "waiting %llu\ndelivered %llu\ndeferred %llu\nbounced %llu\n"
+		        "spool_bytes %llu\n(sluice-queue -c FILE list shows the messages)\n",
+		        (unsigned long long)qs.queued, (unsigned long long)qs.delivered,
+		        (unsigned long long)qs.deferred, (unsigned long long)qs.bounced,
+		        (unsigned long long)qs.spool_bytes);
+		return 0;
+	}
+	if (n == 4 && strncmp(line, "help", n) == 0) {
+		fputs("status   what runs, connections open, mail waiting\n"
+		      "stats    every counter (Prometheus text format, as GET /metrics)\n"
+		      "reload   reload the filter rules and antivirus signatures (as SIGHUP)\n"
+		      "queue    the delivery queue's counts\n", out);
+		return 0;
+	}
+	snprintf(err, errlen, "unknown command '%.*s'; 'help' lists them", (int)(n > 40 ? 40 : n), line);
+	return -1;
+}
 
 static void
 usage(FILE *f)
@@ -255,9 +375,41 @@ main(int argc, char **argv)
 		        cfg.rbl_nskip);
 	}
 
-	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, rbl, tls, err, sizeof(err));
+	/* Greylisting: its Redis connection on a thread of its own. */
+	struct ctl_greylist *gl = NULL;
+	if (cfg.gl_enabled) {
+		struct ctl_greylist_conf gc = {
+			.redis = cfg.gl_redis,
+			.prefix = cfg.gl_prefix,
+			.timeout_ms = cfg.gl_timeout_ms,
+			.delay_ms = cfg.gl_delay_ms,
+			.retry_window_ms = cfg.gl_retry_window_ms,
+			.pass_ttl_ms = cfg.gl_pass_ttl_ms,
+			.ipv4_prefix = cfg.gl_ipv4_prefix,
+			.ipv6_prefix = cfg.gl_ipv6_prefix,
+			.skip = cfg.gl_skip,
+			.nskip = cfg.gl_nskip,
+		};
+		if ((gl = ctl_greylist_start(&gc, err, sizeof(err))) == NULL) {
+			ctl_log(CTL_LOG_ERR, "event=fatal what=greylist error=\"%s\"", err);
+			rbl = ctl_rbl_stop(rbl);
+			flt = ctl_filter_free(flt);
+			av = ctl_av_stop(av);
+			ctl_queue_set_spool(q, NULL);
+			ctl_spool_close(sp);
+			ctl_queue_close(q);
+			return 1;
+		}
+		ctl_log(CTL_LOG_INFO, "event=greylist_start redis=%s delay_ms=%llu retry_window_ms=%llu "
+		        "pass_ttl_ms=%llu on_error=%s", cfg.gl_redis, (unsigned long long)cfg.gl_delay_ms,
+		        (unsigned long long)cfg.gl_retry_window_ms, (unsigned long long)cfg.gl_pass_ttl_ms,
+		        cfg.gl_on_error ? "tempfail" : "accept");
+	}
+
+	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, rbl, gl, tls, err, sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		gl = ctl_greylist_stop(gl);
 		rbl = ctl_rbl_stop(rbl);
 		flt = ctl_filter_free(flt);
 		av = ctl_av_stop(av);
@@ -270,6 +422,39 @@ main(int argc, char **argv)
 		ctl_config_free(&cfg);
 		return 1;
 	}
+
+	/* The admin socket (sluicectl) and GET /metrics. */
+	struct admin_ctx actx = { .cfg = &cfg, .srv = srv, .q = q, .rbl = rbl,
+	                          .filter = flt != NULL, .av = av != NULL, .started = time(NULL) };
+	char sockbuf[PATH_MAX];
+	struct ctl_admin_conf adc = {
+		.socket_path = ctl_config_admin_socket(&cfg, sockbuf, sizeof(sockbuf)),
+		.http = cfg.admin_http ? (const struct sockaddr *)&cfg.admin_http_addr : NULL,
+		.http_len = cfg.admin_http_len,
+		.command = admin_command,
+		.metrics = admin_metrics,
+		.ctx = &actx,
+	};
+	if (adc.socket_path == NULL && ctl_config_key_line(&cfg, "admin.socket") == 0)
+		ctl_log(CTL_LOG_WARN, "event=admin_socket_off reason=\"SPOOL/admin.sock is longer than "
+		        "a unix socket path may be\" hint=\"set admin.socket\"");
+	struct ctl_admin *admin = NULL;
+	if ((adc.socket_path != NULL || adc.http != NULL) &&
+	    (admin = ctl_admin_start(&adc, err, sizeof(err))) == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=fatal what=admin error=\"%s\"", err);
+		srv = ctl_server_stop(srv);
+		gl = ctl_greylist_stop(gl);
+		rbl = ctl_rbl_stop(rbl);
+		flt = ctl_filter_free(flt);
+		av = ctl_av_stop(av);
+		ctl_queue_set_spool(q, NULL);
+		ctl_spool_close(sp);
+		ctl_queue_close(q);
+		return 1;
+	}
+	if (admin != NULL)
+		ctl_log(CTL_LOG_INFO, "event=admin_start socket=%s metrics=%s",
+		        adc.socket_path ? adc.socket_path : "-", cfg.admin_http ? cfg.admin_http : "-");
 
 	char buf1[PATH_MAX + 64], buf2[PATH_MAX + 64];
 	char listen[512] = "";
@@ -314,9 +499,11 @@ main(int argc, char **argv)
 		break;
 	}
 
+	admin = ctl_admin_stop(admin);  /* first: it reads everything below */
 	srv = ctl_server_stop(srv);
 	av = ctl_av_stop(av);  /* after the server: its workers wait for verdicts */
 	flt = ctl_filter_free(flt);  /* after the server: workers hold engines */
+	gl = ctl_greylist_stop(gl);  /* after the server: its workers wait for answers */
 	if (rbl != NULL) {  /* after the server: its workers wait for answers */
 		struct ctl_rbl_stats rs;
 		ctl_rbl_stats(rbl, &rs);

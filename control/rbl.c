@@ -103,36 +103,11 @@ ent_free_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct rbl_ent, rcu));
 }
 
-bool
-ctl_rbl_addr(const struct sockaddr *sa, uint8_t addr[16])
-{
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-		memset(addr, 0, 10);
-		addr[10] = addr[11] = 0xff;
-		memcpy(addr + 12, &in->sin_addr, 4);
-		return true;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-		memcpy(addr, &in6->sin6_addr, 16);
-		return true;
-	}
-	return false;
-}
-
-static bool
-is_v4(const uint8_t a[16])
-{
-	static const uint8_t pre[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	return memcmp(a, pre, 12) == 0;
-}
-
 int
 ctl_rbl_qname(const uint8_t addr[16], const char *zone, char *out, size_t len)
 {
 	int n;
-	if (is_v4(addr)) {
+	if (ctl_addr16_is_v4(addr)) {
 		n = snprintf(out, len, "%u.%u.%u.%u.%s", addr[15], addr[14], addr[13], addr[12], zone);
 	} else {
 		static const char hex[] = "0123456789abcdef";
@@ -148,25 +123,10 @@ ctl_rbl_qname(const uint8_t addr[16], const char *zone, char *out, size_t len)
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-static bool
-skipped(const struct ctl_rbl_conf *c, const uint8_t a[16])
-{
-	for (unsigned i = 0; i < c->nskip; i++) {
-		const struct ctl_rbl_net *n = &c->skip[i];
-		unsigned full = n->prefix / 8, rest = n->prefix % 8;
-		if (memcmp(a, n->addr, full) != 0)
-			continue;
-		if (rest && ((a[full] ^ n->addr[full]) & (uint8_t)(0xff00u >> rest)))
-			continue;
-		return true;
-	}
-	return false;
-}
-
 bool
 ctl_rbl_addr_skipped(const struct ctl_rbl *r, const uint8_t addr[16])
 {
-	return skipped(&r->conf, addr);
+	return ctl_nets_match(r->conf.skip, r->conf.nskip, addr);
 }
 
 void
@@ -213,7 +173,7 @@ ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q)
 	q->listed = q->failed = 0;
 	q->score = 0;
 	q->cached = false;
-	if (skipped(&r->conf, q->addr)) {
+	if (ctl_nets_match(r->conf.skip, r->conf.nskip, q->addr)) {
 		q->verdict = CTL_RBL_SKIPPED;
 		count_verdict(r, q->verdict);
 		return 0;

@@ -42,20 +42,15 @@
 
 #include <urcu/wfcqueue.h>
 
+#include "control/net.h"
+
 #define CTL_RBL_ZONES_MAX 32
-#define CTL_RBL_SKIP_MAX 64
 
 struct ctl_rbl_zone {
 	char *zone;                    /* "zen.spamhaus.org", no trailing dot */
 	double weight;                 /* negative: an allow list */
 	uint32_t code;                 /* host order; 0: any 127/8 answer */
 	unsigned line;                 /* in the config file */
-};
-
-/* An address range that is never looked up ("rbl.skip"). */
-struct ctl_rbl_net {
-	uint8_t addr[16];              /* IPv4 as ::ffff:a.b.c.d */
-	unsigned prefix;               /* of the 128 bits */
 };
 
 struct ctl_rbl_conf {
@@ -67,7 +62,7 @@ struct ctl_rbl_conf {
 	uint64_t cache_ttl_ms;         /* cap on a listing's TTL */
 	uint64_t negative_ttl_ms;      /* an address no zone lists */
 	uint32_t cache_max;            /* addresses cached */
-	const struct ctl_rbl_net *skip;
+	const struct ctl_net *skip;     /* never looked up (rbl.skip) */
 	unsigned nskip;
 };
 
@@ -97,9 +92,6 @@ struct ctl_rbl;
 struct ctl_rbl *ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen);
 /* Stops the thread; requests still out are answered TEMPFAIL first. */
 struct ctl_rbl *ctl_rbl_stop(struct ctl_rbl *r);
-
-/* sa (the client) into q->addr; false for a family with no lists (unix). */
-bool ctl_rbl_addr(const struct sockaddr *sa, uint8_t addr[16]);
 
 /* addr is in the skip list (never looked up). */
 bool ctl_rbl_addr_skipped(const struct ctl_rbl *r, const uint8_t addr[16]);

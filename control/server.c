@@ -32,6 +32,7 @@
 
 #include "control/av.h"
 #include "control/filter.h"
+#include "control/greylist.h"
 #include "control/log.h"
 #include "control/rbl.h"
 #include "dataplane/kernel.h"
@@ -114,9 +115,31 @@ struct srv_conn {
 	struct ctl_rbl_req rbl;        /* the DNS lists' answer for this client */
 	bool rbl_stage;                /* in flight with the resolver */
 	bool rbl_asked;                /* rbl holds an answer (for the log) */
+	struct ctl_gl_req gl;          /* the greylist's answer for the current RCPT */
+	bool gl_stage;                 /* in flight with the greylist */
 	char received[SRV_RECEIVED_MAX];
 	/* the smtp_session follows, 64-aligned */
 };
+
+/* A worker's counters: written by that worker only (a relaxed load and
+ * store, no locked instruction), read by the metrics thread. */
+struct srv_metrics {
+	_Atomic uint64_t conns;        /* accepted connections */
+	_Atomic uint64_t conns_refused; /* 421 above smtp.connections_max */
+	_Atomic uint64_t open;         /* open now (a gauge) */
+	_Atomic uint64_t txn_accepted, txn_rejected, txn_tempfail;
+	_Atomic uint64_t bytes_accepted;
+	_Atomic uint64_t gl_grey, gl_error;  /* recipients greylisted; Redis failures */
+};
+
+static inline void
+ctr_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+#define SRV_WORKERS_MAX 64
 
 struct srv_worker {
 	struct ctl_server *srv;
@@ -134,6 +157,7 @@ struct srv_worker {
 	struct cds_wfcq_tail done_tail;
 	struct ctl_filter_worker *flt; /* NULL: filter off */
 	bool rcu_own;                  /* registered with urcu memb here (not by flt) */
+	struct srv_metrics m;
 	time_t date_sec;               /* received_date()'s cache */
 	uint8_t date_len;
 	char date[40];
@@ -145,12 +169,15 @@ struct ctl_server {
 	struct ctl_av *av;             /* NULL: antivirus off */
 	struct ctl_filter *flt;        /* NULL: content filter off */
 	struct ctl_rbl *rbl;           /* NULL: no DNS list checks */
+	struct ctl_greylist *gl;       /* NULL: no greylisting */
 	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
 	size_t conn_size;
 	size_t sess_off;
 	struct dp_listen listen[CTL_LISTEN_MAX];
+	struct srv_worker *_Atomic workers[SRV_WORKERS_MAX]; /* for the metrics */
+	time_t started;
 	struct dp_kernel *kernel;
 #ifdef SLUICE_HAVE_DPDK
 	struct dp_dpdk *dpdk;
@@ -413,6 +440,15 @@ static void
 log_txn(struct srv_conn *c, const struct smtp_txn *t, const char *qid, const char *verdict,
         const char *dsn, const char *reason, double commit_ms)
 {
+	struct srv_metrics *m = &c->w->m;
+	if (strncmp(verdict, "accepted", 8) == 0) {
+		ctr_add(&m->txn_accepted, 1);
+		ctr_add(&m->bytes_accepted, c->msg_bytes);
+	} else if (strcmp(verdict, "rejected") == 0) {
+		ctr_add(&m->txn_rejected, 1);
+	} else {
+		ctr_add(&m->txn_tempfail, 1);
+	}
 	if (!ctl_log_enabled(CTL_LOG_INFO))
 		return;
 	const struct smtp_conn_info *ci = smtp_session_info(conn_sess(c));
@@ -651,6 +687,7 @@ hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 {
 	struct srv_conn *c = ctx;
 	if (c->w->nconn > c->w->srv->cfg->connections_max) {
+		ctr_add(&c->w->m.conns_refused, 1);
 		r->code = 421;
 		snprintf(r->enh, sizeof(r->enh), "4.7.0");
 		snprintf(r->text, sizeof(r->text), "%s Error: too many connections, try again later",
@@ -660,7 +697,7 @@ hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 	}
 	struct ctl_rbl *rbl = c->w->srv->rbl;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
-	if (rbl == NULL || !ctl_rbl_addr((const struct sockaddr *)&ci->peer, c->rbl.addr))
+	if (rbl == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, c->rbl.addr))
 		return SMTP_HOOK_OK;
 	c->rbl.done = rbl_done;
 	c->rbl.ctx = c;
@@ -683,6 +720,66 @@ refuse_if_spool_full(struct srv_conn *c, struct smtp_reply *r)
 	snprintf(r->enh, sizeof(r->enh), "4.3.1");
 	snprintf(r->text, sizeof(r->text), "Insufficient system storage, try again later");
 	return SMTP_HOOK_REPLY;
+}
+
+static void
+gl_done(struct ctl_gl_req *q)
+{
+	post_done(q->ctx);
+}
+
+/* The greylist's answer as the RCPT hook's. */
+static int
+gl_answer(struct srv_conn *c, struct smtp_reply *r)
+{
+	const struct ctl_gl_req *q = &c->gl;
+	const struct smtp_conn_info *ci = smtp_session_info(conn_sess(c));
+	char from[300], to[300];
+	switch (q->verdict) {
+	case CTL_GL_GREY:
+		ctr_add(&c->w->m.gl_grey, 1);
+		ctl_log(CTL_LOG_INFO, "event=greylisted worker=%u client=%s from=%s to=%s wait_s=%llu",
+		        c->w->id, ci->peer_str, ctl_log_value(from, sizeof(from), q->sender),
+		        ctl_log_value(to, sizeof(to), q->rcpt), (unsigned long long)q->wait_s);
+		r->code = 451;
+		snprintf(r->enh, sizeof(r->enh), "4.7.1");
+		snprintf(r->text, sizeof(r->text), "Greylisted, try again in %llu seconds",
+		         (unsigned long long)(q->wait_s ? q->wait_s : 1));
+		return SMTP_HOOK_REPLY;
+	case CTL_GL_ERROR:
+		ctr_add(&c->w->m.gl_error, 1);
+		if (c->w->srv->cfg->gl_on_error == 0)
+			return SMTP_HOOK_OK;  /* greylisting fails open */
+		r->code = 451;
+		snprintf(r->enh, sizeof(r->enh), "4.3.0");
+		snprintf(r->text, sizeof(r->text), "Greylisting unavailable, try again later");
+		return SMTP_HOOK_REPLY;
+	case CTL_GL_PASS:
+	case CTL_GL_SKIPPED:
+		break;
+	}
+	return SMTP_HOOK_OK;
+}
+
+static int
+hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const struct smtp_rcpt *rc,
+          struct smtp_reply *r)
+{
+	struct srv_conn *c = ctx;
+	struct ctl_greylist *g = c->w->srv->gl;
+	const struct smtp_conn_info *ci = smtp_session_info(s);
+	uint8_t a[16];
+	if (g == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, a))
+		return SMTP_HOOK_OK;
+	ctl_greylist_req_init(&c->gl, a, t->mail_from, rc->addr);
+	c->gl.done = gl_done;
+	c->gl.ctx = c;
+	if (ctl_greylist_check(g, &c->gl) == 0)
+		return gl_answer(c, r);
+	c->gl_stage = true;
+	c->inflight = true;
+	c->w->inflight++;
+	return SMTP_HOOK_PENDING;
 }
 
 static int
@@ -981,6 +1078,8 @@ op_worker_init(void *app, struct dp_worker *dpw, unsigned id)
 		urcu_memb_register_thread();
 		w->rcu_own = true;
 	}
+	if (id < SRV_WORKERS_MAX)
+		atomic_store(&srv->workers[id], w);
 	return w;
 }
 
@@ -1068,6 +1167,21 @@ rbl_finished(struct srv_conn *c)
 	resume(c, rbl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
 }
 
+/* The greylist's answer for a session parked at RCPT. */
+static void
+gl_finished(struct srv_conn *c)
+{
+	c->gl_stage = false;
+	c->inflight = false;
+	c->w->inflight--;
+	if (c->dc == NULL) {
+		conn_free(c);
+		return;
+	}
+	struct smtp_reply r = { 0 };
+	resume(c, gl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
+}
+
 static void
 drain_done(struct srv_worker *w)
 {
@@ -1076,6 +1190,10 @@ drain_done(struct srv_worker *w)
 		struct srv_conn *c = (struct srv_conn *)((char *)node - offsetof(struct srv_conn, done_node));
 		if (c->rbl_stage) {
 			rbl_finished(c);
+			continue;
+		}
+		if (c->gl_stage) {
+			gl_finished(c);
 			continue;
 		}
 		if (c->av_stage) {
@@ -1159,6 +1277,8 @@ op_worker_fini(void *worker_app)
 		free(m);
 	}
 	w->flt = ctl_filter_worker_free(w->flt);
+	if (w->id < SRV_WORKERS_MAX)
+		atomic_store(&w->srv->workers[w->id], NULL);
 	if (w->rcu_own)
 		urcu_memb_unregister_thread();
 	free(w);
@@ -1183,6 +1303,8 @@ op_accept(void *worker_app, struct dp_conn *dc, const struct sockaddr *peer,
 	c->dc = dc;
 	c->t_conn = now_ms(w);
 	w->nconn++;
+	ctr_add(&w->m.conns, 1);
+	atomic_store_explicit(&w->m.open, w->nconn, memory_order_relaxed);
 	struct smtp_session *s = conn_sess(c);
 	smtp_session_init(s, &srv->smtp, &srv->hooks, c, peer, local, listener_flags, c->t_conn);
 	smtp_session_start(s, c->t_conn);
@@ -1238,6 +1360,7 @@ op_closed(void *conn_app, int err)
 	c->dc = NULL;
 	smtp_session_fini(s);
 	w->nconn--;
+	atomic_store_explicit(&w->m.open, w->nconn, memory_order_relaxed);
 	if (ctl_log_enabled(CTL_LOG_INFO)) {
 		const struct smtp_conn_info *ci = smtp_session_info(s);
 		char helo[300];
@@ -1300,8 +1423,8 @@ dpdk_log(void *ctx, const char *line)
 
 struct ctl_server *
 ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_av *av,
-                 struct ctl_filter *flt, struct ctl_rbl *rbl, SSL_CTX *tls, char *err,
-                 size_t errlen)
+                 struct ctl_filter *flt, struct ctl_rbl *rbl, struct ctl_greylist *gl,
+                 SSL_CTX *tls, char *err, size_t errlen)
 {
 	struct ctl_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -1313,6 +1436,8 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->av = av;
 	srv->flt = flt;
 	srv->rbl = rbl;
+	srv->gl = gl;
+	srv->started = time(NULL);
 	srv->av_max_bytes = cfg->av_max_scan_bytes;
 	srv->smtp = (struct smtp_server_conf){
 		.hostname = cfg->hostname,
@@ -1332,6 +1457,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->hooks = (struct smtp_hooks){
 		.connect = hook_connect,
 		.mail = hook_mail,
+		.rcpt = hook_rcpt,
 		.data_start = hook_data_start,
 		.data = hook_data,
 		.data_end = hook_data_end,
@@ -1394,6 +1520,54 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		return NULL;
 	}
 	return srv;
+}
+
+void
+ctl_server_metrics(struct ctl_server *srv, FILE *f)
+{
+	struct srv_metrics sum = { 0 };
+	unsigned n = 0;
+	for (unsigned i = 0; i < SRV_WORKERS_MAX; i++) {
+		struct srv_worker *w = atomic_load(&srv->workers[i]);
+		if (w == NULL)
+			continue;
+		n++;
+#define ADD(x) atomic_store_explicit(&sum.x, atomic_load_explicit(&sum.x, memory_order_relaxed) + \
+		                     atomic_load_explicit(&w->m.x, memory_order_relaxed), memory_order_relaxed)
+		ADD(conns); ADD(conns_refused); ADD(open);
+		ADD(txn_accepted); ADD(txn_rejected); ADD(txn_tempfail); ADD(bytes_accepted);
+		ADD(gl_grey); ADD(gl_error);
+#undef ADD
+	}
+#define V(x) (unsigned long long)atomic_load_explicit(&sum.x, memory_order_relaxed)
+	fprintf(f, "# HELP sluice_workers Worker threads serving SMTP.\n"
+	        "# TYPE sluice_workers gauge\nsluice_workers %u\n", n);
+	fprintf(f, "# HELP sluice_start_time_seconds When sluiced started (Unix time).\n"
+	        "# TYPE sluice_start_time_seconds gauge\nsluice_start_time_seconds %lld\n",
+	        (long long)srv->started);
+	fprintf(f, "# HELP sluice_connections_total SMTP connections accepted.\n"
+	        "# TYPE sluice_connections_total counter\nsluice_connections_total %llu\n", V(conns));
+	fprintf(f, "# HELP sluice_connections_refused_total Connections answered 421 above "
+	        "smtp.connections_max.\n# TYPE sluice_connections_refused_total counter\n"
+	        "sluice_connections_refused_total %llu\n", V(conns_refused));
+	fprintf(f, "# HELP sluice_connections_open SMTP connections open now.\n"
+	        "# TYPE sluice_connections_open gauge\nsluice_connections_open %llu\n", V(open));
+	fprintf(f, "# HELP sluice_messages_total Transactions that reached a verdict, by result.\n"
+	        "# TYPE sluice_messages_total counter\n"
+	        "sluice_messages_total{result=\"accepted\"} %llu\n"
+	        "sluice_messages_total{result=\"rejected\"} %llu\n"
+	        "sluice_messages_total{result=\"tempfail\"} %llu\n",
+	        V(txn_accepted), V(txn_rejected), V(txn_tempfail));
+	if (srv->gl != NULL)
+		fprintf(f, "# HELP sluice_greylisted_total Recipients answered 451 by greylisting.\n"
+		        "# TYPE sluice_greylisted_total counter\nsluice_greylisted_total %llu\n"
+		        "# HELP sluice_greylist_errors_total Greylist checks Redis could not answer.\n"
+		        "# TYPE sluice_greylist_errors_total counter\nsluice_greylist_errors_total %llu\n",
+		        V(gl_grey), V(gl_error));
+	fprintf(f, "# HELP sluice_accepted_bytes_total Message bytes accepted (as received).\n"
+	        "# TYPE sluice_accepted_bytes_total counter\nsluice_accepted_bytes_total %llu\n",
+	        V(bytes_accepted));
+#undef V
 }
 
 void

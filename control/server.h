@@ -22,6 +22,7 @@
 #define CTL_SERVER_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "control/av.h"
 #include "control/config.h"
@@ -30,6 +31,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 struct ctl_filter;
 struct ctl_rbl;
+struct ctl_greylist;
 
 struct ctl_server;
 
@@ -39,16 +41,24 @@ struct ctl_server;
  * server. rbl NULL: no DNS list checks; else control/rbl.h: the connect
  * hook parks the session until the lists answered (554 5.7.1 for a listed
  * client, 421 4.7.0 when a list that could have refused it could not be
- * asked), and rbl must outlive the server. */
+ * asked), and rbl must outlive the server. gl NULL: no greylisting; else
+ * control/greylist.h: each RCPT waits for its answer (451 4.7.1 while
+ * greylisted; greylist.on_error when Redis cannot answer); gl must outlive
+ * the server. */
 struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp,
                                     struct ctl_av *av, struct ctl_filter *flt,
-                                    struct ctl_rbl *rbl, SSL_CTX *tls,
+                                    struct ctl_rbl *rbl, struct ctl_greylist *gl,
+                                    SSL_CTX *tls,
                                     char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
 /* SIGUSR1: with the DPDK transport every worker logs one event=dp_stats
  * line (dataplane/dpdk.h); the kernel transport has no stack counters and
  * logs one event=dp_stats line saying so. */
 void ctl_server_log_stats(struct ctl_server *srv);
+
+/* The server's counters in Prometheus text format (thread-safe; the
+ * workers' counters are read without stopping them). */
+void ctl_server_metrics(struct ctl_server *srv, FILE *f);
 
 /* TLS server context from PEM files; NULL and a reason in err. */
 SSL_CTX *ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);

@@ -7,14 +7,14 @@ set -euo pipefail
 SLUICE_BUILD_PKGS=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libyaml-dev libcmocka-dev liburcu-dev libssl-dev libjemalloc-dev
-  libhyperscan-dev libpcre2-dev libclamav-dev libdpdk-dev libxml2-dev libc-ares-dev
+  libhyperscan-dev libpcre2-dev libclamav-dev libdpdk-dev libxml2-dev libc-ares-dev libmicrohttpd-dev libhiredis-dev
 )
 SLUICE_TEST_PKGS=(
   python3 python3-pytest openssl swaks libnet-ssleay-perl curl postfix
   dovecot-core dovecot-lmtpd
   spamassassin
   clamav clamav-testfiles
-  iproute2 python3-scapy ethtool rbldnsd
+  iproute2 python3-scapy ethtool rbldnsd python3-prometheus-client redis-server
 )
 
 sluice_missing() {

@@ -33,7 +33,7 @@ addr_of(const char *text, uint8_t a[16])
 		assert_int_equal(inet_pton(AF_INET6, text, &in6->sin6_addr), 1);
 		in6->sin6_family = AF_INET6;
 	}
-	assert_true(ctl_rbl_addr((struct sockaddr *)&ss, a));
+	assert_true(ctl_addr16((struct sockaddr *)&ss, a));
 }
 
 static void
@@ -59,7 +59,7 @@ test_qname(void **state)
 
 	/* no lists for a unix socket */
 	struct sockaddr sa = { .sa_family = AF_UNIX };
-	assert_false(ctl_rbl_addr(&sa, a));
+	assert_false(ctl_addr16(&sa, a));
 }
 
 static int

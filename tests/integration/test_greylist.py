@@ -1,0 +1,155 @@
+"""Greylisting at RCPT (control/greylist.c) with its state in a real Redis
+that this test starts on a loopback port, clients on distinct loopback
+addresses (127.0.0.0/8 is all loopback on Linux), Python's smtplib as the
+client, redis-cli to read what sluiced stored."""
+
+import re
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port, need
+
+SENDER, RCPT = "a@example.org", "b@example.test"
+
+
+class Redis:
+    def __init__(self, root):
+        self.root = root
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        exe = need("redis-server", "redis-server")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root), "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"redis-server on {self.port}: no PONG within 10 s")
+
+    def cli(self, *args):
+        exe = need("redis-cli", "redis-tools")
+        out = subprocess.run([exe, "-p", str(self.port), *args], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def gl_server(sluice_factory, redis_port, **extra):
+    s = sluice_factory(tls=False, proxy=False, start=False)
+    conf = {"enabled": "true", "redis": f'"127.0.0.1:{redis_port}"', "delay": "2s",
+            "retry_window": "1h", "pass_ttl": "7d", "skip": '"127.0.2.0/24"',
+            "timeout": "300ms"}
+    conf.update(extra)
+    s.config_path.write_text(s.config_text() + "greylist:\n" +
+                             "".join(f"  {k}: {v}\n" for k, v in conf.items()))
+    s.start()
+    return s
+
+
+def attempt(port, src, sender=SENDER, rcpts=(RCPT,), send=True):
+    """(RCPT codes, texts, DATA code or None) for one transaction from src."""
+    c = smtplib.SMTP(timeout=20, source_address=(src, 0))
+    c.connect("127.0.0.1", port)
+    try:
+        c.ehlo("client.example.org")
+        code, _ = c.mail(sender)
+        assert code == 250
+        codes, texts = [], []
+        for r in rcpts:
+            code, text = c.rcpt(r)
+            codes.append(code)
+            texts.append(text.decode())
+        data = None
+        if send and 250 in codes:
+            data, _ = c.data(f"From: {sender}\r\nTo: {rcpts[0]}\r\nSubject: g\r\n\r\nhi\r\n")
+        c.quit()
+        return codes, texts, data
+    finally:
+        c.close()
+
+
+def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis):
+    s = gl_server(sluice_factory, redis.port)
+    codes, texts, _ = attempt(s.port, "127.0.0.4", rcpts=(RCPT, "c@example.test"))
+    assert codes == [451, 451], (codes, texts)
+    assert re.search(r"4\.7\.1 Greylisted, try again in [12] seconds", texts[0]), texts
+    # too early: still greylisted, with less to wait
+    codes, texts, _ = attempt(s.port, "127.0.0.4")
+    assert codes == [451], texts
+    key = f"sluice:gl:127.0.0.0/24|{SENDER}|{RCPT}"
+    assert redis.cli("GET", key).startswith("f:"), redis.cli("KEYS", "*")
+    assert 0 < int(redis.cli("PTTL", key)) <= 3600 * 1000
+    time.sleep(3)
+    codes, texts, data = attempt(s.port, "127.0.0.4")
+    assert codes == [250] and data == 250, (codes, texts, data)
+    assert redis.cli("GET", key).strip() == "p"
+    assert int(redis.cli("PTTL", key)) > 6 * 86400 * 1000, "the pass should last pass_ttl (7d)"
+    s.wait_for_maildir(1)
+
+    # another host of the same /24, the sender with a BATV tag and in
+    # other case: the same triplet, passes at once
+    codes, texts, data = attempt(s.port, "127.0.0.9", sender="prvs=0123abcd=A@Example.ORG")
+    assert codes == [250] and data == 250, (codes, texts)
+    # another /24: a new triplet
+    codes, texts, _ = attempt(s.port, "127.0.1.4")
+    assert codes == [451], texts
+    # greylist.skip: never greylisted
+    codes, texts, data = attempt(s.port, "127.0.2.4", rcpts=("new@example.test",))
+    assert codes == [250] and data == 250, (codes, texts)
+    s.wait_for_maildir(3)
+    assert s.wait_log(r"event=greylisted worker=\d+ client=127\.0\.0\.4 from=a@example\.org "
+                      r"to=b@example\.test wait_s=2")
+
+
+def test_redis_down_fails_open_or_tempfails(sluice_factory, redis):
+    s_open = gl_server(sluice_factory, redis.port)
+    s_closed = gl_server(sluice_factory, redis.port, on_error="tempfail")
+    redis.stop()
+    codes, texts, data = attempt(s_open.port, "127.0.0.4", rcpts=("x@example.test",))
+    assert codes == [250] and data == 250, (codes, texts, "on_error accept: fails open")
+    s_open.wait_log(r"event=greylist_redis_(down|error)")
+    codes, texts, _ = attempt(s_closed.port, "127.0.0.4", rcpts=("x@example.test",))
+    assert codes == [451], texts
+    assert "4.3.0 Greylisting unavailable" in texts[0], texts
+    s_open.wait_for_maildir(1)
+
+
+def test_check_rejects_bad_greylist_config(tmp_path):
+    from conftest import sluiced_path
+    cases = [
+        ("greylist: {enabled: true, redis: \"redis.example:6379\"}\n",
+         "greylist.redis: expected address:port"),
+        ("greylist: {enabled: true, delay: 2h, retry_window: 1h}\n",
+         "greylist.retry_window: must be longer than greylist.delay"),
+        ("greylist: {ipv4_prefix: 33}\n", "greylist.ipv4_prefix"),
+        ("greylist: {on_error: maybe}\n", "expected one of accept, tempfail"),
+        ("greylist: {skip: \"10.0.0.0/40\"}\n", "greylist.skip: '10.0.0.0/40' is no address"),
+    ]
+    for i, (text, want) in enumerate(cases):
+        p = tmp_path / f"c{i}.conf"
+        p.write_text("listen: [{address: 127.0.0.1:2525}]\n" + text)
+        out = subprocess.run([sluiced_path(), "-c", str(p), "--check"], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode != 0, f"{text!r}: --check passed, want an error"
+        assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
+            f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
