@@ -190,6 +190,13 @@ static const struct key keys[] = {
 	{ "dpdk.software_dispatch", KT_BOOL, OFF(dpdk_software_dispatch), 0, 0, NULL, NULL },
 	{ "dpdk.exception", KT_ENUM, OFF(dpdk_exception), 0, 0, exception_names, NULL },
 	{ "dpdk.exception_iface", KT_TEXT, OFF(dpdk_exception_iface), 0, 0, NULL, NULL },
+	{ "recipients", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "recipients.domains", KT_TEXT, OFF(rcpt_domains_text), 0, 0, NULL, NULL },
+	{ "recipients.verify", KT_BOOL, OFF(rcpt_verify), 0, 0, NULL, NULL },
+	{ "recipients.verify_timeout", KT_DUR_MS, OFF(rcpt_verify_timeout_ms), 100, MS_M, NULL, NULL },
+	{ "recipients.verify_ttl", KT_DUR_MS, OFF(rcpt_verify_ttl_ms), 0, 30 * MS_D, NULL, NULL },
+	{ "recipients.verify_negative_ttl", KT_DUR_MS, OFF(rcpt_verify_negative_ttl_ms), 0, MS_D, NULL,
+	  NULL },
 	{ "greylist", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "greylist.enabled", KT_BOOL, OFF(gl_enabled), 0, 0, NULL, NULL },
 	{ "greylist.redis", KT_TEXT, OFF(gl_redis), 0, 0, NULL, NULL },
@@ -537,6 +544,9 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->rbl_cache_ttl_ms = MS_H;
 	c->rbl_negative_ttl_ms = 10 * MS_M;
 	c->rbl_cache_max = 100000;
+	c->rcpt_verify_timeout_ms = 10 * MS_S;
+	c->rcpt_verify_ttl_ms = MS_H;
+	c->rcpt_verify_negative_ttl_ms = 10 * MS_M;
 	c->gl_redis = strdup("127.0.0.1:6379");
 	c->gl_prefix = strdup("sluice:gl:");
 	c->gl_timeout_ms = MS_S;
@@ -577,6 +587,10 @@ void ctl_config_free(struct ctl_config *c)
 	for (unsigned i = 0; i < c->rbl_nzones; i++)
 		free(c->rbl_zones[i].zone);
 	free(c->rbl_servers);
+	free(c->rcpt_domains_text);
+	for (unsigned i = 0; i < c->rcpt_ndomains; i++)
+		free(c->rcpt_domains[i]);
+	free(c->rcpt_domains);
 	free(c->gl_redis);
 	free(c->gl_prefix);
 	free(c->gl_skip_text);
@@ -1693,6 +1707,37 @@ static int check_whole(struct ld *ld)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "admin.http"),
 		            "admin.http: expected address:port (127.0.0.1:9425, [::1]:9425), got '%s'",
 		            c->admin_http);
+	if (c->rcpt_verify && c->delivery != CTL_DELIVER_LMTP)
+		return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.verify"),
+		            "recipients.verify: needs delivery.method lmtp (it asks the LMTP backends)");
+	for (const char *p = c->rcpt_domains_text; p != NULL && *p;) {
+		size_t n = strcspn(p, " ,\t");
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		char d[256];
+		if (n >= sizeof(d))
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.domains"),
+			            "recipients.domains: '%.*s...' is no domain", 40, p);
+		memcpy(d, p, n);
+		d[n] = '\0';
+		p += n;
+		const char *bare = d[0] == '.' ? d + 1 : d;
+		if (!valid_hostname(bare) || bare[0] == '[')
+			return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.domains"),
+			            "recipients.domains: '%s' is no domain (example.org, or .example.org "
+			            "for its subdomains)", d);
+		char **g = realloc(c->rcpt_domains, (c->rcpt_ndomains + 1) * sizeof(*g));
+		if (g == NULL || (g[c->rcpt_ndomains] = strdup(d)) == NULL) {
+			if (g != NULL)
+				c->rcpt_domains = g;
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		c->rcpt_domains = g;
+		c->rcpt_ndomains++;
+	}
 	if (c->gl_enabled) {
 		struct sockaddr_storage ss;
 		socklen_t sl;

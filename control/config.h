@@ -170,6 +170,14 @@ struct ctl_config {
 	bool dpdk_software_dispatch;   /* even on a port with RSS */
 	int dpdk_exception;            /* 0 drop, 1 tap (the exception path) */
 	char *dpdk_exception_iface;    /* the tap's name; NULL: sluice-exc0 */
+	/* recipients (control/verify.h) */
+	char *rcpt_domains_text;       /* as written */
+	char **rcpt_domains;           /* parsed; NULL/0: every domain */
+	unsigned rcpt_ndomains;
+	bool rcpt_verify;              /* ask the LMTP backend at RCPT */
+	uint64_t rcpt_verify_timeout_ms;
+	uint64_t rcpt_verify_ttl_ms;
+	uint64_t rcpt_verify_negative_ttl_ms;
 	/* greylist (control/greylist.h) */
 	bool gl_enabled;
 	char *gl_redis;                /* default 127.0.0.1:6379 */

@@ -587,6 +587,30 @@ out:
 	return rc;
 }
 
+int ctl_lmtp_verify(struct ctl_lmtp_conn *c, const char *rcpt, struct ctl_lmtp_reply *res)
+{
+	struct ctl_lmtp_reply r;
+	int rc;
+
+	local_err(res, "no answer from", c, EPIPE);
+	if (c->broken)
+		return -EPIPE;
+	if ((rc = putf(c, "MAIL FROM:<>\r\n")) == 0 && (rc = flush_out(c)) == 0 &&
+	    (rc = read_reply(c, &r)) == 0) {
+		*res = r;
+		if (r.code / 100 == 2 && (rc = putf(c, "RCPT TO:<%s>\r\n", rcpt)) == 0 &&
+		    (rc = flush_out(c)) == 0 && (rc = read_reply(c, &r)) == 0)
+			*res = r;
+		if (rc == 0 && (rc = putf(c, "RSET\r\n")) == 0 && (rc = flush_out(c)) == 0)
+			rc = read_reply(c, &r);
+	}
+	if (rc < 0) {
+		c->broken = true;
+		local_err(res, "connection to", c, -rc);
+	}
+	return rc;
+}
+
 struct ctl_lmtp_conn *ctl_lmtp_close(struct ctl_lmtp_conn *c)
 {
 	if (c == NULL)

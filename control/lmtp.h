@@ -111,6 +111,12 @@ struct ctl_lmtp_msg {
 int ctl_lmtp_send(struct ctl_lmtp_conn *c, const struct ctl_lmtp_msg *m,
                   struct ctl_lmtp_reply *res);
 
+/* Asks whether the server would take rcpt: MAIL FROM:<>, RCPT TO:<rcpt>,
+ * RSET, one command at a time (recipient verification; nothing is sent).
+ * *res gets the RCPT reply (or the MAIL reply when MAIL was refused).
+ * 0, or -errno when the connection broke (res code 0: unknown). */
+int ctl_lmtp_verify(struct ctl_lmtp_conn *c, const char *rcpt, struct ctl_lmtp_reply *res);
+
 /* QUIT (best effort, bounded), close. Returns NULL. */
 struct ctl_lmtp_conn *ctl_lmtp_close(struct ctl_lmtp_conn *c);
 

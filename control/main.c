@@ -26,6 +26,7 @@
 #include "control/config.h"
 #include "control/filter.h"
 #include "control/greylist.h"
+#include "control/verify.h"
 #include "control/rbl.h"
 #include "control/log.h"
 #include "control/server.h"
@@ -112,7 +113,9 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 		        a->cfg->transport == CTL_TRANSPORT_DPDK ? "dpdk" : "kernel", a->cfg->workers,
 		        open, (unsigned long long)qs.queued, a->filter ? "on" : "off",
 		        a->av ? "on" : "off", a->rbl ? "on" : "off");
-		fprintf(out, "greylist %s\n", a->cfg->gl_enabled ? "on" : "off");
+		fprintf(out, "greylist %s\nrecipient_domains %u\nrecipient_verify %s\n",
+		        a->cfg->gl_enabled ? "on" : "off", a->cfg->rcpt_ndomains,
+		        a->cfg->rcpt_verify ? "on" : "off");
 		return 0;
 	}
 	if (n == 5 && strncmp(line, "stats", n) == 0) {
@@ -406,9 +409,36 @@ main(int argc, char **argv)
 		        cfg.gl_on_error ? "tempfail" : "accept");
 	}
 
-	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, rbl, gl, tls, err, sizeof(err));
+	/* Recipient verification: the LMTP backends asked at RCPT. */
+	struct ctl_verify *vfy = NULL;
+	if (cfg.rcpt_verify) {
+		struct ctl_verify_conf vc = {
+			.hostname = cfg.hostname,
+			.dflt = cfg.lmtp_default,
+			.routes = cfg.routes,
+			.nroutes = cfg.nroutes,
+			.timeout_ms = cfg.rcpt_verify_timeout_ms,
+			.ttl_ms = cfg.rcpt_verify_ttl_ms,
+			.negative_ttl_ms = cfg.rcpt_verify_negative_ttl_ms,
+		};
+		if ((vfy = ctl_verify_start(&vc, err, sizeof(err))) == NULL) {
+			ctl_log(CTL_LOG_ERR, "event=fatal what=verify error=\"%s\"", err);
+			gl = ctl_greylist_stop(gl);
+			rbl = ctl_rbl_stop(rbl);
+			flt = ctl_filter_free(flt);
+			av = ctl_av_stop(av);
+			ctl_queue_set_spool(q, NULL);
+			ctl_spool_close(sp);
+			ctl_queue_close(q);
+			return 1;
+		}
+	}
+
+	struct ctl_server *srv = ctl_server_start(&cfg, sp, av, flt, rbl, gl, vfy, tls, err,
+	                                          sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
+		vfy = ctl_verify_stop(vfy);
 		gl = ctl_greylist_stop(gl);
 		rbl = ctl_rbl_stop(rbl);
 		flt = ctl_filter_free(flt);
@@ -443,6 +473,7 @@ main(int argc, char **argv)
 	    (admin = ctl_admin_start(&adc, err, sizeof(err))) == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=admin error=\"%s\"", err);
 		srv = ctl_server_stop(srv);
+		vfy = ctl_verify_stop(vfy);
 		gl = ctl_greylist_stop(gl);
 		rbl = ctl_rbl_stop(rbl);
 		flt = ctl_filter_free(flt);
@@ -504,6 +535,7 @@ main(int argc, char **argv)
 	av = ctl_av_stop(av);  /* after the server: its workers wait for verdicts */
 	flt = ctl_filter_free(flt);  /* after the server: workers hold engines */
 	gl = ctl_greylist_stop(gl);  /* after the server: its workers wait for answers */
+	vfy = ctl_verify_stop(vfy);
 	if (rbl != NULL) {  /* after the server: its workers wait for answers */
 		struct ctl_rbl_stats rs;
 		ctl_rbl_stats(rbl, &rs);

@@ -33,6 +33,7 @@
 #include "control/av.h"
 #include "control/filter.h"
 #include "control/greylist.h"
+#include "control/verify.h"
 #include "control/log.h"
 #include "control/rbl.h"
 #include "dataplane/kernel.h"
@@ -117,6 +118,8 @@ struct srv_conn {
 	bool rbl_asked;                /* rbl holds an answer (for the log) */
 	struct ctl_gl_req gl;          /* the greylist's answer for the current RCPT */
 	bool gl_stage;                 /* in flight with the greylist */
+	struct ctl_vfy_req vfy;        /* the backend's answer for the current RCPT */
+	bool vfy_stage;                /* in flight with the verifier */
 	char received[SRV_RECEIVED_MAX];
 	/* the smtp_session follows, 64-aligned */
 };
@@ -170,6 +173,7 @@ struct ctl_server {
 	struct ctl_filter *flt;        /* NULL: content filter off */
 	struct ctl_rbl *rbl;           /* NULL: no DNS list checks */
 	struct ctl_greylist *gl;       /* NULL: no greylisting */
+	struct ctl_verify *vfy;        /* NULL: recipients not verified */
 	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
@@ -761,17 +765,17 @@ gl_answer(struct srv_conn *c, struct smtp_reply *r)
 	return SMTP_HOOK_OK;
 }
 
+/* The greylist step of RCPT (after the domain and verification steps). */
 static int
-hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const struct smtp_rcpt *rc,
-          struct smtp_reply *r)
+rcpt_greylist(struct srv_conn *c, struct smtp_session *s, const struct smtp_txn *t,
+              const char *rcpt, struct smtp_reply *r)
 {
-	struct srv_conn *c = ctx;
 	struct ctl_greylist *g = c->w->srv->gl;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
 	uint8_t a[16];
 	if (g == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, a))
 		return SMTP_HOOK_OK;
-	ctl_greylist_req_init(&c->gl, a, t->mail_from, rc->addr);
+	ctl_greylist_req_init(&c->gl, a, t->mail_from, rcpt);
 	c->gl.done = gl_done;
 	c->gl.ctx = c;
 	if (ctl_greylist_check(g, &c->gl) == 0)
@@ -780,6 +784,44 @@ hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const str
 	c->inflight = true;
 	c->w->inflight++;
 	return SMTP_HOOK_PENDING;
+}
+
+static void
+vfy_done(struct ctl_vfy_req *q)
+{
+	post_done(q->ctx);
+}
+
+/*
+ * RCPT: the domain must be one of recipients.domains (550 5.7.1 else: an
+ * MX takes mail for its own domains only), then the backend is asked
+ * (recipients.verify), then the greylist; each later step only for a
+ * recipient the earlier ones let through.
+ */
+static int
+hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const struct smtp_rcpt *rc,
+          struct smtp_reply *r)
+{
+	struct srv_conn *c = ctx;
+	struct ctl_server *srv = c->w->srv;
+	if (!ctl_domain_listed((const char *const *)srv->cfg->rcpt_domains, srv->cfg->rcpt_ndomains,
+	                       rc->addr)) {
+		r->code = 550;
+		snprintf(r->enh, sizeof(r->enh), "5.7.1");
+		snprintf(r->text, sizeof(r->text), "<%.120s>: Relay access denied", rc->addr);
+		return SMTP_HOOK_REPLY;
+	}
+	if (srv->vfy != NULL) {
+		snprintf(c->vfy.rcpt, sizeof(c->vfy.rcpt), "%s", rc->addr);
+		c->vfy.done = vfy_done;
+		c->vfy.ctx = c;
+		c->vfy_stage = true;
+		c->inflight = true;
+		c->w->inflight++;
+		ctl_verify_check(srv->vfy, &c->vfy);
+		return SMTP_HOOK_PENDING;
+	}
+	return rcpt_greylist(c, s, t, rc->addr, r);
 }
 
 static int
@@ -1167,6 +1209,37 @@ rbl_finished(struct srv_conn *c)
 	resume(c, rbl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
 }
 
+/* The backend's answer for a session parked at RCPT: refused, or on to
+ * the greylist. */
+static void
+vfy_finished(struct srv_conn *c)
+{
+	c->vfy_stage = false;
+	c->inflight = false;
+	c->w->inflight--;
+	if (c->dc == NULL) {
+		conn_free(c);
+		return;
+	}
+	struct smtp_reply r = { 0 };
+	const struct ctl_vfy_req *q = &c->vfy;
+	if (q->code != 250) {
+		r.code = q->code;
+		snprintf(r.enh, sizeof(r.enh), "%s", q->enh);
+		snprintf(r.text, sizeof(r.text), "%s", q->text);
+		if (q->code / 100 == 5)
+			ctl_log(CTL_LOG_INFO, "event=rcpt_unknown worker=%u rcpt=%s cached=%d reply=\"%u %s\"",
+			        c->w->id, q->rcpt, q->cached, q->code, q->enh);
+		resume(c, &r);
+		return;
+	}
+	struct smtp_session *s = conn_sess(c);
+	int res = rcpt_greylist(c, s, smtp_session_txn(s), q->rcpt, &r);
+	if (res == SMTP_HOOK_PENDING)
+		return;  /* parked still, now for the greylist */
+	resume(c, res == SMTP_HOOK_REPLY ? &r : NULL);
+}
+
 /* The greylist's answer for a session parked at RCPT. */
 static void
 gl_finished(struct srv_conn *c)
@@ -1194,6 +1267,10 @@ drain_done(struct srv_worker *w)
 		}
 		if (c->gl_stage) {
 			gl_finished(c);
+			continue;
+		}
+		if (c->vfy_stage) {
+			vfy_finished(c);
 			continue;
 		}
 		if (c->av_stage) {
@@ -1424,7 +1501,7 @@ dpdk_log(void *ctx, const char *line)
 struct ctl_server *
 ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_av *av,
                  struct ctl_filter *flt, struct ctl_rbl *rbl, struct ctl_greylist *gl,
-                 SSL_CTX *tls, char *err, size_t errlen)
+                 struct ctl_verify *vfy, SSL_CTX *tls, char *err, size_t errlen)
 {
 	struct ctl_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -1437,6 +1514,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->flt = flt;
 	srv->rbl = rbl;
 	srv->gl = gl;
+	srv->vfy = vfy;
 	srv->started = time(NULL);
 	srv->av_max_bytes = cfg->av_max_scan_bytes;
 	srv->smtp = (struct smtp_server_conf){

@@ -32,6 +32,7 @@ typedef struct ssl_ctx_st SSL_CTX;
 struct ctl_filter;
 struct ctl_rbl;
 struct ctl_greylist;
+struct ctl_verify;
 
 struct ctl_server;
 
@@ -44,11 +45,13 @@ struct ctl_server;
  * asked), and rbl must outlive the server. gl NULL: no greylisting; else
  * control/greylist.h: each RCPT waits for its answer (451 4.7.1 while
  * greylisted; greylist.on_error when Redis cannot answer); gl must outlive
- * the server. */
+ * the server. vfy NULL: recipients not verified; else control/verify.h,
+ * asked at RCPT before the greylist, and it must outlive the server.
+ * Recipients outside recipients.domains (when set) get 550 5.7.1. */
 struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp,
                                     struct ctl_av *av, struct ctl_filter *flt,
                                     struct ctl_rbl *rbl, struct ctl_greylist *gl,
-                                    SSL_CTX *tls,
+                                    struct ctl_verify *vfy, SSL_CTX *tls,
                                     char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
 /* SIGUSR1: with the DPDK transport every worker logs one event=dp_stats
