@@ -112,6 +112,7 @@ static const struct key keys[] = {
 	{ "smtp.connections_max", KT_U32, OFF(connections_max), 1, 10000000, NULL, NULL },
 	{ "smtp.greet_pause", KT_DUR_MS, OFF(greet_pause_ms), 0, 5 * MS_M - 1, NULL,
 	  "clients wait 5m for the greeting, RFC 5321 4.5.3.2.1" },
+	{ "smtp.tarpit_interval", KT_DUR_MS, OFF(tarpit_interval_ms), 100, 5 * MS_M, NULL, NULL },
 	{ "smtp.timeouts", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "smtp.timeouts.command", KT_DUR_MS, OFF(timeout_command_ms), 1, MS_D, NULL, NULL },
 	{ "smtp.timeouts.data", KT_DUR_MS, OFF(timeout_data_ms), 1, MS_D, NULL, NULL },
@@ -173,6 +174,7 @@ static const struct key keys[] = {
 	{ "rbl.negative_ttl", KT_DUR_MS, OFF(rbl_negative_ttl_ms), 0, MS_D, NULL, NULL },
 	{ "rbl.cache_max", KT_U32, OFF(rbl_cache_max), 0, 100000000, NULL, NULL },
 	{ "rbl.skip", KT_TEXT, OFF(rbl_skip_text), 0, 0, NULL, NULL },
+	{ "rbl.tarpit", KT_DUR_MS, OFF(rbl_tarpit_ms), 0, MS_H, NULL, NULL },
 	{ "dpdk", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "dpdk.eal", KT_TEXT, OFF(dpdk_eal), 0, 0, NULL, NULL },
 	{ "dpdk.port", KT_U32, OFF(dpdk_port), 0, 1023, NULL, NULL },
@@ -544,6 +546,7 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->rbl_cache_ttl_ms = MS_H;
 	c->rbl_negative_ttl_ms = 10 * MS_M;
 	c->rbl_cache_max = 100000;
+	c->tarpit_interval_ms = 10 * MS_S;
 	c->rcpt_verify_timeout_ms = 10 * MS_S;
 	c->rcpt_verify_ttl_ms = MS_H;
 	c->rcpt_verify_negative_ttl_ms = 10 * MS_M;

@@ -88,6 +88,7 @@ struct ctl_config {
 	                                  before each counts as an error; 0: no limit */
 	uint32_t connections_max;      /* per worker; beyond it 421 */
 	uint64_t greet_pause_ms;
+	uint64_t tarpit_interval_ms;   /* between the lines of a held refusal */
 	uint64_t timeout_command_ms;
 	uint64_t timeout_data_ms;
 	uint64_t timeout_tls_ms;
@@ -150,6 +151,7 @@ struct ctl_config {
 	uint64_t rbl_cache_ttl_ms;
 	uint64_t rbl_negative_ttl_ms;
 	uint32_t rbl_cache_max;
+	uint64_t rbl_tarpit_ms;        /* hold listed clients this long; 0: 554 at once */
 	char *rbl_skip_text;           /* as written; parsed into rbl_skip */
 	struct ctl_net rbl_skip[CTL_NETS_MAX];
 	unsigned rbl_nskip;

@@ -95,18 +95,9 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 	if (n == 6 && strncmp(line, "status", n) == 0) {
 		struct ctl_queue_stats qs;
 		ctl_queue_stats(a->q, &qs);
-		char *body = NULL;
-		size_t blen = 0;
-		unsigned long long open = 0;
-		FILE *m = open_memstream(&body, &blen);
-		if (m != NULL) {
-			ctl_server_metrics(a->srv, m);
-			fclose(m);
-			const char *p = body ? strstr(body, "\nsluice_connections_open ") : NULL;
-			if (p != NULL)
-				open = strtoull(p + 26, NULL, 10);
-			free(body);
-		}
+		struct ctl_server_counts sc;
+		ctl_server_counts(a->srv, &sc);
+		unsigned long long open = sc.conns_open;
 		fprintf(out, "version %s\npid %ld\nuptime_s %lld\ntransport %s\nworkers %u\n"
 		        "connections_open %llu\nqueue_messages %llu\nfilter %s\nantivirus %s\nrbl %s\n",
 		        SLUICE_VERSION, (long)getpid(), (long long)(time(NULL) - a->started),
@@ -145,11 +136,21 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 		        (unsigned long long)qs.spool_bytes);
 		return 0;
 	}
+	if (n == 6 && strncmp(line, "tarpit", n) == 0) {
+		struct ctl_server_counts sc;
+		ctl_server_counts(a->srv, &sc);
+		fprintf(out, "held_now %llu\nheld_total %llu\nhold_ms %llu\ninterval_ms %llu\n",
+		        (unsigned long long)sc.tarpit_open, (unsigned long long)sc.tarpit_total,
+		        (unsigned long long)a->cfg->rbl_tarpit_ms,
+		        (unsigned long long)a->cfg->tarpit_interval_ms);
+		return 0;
+	}
 	if (n == 4 && strncmp(line, "help", n) == 0) {
 		fputs("status   what runs, connections open, mail waiting\n"
 		      "stats    every counter (Prometheus text format, as GET /metrics)\n"
 		      "reload   reload the filter rules and antivirus signatures (as SIGHUP)\n"
-		      "queue    the delivery queue's counts\n", out);
+		      "queue    the delivery queue's counts\n"
+		      "tarpit   clients held in the tarpit now and in all\n", out);
 		return 0;
 	}
 	snprintf(err, errlen, "unknown command '%.*s'; 'help' lists them", (int)(n > 40 ? 40 : n), line);

@@ -116,6 +116,7 @@ struct srv_conn {
 	struct ctl_rbl_req rbl;        /* the DNS lists' answer for this client */
 	bool rbl_stage;                /* in flight with the resolver */
 	bool rbl_asked;                /* rbl holds an answer (for the log) */
+	bool tarpit;                   /* held in the tarpit */
 	struct ctl_gl_req gl;          /* the greylist's answer for the current RCPT */
 	bool gl_stage;                 /* in flight with the greylist */
 	struct ctl_vfy_req vfy;        /* the backend's answer for the current RCPT */
@@ -133,6 +134,7 @@ struct srv_metrics {
 	_Atomic uint64_t txn_accepted, txn_rejected, txn_tempfail;
 	_Atomic uint64_t bytes_accepted;
 	_Atomic uint64_t gl_grey, gl_error;  /* recipients greylisted; Redis failures */
+	_Atomic uint64_t tarpit, tarpit_open; /* clients held in the tarpit: all, now */
 };
 
 static inline void
@@ -150,6 +152,7 @@ struct srv_worker {
 	unsigned id;
 	uint32_t seq;
 	unsigned nconn;
+	unsigned ntarpit;              /* of nconn, held in the tarpit */
 	unsigned inflight;
 	unsigned nchunks;              /* allocated, free or in use */
 	unsigned nmimes;               /* MIME parsers allocated, free or lent */
@@ -642,8 +645,18 @@ rbl_answer(struct srv_conn *c, struct smtp_reply *r)
 	switch (q->verdict) {
 	case CTL_RBL_LISTED:
 		ctl_rbl_zones_str(rbl, q->listed, zones, sizeof(zones));
-		ctl_log(CTL_LOG_INFO, "event=rbl_reject worker=%u client=%s score=%.2f zones=%s cached=%d",
-		        c->w->id, ci->peer_str, q->score, zones, q->cached);
+		uint64_t hold = c->w->srv->cfg->rbl_tarpit_ms;
+		ctl_log(CTL_LOG_INFO, "event=rbl_reject worker=%u client=%s score=%.2f zones=%s cached=%d "
+		        "tarpit_ms=%llu", c->w->id, ci->peer_str, q->score, zones, q->cached,
+		        (unsigned long long)hold);
+		if (hold > 0) {
+			/* held: the session's buffers and a timer, nothing else */
+			r->hold_ms = (uint32_t)hold;
+			c->tarpit = true;
+			c->w->ntarpit++;
+			ctr_add(&c->w->m.tarpit, 1);
+			atomic_store_explicit(&c->w->m.tarpit_open, c->w->ntarpit, memory_order_relaxed);
+		}
 		r->code = 554;
 		snprintf(r->enh, sizeof(r->enh), "5.7.1");
 		/* as much of the zone list as fits: the log line has it all */
@@ -1438,6 +1451,10 @@ op_closed(void *conn_app, int err)
 	smtp_session_fini(s);
 	w->nconn--;
 	atomic_store_explicit(&w->m.open, w->nconn, memory_order_relaxed);
+	if (c->tarpit) {
+		w->ntarpit--;
+		atomic_store_explicit(&w->m.tarpit_open, w->ntarpit, memory_order_relaxed);
+	}
 	if (ctl_log_enabled(CTL_LOG_INFO)) {
 		const struct smtp_conn_info *ci = smtp_session_info(s);
 		char helo[300];
@@ -1527,6 +1544,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		.errors_max = cfg->errors_max,
 		.junk_max = cfg->junk_max,
 		.greet_pause_ms = cfg->greet_pause_ms,
+		.tarpit_interval_ms = cfg->tarpit_interval_ms,
 		.timeout_command_ms = cfg->timeout_command_ms,
 		.timeout_data_ms = cfg->timeout_data_ms,
 		.timeout_tls_ms = cfg->timeout_tls_ms,
@@ -1600,23 +1618,42 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	return srv;
 }
 
-void
-ctl_server_metrics(struct ctl_server *srv, FILE *f)
+/* Every worker's counters added up; the number of workers. */
+static unsigned
+metrics_sum(struct ctl_server *srv, struct srv_metrics *sum)
 {
-	struct srv_metrics sum = { 0 };
 	unsigned n = 0;
+	memset(sum, 0, sizeof(*sum));
 	for (unsigned i = 0; i < SRV_WORKERS_MAX; i++) {
 		struct srv_worker *w = atomic_load(&srv->workers[i]);
 		if (w == NULL)
 			continue;
 		n++;
-#define ADD(x) atomic_store_explicit(&sum.x, atomic_load_explicit(&sum.x, memory_order_relaxed) + \
+#define ADD(x) atomic_store_explicit(&sum->x, atomic_load_explicit(&sum->x, memory_order_relaxed) + \
 		                     atomic_load_explicit(&w->m.x, memory_order_relaxed), memory_order_relaxed)
 		ADD(conns); ADD(conns_refused); ADD(open);
 		ADD(txn_accepted); ADD(txn_rejected); ADD(txn_tempfail); ADD(bytes_accepted);
-		ADD(gl_grey); ADD(gl_error);
+		ADD(gl_grey); ADD(gl_error); ADD(tarpit); ADD(tarpit_open);
 #undef ADD
 	}
+	return n;
+}
+
+void
+ctl_server_counts(struct ctl_server *srv, struct ctl_server_counts *out)
+{
+	struct srv_metrics sum;
+	out->workers = metrics_sum(srv, &sum);
+	out->conns_open = atomic_load_explicit(&sum.open, memory_order_relaxed);
+	out->tarpit_open = atomic_load_explicit(&sum.tarpit_open, memory_order_relaxed);
+	out->tarpit_total = atomic_load_explicit(&sum.tarpit, memory_order_relaxed);
+}
+
+void
+ctl_server_metrics(struct ctl_server *srv, FILE *f)
+{
+	struct srv_metrics sum;
+	unsigned n = metrics_sum(srv, &sum);
 #define V(x) (unsigned long long)atomic_load_explicit(&sum.x, memory_order_relaxed)
 	fprintf(f, "# HELP sluice_workers Worker threads serving SMTP.\n"
 	        "# TYPE sluice_workers gauge\nsluice_workers %u\n", n);
@@ -1642,6 +1679,10 @@ ctl_server_metrics(struct ctl_server *srv, FILE *f)
 		        "# HELP sluice_greylist_errors_total Greylist checks Redis could not answer.\n"
 		        "# TYPE sluice_greylist_errors_total counter\nsluice_greylist_errors_total %llu\n",
 		        V(gl_grey), V(gl_error));
+	fprintf(f, "# HELP sluice_tarpit_total Clients held in the tarpit.\n"
+	        "# TYPE sluice_tarpit_total counter\nsluice_tarpit_total %llu\n"
+	        "# HELP sluice_tarpit_open Clients held in the tarpit now.\n"
+	        "# TYPE sluice_tarpit_open gauge\nsluice_tarpit_open %llu\n", V(tarpit), V(tarpit_open));
 	fprintf(f, "# HELP sluice_accepted_bytes_total Message bytes accepted (as received).\n"
 	        "# TYPE sluice_accepted_bytes_total counter\nsluice_accepted_bytes_total %llu\n",
 	        V(bytes_accepted));

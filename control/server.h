@@ -22,6 +22,7 @@
 #define CTL_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "control/av.h"
@@ -62,6 +63,12 @@ void ctl_server_log_stats(struct ctl_server *srv);
 /* The server's counters in Prometheus text format (thread-safe; the
  * workers' counters are read without stopping them). */
 void ctl_server_metrics(struct ctl_server *srv, FILE *f);
+
+struct ctl_server_counts {
+	unsigned workers;
+	uint64_t conns_open, tarpit_open, tarpit_total;
+};
+void ctl_server_counts(struct ctl_server *srv, struct ctl_server_counts *out);
 
 /* TLS server context from PEM files; NULL and a reason in err. */
 SSL_CTX *ctl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);

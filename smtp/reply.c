@@ -70,16 +70,15 @@ smtp_reply_parts(struct smtp_session *s, const char *a, size_t an, const char *b
 	smtp_out_put(s, buf, an + bn + cn + 2);
 }
 
-/* "code enh text\r\n"; enh NULL or "" leaves the enhanced code out. */
-void
-smtp_reply(struct smtp_session *s, unsigned code, const char *enh, const char *text)
+static void
+reply_line(struct smtp_session *s, unsigned code, char sep, const char *enh, const char *text)
 {
 	char buf[512];
 	size_t n = 0, k;
 	buf[n++] = (char)('0' + code / 100 % 10);
 	buf[n++] = (char)('0' + code / 10 % 10);
 	buf[n++] = (char)('0' + code % 10);
-	buf[n++] = ' ';
+	buf[n++] = sep;
 	if (enh != NULL && enh[0] != '\0') {
 		k = strnlen(enh, 11);
 		memcpy(buf + n, enh, k);
@@ -92,6 +91,20 @@ smtp_reply(struct smtp_session *s, unsigned code, const char *enh, const char *t
 	buf[n++] = '\r';
 	buf[n++] = '\n';
 	smtp_out_put(s, buf, n);
+}
+
+/* "code enh text\r\n"; enh NULL or "" leaves the enhanced code out. */
+void
+smtp_reply(struct smtp_session *s, unsigned code, const char *enh, const char *text)
+{
+	reply_line(s, code, ' ', enh, text);
+}
+
+/* "code-enh text\r\n": a line of a reply that goes on (RFC 5321 4.2.1). */
+void
+smtp_reply_cont(struct smtp_session *s, unsigned code, const char *enh, const char *text)
+{
+	reply_line(s, code, '-', enh, text);
 }
 
 void

@@ -192,6 +192,32 @@ maybe_banner(struct smtp_session *s, uint64_t now)
 		queue_banner(s);
 }
 
+static uint64_t
+tarpit_interval(const struct smtp_session *s)
+{
+	return s->conf->tarpit_interval_ms ? s->conf->tarpit_interval_ms : 10000;
+}
+
+/* One continuation line of the held reply ("554-5.7.1 text"), unless the
+ * client has not read the last ones (then nothing more is queued). */
+static void
+tarpit_line(struct smtp_session *s, uint64_t now)
+{
+	const struct smtp_reply *r = &s->tarpit_r;
+	if (smtp_out_pending(s) < SMTP_OUT_HIWAT)
+		smtp_reply_cont(s, r->code, r->enh, r->text);
+	s->tarpit_next = now + tarpit_interval(s);
+}
+
+/* The hold is over: the reply's last line, then only QUIT (or the close). */
+static void
+tarpit_end(struct smtp_session *s)
+{
+	s->mode = SMTP_M_CMD;
+	smtp_reply_hook(s, &s->tarpit_r, "5.7.1", false);
+	s->refused = true;
+}
+
 static void
 connect_answer(struct smtp_session *s, int res, struct smtp_reply *r, uint64_t now)
 {
@@ -200,6 +226,17 @@ connect_answer(struct smtp_session *s, int res, struct smtp_reply *r, uint64_t n
 		return;
 	}
 	smtp_hook_norm(r);
+	if (r->code >= 400 && r->hold_ms > 0) {
+		s->tarpit_r = *r;
+		if (s->tarpit_r.enh[0] == '\0')
+			memcpy(s->tarpit_r.enh, r->code >= 500 ? "5.7.1" : "4.7.1", 6);
+		if (s->tarpit_r.text[0] == '\0')
+			memcpy(s->tarpit_r.text, "Error: refused by policy", 25);
+		s->tarpit_until = now + r->hold_ms;
+		s->mode = SMTP_M_TARPIT;
+		tarpit_line(s, now);
+		return;
+	}
 	if (r->code < 400) {
 		smtp_reply_fmt(s, 220, NULL, "%s %s", s->conf->hostname,
 		               r->text[0] ? r->text : "ESMTP");
@@ -390,6 +427,10 @@ smtp_session_input(struct smtp_session *s, const uint8_t *p, size_t n, uint64_t 
 		after_call(s);
 		return used;
 	}
+	if (s->mode == SMTP_M_TARPIT) {
+		after_call(s);
+		return n;  /* read and dropped: the client waits for the reply */
+	}
 	if (s->ssl != NULL) {
 		if (s->hold_off < s->hold_len && !smtp_pump(s)) {
 			after_call(s);
@@ -453,6 +494,10 @@ arm(struct smtp_session *s)
 	case SMTP_M_TLS_HS:
 		s->timer = SMTP_T_TLS, t = c->timeout_tls_ms, base = s->t_tls;
 		break;
+	case SMTP_M_TARPIT:
+		s->timer = SMTP_T_TARPIT;
+		s->deadline = s->tarpit_next < s->tarpit_until ? s->tarpit_next : s->tarpit_until;
+		return;
 	case SMTP_M_DATA:
 	case SMTP_M_BDAT:
 		s->timer = SMTP_T_DATA, t = c->timeout_data_ms, base = s->t_last;
@@ -482,6 +527,12 @@ smtp_session_tick(struct smtp_session *s, uint64_t now)
 		/* Nothing sensible can be said in plaintext here. */
 		smtp_event(s, SMTP_EV_TIMEOUT);
 		smtp_close(s);
+		break;
+	case SMTP_T_TARPIT:
+		if (now >= s->tarpit_until)
+			tarpit_end(s);
+		else
+			tarpit_line(s, now);
 		break;
 	case SMTP_T_CMD:
 	case SMTP_T_DATA:

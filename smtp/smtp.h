@@ -57,6 +57,7 @@ struct smtp_server_conf {
 	uint64_t timeout_data_ms;      /* between data blocks (4.5.3.2.5) */
 	uint64_t timeout_tls_ms;       /* TLS handshake */
 	SSL_CTX *tls_ctx;              /* NULL: STARTTLS not offered */
+	uint64_t tarpit_interval_ms;   /* between a held reply's lines; 0: 10 s */
 	/* Added by the engine; zero keeps the behaviour above. */
 	uint32_t junk_max;             /* NOOP/RSET/VRFY/EXPN/HELP per accepted
 	                                  message before each counts as an error;
@@ -74,6 +75,11 @@ struct smtp_reply {
 	char enh[12];                  /* "2.1.0"; empty: the engine picks one */
 	char text[200];
 	bool close;                    /* close the connection after this reply */
+	/* Connect refusals only (a tarpit): hold the client this long before
+	 * the reply ends, sending its line as a continuation ("554-5.7.1 text")
+	 * every conf->tarpit_interval_ms meanwhile; input is read and dropped.
+	 * 0: answer at once. */
+	uint32_t hold_ms;
 };
 
 #define SMTP_NOTIFY_NEVER   0x1u

@@ -38,6 +38,7 @@ enum smtp_mode {
 	SMTP_M_DATA,       /* DATA content (dot-stuffed) */
 	SMTP_M_BDAT,       /* BDAT chunk octets */
 	SMTP_M_TLS_HS,     /* STARTTLS handshake */
+	SMTP_M_TARPIT,     /* a held connect refusal: input dropped */
 	SMTP_M_CLOSED,
 };
 
@@ -62,7 +63,8 @@ enum smtp_pend {
 };
 
 /* Timer kinds. */
-enum smtp_timer { SMTP_T_NONE = 0, SMTP_T_PROXY, SMTP_T_GREET, SMTP_T_CMD, SMTP_T_DATA, SMTP_T_TLS };
+enum smtp_timer { SMTP_T_NONE = 0, SMTP_T_PROXY, SMTP_T_GREET, SMTP_T_CMD, SMTP_T_DATA, SMTP_T_TLS,
+                  SMTP_T_TARPIT };
 
 /* Content scanner states (data.c). */
 enum smtp_ds {
@@ -116,6 +118,10 @@ struct smtp_session {
 
 	uint32_t junk;         /* junk commands since the last accepted message */
 
+	/* tarpit (SMTP_M_TARPIT): the held reply and its clock */
+	uint64_t tarpit_until, tarpit_next;
+	struct smtp_reply tarpit_r;
+
 	struct smtp_conn_info info;
 	struct smtp_txn txn;
 	struct smtp_data_state d;
@@ -152,6 +158,7 @@ bool smtp_pump(struct smtp_session *s);
 void smtp_out_put(struct smtp_session *s, const void *p, size_t n);
 size_t smtp_out_pending(const struct smtp_session *s);
 void smtp_reply(struct smtp_session *s, unsigned code, const char *enh, const char *text);
+void smtp_reply_cont(struct smtp_session *s, unsigned code, const char *enh, const char *text);
 void smtp_reply_fmt(struct smtp_session *s, unsigned code, const char *enh, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void smtp_reply_cmd(struct smtp_session *s, unsigned code, const char *enh, const char *text);

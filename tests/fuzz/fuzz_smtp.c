@@ -145,6 +145,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.timeout_data_ms = 7000,
 		.timeout_tls_ms = 1000,
 		.junk_max = (c1 & 16) ? 5 : 0,
+		.tarpit_interval_ms = 50,
 	};
 	struct fz f = { .pend_mask = (uint8_t)(c0 >> 1) };
 	struct smtp_hooks hooks = {
@@ -173,7 +174,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		drain(s, &cr);
 		unsigned st = smtp_session_status(s);
 		if (st & SMTP_ST_PARKED) {
-			struct smtp_reply r = { .code = (f.resumes % 3) == 1 ? 250 : 550 };
+			/* a held refusal (tarpit) when it answers the connect hook */
+			struct smtp_reply r = { .code = (f.resumes % 3) == 1 ? 250 : 550,
+			                        .hold_ms = (c1 & 32) ? 200 : 0 };
 			smtp_session_resume(s, (f.resumes++ % 3) == 0 ? NULL : &r, now);
 			drain(s, &cr);
 		}

@@ -95,7 +95,7 @@ def dns(tmp_path):
     r.stop()
 
 
-def rbl_config(s, servers, **extra):
+def rbl_config(s, servers, smtp_extra="", admin="", **extra):
     conf = {
         "enabled": "true",
         "zones": "{" + f"{BL}: 1, {BL2}=127.0.0.4: 1, {BL2}=127.0.0.11: 1, {WL}: -5" + "}",
@@ -105,7 +105,8 @@ def rbl_config(s, servers, **extra):
         "skip": f'"{SKIPPED} 192.0.2.0/24"',
     }
     conf.update(extra)
-    s.config_path.write_text(s.config_text() + "rbl:\n" +
+    text = s.config_text().replace("smtp:\n", "smtp:\n" + smtp_extra, 1)
+    s.config_path.write_text(text + admin + "rbl:\n" +
                              "".join(f"  {k}: {v}\n" for k, v in conf.items()))
 
 
@@ -271,3 +272,68 @@ def test_check_rejects_bad_rbl_config(tmp_path):
         assert out.returncode != 0, f"{text!r}: --check passed, want an error"
         assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
             f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
+
+
+@pytest.fixture
+def sock_dir():
+    import tempfile
+    # unix socket paths are limited to 107 bytes; pytest's tmp_path may not be
+    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
+        yield d
+
+
+def test_tarpit_holds_listed_clients_for_almost_nothing(sluice_factory, dns, sock_dir):
+    """rbl.tarpit: a listed client is held (a continuation line of its 554
+    every smtp.tarpit_interval) before the reply ends; many held at once
+    cost the server no thread and no lag for the others."""
+    import os
+    sock = os.path.join(sock_dir, "a.sock")
+    s = sluice_factory(tls=False, start=False)
+    rbl_config(s, f"127.0.0.1:{dns.port}", smtp_extra="  tarpit_interval: 300ms\n",
+               admin=f"admin: {{socket: {sock}}}\n", tarpit="2s")
+    s.start()
+
+    sock_ = socket.create_connection(("127.0.0.1", s.port), timeout=10,
+                                     source_address=(LISTED, 0))
+    t0 = time.monotonic()
+    buf = b""
+    while not re.search(rb"(^|\n)554 [^\n]*\n", buf):
+        chunk = sock_.recv(4096)
+        assert chunk, f"closed before the reply ended; got {buf!r}"
+        buf += chunk
+    took = time.monotonic() - t0
+    lines = buf.decode().splitlines()
+    cont = [l for l in lines if l.startswith("554-5.7.1 ")]
+    assert len(cont) >= 4, lines
+    assert lines[-1].startswith("554 5.7.1 Service unavailable") and BL in lines[-1], lines
+    assert took >= 1.8, f"the reply ended after {took:.2f}s, want the 2 s hold"
+    sock_.sendall(b"EHLO x\r\n")
+    assert sock_.recv(4096).startswith(b"503 "), "after the hold only QUIT is served"
+    sock_.close()
+
+    # 100 held at once; a clean client is still served at once
+    held = [socket.create_connection(("127.0.0.1", s.port), timeout=10,
+                                     source_address=(LISTED, 0)) for _ in range(100)]
+    try:
+        for h in held:
+            assert h.recv(4096).startswith(b"554-"), "every listed client is held"
+        out = subprocess.run([os.environ["SLUICECTL"], "-s", sock, "tarpit"], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0, out
+        assert re.search(r"^held_now 100$", out.stdout, re.M), out.stdout
+        t0 = time.monotonic()
+        r, c = greeting_from(s.port, CLEAN)
+        assert r.code == 220 and time.monotonic() - t0 < 1.5, (r, time.monotonic() - t0)
+        c.sock.close()
+    finally:
+        for h in held:
+            h.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = subprocess.run([os.environ["SLUICECTL"], "-s", sock, "tarpit"], capture_output=True,
+                             text=True, timeout=30)
+        if re.search(r"^held_now 0$", out.stdout, re.M):
+            break
+        time.sleep(0.1)
+    assert re.search(r"^held_now 0$", out.stdout, re.M), out.stdout
+    assert re.search(r"^held_total 101$", out.stdout, re.M), out.stdout

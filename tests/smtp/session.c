@@ -987,6 +987,65 @@ test_connect_hook(void **st)
 	env_free(e);
 }
 
+/* A held connect refusal (tarpit): one continuation line at once, one per
+ * interval, input read and dropped, the last line at the end of the hold,
+ * then only QUIT; the only timer is the tarpit's (no 421 timeout). */
+static void
+test_tarpit(void **st)
+{
+	struct smtp_server_conf c;
+	conf_default(&c);
+	c.tarpit_interval_ms = 10000;
+	c.timeout_command_ms = 5000;  /* shorter than the hold: must not fire */
+	struct env *e = env_new_conf(&c, 0, false);
+	e->act[H_CONNECT] = SMTP_HOOK_REPLY;
+	e->rep[H_CONNECT] = (struct smtp_reply){ .code = 554, .enh = "5.7.1", .text = "Listed",
+	                                         .hold_ms = 25000 };
+	smtp_session_start(e->s, e->now);
+	check_str("first line", drain(e), "554-5.7.1 Listed\r\n");
+	assert_false(smtp_session_status(e->s) & SMTP_ST_CLOSE);
+	assert_int_equal(smtp_session_deadline(e->s), e->now + 10000);
+	/* the client talks: read, dropped, never answered */
+	assert_int_equal(feed(e, "EHLO spammer\r\nMAIL FROM:<a@b>\r\n"), 31);
+	check_str("input dropped", drain(e), "");
+	e->now += 10000;
+	smtp_session_tick(e->s, e->now);
+	check_str("second line", drain(e), "554-5.7.1 Listed\r\n");
+	e->now += 10000;
+	smtp_session_tick(e->s, e->now);
+	check_str("third line", drain(e), "554-5.7.1 Listed\r\n");
+	/* the end of the hold comes before the next interval */
+	assert_int_equal(smtp_session_deadline(e->s), 1000 + 25000);
+	e->now = 1000 + 25000;
+	smtp_session_tick(e->s, e->now);
+	check_str("last line", drain(e), "554 5.7.1 Listed\r\n");
+	say(e, "EHLO x\r\n", "503 5.7.0 Error: connection refused, only QUIT\r\n");
+	say(e, "QUIT\r\n", "221 2.0.0 Bye\r\n");
+	env_free(e);
+
+	/* a client that reads nothing: lines stop at the output's high-water
+	 * mark instead of growing the buffer */
+	e = env_new_conf(&c, 0, false);
+	e->act[H_CONNECT] = SMTP_HOOK_REPLY;
+	e->rep[H_CONNECT] = (struct smtp_reply){ .code = 421, .text = "go away", .close = true,
+	                                         .hold_ms = 3600000 };
+	smtp_session_start(e->s, e->now);
+	for (int i = 0; i < 300; i++) {  /* 3,000 s of the 3,600 s hold */
+		e->now += 10000;
+		smtp_session_tick(e->s, e->now);
+	}
+	const uint8_t *p;
+	size_t n = smtp_session_output(e->s, &p);
+	assert_true(n > 0 && n < 4096);
+	assert_memory_equal(p, "421-4.7.1 go away\r\n", 19);
+	drain(e);
+	e->now = 1000 + 3600000;
+	smtp_session_tick(e->s, e->now);
+	check_str("421 at the end", drain(e), "421 4.7.1 go away\r\n");
+	assert_true(smtp_session_status(e->s) & SMTP_ST_CLOSE);
+	env_free(e);
+}
+
 static void
 test_hooks_null_and_helo_refused(void **st)
 {
@@ -1281,6 +1340,7 @@ main(void)
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_early_talker),
 		cmocka_unit_test(test_connect_hook),
+		cmocka_unit_test(test_tarpit),
 		cmocka_unit_test(test_hooks_null_and_helo_refused),
 		cmocka_unit_test(test_output_backpressure),
 		cmocka_unit_test(test_proxy),
