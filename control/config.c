@@ -192,6 +192,10 @@ static const struct key keys[] = {
 	{ "dpdk.software_dispatch", KT_BOOL, OFF(dpdk_software_dispatch), 0, 0, NULL, NULL },
 	{ "dpdk.exception", KT_ENUM, OFF(dpdk_exception), 0, 0, exception_names, NULL },
 	{ "dpdk.exception_iface", KT_TEXT, OFF(dpdk_exception_iface), 0, 0, NULL, NULL },
+	{ "limits", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "limits.connections_per_client", KT_U32, OFF(lim_conns_per_client), 0, 1000000, NULL, NULL },
+	{ "limits.messages_per_minute", KT_U32, OFF(lim_msgs_per_minute), 0, 100000000, NULL, NULL },
+	{ "limits.skip", KT_TEXT, OFF(lim_skip_text), 0, 0, NULL, NULL },
 	{ "recipients", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "recipients.domains", KT_TEXT, OFF(rcpt_domains_text), 0, 0, NULL, NULL },
 	{ "recipients.verify", KT_BOOL, OFF(rcpt_verify), 0, 0, NULL, NULL },
@@ -590,6 +594,7 @@ void ctl_config_free(struct ctl_config *c)
 	for (unsigned i = 0; i < c->rbl_nzones; i++)
 		free(c->rbl_zones[i].zone);
 	free(c->rbl_servers);
+	free(c->lim_skip_text);
 	free(c->rcpt_domains_text);
 	for (unsigned i = 0; i < c->rcpt_ndomains; i++)
 		free(c->rcpt_domains[i]);
@@ -1770,6 +1775,7 @@ static int check_whole(struct ld *ld)
 	int rr;
 	if ((rr = parse_nets(ld, "rbl.skip", c->rbl_skip_text, c->rbl_skip, &c->rbl_nskip)) < 0 ||
 	    (rr = parse_nets(ld, "greylist.skip", c->gl_skip_text, c->gl_skip, &c->gl_nskip)) < 0 ||
+	    (rr = parse_nets(ld, "limits.skip", c->lim_skip_text, c->lim_skip, &c->lim_nskip)) < 0 ||
 	    (rr = check_rbl_servers(ld)) < 0)
 		return rr;
 	if (c->retry_max_ms < c->retry_min_ms) {

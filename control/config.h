@@ -172,6 +172,12 @@ struct ctl_config {
 	bool dpdk_software_dispatch;   /* even on a port with RSS */
 	int dpdk_exception;            /* 0 drop, 1 tap (the exception path) */
 	char *dpdk_exception_iface;    /* the tap's name; NULL: sluice-exc0 */
+	/* limits (control/perclient.h) */
+	uint32_t lim_conns_per_client; /* 0: none */
+	uint32_t lim_msgs_per_minute;  /* 0: none */
+	char *lim_skip_text;
+	struct ctl_net lim_skip[CTL_NETS_MAX];
+	unsigned lim_nskip;
 	/* recipients (control/verify.h) */
 	char *rcpt_domains_text;       /* as written */
 	char **rcpt_domains;           /* parsed; NULL/0: every domain */

@@ -33,6 +33,7 @@
 #include "control/av.h"
 #include "control/filter.h"
 #include "control/greylist.h"
+#include "control/perclient.h"
 #include "control/verify.h"
 #include "control/log.h"
 #include "control/rbl.h"
@@ -117,6 +118,9 @@ struct srv_conn {
 	bool rbl_stage;                /* in flight with the resolver */
 	bool rbl_asked;                /* rbl holds an answer (for the log) */
 	bool tarpit;                   /* held in the tarpit */
+	bool limit_taken;              /* counted in the per-client connections */
+	bool has_addr;                 /* addr holds the client's address */
+	uint8_t addr[16];              /* the client (after a PROXY header) */
 	struct ctl_gl_req gl;          /* the greylist's answer for the current RCPT */
 	bool gl_stage;                 /* in flight with the greylist */
 	struct ctl_vfy_req vfy;        /* the backend's answer for the current RCPT */
@@ -135,6 +139,7 @@ struct srv_metrics {
 	_Atomic uint64_t bytes_accepted;
 	_Atomic uint64_t gl_grey, gl_error;  /* recipients greylisted; Redis failures */
 	_Atomic uint64_t tarpit, tarpit_open; /* clients held in the tarpit: all, now */
+	_Atomic uint64_t lim_conns, lim_msgs; /* refused by limits.* */
 };
 
 static inline void
@@ -177,6 +182,7 @@ struct ctl_server {
 	struct ctl_rbl *rbl;           /* NULL: no DNS list checks */
 	struct ctl_greylist *gl;       /* NULL: no greylisting */
 	struct ctl_verify *vfy;        /* NULL: recipients not verified */
+	struct ctl_limits *lim;        /* NULL: no per-client limits */
 	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
@@ -713,9 +719,26 @@ hook_connect(void *ctx, struct smtp_session *s, struct smtp_reply *r)
 		return SMTP_HOOK_REPLY;
 	}
 	struct ctl_rbl *rbl = c->w->srv->rbl;
+	struct ctl_limits *lim = c->w->srv->lim;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
-	if (rbl == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, c->rbl.addr))
+	c->has_addr = ctl_addr16((const struct sockaddr *)&ci->peer, c->addr);
+	if (lim != NULL && c->has_addr) {
+		if (!ctl_limits_conn_take(lim, c->addr)) {
+			ctr_add(&c->w->m.lim_conns, 1);
+			ctl_log(CTL_LOG_INFO, "event=limit_connections worker=%u client=%s max=%u", c->w->id,
+			        ci->peer_str, c->w->srv->cfg->lim_conns_per_client);
+			r->code = 421;
+			snprintf(r->enh, sizeof(r->enh), "4.7.0");
+			snprintf(r->text, sizeof(r->text), "%s Error: too many connections from [%s], try "
+			         "again later", c->w->srv->smtp.hostname, ci->peer_str);
+			r->close = true;
+			return SMTP_HOOK_REPLY;
+		}
+		c->limit_taken = true;
+	}
+	if (rbl == NULL || !c->has_addr)
 		return SMTP_HOOK_OK;
+	memcpy(c->rbl.addr, c->addr, 16);
 	c->rbl.done = rbl_done;
 	c->rbl.ctx = c;
 	if (ctl_rbl_check(rbl, &c->rbl) == 0)
@@ -840,6 +863,19 @@ hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const str
 static int
 hook_mail(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct smtp_reply *r)
 {
+	struct srv_conn *c = ctx;
+	struct ctl_limits *lim = c->w->srv->lim;
+	if (lim != NULL && c->has_addr && !ctl_limits_msg_take(lim, c->addr, (uint64_t)time(NULL))) {
+		const struct smtp_conn_info *ci = smtp_session_info(s);
+		ctr_add(&c->w->m.lim_msgs, 1);
+		ctl_log(CTL_LOG_INFO, "event=limit_messages worker=%u client=%s max_per_minute=%u",
+		        c->w->id, ci->peer_str, c->w->srv->cfg->lim_msgs_per_minute);
+		r->code = 450;
+		snprintf(r->enh, sizeof(r->enh), "4.7.1");
+		snprintf(r->text, sizeof(r->text), "Error: too many messages from [%s], slow down",
+		         ci->peer_str);
+		return SMTP_HOOK_REPLY;
+	}
 	return refuse_if_spool_full(ctx, r);
 }
 
@@ -1451,6 +1487,8 @@ op_closed(void *conn_app, int err)
 	smtp_session_fini(s);
 	w->nconn--;
 	atomic_store_explicit(&w->m.open, w->nconn, memory_order_relaxed);
+	if (c->limit_taken)
+		ctl_limits_conn_put(w->srv->lim, c->addr);
 	if (c->tarpit) {
 		w->ntarpit--;
 		atomic_store_explicit(&w->m.tarpit_open, w->ntarpit, memory_order_relaxed);
@@ -1532,6 +1570,15 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->rbl = rbl;
 	srv->gl = gl;
 	srv->vfy = vfy;
+	if ((cfg->lim_conns_per_client || cfg->lim_msgs_per_minute) &&
+	    (srv->lim = ctl_limits_new(&(struct ctl_limits_conf){
+	         .conns_per_client = cfg->lim_conns_per_client,
+	         .msgs_per_minute = cfg->lim_msgs_per_minute,
+	         .skip = cfg->lim_skip, .nskip = cfg->lim_nskip })) == NULL) {
+		snprintf(err, errlen, "limits: out of memory");
+		free(srv);
+		return NULL;
+	}
 	srv->started = time(NULL);
 	srv->av_max_bytes = cfg->av_max_scan_bytes;
 	srv->smtp = (struct smtp_server_conf){
@@ -1604,6 +1651,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		dc.no_csum_offload = !cfg->dpdk_csum_offload;
 		srv->dpdk = dp_dpdk_start(&dc, &srv_ops, srv, err, errlen);
 		if (srv->dpdk == NULL) {
+			ctl_limits_free(srv->lim);
 			free(srv);
 			return NULL;
 		}
@@ -1612,6 +1660,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 #endif
 	srv->kernel = dp_kernel_start(&kc, &srv_ops, srv, err, errlen);
 	if (srv->kernel == NULL) {
+		ctl_limits_free(srv->lim);
 		free(srv);
 		return NULL;
 	}
@@ -1633,7 +1682,7 @@ metrics_sum(struct ctl_server *srv, struct srv_metrics *sum)
 		                     atomic_load_explicit(&w->m.x, memory_order_relaxed), memory_order_relaxed)
 		ADD(conns); ADD(conns_refused); ADD(open);
 		ADD(txn_accepted); ADD(txn_rejected); ADD(txn_tempfail); ADD(bytes_accepted);
-		ADD(gl_grey); ADD(gl_error); ADD(tarpit); ADD(tarpit_open);
+		ADD(gl_grey); ADD(gl_error); ADD(tarpit); ADD(tarpit_open); ADD(lim_conns); ADD(lim_msgs);
 #undef ADD
 	}
 	return n;
@@ -1679,6 +1728,10 @@ ctl_server_metrics(struct ctl_server *srv, FILE *f)
 		        "# HELP sluice_greylist_errors_total Greylist checks Redis could not answer.\n"
 		        "# TYPE sluice_greylist_errors_total counter\nsluice_greylist_errors_total %llu\n",
 		        V(gl_grey), V(gl_error));
+	fprintf(f, "# HELP sluice_limited_total Clients refused by limits.*, by limit.\n"
+	        "# TYPE sluice_limited_total counter\n"
+	        "sluice_limited_total{limit=\"connections_per_client\"} %llu\n"
+	        "sluice_limited_total{limit=\"messages_per_minute\"} %llu\n", V(lim_conns), V(lim_msgs));
 	fprintf(f, "# HELP sluice_tarpit_total Clients held in the tarpit.\n"
 	        "# TYPE sluice_tarpit_total counter\nsluice_tarpit_total %llu\n"
 	        "# HELP sluice_tarpit_open Clients held in the tarpit now.\n"
@@ -1711,6 +1764,7 @@ ctl_server_stop(struct ctl_server *srv)
 	srv->dpdk = dp_dpdk_stop(srv->dpdk);
 #endif
 	srv->kernel = dp_kernel_stop(srv->kernel);
+	ctl_limits_free(srv->lim);
 	free(srv);
 	return NULL;
 }
