@@ -81,6 +81,7 @@ static const char *const delivery_names[] = { "maildir", "discard", "lmtp", NULL
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const exception_names[] = { "drop", "tap", NULL };
 static const char *const on_error_names[] = { "accept", "tempfail", NULL };
+static const char *const early_names[] = { "accept", "reject", NULL };
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as a uint32_t");
 _Static_assert(sizeof(enum ctl_transport) == sizeof(int), "enums are stored as int");
@@ -112,6 +113,7 @@ static const struct key keys[] = {
 	{ "smtp.connections_max", KT_U32, OFF(connections_max), 1, 10000000, NULL, NULL },
 	{ "smtp.greet_pause", KT_DUR_MS, OFF(greet_pause_ms), 0, 5 * MS_M - 1, NULL,
 	  "clients wait 5m for the greeting, RFC 5321 4.5.3.2.1" },
+	{ "smtp.early_talker", KT_ENUM, OFF(early_talker), 0, 0, early_names, NULL },
 	{ "smtp.tarpit_interval", KT_DUR_MS, OFF(tarpit_interval_ms), 100, 5 * MS_M, NULL, NULL },
 	{ "smtp.timeouts", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "smtp.timeouts.command", KT_DUR_MS, OFF(timeout_command_ms), 1, MS_D, NULL, NULL },

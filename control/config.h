@@ -89,6 +89,7 @@ struct ctl_config {
 	uint32_t connections_max;      /* per worker; beyond it 421 */
 	uint64_t greet_pause_ms;
 	uint64_t tarpit_interval_ms;   /* between the lines of a held refusal */
+	int early_talker;              /* 0 accept (flag and log), 1 reject */
 	uint64_t timeout_command_ms;
 	uint64_t timeout_data_ms;
 	uint64_t timeout_tls_ms;

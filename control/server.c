@@ -1592,6 +1592,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		.junk_max = cfg->junk_max,
 		.greet_pause_ms = cfg->greet_pause_ms,
 		.tarpit_interval_ms = cfg->tarpit_interval_ms,
+		.early_talker_reject = cfg->early_talker == 1,
 		.timeout_command_ms = cfg->timeout_command_ms,
 		.timeout_data_ms = cfg->timeout_data_ms,
 		.timeout_tls_ms = cfg->timeout_tls_ms,

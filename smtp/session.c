@@ -178,8 +178,16 @@ queue_banner(struct smtp_session *s)
 	size_t hl = strnlen(h, 255);
 	memcpy(host, h, hl);
 	host[hl++] = ' ';
-	smtp_reply_parts(s, "220 ", 4, host, hl, b, strnlen(b, 200));
 	s->mode = SMTP_M_CMD;
+	if (s->conf->early_talker_reject && s->info.early_talker) {
+		/* RFC 5321 4.3.1: a client waits for the greeting; one that
+		 * did not is no MTA. Its held bytes get 503, QUIT its 221. */
+		smtp_reply_parts(s, "554 5.5.1 ", 10, host, hl, "Error: talked before the greeting", 33);
+		s->refused = true;
+		smtp_pump(s);
+		return;
+	}
+	smtp_reply_parts(s, "220 ", 4, host, hl, b, strnlen(b, 200));
 	/* Early-talker bytes wait in hold; they are commands now. */
 	smtp_pump(s);
 }

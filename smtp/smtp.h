@@ -58,6 +58,8 @@ struct smtp_server_conf {
 	uint64_t timeout_tls_ms;       /* TLS handshake */
 	SSL_CTX *tls_ctx;              /* NULL: STARTTLS not offered */
 	uint64_t tarpit_interval_ms;   /* between a held reply's lines; 0: 10 s */
+	bool early_talker_reject;      /* an early talker gets 554 instead of the
+	                                  banner, then only QUIT */
 	/* Added by the engine; zero keeps the behaviour above. */
 	uint32_t junk_max;             /* NOOP/RSET/VRFY/EXPN/HELP per accepted
 	                                  message before each counts as an error;

@@ -83,3 +83,23 @@ def test_messages_per_minute(sluice_factory):
     c.cmd("MAIL FROM:<a@example.org>", 250)
     c.cmd("QUIT", 221)
     assert len(s.wait_for_maildir(2)) == 2
+
+
+def test_early_talker_rejected(sluice_factory):
+    """smtp.early_talker: reject with a greet pause: a client that sends
+    before the greeting gets 554 5.5.1 instead of it; a patient one 220."""
+    s = sluice_factory(tls=False, proxy=False, start=False, greet_pause="700ms")
+    s.config_path.write_text(s.config_text().replace("smtp:\n", "smtp:\n  early_talker: reject\n", 1))
+    s.start()
+    c = SmtpConn(s.port)
+    c.send("EHLO eager.example.org\r\n")
+    r = c.read_reply()
+    assert r.code == 554 and "5.5.1" in r.text and "talked before the greeting" in r.text, r
+    assert c.read_reply().code == 503  # its EHLO
+    c.cmd("QUIT", 221)
+    c = SmtpConn(s.port)
+    r = c.read_reply()
+    assert r.code == 220, r
+    c.cmd("EHLO patient.example.org", 250)
+    c.cmd("QUIT", 221)
+    s.wait_log(r"event=early_talker worker=\d+ client=127\.0\.0\.1")

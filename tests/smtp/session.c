@@ -944,7 +944,18 @@ test_early_talker(void **st)
 	          "250 CHUNKING\r\n250 2.0.0 Ok\r\n");
 	env_free(e);
 
-	/* a patient client is not flagged */
+	/* smtp.early_talker: reject: 554 instead of the banner, the early
+	 * commands refused, QUIT served */
+	c.early_talker_reject = true;
+	e = env_new_conf(&c, 0, true);
+	assert_int_equal(feed(e, "EHLO x\r\n"), 8);
+	smtp_session_tick(e->s, e->now + 3000);
+	check_str("refused", drain(e), "554 5.5.1 mx.test Error: talked before the greeting\r\n"
+	          "503 5.7.0 Error: connection refused, only QUIT\r\n");
+	say(e, "QUIT\r\n", "221 2.0.0 Bye\r\n");
+	env_free(e);
+
+	/* a patient client is not flagged (and, with reject on, greeted) */
 	e = env_new_conf(&c, 0, true);
 	smtp_session_tick(e->s, e->now + 3000);
 	check_str("banner", drain(e), BANNER);
