@@ -198,6 +198,11 @@ static const struct key keys[] = {
 	{ "limits.connections_per_client", KT_U32, OFF(lim_conns_per_client), 0, 1000000, NULL, NULL },
 	{ "limits.messages_per_minute", KT_U32, OFF(lim_msgs_per_minute), 0, 100000000, NULL, NULL },
 	{ "limits.skip", KT_TEXT, OFF(lim_skip_text), 0, 0, NULL, NULL },
+	{ "access", KT_SECTION, 0, 0, 0, NULL, NULL },
+	{ "access.senders_deny", KT_TEXT, OFF(acc_text[0]), 0, 0, NULL, NULL },
+	{ "access.senders_allow", KT_TEXT, OFF(acc_text[1]), 0, 0, NULL, NULL },
+	{ "access.recipients_deny", KT_TEXT, OFF(acc_text[2]), 0, 0, NULL, NULL },
+	{ "access.recipients_allow", KT_TEXT, OFF(acc_text[3]), 0, 0, NULL, NULL },
 	{ "recipients", KT_SECTION, 0, 0, 0, NULL, NULL },
 	{ "recipients.domains", KT_TEXT, OFF(rcpt_domains_text), 0, 0, NULL, NULL },
 	{ "recipients.verify", KT_BOOL, OFF(rcpt_verify), 0, 0, NULL, NULL },
@@ -597,6 +602,12 @@ void ctl_config_free(struct ctl_config *c)
 		free(c->rbl_zones[i].zone);
 	free(c->rbl_servers);
 	free(c->lim_skip_text);
+	for (unsigned k = 0; k < 4; k++) {
+		free(c->acc_text[k]);
+		for (unsigned i = 0; i < c->nacc[k]; i++)
+			free(c->acc[k][i]);
+		free(c->acc[k]);
+	}
 	free(c->rcpt_domains_text);
 	for (unsigned i = 0; i < c->rcpt_ndomains; i++)
 		free(c->rcpt_domains[i]);
@@ -1531,6 +1542,58 @@ bad:
 	return 0;
 }
 
+/* recipients.domains and the access lists: words, blank- or
+ * comma-separated, lower-cased into (*out)[*n]. Domains: "example.org" or
+ * ".example.org"; with addresses, also "user@example.org", "@example.org"
+ * and "user@". */
+static int parse_words(struct ld *ld, const char *key, const char *text, bool addresses,
+                       char ***out, unsigned *nout)
+{
+	struct ctl_config *c = ld->c;
+
+	for (const char *p = text; p != NULL && *p;) {
+		size_t n = strcspn(p, " ,\t");
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		char d[320];
+		if (n >= sizeof(d))
+			return errf(ld->err, ld->errlen, ld->name, cite(c, key), "%s: '%.40s...' is too long",
+			            key, p);
+		memcpy(d, p, n);
+		d[n] = '\0';
+		p += n;
+		for (char *q = d; *q; q++)
+			if (*q >= 'A' && *q <= 'Z')
+				*q = (char)(*q - 'A' + 'a');
+		const char *at = strrchr(d, '@');
+		const char *dom = at ? at + 1 : d;
+		const char *bare = dom[0] == '.' ? dom + 1 : dom;
+		bool ok = at ? addresses && (at > d || *dom) && (*dom == '\0' || (valid_hostname(bare) &&
+		                                                                  bare[0] != '['))
+		             : valid_hostname(bare) && bare[0] != '[';
+		if (at && at > d && memchr(d, '@', (size_t)(at - d)) != NULL)
+			ok = false;
+		if (!ok)
+			return errf(ld->err, ld->errlen, ld->name, cite(c, key),
+			            addresses ? "%s: '%s' is no address or domain (user@example.org, "
+			                        "@example.org, example.org, .example.org, user@)"
+			                      : "%s: '%s' is no domain (example.org, or .example.org for "
+			                        "its subdomains)", key, d);
+		char **g = realloc(*out, (*nout + 1) * sizeof(*g));
+		if (g == NULL || (g[*nout] = strdup(d)) == NULL) {
+			if (g != NULL)
+				*out = g;
+			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
+			return -ENOMEM;
+		}
+		*out = g;
+		(*nout)++;
+	}
+	return 0;
+}
+
 /* rbl.servers: "addr", "addr:port", "[v6]:port", comma-separated (what
  * c-ares takes). */
 static int check_rbl_servers(struct ld *ld)
@@ -1658,6 +1721,7 @@ static int check_maildir_template(struct ld *ld, const char *t)
 static int check_whole(struct ld *ld)
 {
 	struct ctl_config *c = ld->c;
+	int rr;
 
 	if (!!c->tls_cert != !!c->tls_key) {
 		const char *set = c->tls_cert ? "tls.certificate" : "tls.key";
@@ -1720,34 +1784,17 @@ static int check_whole(struct ld *ld)
 	if (c->rcpt_verify && c->delivery != CTL_DELIVER_LMTP)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.verify"),
 		            "recipients.verify: needs delivery.method lmtp (it asks the LMTP backends)");
-	for (const char *p = c->rcpt_domains_text; p != NULL && *p;) {
-		size_t n = strcspn(p, " ,\t");
-		if (n == 0) {
-			p++;
-			continue;
-		}
-		char d[256];
-		if (n >= sizeof(d))
-			return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.domains"),
-			            "recipients.domains: '%.*s...' is no domain", 40, p);
-		memcpy(d, p, n);
-		d[n] = '\0';
-		p += n;
-		const char *bare = d[0] == '.' ? d + 1 : d;
-		if (!valid_hostname(bare) || bare[0] == '[')
-			return errf(ld->err, ld->errlen, ld->name, cite(c, "recipients.domains"),
-			            "recipients.domains: '%s' is no domain (example.org, or .example.org "
-			            "for its subdomains)", d);
-		char **g = realloc(c->rcpt_domains, (c->rcpt_ndomains + 1) * sizeof(*g));
-		if (g == NULL || (g[c->rcpt_ndomains] = strdup(d)) == NULL) {
-			if (g != NULL)
-				c->rcpt_domains = g;
-			errf(ld->err, ld->errlen, ld->name, 0, "out of memory");
-			return -ENOMEM;
-		}
-		c->rcpt_domains = g;
-		c->rcpt_ndomains++;
-	}
+	if ((rr = parse_words(ld, "recipients.domains", c->rcpt_domains_text, false,
+	                      &c->rcpt_domains, &c->rcpt_ndomains)) < 0 ||
+	    (rr = parse_words(ld, "access.senders_deny", c->acc_text[0], true, &c->acc[0],
+	                      &c->nacc[0])) < 0 ||
+	    (rr = parse_words(ld, "access.senders_allow", c->acc_text[1], true, &c->acc[1],
+	                      &c->nacc[1])) < 0 ||
+	    (rr = parse_words(ld, "access.recipients_deny", c->acc_text[2], true, &c->acc[2],
+	                      &c->nacc[2])) < 0 ||
+	    (rr = parse_words(ld, "access.recipients_allow", c->acc_text[3], true, &c->acc[3],
+	                      &c->nacc[3])) < 0)
+		return rr;
 	if (c->gl_enabled) {
 		struct sockaddr_storage ss;
 		socklen_t sl;
@@ -1774,7 +1821,6 @@ static int check_whole(struct ld *ld)
 	if (c->rbl_threshold <= 0)
 		return errf(ld->err, ld->errlen, ld->name, cite(c, "rbl.threshold"),
 		            "rbl.threshold: must be above 0 (at 0 every client would be refused)");
-	int rr;
 	if ((rr = parse_nets(ld, "rbl.skip", c->rbl_skip_text, c->rbl_skip, &c->rbl_nskip)) < 0 ||
 	    (rr = parse_nets(ld, "greylist.skip", c->gl_skip_text, c->gl_skip, &c->gl_nskip)) < 0 ||
 	    (rr = parse_nets(ld, "limits.skip", c->lim_skip_text, c->lim_skip, &c->lim_nskip)) < 0 ||

@@ -179,6 +179,11 @@ struct ctl_config {
 	char *lim_skip_text;
 	struct ctl_net lim_skip[CTL_NETS_MAX];
 	unsigned lim_nskip;
+	/* access: 0 senders_deny, 1 senders_allow, 2 recipients_deny,
+	 * 3 recipients_allow (ctl_access_match) */
+	char *acc_text[4];
+	char **acc[4];
+	unsigned nacc[4];
 	/* recipients (control/verify.h) */
 	char *rcpt_domains_text;       /* as written */
 	char **rcpt_domains;           /* parsed; NULL/0: every domain */

@@ -807,10 +807,14 @@ rcpt_greylist(struct srv_conn *c, struct smtp_session *s, const struct smtp_txn 
               const char *rcpt, struct smtp_reply *r)
 {
 	struct ctl_greylist *g = c->w->srv->gl;
+	const struct ctl_config *cfg = c->w->srv->cfg;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
 	uint8_t a[16];
 	if (g == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, a))
 		return SMTP_HOOK_OK;
+	if (ctl_access_match(cfg->acc[1], cfg->nacc[1], t->mail_from) ||
+	    ctl_access_match(cfg->acc[3], cfg->nacc[3], rcpt))
+		return SMTP_HOOK_OK;  /* access.*_allow: never greylisted */
 	ctl_greylist_req_init(&c->gl, a, t->mail_from, rcpt);
 	c->gl.done = gl_done;
 	c->gl.ctx = c;
@@ -847,6 +851,13 @@ hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const str
 		snprintf(r->text, sizeof(r->text), "<%.120s>: Relay access denied", rc->addr);
 		return SMTP_HOOK_REPLY;
 	}
+	if (ctl_access_match(srv->cfg->acc[2], srv->cfg->nacc[2], rc->addr)) {
+		r->code = 550;
+		snprintf(r->enh, sizeof(r->enh), "5.7.1");
+		snprintf(r->text, sizeof(r->text), "<%.120s>: Recipient address rejected: Access denied",
+		         rc->addr);
+		return SMTP_HOOK_REPLY;
+	}
 	if (srv->vfy != NULL) {
 		snprintf(c->vfy.rcpt, sizeof(c->vfy.rcpt), "%s", rc->addr);
 		c->vfy.done = vfy_done;
@@ -865,6 +876,16 @@ hook_mail(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct sm
 {
 	struct srv_conn *c = ctx;
 	struct ctl_limits *lim = c->w->srv->lim;
+	const struct ctl_config *cfg = c->w->srv->cfg;
+	if (ctl_access_match(cfg->acc[0], cfg->nacc[0], t->mail_from)) {
+		ctl_log(CTL_LOG_INFO, "event=sender_denied worker=%u client=%s",
+		        c->w->id, smtp_session_info(s)->peer_str);
+		r->code = 550;
+		snprintf(r->enh, sizeof(r->enh), "5.7.1");
+		snprintf(r->text, sizeof(r->text), "<%.120s>: Sender address rejected: Access denied",
+		         t->mail_from);
+		return SMTP_HOOK_REPLY;
+	}
 	if (lim != NULL && c->has_addr && !ctl_limits_msg_take(lim, c->addr, (uint64_t)time(NULL))) {
 		const struct smtp_conn_info *ci = smtp_session_info(s);
 		ctr_add(&c->w->m.lim_msgs, 1);

@@ -75,6 +75,32 @@ ctl_domain_listed(const char *const *domains, unsigned n, const char *rcpt)
 	return false;
 }
 
+bool
+ctl_access_match(char *const *list, unsigned n, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	if (addr[0] == '\0' || at == NULL)
+		return false;
+	size_t ll = (size_t)(at - addr);
+	const char *dom = at + 1;
+	for (unsigned i = 0; i < n; i++) {
+		const char *e = list[i];
+		const char *eat = strrchr(e, '@');
+		if (eat != NULL && eat > e) {  /* user@... */
+			if ((size_t)(eat - e) != ll || strncasecmp(e, addr, ll) != 0)
+				continue;
+			if (eat[1] == '\0' || strcasecmp(eat + 1, dom) == 0)
+				return true;
+			continue;
+		}
+		const char *d = eat ? eat + 1 : e;
+		const char *one[1] = { d };
+		if (ctl_domain_listed(one, 1, addr))
+			return true;
+	}
+	return false;
+}
+
 void
 ctl_verify_check(struct ctl_verify *v, struct ctl_vfy_req *q)
 {

@@ -77,4 +77,10 @@ void ctl_verify_stats(const struct ctl_verify *v, struct ctl_verify_stats *st);
  * ".example.org" for its subdomains); true when n is 0. */
 bool ctl_domain_listed(const char *const *domains, unsigned n, const char *rcpt);
 
+/* addr matches one of list[0..n) (lower case): "user@example.org" exactly,
+ * "@example.org" or "example.org" any user there, "@.example.org" or
+ * ".example.org" any user in its subdomains, "user@" that local part in any
+ * domain. The null sender "" matches nothing. */
+bool ctl_access_match(char *const *list, unsigned n, const char *addr);
+
 #endif

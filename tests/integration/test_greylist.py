@@ -153,3 +153,37 @@ def test_check_rejects_bad_greylist_config(tmp_path):
         assert out.returncode != 0, f"{text!r}: --check passed, want an error"
         assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
             f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
+
+
+def test_access_lists(sluice_factory, redis):
+    """access.senders_deny / recipients_deny refuse with 550 5.7.1;
+    senders_allow / recipients_allow are never greylisted."""
+    s = sluice_factory(tls=False, proxy=False, start=False)
+    s.config_path.write_text(
+        s.config_text() +
+        f"greylist: {{enabled: true, redis: \"127.0.0.1:{redis.port}\", delay: 1h, "
+        "retry_window: 2h}\n"
+        "access:\n"
+        "  senders_deny: \"@junk.test spam@bad.test\"\n"
+        "  senders_allow: \"@friend.test\"\n"
+        "  recipients_deny: \"noreply@example.test\"\n"
+        "  recipients_allow: \"postmaster@\"\n")
+    s.start()
+    c = smtplib.SMTP("127.0.0.1", s.port, timeout=20)
+    c.ehlo("client.example.org")
+    code, text = c.mail("x@junk.test")
+    assert code == 550 and b"5.7.1 <x@junk.test>: Sender address rejected" in text, (code, text)
+    code, _ = c.mail("ham@bad.test")
+    assert code == 250
+    code, text = c.rcpt("noreply@example.test")
+    assert code == 550 and b"Recipient address rejected: Access denied" in text, (code, text)
+    code, _ = c.rcpt("someone@example.test")
+    assert code == 451, "an unlisted pair is greylisted"
+    code, _ = c.rcpt("postmaster@example.test")
+    assert code == 250, "recipients_allow: never greylisted"
+    c.rset()
+    code, _ = c.mail("buddy@friend.test")
+    assert code == 250
+    code, _ = c.rcpt("someone@example.test")
+    assert code == 250, "senders_allow: never greylisted"
+    c.quit()
