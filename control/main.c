@@ -42,6 +42,7 @@ struct admin_ctx {
 	struct ctl_server *srv;
 	struct ctl_queue *q;
 	struct ctl_rbl *rbl;
+	struct ctl_greylist *gl;
 	bool filter, av;
 	time_t started;
 };
@@ -145,12 +146,27 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 		        (unsigned long long)a->cfg->tarpit_interval_ms);
 		return 0;
 	}
+	if (n == 8 && strncmp(line, "greylist", n) == 0) {
+		if (a->gl == NULL) {
+			snprintf(err, errlen, "greylisting is off (greylist.enabled)");
+			return -1;
+		}
+		struct ctl_greylist_stats gs;
+		ctl_greylist_stats(a->gl, &gs);
+		fprintf(out, "checks %llu\npassed %llu\ngreylisted %llu\nerrors %llu\nskipped %llu\n"
+		        "redis %s\ndelay_ms %llu\n", (unsigned long long)gs.checks,
+		        (unsigned long long)gs.passed, (unsigned long long)gs.greylisted,
+		        (unsigned long long)gs.errors, (unsigned long long)gs.skipped, a->cfg->gl_redis,
+		        (unsigned long long)a->cfg->gl_delay_ms);
+		return 0;
+	}
 	if (n == 4 && strncmp(line, "help", n) == 0) {
 		fputs("status   what runs, connections open, mail waiting\n"
 		      "stats    every counter (Prometheus text format, as GET /metrics)\n"
 		      "reload   reload the filter rules and antivirus signatures (as SIGHUP)\n"
 		      "queue    the delivery queue's counts\n"
-		      "tarpit   clients held in the tarpit now and in all\n", out);
+		      "tarpit   clients held in the tarpit now and in all\n"
+		      "greylist the greylist's counts\n", out);
 		return 0;
 	}
 	snprintf(err, errlen, "unknown command '%.*s'; 'help' lists them", (int)(n > 40 ? 40 : n), line);
@@ -455,7 +471,7 @@ main(int argc, char **argv)
 	}
 
 	/* The admin socket (sluicectl) and GET /metrics. */
-	struct admin_ctx actx = { .cfg = &cfg, .srv = srv, .q = q, .rbl = rbl,
+	struct admin_ctx actx = { .cfg = &cfg, .srv = srv, .q = q, .rbl = rbl, .gl = gl,
 	                          .filter = flt != NULL, .av = av != NULL, .started = time(NULL) };
 	char sockbuf[PATH_MAX];
 	struct ctl_admin_conf adc = {

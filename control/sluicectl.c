@@ -6,7 +6,7 @@
  *                                  SPOOL/admin.sock)
  *   sluicectl -s SOCKET COMMAND    that socket
  *
- * Commands: status, stats, reload, queue, tarpit, help. Prints the answer; exits 0
+ * Commands: status, stats, reload, queue, tarpit, greylist, help. Prints the answer; exits 0
  * when it ends with "ok", 1 on "error: ...", 2 when sluiced cannot be
  * reached or the arguments are wrong.
  */
@@ -32,6 +32,7 @@ usage(FILE *f)
 	        "  reload   reload the filter rules and antivirus signatures\n"
 	        "  queue    the delivery queue's counts\n"
 	        "  tarpit   clients held in the tarpit now and in all\n"
+	        "  greylist the greylist's counts\n"
 	        "  help     the commands sluiced knows\n");
 }
 

@@ -54,14 +54,23 @@ def redis(tmp_path):
     r.stop()
 
 
-def gl_server(sluice_factory, redis_port, **extra):
+@pytest.fixture
+def sock_dir():
+    import tempfile
+    # unix socket paths are limited to 107 bytes; pytest's tmp_path may not be
+    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
+        yield d
+
+
+def gl_server(sluice_factory, redis_port, admin_sock=None, **extra):
     s = sluice_factory(tls=False, proxy=False, start=False)
     conf = {"enabled": "true", "redis": f'"127.0.0.1:{redis_port}"', "delay": "2s",
             "retry_window": "1h", "pass_ttl": "7d", "skip": '"127.0.2.0/24"',
             "timeout": "300ms"}
     conf.update(extra)
-    s.config_path.write_text(s.config_text() + "greylist:\n" +
-                             "".join(f"  {k}: {v}\n" for k, v in conf.items()))
+    s.config_path.write_text(s.config_text() +
+                             (f"admin: {{socket: {admin_sock}}}\n" if admin_sock else "") +
+                             "greylist:\n" + "".join(f"  {k}: {v}\n" for k, v in conf.items()))
     s.start()
     return s
 
@@ -88,8 +97,9 @@ def attempt(port, src, sender=SENDER, rcpts=(RCPT,), send=True):
         c.close()
 
 
-def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis):
-    s = gl_server(sluice_factory, redis.port)
+def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis, sock_dir):
+    sock = sock_dir + "/a.sock"
+    s = gl_server(sluice_factory, redis.port, admin_sock=sock)
     codes, texts, _ = attempt(s.port, "127.0.0.4", rcpts=(RCPT, "c@example.test"))
     assert codes == [451, 451], (codes, texts)
     assert re.search(r"4\.7\.1 Greylisted, try again in [12] seconds", texts[0]), texts
@@ -117,6 +127,15 @@ def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis
     codes, texts, data = attempt(s.port, "127.0.2.4", rcpts=("new@example.test",))
     assert codes == [250] and data == 250, (codes, texts)
     s.wait_for_maildir(3)
+    # sluicectl greylist counts what happened: 4 greylisted (two recipients,
+    # the early retry, the other /24), 2 passed, 1 skipped
+    import os
+    out = subprocess.run([os.environ["SLUICECTL"], "-c", str(s.config_path), "greylist"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out
+    assert re.search(r"^greylisted 4$", out.stdout, re.M), out.stdout
+    assert re.search(r"^passed 2$", out.stdout, re.M), out.stdout
+    assert re.search(r"^skipped 1$", out.stdout, re.M), out.stdout
     assert s.wait_log(r"event=greylisted worker=\d+ client=127\.0\.0\.4 from=a@example\.org "
                       r"to=b@example\.test wait_s=2")
 
