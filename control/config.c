@@ -1476,6 +1476,25 @@ const char *ctl_config_admin_socket(const struct ctl_config *c, char *buf, size_
 	return buf;
 }
 
+/* The next word of a blank- or comma-separated list at *p into buf (cap
+ * bytes): 1, 0 at the end, -1 when it does not fit (buf then holds its
+ * start). *p moves past it; p NULL is an empty list. */
+static int next_word(const char **p, char *buf, size_t cap)
+{
+	const char *s = *p;
+	if (s == NULL)
+		return 0;
+	s += strspn(s, " ,\t");
+	size_t n = strcspn(s, " ,\t");
+	*p = s + n;
+	if (n == 0)
+		return 0;
+	size_t k = n < cap ? n : cap - 1;
+	memcpy(buf, s, k);
+	buf[k] = '\0';
+	return n < cap ? 1 : -1;
+}
+
 /* rbl.skip, greylist.skip: addresses and networks, blank- or
  * comma-separated, into nets[*n]. */
 static int parse_nets(struct ld *ld, const char *key, const char *text, struct ctl_net *nets,
@@ -1485,19 +1504,14 @@ static int parse_nets(struct ld *ld, const char *key, const char *text, struct c
 	const char *p = text;
 
 	*nnets = 0;
-	while (p != NULL && *p) {
-		size_t n = strcspn(p, " ,\t");
-		if (n == 0) {
-			p++;
-			continue;
-		}
+	for (;;) {
 		char tok[64];
-		if (n >= sizeof(tok))
+		int w = next_word(&p, tok, sizeof(tok));
+		if (w == 0)
+			break;
+		if (w < 0)
 			return errf(ld->err, ld->errlen, ld->name, cite(c, key),
-			            "%s: '%.*s' is no address or network", key, (int)n, p);
-		memcpy(tok, p, n);
-		tok[n] = '\0';
-		p += n;
+			            "%s: '%.40s' is no address or network", key, tok);
 		if (*nnets == CTL_NETS_MAX)
 			return errf(ld->err, ld->errlen, ld->name, cite(c, key),
 			            "%s: at most %d networks", key, CTL_NETS_MAX);
@@ -1551,19 +1565,14 @@ static int parse_words(struct ld *ld, const char *key, const char *text, bool ad
 {
 	struct ctl_config *c = ld->c;
 
-	for (const char *p = text; p != NULL && *p;) {
-		size_t n = strcspn(p, " ,\t");
-		if (n == 0) {
-			p++;
-			continue;
-		}
+	for (const char *p = text;;) {
 		char d[320];
-		if (n >= sizeof(d))
+		int w = next_word(&p, d, sizeof(d));
+		if (w == 0)
+			break;
+		if (w < 0)
 			return errf(ld->err, ld->errlen, ld->name, cite(c, key), "%s: '%.40s...' is too long",
-			            key, p);
-		memcpy(d, p, n);
-		d[n] = '\0';
-		p += n;
+			            key, d);
 		for (char *q = d; *q; q++)
 			if (*q >= 'A' && *q <= 'Z')
 				*q = (char)(*q - 'A' + 'a');

@@ -56,14 +56,6 @@ struct ctl_greylist {
 	_Atomic uint64_t checks, passed, grey, errors, skipped;
 };
 
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* s into d (cap bytes), lower case; a BATV tag dropped when strip_batv. */
 static void
 norm_addr(char *d, size_t cap, const char *s, bool strip_batv)
@@ -136,7 +128,7 @@ ctl_greylist_check(struct ctl_greylist *g, struct ctl_gl_req *q)
 static bool
 connect_redis(struct ctl_greylist *g)
 {
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 	if (g->rc != NULL)
 		return true;
 	if (now < g->retry_at_ms)

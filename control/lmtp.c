@@ -6,6 +6,7 @@
  * runs on the queue thread, never on a worker.
  */
 #include "control/lmtp.h"
+#include "control/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -213,14 +214,6 @@ struct ctl_lmtp_conn {
 	size_t olen;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void local_err(struct ctl_lmtp_reply *r, const char *what, const struct ctl_lmtp_conn *c,
                       int err)
 {
@@ -232,7 +225,7 @@ static void local_err(struct ctl_lmtp_reply *r, const char *what, const struct c
 static int wait_fd(int fd, short ev, uint64_t deadline)
 {
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = ctl_mono_ms();
 		struct pollfd pfd = { .fd = fd, .events = ev };
 		if (now >= deadline)
 			return -ETIMEDOUT;
@@ -248,7 +241,7 @@ static int wait_fd(int fd, short ev, uint64_t deadline)
 
 static int flush_out(struct ctl_lmtp_conn *c)
 {
-	uint64_t deadline = now_ms() + c->timeout_ms;
+	uint64_t deadline = ctl_mono_ms() + c->timeout_ms;
 	size_t o = 0;
 
 	while (o < c->olen) {
@@ -309,7 +302,7 @@ static int putf(struct ctl_lmtp_conn *c, const char *fmt, ...)
 /* Read one reply. 0, or -errno (-EBADMSG: not LMTP; -ECONNRESET: EOF). */
 static int read_reply(struct ctl_lmtp_conn *c, struct ctl_lmtp_reply *out)
 {
-	uint64_t deadline = now_ms() + c->timeout_ms;
+	uint64_t deadline = ctl_mono_ms() + c->timeout_ms;
 
 	for (;;) {
 		if (c->ioff < c->ilen) {
@@ -378,7 +371,7 @@ struct ctl_lmtp_conn *ctl_lmtp_open(const struct ctl_lmtp_target *t, const char 
 		}
 		int soerr = 0;
 		socklen_t sl = sizeof soerr;
-		if ((rc = wait_fd(c->fd, POLLOUT, now_ms() + c->timeout_ms)) < 0 ||
+		if ((rc = wait_fd(c->fd, POLLOUT, ctl_mono_ms() + c->timeout_ms)) < 0 ||
 		    (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr != 0 &&
 		     (rc = -soerr) < 0)) {
 			local_err(why, "connect to", c, -rc);

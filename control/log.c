@@ -107,3 +107,11 @@ ctl_log_value(char *dst, size_t cap, const char *s)
 	dst[o < cap ? o : cap - 1] = '\0';
 	return dst;
 }
+
+uint64_t
+ctl_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}

@@ -13,6 +13,7 @@
 #define CTL_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "control/config.h"
 
@@ -27,5 +28,9 @@ void ctl_log(enum ctl_log_level level, const char *fmt, ...)
 /* Write s into dst (cap bytes) as a log value: bare if it is safe, else
  * double-quoted with \" \\ and \xNN escapes. Returns dst. */
 char *ctl_log_value(char *dst, size_t cap, const char *s);
+
+/* CLOCK_MONOTONIC in milliseconds: the deadlines and expiries of the
+ * control threads (log lines carry wall-clock time). */
+uint64_t ctl_mono_ms(void);
 
 #endif

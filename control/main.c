@@ -173,6 +173,26 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 	return -1;
 }
 
+/* Start-up failed: stop what was started, newest first (NULL: not started). */
+static int
+start_failed(struct ctl_server *srv, struct ctl_verify *vfy, struct ctl_greylist *gl,
+             struct ctl_rbl *rbl, struct ctl_filter *flt, struct ctl_av *av, struct ctl_queue *q,
+             struct ctl_spool *sp, SSL_CTX *tls)
+{
+	ctl_server_stop(srv);
+	ctl_verify_stop(vfy);
+	ctl_greylist_stop(gl);
+	ctl_rbl_stop(rbl);
+	ctl_filter_free(flt);
+	ctl_av_stop(av);
+	ctl_queue_set_spool(q, NULL);
+	ctl_spool_close(sp);
+	ctl_queue_close(q);
+	if (tls != NULL)
+		SSL_CTX_free(tls);
+	return 1;
+}
+
 static void
 usage(FILE *f)
 {
@@ -323,10 +343,7 @@ main(int argc, char **argv)
 		tls = ctl_tls_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
 		if (tls == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
-			ctl_queue_set_spool(q, NULL);
-			ctl_spool_close(sp);
-			ctl_queue_close(q);
-			return 1;
+			return start_failed(NULL, NULL, NULL, NULL, NULL, NULL, q, sp, NULL);
 		}
 	}
 
@@ -344,10 +361,7 @@ main(int argc, char **argv)
 		av = ctl_av_start(&ac);
 		if (av == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=antivirus error=%s", strerror(errno));
-			ctl_queue_set_spool(q, NULL);
-			ctl_spool_close(sp);
-			ctl_queue_close(q);
-			return 1;
+			return start_failed(NULL, NULL, NULL, NULL, NULL, NULL, q, sp, tls);
 		}
 	}
 
@@ -357,11 +371,7 @@ main(int argc, char **argv)
 	struct ctl_filter *flt = NULL;
 	if (cfg.filter_enabled && (flt = ctl_filter_new(&fc, err, sizeof(err))) == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=filter error=\"%s\"", err);
-		av = ctl_av_stop(av);
-		ctl_queue_set_spool(q, NULL);
-		ctl_spool_close(sp);
-		ctl_queue_close(q);
-		return 1;
+		return start_failed(NULL, NULL, NULL, NULL, NULL, av, q, sp, tls);
 	}
 
 	/* DNS block and allow lists: a resolver thread of their own. */
@@ -381,12 +391,7 @@ main(int argc, char **argv)
 		};
 		if ((rbl = ctl_rbl_start(&rbc, err, sizeof(err))) == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=rbl error=\"%s\"", err);
-			flt = ctl_filter_free(flt);
-			av = ctl_av_stop(av);
-			ctl_queue_set_spool(q, NULL);
-			ctl_spool_close(sp);
-			ctl_queue_close(q);
-			return 1;
+			return start_failed(NULL, NULL, NULL, NULL, flt, av, q, sp, tls);
 		}
 		char zones[512];
 		ctl_rbl_zones_str(rbl, UINT32_MAX, zones, sizeof(zones));
@@ -412,13 +417,7 @@ main(int argc, char **argv)
 		};
 		if ((gl = ctl_greylist_start(&gc, err, sizeof(err))) == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=greylist error=\"%s\"", err);
-			rbl = ctl_rbl_stop(rbl);
-			flt = ctl_filter_free(flt);
-			av = ctl_av_stop(av);
-			ctl_queue_set_spool(q, NULL);
-			ctl_spool_close(sp);
-			ctl_queue_close(q);
-			return 1;
+			return start_failed(NULL, NULL, NULL, rbl, flt, av, q, sp, tls);
 		}
 		ctl_log(CTL_LOG_INFO, "event=greylist_start redis=%s delay_ms=%llu retry_window_ms=%llu "
 		        "pass_ttl_ms=%llu on_error=%s", cfg.gl_redis, (unsigned long long)cfg.gl_delay_ms,
@@ -440,14 +439,7 @@ main(int argc, char **argv)
 		};
 		if ((vfy = ctl_verify_start(&vc, err, sizeof(err))) == NULL) {
 			ctl_log(CTL_LOG_ERR, "event=fatal what=verify error=\"%s\"", err);
-			gl = ctl_greylist_stop(gl);
-			rbl = ctl_rbl_stop(rbl);
-			flt = ctl_filter_free(flt);
-			av = ctl_av_stop(av);
-			ctl_queue_set_spool(q, NULL);
-			ctl_spool_close(sp);
-			ctl_queue_close(q);
-			return 1;
+			return start_failed(NULL, NULL, gl, rbl, flt, av, q, sp, tls);
 		}
 	}
 
@@ -455,16 +447,7 @@ main(int argc, char **argv)
 	                                          sizeof(err));
 	if (srv == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=listen error=\"%s\"", err);
-		vfy = ctl_verify_stop(vfy);
-		gl = ctl_greylist_stop(gl);
-		rbl = ctl_rbl_stop(rbl);
-		flt = ctl_filter_free(flt);
-		av = ctl_av_stop(av);
-		ctl_queue_set_spool(q, NULL);
-		ctl_spool_close(sp);
-		ctl_queue_close(q);
-		if (tls != NULL)
-			SSL_CTX_free(tls);
+		start_failed(NULL, vfy, gl, rbl, flt, av, q, sp, tls);
 		ctl_log_close();
 		ctl_config_free(&cfg);
 		return 1;
@@ -489,16 +472,7 @@ main(int argc, char **argv)
 	if ((adc.socket_path != NULL || adc.http != NULL) &&
 	    (admin = ctl_admin_start(&adc, err, sizeof(err))) == NULL) {
 		ctl_log(CTL_LOG_ERR, "event=fatal what=admin error=\"%s\"", err);
-		srv = ctl_server_stop(srv);
-		vfy = ctl_verify_stop(vfy);
-		gl = ctl_greylist_stop(gl);
-		rbl = ctl_rbl_stop(rbl);
-		flt = ctl_filter_free(flt);
-		av = ctl_av_stop(av);
-		ctl_queue_set_spool(q, NULL);
-		ctl_spool_close(sp);
-		ctl_queue_close(q);
-		return 1;
+		return start_failed(srv, vfy, gl, rbl, flt, av, q, sp, tls);
 	}
 	if (admin != NULL)
 		ctl_log(CTL_LOG_INFO, "event=admin_start socket=%s metrics=%s",

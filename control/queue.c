@@ -134,14 +134,6 @@ struct ctl_queue {
 	atomic_uint_fast64_t st_delivered, st_deferred, st_queued, st_bounced, st_bytes;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -416,7 +408,7 @@ void ctl_queue_seg_seal(struct ctl_queue *q, struct ctl_qseg *s)
 
 size_t ctl_queue_add(struct ctl_queue *q, struct ctl_qseg *s, const struct ctl_qrec *r, size_t n)
 {
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 	size_t i;
 
 	pthread_mutex_lock(&q->mu);
@@ -882,7 +874,7 @@ static void lmtp_group(struct ctl_queue *q, struct q_route *r, const struct ctl_
 			break;
 		}
 		int rc = ctl_lmtp_send(c, &m, rep);
-		r->used_ms = mono_ms();
+		r->used_ms = ctl_mono_ms();
 		if (rc == 0)
 			break;
 		r->conn = ctl_lmtp_close(r->conn);
@@ -1226,7 +1218,7 @@ static void sb_add(struct sbuf *b, const char *fmt, ...)
 /* Apply one request (mutex held); the answer goes to out. */
 static void ctl_apply(struct ctl_queue *q, char *req, struct sbuf *out)
 {
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 
 	char *save = NULL;
 
@@ -1383,12 +1375,12 @@ static void *queue_main(void *arg)
 
 	pthread_mutex_lock(&q->mu);
 	while (!atomic_load(&q->stop)) {
-		uint64_t now = mono_ms();
+		uint64_t now = ctl_mono_ms();
 		size_t n = 0, tried;
 
 		if (now >= q->ctl_next_ms) {
 			ctl_poll(q);
-			q->ctl_next_ms = mono_ms() + CTL_CTL_POLL_MS;
+			q->ctl_next_ms = ctl_mono_ms() + CTL_CTL_POLL_MS;
 			continue;
 		}
 		if (q->n == 0 || q->heap[0]->next_ms > now) {
@@ -1411,7 +1403,7 @@ static void *queue_main(void *arg)
 
 		pthread_mutex_lock(&q->mu);
 		struct ctl_qseg *dirty = NULL;
-		now = mono_ms();
+		now = ctl_mono_ms();
 		int64_t wnow = wall_ms();
 		for (size_t i = 0; i < n; i++) {
 			struct q_entry *e = batch[i];

@@ -69,14 +69,6 @@ struct ctl_rbl {
 	_Atomic uint64_t checks, hits, queries, listed, passed, tempfail, skipped, refused;
 };
 
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static unsigned long
 addr_hash(const uint8_t a[16])
 {
@@ -179,7 +171,7 @@ ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q)
 		return 0;
 	}
 	struct cds_lfht_iter it;
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 	bool hit = false;
 	urcu_memb_read_lock();
 	cds_lfht_lookup(r->ht, addr_hash(q->addr), ent_match, q->addr, &it);
@@ -239,7 +231,7 @@ cache_put(struct ctl_rbl *r, const struct ctl_rbl_req *q, uint64_t ttl_ms)
 {
 	if (r->conf.cache_max == 0 || ttl_ms == 0)
 		return;
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 	if (r->nent >= r->conf.cache_max)
 		cache_trim(r, now);
 	struct rbl_ent *e = malloc(sizeof(*e));

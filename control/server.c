@@ -1265,16 +1265,26 @@ av_finished(struct srv_conn *c)
 }
 
 /* The resolver's answer for a session parked at connect. */
+/* A parked session's answer is back: not in flight any more. false when
+ * the client went away meanwhile (c is freed then). */
+static bool
+stage_back(struct srv_conn *c)
+{
+	c->inflight = false;
+	c->w->inflight--;
+	if (c->dc == NULL) {
+		conn_free(c);
+		return false;
+	}
+	return true;
+}
+
 static void
 rbl_finished(struct srv_conn *c)
 {
 	c->rbl_stage = false;
-	c->inflight = false;
-	c->w->inflight--;
-	if (c->dc == NULL) {
-		conn_free(c);  /* gone while the lists were asked */
-		return;
-	}
+	if (!stage_back(c))
+		return;  /* gone while the lists were asked */
 	struct smtp_reply r = { 0 };
 	resume(c, rbl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
 }
@@ -1285,12 +1295,8 @@ static void
 vfy_finished(struct srv_conn *c)
 {
 	c->vfy_stage = false;
-	c->inflight = false;
-	c->w->inflight--;
-	if (c->dc == NULL) {
-		conn_free(c);
+	if (!stage_back(c))
 		return;
-	}
 	struct smtp_reply r = { 0 };
 	const struct ctl_vfy_req *q = &c->vfy;
 	if (q->code != 250) {
@@ -1315,12 +1321,8 @@ static void
 gl_finished(struct srv_conn *c)
 {
 	c->gl_stage = false;
-	c->inflight = false;
-	c->w->inflight--;
-	if (c->dc == NULL) {
-		conn_free(c);
+	if (!stage_back(c))
 		return;
-	}
 	struct smtp_reply r = { 0 };
 	resume(c, gl_answer(c, &r) == SMTP_HOOK_REPLY ? &r : NULL);
 }

@@ -45,14 +45,6 @@ struct ctl_verify {
 	_Atomic uint64_t checks, hits, passed, unknown, tempfail;
 };
 
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 bool
 ctl_domain_listed(const char *const *domains, unsigned n, const char *rcpt)
 {
@@ -154,7 +146,7 @@ ask(struct ctl_verify *v, struct vfy_backend *b, const char *rcpt, struct ctl_lm
 static void
 answer(struct ctl_verify *v, struct ctl_vfy_req *q)
 {
-	uint64_t now = mono_ms();
+	uint64_t now = ctl_mono_ms();
 	struct vfy_slot *s = slot_of(v, q->rcpt);
 	q->cached = false;
 	if (s->expires_ms > now && strcmp(s->rcpt, q->rcpt) == 0) {

@@ -588,3 +588,12 @@ def sluice_factory(tmp_path, tls_cert):
 @pytest.fixture
 def sluice(sluice_factory):
     return sluice_factory()
+
+
+@pytest.fixture
+def short_dir():
+    """A directory under /tmp with a short path: unix socket paths are
+    limited to 107 bytes, and pytest's tmp_path may be longer."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
+        yield Path(d)

@@ -7,7 +7,6 @@ import os
 import re
 import smtplib
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,13 +47,6 @@ def metrics(port):
                             if s.labels else "")
             got[key] = s.value
     return got, text
-
-
-@pytest.fixture
-def short_dir():
-    # unix socket paths are limited to 107 bytes; pytest's tmp_path may not be
-    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
-        yield Path(d)
 
 
 def admin_server(sluice_factory, tmp_path, short_dir, filter_on=True):

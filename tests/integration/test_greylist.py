@@ -54,14 +54,6 @@ def redis(tmp_path):
     r.stop()
 
 
-@pytest.fixture
-def sock_dir():
-    import tempfile
-    # unix socket paths are limited to 107 bytes; pytest's tmp_path may not be
-    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
-        yield d
-
-
 def gl_server(sluice_factory, redis_port, admin_sock=None, **extra):
     s = sluice_factory(tls=False, proxy=False, start=False)
     conf = {"enabled": "true", "redis": f'"127.0.0.1:{redis_port}"', "delay": "2s",
@@ -97,8 +89,8 @@ def attempt(port, src, sender=SENDER, rcpts=(RCPT,), send=True):
         c.close()
 
 
-def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis, sock_dir):
-    sock = sock_dir + "/a.sock"
+def test_first_attempt_greylisted_retry_after_delay_passes(sluice_factory, redis, short_dir):
+    sock = str(short_dir / "a.sock")
     s = gl_server(sluice_factory, redis.port, admin_sock=sock)
     codes, texts, _ = attempt(s.port, "127.0.0.4", rcpts=(RCPT, "c@example.test"))
     assert codes == [451, 451], (codes, texts)

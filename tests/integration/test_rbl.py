@@ -274,20 +274,12 @@ def test_check_rejects_bad_rbl_config(tmp_path):
             f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
 
 
-@pytest.fixture
-def sock_dir():
-    import tempfile
-    # unix socket paths are limited to 107 bytes; pytest's tmp_path may not be
-    with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
-        yield d
-
-
-def test_tarpit_holds_listed_clients_for_almost_nothing(sluice_factory, dns, sock_dir):
+def test_tarpit_holds_listed_clients_for_almost_nothing(sluice_factory, dns, short_dir):
     """rbl.tarpit: a listed client is held (a continuation line of its 554
     every smtp.tarpit_interval) before the reply ends; many held at once
     cost the server no thread and no lag for the others."""
     import os
-    sock = os.path.join(sock_dir, "a.sock")
+    sock = str(short_dir / "a.sock")
     s = sluice_factory(tls=False, start=False)
     rbl_config(s, f"127.0.0.1:{dns.port}", smtp_extra="  tarpit_interval: 300ms\n",
                admin=f"admin: {{socket: {sock}}}\n", tarpit="2s")
