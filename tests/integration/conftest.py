@@ -597,3 +597,16 @@ def short_dir():
     import tempfile
     with tempfile.TemporaryDirectory(prefix="sl", dir="/tmp") as d:
         yield Path(d)
+
+
+def check_config_errors(directory, cases):
+    """cases: (YAML text after a listen line, what the error must say).
+    `sluiced --check` must refuse each, saying FILE:LINE: and that text."""
+    for i, (text, want) in enumerate(cases):
+        p = Path(directory) / f"check{i}.conf"
+        p.write_text("listen: [{address: 127.0.0.1:2525}]\n" + text)
+        out = subprocess.run([sluiced_path(), "-c", str(p), "--check"], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode != 0, f"{text!r}: --check passed, want an error"
+        assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
+            f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"

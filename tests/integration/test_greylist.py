@@ -146,7 +146,7 @@ def test_redis_down_fails_open_or_tempfails(sluice_factory, redis):
 
 
 def test_check_rejects_bad_greylist_config(tmp_path):
-    from conftest import sluiced_path
+    from conftest import check_config_errors
     cases = [
         ("greylist: {enabled: true, redis: \"redis.example:6379\"}\n",
          "greylist.redis: expected address:port"),
@@ -156,14 +156,7 @@ def test_check_rejects_bad_greylist_config(tmp_path):
         ("greylist: {on_error: maybe}\n", "expected one of accept, tempfail"),
         ("greylist: {skip: \"10.0.0.0/40\"}\n", "greylist.skip: '10.0.0.0/40' is no address"),
     ]
-    for i, (text, want) in enumerate(cases):
-        p = tmp_path / f"c{i}.conf"
-        p.write_text("listen: [{address: 127.0.0.1:2525}]\n" + text)
-        out = subprocess.run([sluiced_path(), "-c", str(p), "--check"], capture_output=True,
-                             text=True, timeout=30)
-        assert out.returncode != 0, f"{text!r}: --check passed, want an error"
-        assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
-            f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
+    check_config_errors(tmp_path, cases)
 
 
 def test_access_lists(sluice_factory, redis):

@@ -252,7 +252,7 @@ def test_failed_allowlist_alone_cannot_refuse(sluice_factory, dns, tmp_path):
 
 
 def test_check_rejects_bad_rbl_config(tmp_path):
-    from conftest import sluiced_path
+    from conftest import check_config_errors
     cases = [
         ("rbl: {enabled: true}\n", "rbl.zones: must name at least one zone"),
         ("rbl: {enabled: true, zones: {bl.test=10.0.0.1: 1}}\n",
@@ -264,14 +264,7 @@ def test_check_rejects_bad_rbl_config(tmp_path):
          "rbl.servers: expected addresses of DNS servers"),
         ("rbl: {enabled: true, zones: {bl.test: 1}, threshold: 0}\n", "must be above 0"),
     ]
-    for i, (text, want) in enumerate(cases):
-        p = tmp_path / f"c{i}.conf"
-        p.write_text("listen: [{address: 127.0.0.1:2525}]\n" + text)
-        out = subprocess.run([sluiced_path(), "-c", str(p), "--check"], capture_output=True,
-                             text=True, timeout=30)
-        assert out.returncode != 0, f"{text!r}: --check passed, want an error"
-        assert want in out.stderr and re.search(rf"{re.escape(str(p))}:\d+:", out.stderr), \
-            f"{text!r}: got {out.stderr!r}, want FILE:LINE: ... {want!r}"
+    check_config_errors(tmp_path, cases)
 
 
 def test_tarpit_holds_listed_clients_for_almost_nothing(sluice_factory, dns, short_dir):
