@@ -513,8 +513,9 @@ main(int argc, char **argv)
 		if (sig == SIGHUP && flt != NULL)
 			continue;
 		if (sig == SIGHUP) {
-			ctl_log(CTL_LOG_WARN, "event=sighup action=none note=\"configuration reload arrives "
-			        "with the admin socket; restart to apply changes\"");
+			ctl_log(CTL_LOG_WARN, "event=sighup action=none note=\"SIGHUP (and sluicectl "
+			        "reload) reloads the filter rules and the antivirus signatures, and neither "
+			        "is on; other settings take a restart\"");
 			continue;
 		}
 		ctl_log(CTL_LOG_INFO, "event=stopping signal=%d", sig);
