@@ -220,6 +220,7 @@ static const struct key keys[] = {
 	{ "greylist.pass_ttl", KT_DUR_MS, OFF(gl_pass_ttl_ms), MS_M, 365 * MS_D, NULL, NULL },
 	{ "greylist.ipv4_prefix", KT_U32, OFF(gl_ipv4_prefix), 8, 32, NULL, NULL },
 	{ "greylist.ipv6_prefix", KT_U32, OFF(gl_ipv6_prefix), 16, 128, NULL, NULL },
+	{ "greylist.cache_ttl", KT_DUR_MS, OFF(gl_cache_ttl_ms), 0, MS_D, NULL, NULL },
 	{ "greylist.on_error", KT_ENUM, OFF(gl_on_error), 0, 0, on_error_names, NULL },
 	{ "greylist.skip", KT_TEXT, OFF(gl_skip_text), 0, 0, NULL, NULL },
 	{ "admin", KT_SECTION, 0, 0, 0, NULL, NULL },
@@ -568,6 +569,7 @@ void ctl_config_defaults(struct ctl_config *c)
 	c->gl_retry_window_ms = MS_D;
 	c->gl_pass_ttl_ms = 35 * MS_D;
 	c->gl_ipv4_prefix = 24;
+	c->gl_cache_ttl_ms = 10 * MS_M;
 	c->gl_ipv6_prefix = 64;
 	c->filter_tag = 5.0;
 	c->filter_subject_lower = 5.0;

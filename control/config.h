@@ -63,7 +63,7 @@ struct ctl_ipv6_net {
 };
 
 /* Room for the line of every key of the schema (see ctl_config_key_line). */
-#define CTL_CONFIG_KEYS_MAX 128
+#define CTL_CONFIG_KEYS_MAX 192
 #define CTL_FILTER_PATHS_MAX 16
 #define CTL_FILTER_SCORES_MAX 32
 #define CTL_ROUTES_MAX 4096
@@ -201,6 +201,7 @@ struct ctl_config {
 	uint64_t gl_retry_window_ms;
 	uint64_t gl_pass_ttl_ms;
 	uint32_t gl_ipv4_prefix, gl_ipv6_prefix;
+	uint64_t gl_cache_ttl_ms;      /* passed triplets answered locally */
 	int gl_on_error;               /* 0 accept, 1 tempfail */
 	char *gl_skip_text;
 	struct ctl_net gl_skip[CTL_NETS_MAX];

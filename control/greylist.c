@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <urcu/urcu-memb.h>
 
 #include "control/log.h"
+#include "control/rcache.h"
 
 /*
  * KEYS[1] the triplet; ARGV: now (s), delay (s), retry window (s), pass
@@ -51,6 +53,7 @@ struct ctl_greylist {
 	struct cds_wfcq_head qhead;
 	struct cds_wfcq_tail qtail;
 	redisContext *rc;              /* the thread's */
+	struct ctl_rcache *cache;      /* passed triplets */
 	uint64_t retry_at_ms;          /* no reconnect before this */
 	uint64_t backoff_ms;
 	_Atomic uint64_t checks, passed, grey, errors, skipped;
@@ -110,9 +113,19 @@ int
 ctl_greylist_check(struct ctl_greylist *g, struct ctl_gl_req *q)
 {
 	atomic_fetch_add(&g->checks, 1);
+	q->cached = false;
 	if (ctl_nets_match(g->conf.skip, g->conf.nskip, q->addr)) {
 		q->verdict = CTL_GL_SKIPPED;
 		atomic_fetch_add(&g->skipped, 1);
+		return 0;
+	}
+	char key[CTL_RCACHE_KEY_MAX];
+	uint8_t none;
+	if (ctl_greylist_key(&g->conf, q, key, sizeof(key)) == 0 &&
+	    ctl_rcache_get(g->cache, key, strlen(key), &none, 0, ctl_mono_ms())) {
+		q->verdict = CTL_GL_PASS;
+		q->cached = true;
+		atomic_fetch_add(&g->passed, 1);
 		return 0;
 	}
 	cds_wfcq_node_init(&q->node);
@@ -175,7 +188,7 @@ connect_redis(struct ctl_greylist *g)
 static void
 answer(struct ctl_greylist *g, struct ctl_gl_req *q)
 {
-	char key[CTL_GL_ADDR_MAX * 2 + 128];
+	char key[CTL_RCACHE_KEY_MAX];
 	q->verdict = CTL_GL_ERROR;
 	if (ctl_greylist_key(&g->conf, q, key, sizeof(key)) == 0 && connect_redis(g)) {
 		char now[24], delay[24], window[24], pass[24];
@@ -190,6 +203,12 @@ answer(struct ctl_greylist *g, struct ctl_gl_req *q)
 		    r->element[1]->type == REDIS_REPLY_INTEGER) {
 			q->verdict = r->element[0]->integer == 1 ? CTL_GL_PASS : CTL_GL_GREY;
 			q->wait_s = r->element[1]->integer > 0 ? (uint64_t)r->element[1]->integer : 0;
+			if (q->verdict == CTL_GL_PASS && g->conf.cache_ttl_ms > 0) {
+				uint64_t t = ctl_mono_ms(), ttl = g->conf.cache_ttl_ms;
+				if (ttl > g->conf.pass_ttl_ms)
+					ttl = g->conf.pass_ttl_ms;
+				ctl_rcache_put(g->cache, key, strlen(key), NULL, 0, t + ttl, t);
+			}
 		} else {
 			ctl_log(CTL_LOG_WARN, "event=greylist_redis_error redis=%s error=\"%s\"", g->redis,
 			        r == NULL ? g->rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str
@@ -213,6 +232,7 @@ static void *
 gl_main(void *arg)
 {
 	struct ctl_greylist *g = arg;
+	urcu_memb_register_thread();  /* the cache's writer */
 	while (!atomic_load(&g->stop)) {
 		struct pollfd p = { .fd = g->efd, .events = POLLIN };
 		if (poll(&p, 1, 1000) > 0) {
@@ -234,6 +254,8 @@ gl_main(void *arg)
 	}
 	if (g->rc != NULL)
 		redisFree(g->rc);
+	ctl_rcache_clear(g->cache);
+	urcu_memb_unregister_thread();
 	return NULL;
 }
 
@@ -250,6 +272,11 @@ ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errle
 	g->conf.redis = g->redis;
 	g->conf.prefix = g->prefix;
 	cds_wfcq_init(&g->qhead, &g->qtail);
+	g->efd = -1;
+	if ((g->cache = ctl_rcache_new(conf->cache_ttl_ms ? conf->cache_max : 0)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if ((g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		snprintf(err, errlen, "greylist: %s", strerror(errno));
 		goto fail;
@@ -264,6 +291,7 @@ ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errle
 	return g;
 fail:
 	if (g != NULL) {
+		ctl_rcache_free(g->cache);
 		free(g->redis);
 		free(g->prefix);
 	}
@@ -282,6 +310,7 @@ ctl_greylist_stop(struct ctl_greylist *g)
 	(void)w;
 	pthread_join(g->th, NULL);
 	close(g->efd);
+	ctl_rcache_free(g->cache);
 	free(g->redis);
 	free(g->prefix);
 	free(g);

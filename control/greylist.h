@@ -20,6 +20,10 @@
  *   CTL_GL_ERROR; what that means for the client is the caller's
  *   (greylist.on_error).
  *
+ *   Passed triplets are also kept in a local cache (control/rcache.h) for
+ *   cache_ttl (at most pass_ttl): a repeat sender passes without a Redis
+ *   round trip, and keeps passing while Redis is down.
+ *
  *   Threads: one thread owns the hiredis connection (reconnecting with a
  *   back-off); workers hand it requests through a wait-free queue and get
  *   q->done() on that thread. Nothing is allocated per check on a worker.
@@ -45,6 +49,8 @@ struct ctl_greylist_conf {
 	uint64_t retry_window_ms;
 	uint64_t pass_ttl_ms;
 	unsigned ipv4_prefix, ipv6_prefix;
+	uint64_t cache_ttl_ms;         /* passed triplets answered locally; 0: off */
+	uint32_t cache_max;
 	const struct ctl_net *skip;
 	unsigned nskip;
 };
@@ -61,6 +67,7 @@ struct ctl_gl_req {
 	/* out */
 	enum ctl_gl_verdict verdict;
 	uint64_t wait_s;               /* CTL_GL_GREY: seconds until a retry passes */
+	bool cached;                   /* CTL_GL_PASS from the local cache */
 	/* the thread's */
 	struct cds_wfcq_node node;
 };
@@ -76,7 +83,10 @@ struct ctl_greylist *ctl_greylist_stop(struct ctl_greylist *g);
 void ctl_greylist_req_init(struct ctl_gl_req *q, const uint8_t addr[16], const char *sender,
                            const char *rcpt);
 
-/* 0: answered now (skipped); 1: pending, q->done(q) follows. */
+/* 0: answered now (skipped, or a triplet that passed within
+ * cache_ttl: from the local cache, which the greylist thread fills with
+ * Redis's passes and workers read without a lock; the caller must be
+ * registered with urcu memb); 1: pending, q->done(q) follows. */
 int ctl_greylist_check(struct ctl_greylist *g, struct ctl_gl_req *q);
 
 /* The Redis key of q's triplet (for tests and the log); -1 if it does not

@@ -412,6 +412,8 @@ main(int argc, char **argv)
 			.pass_ttl_ms = cfg.gl_pass_ttl_ms,
 			.ipv4_prefix = cfg.gl_ipv4_prefix,
 			.ipv6_prefix = cfg.gl_ipv6_prefix,
+			.cache_ttl_ms = cfg.gl_cache_ttl_ms,
+			.cache_max = 100000,
 			.skip = cfg.gl_skip,
 			.nskip = cfg.gl_nskip,
 		};

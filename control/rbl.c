@@ -4,9 +4,8 @@
  * One resolver thread owns the c-ares channel: it takes requests from a
  * wait-free queue (woken by an eventfd), asks every distinct zone once per
  * address, and answers on its own thread through q->done(). Workers read
- * the cache, a liburcu lock-free hash table, under the memb read lock; only
- * the resolver thread adds to it or removes from it, so the entry count and
- * eviction need no lock either.
+ * the cache (control/rcache.h) without a lock; only the resolver thread
+ * writes it.
  */
 #include "control/rbl.h"
 
@@ -26,9 +25,9 @@
 
 #include <ares.h>
 #include <urcu/urcu-memb.h>
-#include <urcu/rculfhash.h>
 
 #include "control/log.h"
+#include "control/rcache.h"
 
 /* A distinct zone name and the config entries that read its answer. */
 struct rbl_uzone {
@@ -36,14 +35,11 @@ struct rbl_uzone {
 	uint32_t entries;
 };
 
-struct rbl_ent {
-	struct cds_lfht_node node;
-	uint8_t addr[16];
-	uint64_t expires_ms;
+/* What the cache keeps for an address. */
+struct rbl_val {
 	enum ctl_rbl_verdict verdict;
-	double score;
 	uint32_t listed;
-	struct rcu_head rcu;
+	double score;
 };
 
 /* One zone asked for one request. */
@@ -63,37 +59,10 @@ struct ctl_rbl {
 	atomic_bool stop;
 	struct cds_wfcq_head qhead;
 	struct cds_wfcq_tail qtail;
-	struct cds_lfht *ht;
-	unsigned long nent;            /* resolver thread only */
+	struct ctl_rcache *cache;
 	unsigned outstanding;          /* requests with queries out */
 	_Atomic uint64_t checks, hits, queries, listed, passed, tempfail, skipped, refused;
 };
-
-static unsigned long
-addr_hash(const uint8_t a[16])
-{
-	uint64_t x, y;
-	memcpy(&x, a, 8);
-	memcpy(&y, a + 8, 8);
-	x ^= y * 0x9e3779b97f4a7c15ull;
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	return (unsigned long)x;
-}
-
-static int
-ent_match(struct cds_lfht_node *node, const void *key)
-{
-	const struct rbl_ent *e = caa_container_of(node, struct rbl_ent, node);
-	return memcmp(e->addr, key, 16) == 0;
-}
-
-static void
-ent_free_rcu(struct rcu_head *h)
-{
-	free(caa_container_of(h, struct rbl_ent, rcu));
-}
 
 int
 ctl_rbl_qname(const uint8_t addr[16], const char *zone, char *out, size_t len)
@@ -170,23 +139,12 @@ ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q)
 		count_verdict(r, q->verdict);
 		return 0;
 	}
-	struct cds_lfht_iter it;
-	uint64_t now = ctl_mono_ms();
-	bool hit = false;
-	urcu_memb_read_lock();
-	cds_lfht_lookup(r->ht, addr_hash(q->addr), ent_match, q->addr, &it);
-	struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-	if (node != NULL) {
-		const struct rbl_ent *e = caa_container_of(node, struct rbl_ent, node);
-		if (e->expires_ms > now) {
-			q->verdict = e->verdict;
-			q->score = e->score;
-			q->listed = e->listed;
-			hit = true;
-		}
-	}
-	urcu_memb_read_unlock();
+	struct rbl_val v;
+	bool hit = ctl_rcache_get(r->cache, q->addr, 16, &v, sizeof(v), ctl_mono_ms());
 	if (hit) {
+		q->verdict = v.verdict;
+		q->score = v.score;
+		q->listed = v.listed;
 		q->cached = true;
 		atomic_fetch_add(&r->hits, 1);
 		count_verdict(r, q->verdict);
@@ -202,55 +160,12 @@ ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q)
 
 /* ---- the resolver thread ------------------------------------------------ */
 
-/* Expired entries out; if still at the cap, any entries until a tenth is
- * free. Resolver thread, registered. */
-static void
-cache_trim(struct ctl_rbl *r, uint64_t now)
-{
-	struct cds_lfht_iter it;
-	struct rbl_ent *e;
-	unsigned long goal = r->conf.cache_max - r->conf.cache_max / 10;
-	for (int pass = 0; pass < 2 && r->nent >= goal; pass++) {
-		urcu_memb_read_lock();
-		cds_lfht_for_each_entry(r->ht, &it, e, node) {
-			if (pass == 0 && e->expires_ms > now)
-				continue;
-			if (cds_lfht_del(r->ht, &e->node) == 0) {
-				urcu_memb_call_rcu(&e->rcu, ent_free_rcu);
-				r->nent--;
-			}
-			if (pass == 1 && r->nent < goal)
-				break;
-		}
-		urcu_memb_read_unlock();
-	}
-}
-
 static void
 cache_put(struct ctl_rbl *r, const struct ctl_rbl_req *q, uint64_t ttl_ms)
 {
-	if (r->conf.cache_max == 0 || ttl_ms == 0)
-		return;
+	struct rbl_val v = { .verdict = q->verdict, .listed = q->listed, .score = q->score };
 	uint64_t now = ctl_mono_ms();
-	if (r->nent >= r->conf.cache_max)
-		cache_trim(r, now);
-	struct rbl_ent *e = malloc(sizeof(*e));
-	if (e == NULL)
-		return;  /* not cached: asked again next time */
-	cds_lfht_node_init(&e->node);
-	memcpy(e->addr, q->addr, 16);
-	e->expires_ms = now + ttl_ms;
-	e->verdict = q->verdict;
-	e->score = q->score;
-	e->listed = q->listed;
-	urcu_memb_read_lock();
-	struct cds_lfht_node *old = cds_lfht_add_replace(r->ht, addr_hash(q->addr), ent_match,
-	                                                 q->addr, &e->node);
-	urcu_memb_read_unlock();
-	if (old != NULL)
-		urcu_memb_call_rcu(&caa_container_of(old, struct rbl_ent, node)->rcu, ent_free_rcu);
-	else
-		r->nent++;
+	ctl_rcache_put(r->cache, q->addr, 16, &v, sizeof(v), now + ttl_ms, now);
 }
 
 static void
@@ -430,14 +345,7 @@ resolver_main(void *arg)
 	}
 	/* the cache empties here, on the one thread that writes it; the
 	 * workers that read it have stopped */
-	struct cds_lfht_iter it;
-	struct rbl_ent *e;
-	urcu_memb_read_lock();
-	cds_lfht_for_each_entry(r->ht, &it, e, node)
-		if (cds_lfht_del(r->ht, &e->node) == 0)
-			urcu_memb_call_rcu(&e->rcu, ent_free_rcu);
-	urcu_memb_read_unlock();
-	urcu_memb_barrier();
+	ctl_rcache_clear(r->cache);
 	urcu_memb_unregister_thread();
 	return NULL;
 }
@@ -485,10 +393,9 @@ ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "rbl.servers: '%s': %s", conf->servers, ares_strerror(rc));
 		goto fail_ares;
 	}
-	r->ht = cds_lfht_new_flavor(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-	                            &urcu_memb_flavor, NULL);
-	if (r->ht == NULL || (r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		snprintf(err, errlen, "rbl: %s", r->ht == NULL ? "out of memory" : strerror(errno));
+	r->cache = ctl_rcache_new(conf->cache_max);
+	if (r->cache == NULL || (r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		snprintf(err, errlen, "rbl: %s", r->cache == NULL ? "out of memory" : strerror(errno));
 		goto fail_ares;
 	}
 	cds_wfcq_init(&r->qhead, &r->qtail);
@@ -501,8 +408,7 @@ ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen)
 fail_ares:
 	if (r->efd >= 0)
 		close(r->efd);
-	if (r->ht != NULL)
-		cds_lfht_destroy(r->ht, NULL);
+	ctl_rcache_free(r->cache);
 	ares_destroy(r->ch);
 	ares_library_cleanup();
 fail:
@@ -522,7 +428,7 @@ ctl_rbl_stop(struct ctl_rbl *r)
 	pthread_join(r->th, NULL);
 	ares_destroy(r->ch);
 	ares_library_cleanup();
-	cds_lfht_destroy(r->ht, NULL);  /* emptied by the resolver thread */
+	ctl_rcache_free(r->cache);  /* emptied by the resolver thread */
 	close(r->efd);
 	free(r);
 	return NULL;

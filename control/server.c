@@ -1185,8 +1185,9 @@ op_worker_init(void *app, struct dp_worker *dpw, unsigned id)
 	cds_wfcq_init(&w->done_head, &w->done_tail);
 	if (srv->flt != NULL && (w->flt = ctl_filter_worker_new(srv->flt, id)) == NULL)
 		abort();  /* start-up only */
-	if (srv->rbl != NULL && srv->flt == NULL) {
-		/* the DNS lists' cache is read under the memb read lock */
+	if ((srv->rbl != NULL || srv->gl != NULL) && srv->flt == NULL) {
+		/* the DNS lists' and the greylist's caches are read under the
+		 * memb read lock */
 		urcu_memb_register_thread();
 		w->rcu_own = true;
 	}

@@ -191,3 +191,20 @@ def test_access_lists(sluice_factory, redis):
     code, _ = c.rcpt("someone@example.test")
     assert code == 250, "senders_allow: never greylisted"
     c.quit()
+
+
+def test_passed_triplets_cached(sluice_factory, redis):
+    """A triplet that passed is answered from sluiced's own cache: with Redis
+    gone (and on_error: tempfail), it still passes; a new one gets 451."""
+    s = gl_server(sluice_factory, redis.port, on_error="tempfail", delay="1s")
+    codes, _, _ = attempt(s.port, "127.0.0.4")
+    assert codes == [451]
+    time.sleep(2.2)
+    codes, texts, data = attempt(s.port, "127.0.0.4")
+    assert codes == [250] and data == 250, (codes, texts)
+    redis.stop()
+    codes, texts, data = attempt(s.port, "127.0.0.4")
+    assert codes == [250] and data == 250, (codes, texts, "from the cache, Redis gone")
+    codes, texts, _ = attempt(s.port, "127.0.0.4", rcpts=("new@example.test",))
+    assert codes == [451] and "4.3.0" in texts[0], (codes, texts)
+    s.wait_for_maildir(2)
