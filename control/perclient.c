@@ -44,7 +44,8 @@ ctl_limits_new(const struct ctl_limits_conf *conf)
 	l->conf = *conf;
 	if (conf->nskip > CTL_NETS_MAX)
 		l->conf.nskip = CTL_NETS_MAX;
-	memcpy(l->skip, conf->skip, l->conf.nskip * sizeof(*l->skip));
+	if (l->conf.nskip > 0)
+		memcpy(l->skip, conf->skip, l->conf.nskip * sizeof(*l->skip));
 	l->conf.skip = l->skip;
 	return l;
 }

@@ -130,7 +130,8 @@ ctl_rcache_put(struct ctl_rcache *c, const void *key, size_t klen, const void *v
 	e->expires_ms = expires_ms;
 	e->klen = (uint16_t)klen;
 	e->vlen = (uint16_t)vlen;
-	memcpy(e->val, val, vlen);
+	if (vlen > 0)
+		memcpy(e->val, val, vlen);
 	memcpy(e->key, key, klen);
 	struct rc_key k = { e->key, klen };
 	urcu_memb_read_lock();
