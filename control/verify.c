@@ -226,6 +226,20 @@ vfy_main(void *arg)
 	return NULL;
 }
 
+/* What start allocated (the thread stopped or never started). */
+static void
+vfy_free(struct ctl_verify *v)
+{
+	if (v == NULL)
+		return;
+	if (v->efd >= 0)
+		close(v->efd);
+	free(v->be);
+	free(v->domains);
+	free(v->cache);
+	free(v);
+}
+
 struct ctl_verify *
 ctl_verify_start(const struct ctl_verify_conf *conf, char *err, size_t errlen)
 {
@@ -260,14 +274,7 @@ ctl_verify_start(const struct ctl_verify_conf *conf, char *err, size_t errlen)
 nomem:
 	snprintf(err, errlen, "out of memory");
 fail:
-	if (v != NULL) {
-		if (v->efd >= 0)
-			close(v->efd);
-		free(v->be);
-		free(v->domains);
-		free(v->cache);
-		free(v);
-	}
+	vfy_free(v);
 	return NULL;
 }
 
@@ -281,11 +288,7 @@ ctl_verify_stop(struct ctl_verify *v)
 	ssize_t w = write(v->efd, &one, sizeof(one));
 	(void)w;
 	pthread_join(v->th, NULL);
-	close(v->efd);
-	free(v->be);
-	free(v->domains);
-	free(v->cache);
-	free(v);
+	vfy_free(v);
 	return NULL;
 }
 
