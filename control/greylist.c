@@ -20,6 +20,7 @@
 
 #include "control/log.h"
 #include "control/rcache.h"
+#include "control/wakeq.h"
 
 /*
  * KEYS[1] the triplet; ARGV: now (s), delay (s), retry window (s), pass
@@ -48,10 +49,8 @@ struct ctl_greylist {
 	struct ctl_greylist_conf conf;
 	char *redis, *prefix;
 	pthread_t th;
-	int efd;
 	atomic_bool stop;
-	struct cds_wfcq_head qhead;
-	struct cds_wfcq_tail qtail;
+	struct ctl_wakeq wq;           /* requests from the workers */
 	redisContext *rc;              /* the thread's */
 	struct ctl_rcache *cache;      /* passed triplets */
 	uint64_t retry_at_ms;          /* no reconnect before this */
@@ -128,11 +127,7 @@ ctl_greylist_check(struct ctl_greylist *g, struct ctl_gl_req *q)
 		atomic_fetch_add(&g->passed, 1);
 		return 0;
 	}
-	cds_wfcq_node_init(&q->node);
-	cds_wfcq_enqueue(&g->qhead, &g->qtail, &q->node);
-	uint64_t one = 1;
-	ssize_t w = write(g->efd, &one, sizeof(one));
-	(void)w;
+	ctl_wakeq_push(&g->wq, &q->node);
 	return 1;
 }
 
@@ -234,19 +229,13 @@ gl_main(void *arg)
 	struct ctl_greylist *g = arg;
 	urcu_memb_register_thread();  /* the cache's writer */
 	while (!atomic_load(&g->stop)) {
-		struct pollfd p = { .fd = g->efd, .events = POLLIN };
-		if (poll(&p, 1, 1000) > 0) {
-			uint64_t v;
-			ssize_t rd = read(g->efd, &v, sizeof(v));
-			(void)rd;
-		}
+		ctl_wakeq_wait(&g->wq, 1000);
 		struct cds_wfcq_node *node;
-		while (!atomic_load(&g->stop) &&
-		       (node = __cds_wfcq_dequeue_blocking(&g->qhead, &g->qtail)) != NULL)
+		while (!atomic_load(&g->stop) && (node = ctl_wakeq_pop(&g->wq)) != NULL)
 			answer(g, caa_container_of(node, struct ctl_gl_req, node));
 	}
 	struct cds_wfcq_node *node;
-	while ((node = __cds_wfcq_dequeue_blocking(&g->qhead, &g->qtail)) != NULL) {
+	while ((node = ctl_wakeq_pop(&g->wq)) != NULL) {
 		struct ctl_gl_req *q = caa_container_of(node, struct ctl_gl_req, node);
 		q->verdict = CTL_GL_ERROR;
 		atomic_fetch_add(&g->errors, 1);
@@ -263,6 +252,8 @@ struct ctl_greylist *
 ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errlen)
 {
 	struct ctl_greylist *g = calloc(1, sizeof(*g));
+	if (g != NULL)
+		g->wq.efd = -1;
 	if (g == NULL || (g->redis = strdup(conf->redis)) == NULL ||
 	    (g->prefix = strdup(conf->prefix)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -271,19 +262,16 @@ ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errle
 	g->conf = *conf;
 	g->conf.redis = g->redis;
 	g->conf.prefix = g->prefix;
-	cds_wfcq_init(&g->qhead, &g->qtail);
-	g->efd = -1;
 	if ((g->cache = ctl_rcache_new(conf->cache_ttl_ms ? conf->cache_max : 0)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if ((g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		snprintf(err, errlen, "greylist: %s", strerror(errno));
+	int rc = ctl_wakeq_init(&g->wq);
+	if (rc < 0) {
+		snprintf(err, errlen, "greylist: %s", strerror(-rc));
 		goto fail;
 	}
-	int rc = pthread_create(&g->th, NULL, gl_main, g);
-	if (rc != 0) {
-		close(g->efd);
+	if ((rc = pthread_create(&g->th, NULL, gl_main, g)) != 0) {
 		snprintf(err, errlen, "greylist: thread: %s", strerror(rc));
 		goto fail;
 	}
@@ -291,6 +279,7 @@ ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errle
 	return g;
 fail:
 	if (g != NULL) {
+		ctl_wakeq_fini(&g->wq);
 		ctl_rcache_free(g->cache);
 		free(g->redis);
 		free(g->prefix);
@@ -305,11 +294,9 @@ ctl_greylist_stop(struct ctl_greylist *g)
 	if (g == NULL)
 		return NULL;
 	atomic_store(&g->stop, true);
-	uint64_t one = 1;
-	ssize_t w = write(g->efd, &one, sizeof(one));
-	(void)w;
+	ctl_wakeq_kick(&g->wq);
 	pthread_join(g->th, NULL);
-	close(g->efd);
+	ctl_wakeq_fini(&g->wq);
 	ctl_rcache_free(g->cache);
 	free(g->redis);
 	free(g->prefix);

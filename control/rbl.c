@@ -28,6 +28,7 @@
 
 #include "control/log.h"
 #include "control/rcache.h"
+#include "control/wakeq.h"
 
 /* A distinct zone name and the config entries that read its answer. */
 struct rbl_uzone {
@@ -55,10 +56,8 @@ struct ctl_rbl {
 	unsigned nuz;
 	ares_channel ch;
 	pthread_t th;
-	int efd;
 	atomic_bool stop;
-	struct cds_wfcq_head qhead;
-	struct cds_wfcq_tail qtail;
+	struct ctl_wakeq wq;           /* requests from the workers */
 	struct ctl_rcache *cache;
 	unsigned outstanding;          /* requests with queries out */
 	_Atomic uint64_t checks, hits, queries, listed, passed, tempfail, skipped, refused;
@@ -150,11 +149,7 @@ ctl_rbl_check(struct ctl_rbl *r, struct ctl_rbl_req *q)
 		count_verdict(r, q->verdict);
 		return 0;
 	}
-	cds_wfcq_node_init(&q->node);
-	cds_wfcq_enqueue(&r->qhead, &r->qtail, &q->node);
-	uint64_t one = 1;
-	ssize_t w = write(r->efd, &one, sizeof(one));
-	(void)w;  /* a full counter still wakes the thread */
+	ctl_wakeq_push(&r->wq, &q->node);
 	return 1;
 }
 
@@ -281,7 +276,7 @@ static void
 take_requests(struct ctl_rbl *r)
 {
 	struct cds_wfcq_node *node;
-	while ((node = __cds_wfcq_dequeue_blocking(&r->qhead, &r->qtail)) != NULL)
+	while ((node = ctl_wakeq_pop(&r->wq)) != NULL)
 		start(r, caa_container_of(node, struct ctl_rbl_req, node));
 }
 
@@ -295,7 +290,7 @@ resolver_main(void *arg)
 		ares_socket_t socks[ARES_GETSOCK_MAXNUM];
 		int bits = ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
 		nfds_t n = 0;
-		pfd[n++] = (struct pollfd){ .fd = r->efd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = ctl_wakeq_fd(&r->wq), .events = POLLIN };
 		/* bit i: socket i readable, bit 16 + i: writable (c-ares's own
 		 * macros shift a signed 1 into the sign bit) */
 		unsigned ubits = (unsigned)bits;
@@ -316,11 +311,8 @@ resolver_main(void *arg)
 			struct timespec ts = { 0, 10000000 };
 			nanosleep(&ts, NULL);
 		}
-		if (k > 0 && (pfd[0].revents & POLLIN)) {
-			uint64_t v;
-			ssize_t rd = read(r->efd, &v, sizeof(v));
-			(void)rd;
-		}
+		if (k > 0 && (pfd[0].revents & POLLIN))
+			ctl_wakeq_ack(&r->wq);
 		for (nfds_t i = 1; k > 0 && i < n; i++) {
 			if (!pfd[i].revents)
 				continue;
@@ -336,7 +328,7 @@ resolver_main(void *arg)
 	 * what was never asked likewise. */
 	ares_cancel(r->ch);
 	struct cds_wfcq_node *qn;
-	while ((qn = __cds_wfcq_dequeue_blocking(&r->qhead, &r->qtail)) != NULL) {
+	while ((qn = ctl_wakeq_pop(&r->wq)) != NULL) {
 		struct ctl_rbl_req *q = caa_container_of(qn, struct ctl_rbl_req, node);
 		q->failed = UINT32_MAX >> (32 - r->conf.nzones);
 		q->pending = 0;
@@ -360,7 +352,7 @@ ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	r->conf = *conf;
-	r->efd = -1;
+	r->wq.efd = -1;
 	if (conf->nzones == 0 || conf->nzones > CTL_RBL_ZONES_MAX) {
 		snprintf(err, errlen, "rbl: 1 to %d zones, got %u", CTL_RBL_ZONES_MAX, conf->nzones);
 		goto fail;
@@ -394,11 +386,10 @@ ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen)
 		goto fail_ares;
 	}
 	r->cache = ctl_rcache_new(conf->cache_max);
-	if (r->cache == NULL || (r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		snprintf(err, errlen, "rbl: %s", r->cache == NULL ? "out of memory" : strerror(errno));
+	if (r->cache == NULL || (rc = ctl_wakeq_init(&r->wq)) < 0) {
+		snprintf(err, errlen, "rbl: %s", r->cache == NULL ? "out of memory" : strerror(-rc));
 		goto fail_ares;
 	}
-	cds_wfcq_init(&r->qhead, &r->qtail);
 	if ((rc = pthread_create(&r->th, NULL, resolver_main, r)) != 0) {
 		snprintf(err, errlen, "rbl: thread: %s", strerror(rc));
 		goto fail_ares;
@@ -406,8 +397,7 @@ ctl_rbl_start(const struct ctl_rbl_conf *conf, char *err, size_t errlen)
 	pthread_setname_np(r->th, "sluice-rbl");
 	return r;
 fail_ares:
-	if (r->efd >= 0)
-		close(r->efd);
+	ctl_wakeq_fini(&r->wq);
 	ctl_rcache_free(r->cache);
 	ares_destroy(r->ch);
 	ares_library_cleanup();
@@ -422,14 +412,12 @@ ctl_rbl_stop(struct ctl_rbl *r)
 	if (r == NULL)
 		return NULL;
 	atomic_store(&r->stop, true);
-	uint64_t one = 1;
-	ssize_t w = write(r->efd, &one, sizeof(one));
-	(void)w;
+	ctl_wakeq_kick(&r->wq);
 	pthread_join(r->th, NULL);
 	ares_destroy(r->ch);
 	ares_library_cleanup();
 	ctl_rcache_free(r->cache);  /* emptied by the resolver thread */
-	close(r->efd);
+	ctl_wakeq_fini(&r->wq);
 	free(r);
 	return NULL;
 }

@@ -17,6 +17,7 @@
 
 #include "control/lmtp.h"
 #include "control/log.h"
+#include "control/wakeq.h"
 
 struct vfy_slot {
 	uint64_t expires_ms;           /* 0: empty */
@@ -37,10 +38,8 @@ struct ctl_verify {
 	struct vfy_backend *be;        /* [0, nroutes): the routes; [nroutes]: default */
 	const char **domains;
 	pthread_t th;
-	int efd;
 	atomic_bool stop;
-	struct cds_wfcq_head qhead;
-	struct cds_wfcq_tail qtail;
+	struct ctl_wakeq wq;           /* requests from the workers */
 	struct vfy_slot *cache;
 	_Atomic uint64_t checks, hits, passed, unknown, tempfail;
 };
@@ -100,11 +99,7 @@ ctl_verify_check(struct ctl_verify *v, struct ctl_vfy_req *q)
 	for (char *p = q->rcpt; *p; p++)
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p - 'A' + 'a');
-	cds_wfcq_node_init(&q->node);
-	cds_wfcq_enqueue(&v->qhead, &v->qtail, &q->node);
-	uint64_t one = 1;
-	ssize_t w = write(v->efd, &one, sizeof(one));
-	(void)w;
+	ctl_wakeq_push(&v->wq, &q->node);
 }
 
 static struct vfy_slot *
@@ -204,19 +199,13 @@ vfy_main(void *arg)
 {
 	struct ctl_verify *v = arg;
 	while (!atomic_load(&v->stop)) {
-		struct pollfd p = { .fd = v->efd, .events = POLLIN };
-		if (poll(&p, 1, 1000) > 0) {
-			uint64_t x;
-			ssize_t rd = read(v->efd, &x, sizeof(x));
-			(void)rd;
-		}
+		ctl_wakeq_wait(&v->wq, 1000);
 		struct cds_wfcq_node *node;
-		while (!atomic_load(&v->stop) &&
-		       (node = __cds_wfcq_dequeue_blocking(&v->qhead, &v->qtail)) != NULL)
+		while (!atomic_load(&v->stop) && (node = ctl_wakeq_pop(&v->wq)) != NULL)
 			answer(v, caa_container_of(node, struct ctl_vfy_req, node));
 	}
 	struct cds_wfcq_node *node;
-	while ((node = __cds_wfcq_dequeue_blocking(&v->qhead, &v->qtail)) != NULL) {
+	while ((node = ctl_wakeq_pop(&v->wq)) != NULL) {
 		struct ctl_vfy_req *q = caa_container_of(node, struct ctl_vfy_req, node);
 		set_reply(q, 451, "4.4.1", "Recipient verification unavailable, try again later");
 		q->done(q);
@@ -232,8 +221,7 @@ vfy_free(struct ctl_verify *v)
 {
 	if (v == NULL)
 		return;
-	if (v->efd >= 0)
-		close(v->efd);
+	ctl_wakeq_fini(&v->wq);
 	free(v->be);
 	free(v->domains);
 	free(v->cache);
@@ -247,7 +235,7 @@ ctl_verify_start(const struct ctl_verify_conf *conf, char *err, size_t errlen)
 	if (v == NULL)
 		goto nomem;
 	v->conf = *conf;
-	v->efd = -1;
+	v->wq.efd = -1;
 	v->be = calloc(conf->nroutes + 1, sizeof(*v->be));
 	v->domains = calloc(conf->nroutes + 1, sizeof(*v->domains));
 	v->cache = calloc(CTL_VFY_CACHE, sizeof(*v->cache));
@@ -259,13 +247,12 @@ ctl_verify_start(const struct ctl_verify_conf *conf, char *err, size_t errlen)
 	}
 	if (conf->dflt != NULL)
 		v->be[conf->nroutes].ok = ctl_lmtp_target_parse(conf->dflt, &v->be[conf->nroutes].target) == 0;
-	cds_wfcq_init(&v->qhead, &v->qtail);
-	if ((v->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-		snprintf(err, errlen, "recipients.verify: %s", strerror(errno));
+	int rc = ctl_wakeq_init(&v->wq);
+	if (rc < 0) {
+		snprintf(err, errlen, "recipients.verify: %s", strerror(-rc));
 		goto fail;
 	}
-	int rc = pthread_create(&v->th, NULL, vfy_main, v);
-	if (rc != 0) {
+	if ((rc = pthread_create(&v->th, NULL, vfy_main, v)) != 0) {
 		snprintf(err, errlen, "recipients.verify: thread: %s", strerror(rc));
 		goto fail;
 	}
@@ -284,9 +271,7 @@ ctl_verify_stop(struct ctl_verify *v)
 	if (v == NULL)
 		return NULL;
 	atomic_store(&v->stop, true);
-	uint64_t one = 1;
-	ssize_t w = write(v->efd, &one, sizeof(one));
-	(void)w;
+	ctl_wakeq_kick(&v->wq);
 	pthread_join(v->th, NULL);
 	vfy_free(v);
 	return NULL;
