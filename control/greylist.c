@@ -248,6 +248,19 @@ gl_main(void *arg)
 	return NULL;
 }
 
+/* What start allocated (the thread stopped or never started). */
+static void
+gl_free(struct ctl_greylist *g)
+{
+	if (g == NULL)
+		return;
+	ctl_wakeq_fini(&g->wq);
+	ctl_rcache_free(g->cache);
+	free(g->redis);
+	free(g->prefix);
+	free(g);
+}
+
 struct ctl_greylist *
 ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errlen)
 {
@@ -278,13 +291,7 @@ ctl_greylist_start(const struct ctl_greylist_conf *conf, char *err, size_t errle
 	pthread_setname_np(g->th, "sluice-grey");
 	return g;
 fail:
-	if (g != NULL) {
-		ctl_wakeq_fini(&g->wq);
-		ctl_rcache_free(g->cache);
-		free(g->redis);
-		free(g->prefix);
-	}
-	free(g);
+	gl_free(g);
 	return NULL;
 }
 
@@ -296,11 +303,7 @@ ctl_greylist_stop(struct ctl_greylist *g)
 	atomic_store(&g->stop, true);
 	ctl_wakeq_kick(&g->wq);
 	pthread_join(g->th, NULL);
-	ctl_wakeq_fini(&g->wq);
-	ctl_rcache_free(g->cache);
-	free(g->redis);
-	free(g->prefix);
-	free(g);
+	gl_free(g);
 	return NULL;
 }
 
