@@ -115,16 +115,11 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 		return 0;
 	}
 	if (n == 6 && strncmp(line, "reload", n) == 0) {
-		if (!a->filter && !a->av) {
-			snprintf(err, errlen, "nothing to reload: neither filter nor antivirus is enabled "
-			         "(other settings need a restart)");
-			return -1;
-		}
 		kill(getpid(), SIGHUP);
-		fprintf(out, "reloading%s%s in the background; the log says event=filter_load / "
-		        "av_loaded when done\n", a->filter ? " the filter rules" : "",
-		        a->av ? (a->filter ? " and the antivirus signatures" : " the antivirus signatures")
-		              : "");
+		fprintf(out, "reloading the configuration's lists (access, recipients.domains, "
+		        "rbl.tarpit, limits; event=reload)%s%s in the background\n",
+		        a->filter ? ", the filter rules (event=filter_ready)" : "",
+		        a->av ? ", the antivirus signatures (event=av_loaded)" : "");
 		return 0;
 	}
 	if (n == 5 && strncmp(line, "queue", n) == 0) {
@@ -171,6 +166,32 @@ admin_command(void *arg, const char *line, FILE *out, char *err, size_t errlen)
 	}
 	snprintf(err, errlen, "unknown command '%.*s'; 'help' lists them", (int)(n > 40 ? 40 : n), line);
 	return -1;
+}
+
+/* SIGHUP, sluicectl reload: the configuration file read again; what the
+ * server may change while it runs (control/server.h) comes from it, the
+ * rest stays as it was at start. A file that does not load changes
+ * nothing. */
+static void
+reload_policy(struct ctl_server *srv, const char *path)
+{
+	char err[1024];
+	struct ctl_config *cfg = malloc(sizeof(*cfg));
+	if (cfg == NULL) {
+		ctl_log(CTL_LOG_ERR, "event=reload_failed error=\"out of memory\"");
+		return;
+	}
+	if (ctl_config_load(path, cfg, err, sizeof(err)) < 0) {
+		ctl_log(CTL_LOG_ERR, "event=reload_failed error=\"%s\" note=\"the running settings "
+		        "stay\"", err);
+		free(cfg);
+		return;
+	}
+	ctl_server_reload_policy(srv, cfg);
+	ctl_log(CTL_LOG_INFO, "event=reload applied=\"access recipients.domains rbl.tarpit limits\" "
+	        "senders_deny=%u senders_allow=%u recipients_deny=%u recipients_allow=%u domains=%u "
+	        "note=\"other settings take a restart\"", cfg->nacc[0], cfg->nacc[1], cfg->nacc[2],
+	        cfg->nacc[3], cfg->rcpt_ndomains);
 }
 
 /* Start-up failed: stop what was started, newest first (NULL: not started). */
@@ -503,21 +524,16 @@ main(int argc, char **argv)
 			ctl_server_log_stats(srv);  /* DPDK: one event=dp_stats line per worker */
 			continue;
 		}
-		if (sig == SIGHUP && flt != NULL) {
-			ctl_log(CTL_LOG_INFO, "event=sighup action=filter_reload");
-			ctl_filter_reload(flt);
-		}
-		if (sig == SIGHUP && av != NULL) {
-			ctl_log(CTL_LOG_INFO, "event=sighup action=antivirus_reload");
-			ctl_av_reload(av);
-			continue;
-		}
-		if (sig == SIGHUP && flt != NULL)
-			continue;
 		if (sig == SIGHUP) {
-			ctl_log(CTL_LOG_WARN, "event=sighup action=none note=\"SIGHUP (and sluicectl "
-			        "reload) reloads the filter rules and the antivirus signatures, and neither "
-			        "is on; other settings take a restart\"");
+			reload_policy(srv, path);
+			if (flt != NULL) {
+				ctl_log(CTL_LOG_INFO, "event=sighup action=filter_reload");
+				ctl_filter_reload(flt);
+			}
+			if (av != NULL) {
+				ctl_log(CTL_LOG_INFO, "event=sighup action=antivirus_reload");
+				ctl_av_reload(av);
+			}
 			continue;
 		}
 		ctl_log(CTL_LOG_INFO, "event=stopping signal=%d", sig);

@@ -9,6 +9,7 @@
 
 struct ctl_limits {
 	struct ctl_limits_conf conf;
+	_Atomic uint32_t conns_max, msgs_max;  /* conf's, changed by a reload */
 	struct ctl_net skip[CTL_NETS_MAX];
 	_Atomic uint32_t conns[2][CTL_LIMITS_SLOTS];
 	_Atomic uint64_t msgs[2][CTL_LIMITS_SLOTS];  /* window << 32 | count */
@@ -47,7 +48,15 @@ ctl_limits_new(const struct ctl_limits_conf *conf)
 	if (l->conf.nskip > 0)
 		memcpy(l->skip, conf->skip, l->conf.nskip * sizeof(*l->skip));
 	l->conf.skip = l->skip;
+	ctl_limits_set(l, conf->conns_per_client, conf->msgs_per_minute);
 	return l;
+}
+
+void
+ctl_limits_set(struct ctl_limits *l, uint32_t conns_per_client, uint32_t msgs_per_minute)
+{
+	atomic_store_explicit(&l->conns_max, conns_per_client, memory_order_relaxed);
+	atomic_store_explicit(&l->msgs_max, msgs_per_minute, memory_order_relaxed);
 }
 
 struct ctl_limits *
@@ -60,14 +69,16 @@ ctl_limits_free(struct ctl_limits *l)
 bool
 ctl_limits_conn_take(struct ctl_limits *l, const uint8_t addr[16])
 {
-	uint32_t max = l->conf.conns_per_client;
-	if (max == 0 || ctl_nets_match(l->conf.skip, l->conf.nskip, addr))
+	if (ctl_nets_match(l->conf.skip, l->conf.nskip, addr))
 		return true;
+	/* counted even with no limit set, so that a reload that sets one
+	 * finds the connections already open */
+	uint32_t max = atomic_load_explicit(&l->conns_max, memory_order_relaxed);
 	uint32_t s[2];
 	slots(addr, s);
 	uint32_t a = atomic_fetch_add_explicit(&l->conns[0][s[0]], 1, memory_order_relaxed);
 	uint32_t b = atomic_fetch_add_explicit(&l->conns[1][s[1]], 1, memory_order_relaxed);
-	if ((a < b ? a : b) < max)
+	if (max == 0 || (a < b ? a : b) < max)
 		return true;
 	atomic_fetch_sub_explicit(&l->conns[0][s[0]], 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&l->conns[1][s[1]], 1, memory_order_relaxed);
@@ -77,7 +88,7 @@ ctl_limits_conn_take(struct ctl_limits *l, const uint8_t addr[16])
 void
 ctl_limits_conn_put(struct ctl_limits *l, const uint8_t addr[16])
 {
-	if (l->conf.conns_per_client == 0 || ctl_nets_match(l->conf.skip, l->conf.nskip, addr))
+	if (ctl_nets_match(l->conf.skip, l->conf.nskip, addr))
 		return;
 	uint32_t s[2];
 	slots(addr, s);
@@ -102,7 +113,7 @@ window_add(_Atomic uint64_t *slot, uint32_t win)
 bool
 ctl_limits_msg_take(struct ctl_limits *l, const uint8_t addr[16], uint64_t now_s)
 {
-	uint32_t max = l->conf.msgs_per_minute;
+	uint32_t max = atomic_load_explicit(&l->msgs_max, memory_order_relaxed);
 	if (max == 0 || ctl_nets_match(l->conf.skip, l->conf.nskip, addr))
 		return true;
 	uint32_t s[2], win = (uint32_t)(now_s / 60);

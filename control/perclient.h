@@ -43,13 +43,18 @@ struct ctl_limits;
 struct ctl_limits *ctl_limits_new(const struct ctl_limits_conf *conf);
 struct ctl_limits *ctl_limits_free(struct ctl_limits *l);
 
-/* One more open connection for addr: true (counted: put it back at the
- * close) or false (at the limit; nothing counted). */
+/* One more open connection for addr: true (counted, unless addr is in the
+ * skip list: put it back at the close either way) or false (at the limit;
+ * nothing counted). Counted also while no limit is set (0), so that a
+ * reload that sets one sees the open connections. */
 bool ctl_limits_conn_take(struct ctl_limits *l, const uint8_t addr[16]);
 void ctl_limits_conn_put(struct ctl_limits *l, const uint8_t addr[16]);
 
 /* One more message from addr in the minute now_s falls in: true, or false
  * when the client already sent msgs_per_minute in it. */
 bool ctl_limits_msg_take(struct ctl_limits *l, const uint8_t addr[16], uint64_t now_s);
+
+/* New limits (a reload; 0: none); the counts stay. Any thread. */
+void ctl_limits_set(struct ctl_limits *l, uint32_t conns_per_client, uint32_t msgs_per_minute);
 
 #endif

@@ -183,6 +183,12 @@ struct ctl_server {
 	struct ctl_greylist *gl;       /* NULL: no greylisting */
 	struct ctl_verify *vfy;        /* NULL: recipients not verified */
 	struct ctl_limits *lim;        /* NULL: no per-client limits */
+	/* What the hooks decide by that a reload may change (access lists,
+	 * recipients.domains, rbl.tarpit): cfg at start, a newer loaded
+	 * configuration after ctl_server_reload_policy(); read under the RCU
+	 * (memb) read lock. */
+	struct ctl_config *pol;
+	bool pol_owned;                /* pol is a reload's, freed when replaced */
 	uint64_t av_max_bytes;
 	struct smtp_server_conf smtp;
 	struct smtp_hooks hooks;
@@ -651,7 +657,9 @@ rbl_answer(struct srv_conn *c, struct smtp_reply *r)
 	switch (q->verdict) {
 	case CTL_RBL_LISTED:
 		ctl_rbl_zones_str(rbl, q->listed, zones, sizeof(zones));
-		uint64_t hold = c->w->srv->cfg->rbl_tarpit_ms;
+		urcu_memb_read_lock();
+		uint64_t hold = rcu_dereference(c->w->srv->pol)->rbl_tarpit_ms;
+		urcu_memb_read_unlock();
 		ctl_log(CTL_LOG_INFO, "event=rbl_reject worker=%u client=%s score=%.2f zones=%s cached=%d "
 		        "tarpit_ms=%llu", c->w->id, ci->peer_str, q->score, zones, q->cached,
 		        (unsigned long long)hold);
@@ -807,13 +815,16 @@ rcpt_greylist(struct srv_conn *c, struct smtp_session *s, const struct smtp_txn 
               const char *rcpt, struct smtp_reply *r)
 {
 	struct ctl_greylist *g = c->w->srv->gl;
-	const struct ctl_config *cfg = c->w->srv->cfg;
 	const struct smtp_conn_info *ci = smtp_session_info(s);
 	uint8_t a[16];
 	if (g == NULL || !ctl_addr16((const struct sockaddr *)&ci->peer, a))
 		return SMTP_HOOK_OK;
-	if (ctl_access_match(cfg->acc[1], cfg->nacc[1], t->mail_from) ||
-	    ctl_access_match(cfg->acc[3], cfg->nacc[3], rcpt))
+	urcu_memb_read_lock();
+	const struct ctl_config *pol = rcu_dereference(c->w->srv->pol);
+	bool allowed = ctl_access_match(pol->acc[1], pol->nacc[1], t->mail_from) ||
+	               ctl_access_match(pol->acc[3], pol->nacc[3], rcpt);
+	urcu_memb_read_unlock();
+	if (allowed)
 		return SMTP_HOOK_OK;  /* access.*_allow: never greylisted */
 	ctl_greylist_req_init(&c->gl, a, t->mail_from, rcpt);
 	c->gl.done = gl_done;
@@ -844,14 +855,19 @@ hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_txn *t, const str
 {
 	struct srv_conn *c = ctx;
 	struct ctl_server *srv = c->w->srv;
-	if (!ctl_domain_listed((const char *const *)srv->cfg->rcpt_domains, srv->cfg->rcpt_ndomains,
-	                       rc->addr)) {
+	urcu_memb_read_lock();
+	const struct ctl_config *pol = rcu_dereference(srv->pol);
+	bool ours = ctl_domain_listed((const char *const *)pol->rcpt_domains, pol->rcpt_ndomains,
+	                              rc->addr);
+	bool denied = ctl_access_match(pol->acc[2], pol->nacc[2], rc->addr);
+	urcu_memb_read_unlock();
+	if (!ours) {
 		r->code = 550;
 		snprintf(r->enh, sizeof(r->enh), "5.7.1");
 		snprintf(r->text, sizeof(r->text), "<%.120s>: Relay access denied", rc->addr);
 		return SMTP_HOOK_REPLY;
 	}
-	if (ctl_access_match(srv->cfg->acc[2], srv->cfg->nacc[2], rc->addr)) {
+	if (denied) {
 		r->code = 550;
 		snprintf(r->enh, sizeof(r->enh), "5.7.1");
 		snprintf(r->text, sizeof(r->text), "<%.120s>: Recipient address rejected: Access denied",
@@ -876,8 +892,11 @@ hook_mail(void *ctx, struct smtp_session *s, const struct smtp_txn *t, struct sm
 {
 	struct srv_conn *c = ctx;
 	struct ctl_limits *lim = c->w->srv->lim;
-	const struct ctl_config *cfg = c->w->srv->cfg;
-	if (ctl_access_match(cfg->acc[0], cfg->nacc[0], t->mail_from)) {
+	urcu_memb_read_lock();
+	const struct ctl_config *pol = rcu_dereference(c->w->srv->pol);
+	bool denied = ctl_access_match(pol->acc[0], pol->nacc[0], t->mail_from);
+	urcu_memb_read_unlock();
+	if (denied) {
 		ctl_log(CTL_LOG_INFO, "event=sender_denied worker=%u client=%s",
 		        c->w->id, smtp_session_info(s)->peer_str);
 		r->code = 550;
@@ -1185,9 +1204,9 @@ op_worker_init(void *app, struct dp_worker *dpw, unsigned id)
 	cds_wfcq_init(&w->done_head, &w->done_tail);
 	if (srv->flt != NULL && (w->flt = ctl_filter_worker_new(srv->flt, id)) == NULL)
 		abort();  /* start-up only */
-	if ((srv->rbl != NULL || srv->gl != NULL) && srv->flt == NULL) {
-		/* the DNS lists' and the greylist's caches are read under the
-		 * memb read lock */
+	if (srv->flt == NULL) {
+		/* the policy, the DNS lists' and the greylist's caches are
+		 * read under the memb read lock (the filter registers itself) */
 		urcu_memb_register_thread();
 		w->rcu_own = true;
 	}
@@ -1594,6 +1613,7 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 	srv->rbl = rbl;
 	srv->gl = gl;
 	srv->vfy = vfy;
+	srv->pol = (struct ctl_config *)cfg;  /* not owned: the caller's */
 	if ((cfg->lim_conns_per_client || cfg->lim_msgs_per_minute) &&
 	    (srv->lim = ctl_limits_new(&(struct ctl_limits_conf){
 	         .conns_per_client = cfg->lim_conns_per_client,
@@ -1690,6 +1710,21 @@ ctl_server_start(const struct ctl_config *cfg, struct ctl_spool *sp, struct ctl_
 		return NULL;
 	}
 	return srv;
+}
+
+void
+ctl_server_reload_policy(struct ctl_server *srv, struct ctl_config *cfg)
+{
+	struct ctl_config *old = rcu_xchg_pointer(&srv->pol, cfg);
+	bool owned = srv->pol_owned;
+	srv->pol_owned = true;
+	if (srv->lim != NULL)
+		ctl_limits_set(srv->lim, cfg->lim_conns_per_client, cfg->lim_msgs_per_minute);
+	urcu_memb_synchronize_rcu();  /* no worker reads old any more */
+	if (owned) {
+		ctl_config_free(old);
+		free(old);
+	}
 }
 
 /* Every worker's counters added up; the number of workers. */
@@ -1790,6 +1825,10 @@ ctl_server_stop(struct ctl_server *srv)
 #endif
 	srv->kernel = dp_kernel_stop(srv->kernel);
 	ctl_limits_free(srv->lim);
+	if (srv->pol_owned) {
+		ctl_config_free(srv->pol);
+		free(srv->pol);
+	}
 	free(srv);
 	return NULL;
 }

@@ -55,6 +55,12 @@ struct ctl_server *ctl_server_start(const struct ctl_config *cfg, struct ctl_spo
                                     struct ctl_verify *vfy, SSL_CTX *tls,
                                     char *err, size_t errlen);
 struct ctl_server *ctl_server_stop(struct ctl_server *srv);
+
+/* A reload: what the hooks decide by and a reload may change (access.*,
+ * recipients.domains, rbl.tarpit, and limits.* when the limits were on at
+ * start) comes from cfg from now on; the server owns cfg (heap, loaded) and
+ * frees the one it replaces once no worker reads it (RCU). Main thread. */
+void ctl_server_reload_policy(struct ctl_server *srv, struct ctl_config *cfg);
 /* SIGUSR1: with the DPDK transport every worker logs one event=dp_stats
  * line (dataplane/dpdk.h); the kernel transport has no stack counters and
  * logs one event=dp_stats line saying so. */

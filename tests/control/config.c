@@ -715,7 +715,17 @@ static void test_sluice_conf(void **state)
 		"spool.sync", "delivery.method", "delivery.maildir", "delivery.retry_min",
 		"delivery.retry_max", "delivery.max_age", "log.level", "log.file",
 		"spool.limit", "delivery.bounce_return_max", "lmtp.default", "lmtp.routes",
-		"lmtp.timeout",
+		"lmtp.timeout", "smtp.early_talker", "smtp.tarpit_interval",
+		"rbl.enabled", "rbl.zones", "rbl.threshold", "rbl.servers", "rbl.timeout",
+		"rbl.cache_ttl", "rbl.negative_ttl", "rbl.cache_max", "rbl.skip", "rbl.tarpit",
+		"limits.connections_per_client", "limits.messages_per_minute", "limits.skip",
+		"access.senders_deny", "access.senders_allow", "access.recipients_deny",
+		"access.recipients_allow", "recipients.domains", "recipients.verify",
+		"recipients.verify_timeout", "recipients.verify_ttl", "recipients.verify_negative_ttl",
+		"greylist.enabled", "greylist.redis", "greylist.prefix", "greylist.timeout",
+		"greylist.delay", "greylist.retry_window", "greylist.pass_ttl", "greylist.cache_ttl",
+		"greylist.ipv4_prefix", "greylist.ipv6_prefix", "greylist.on_error", "greylist.skip",
+		"admin.socket", "admin.http",
 	};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (ctl_config_key_line(&c, all[i]) == 0)
@@ -731,6 +741,17 @@ static void test_sluice_conf(void **state)
 	assert_int_equal(c.max_age_ms, d.max_age_ms);
 	assert_string_equal(c.hostname, d.hostname);
 	assert_string_equal(c.banner, d.banner);
+	assert_int_equal(c.rbl_enabled, d.rbl_enabled);
+	assert_true(c.rbl_threshold == d.rbl_threshold);
+	assert_int_equal(c.rbl_cache_max, d.rbl_cache_max);
+	assert_int_equal(c.gl_enabled, d.gl_enabled);
+	assert_int_equal(c.gl_delay_ms, d.gl_delay_ms);
+	assert_int_equal(c.gl_pass_ttl_ms, d.gl_pass_ttl_ms);
+	assert_int_equal(c.gl_cache_ttl_ms, d.gl_cache_ttl_ms);
+	assert_string_equal(c.gl_redis, d.gl_redis);
+	assert_int_equal(c.rcpt_verify_ttl_ms, d.rcpt_verify_ttl_ms);
+	assert_int_equal(c.tarpit_interval_ms, d.tarpit_interval_ms);
+	assert_int_equal(c.lim_conns_per_client, d.lim_conns_per_client);
 	ctl_config_free(&d);
 	ctl_config_free(&c);
 }

@@ -122,7 +122,7 @@ def test_sluicectl_status_stats_reload(sluice_factory, tmp_path, short_dir):
     (tmp_path / "rules.cf").write_text(RULES.replace("REJECTME", "OTHERWORD"))
     out = ctl("-c", conf, "reload")
     assert out.returncode == 0, out
-    assert "reloading the filter rules" in out.stdout
+    assert "the filter rules (event=filter_ready)" in out.stdout, out.stdout
     s.wait_log(r"event=filter_ready generation=2", timeout=60)
     assert send(s.port, "please REJECTME now") == 250
     assert send(s.port, "an OTHERWORD here") == 550
@@ -135,10 +135,54 @@ def test_sluicectl_status_stats_reload(sluice_factory, tmp_path, short_dir):
     assert "error: unknown command 'frobnicate'" in out.stdout
 
 
+def test_reload_applies_lists(sluice_factory, tmp_path, short_dir):
+    """sluicectl reload reads the file again: the access lists and
+    recipients.domains change while connections stay; a file that does not
+    load changes nothing."""
+    s = admin_server(sluice_factory, tmp_path, short_dir, filter_on=False)
+    base = s.config_path.read_text()
+
+    def rcpt_code(sender, rcpt):
+        with smtplib.SMTP("127.0.0.1", s.port, timeout=20) as c:
+            c.ehlo("client.example.org")
+            code, _ = c.mail(sender)
+            if code != 250:
+                return code
+            return c.rcpt(rcpt)[0]
+
+    s.config_path.write_text(base + "access: {senders_deny: \"@a.test\"}\n"
+                             "recipients: {domains: \"one.test\"}\n")
+    out = ctl("-c", str(s.config_path), "reload")
+    assert out.returncode == 0 and "access" in out.stdout, out
+    s.wait_log(r"event=reload applied=.* senders_deny=1 .* domains=1")
+    # a connection open across the next reload sees it at its next command
+    held = smtplib.SMTP("127.0.0.1", s.port, timeout=20)
+    held.ehlo("client.example.org")
+    assert rcpt_code("x@a.test", "u@one.test") == 550
+    assert rcpt_code("x@b.test", "u@one.test") == 250
+    assert rcpt_code("x@b.test", "u@two.test") == 550
+
+    s.config_path.write_text(base + "access: {senders_deny: \"@b.test\"}\n"
+                             "recipients: {domains: \"two.test\"}\n")
+    assert ctl("-s", str(s.sock), "reload").returncode == 0
+    s.wait_log(r"event=reload applied=.* senders_deny=1 .* domains=1[^\n]*\n(.|\n)*"
+               r"event=reload applied=")
+    assert held.mail("x@b.test")[0] == 550, "the open connection sees the new list"
+    held.quit()
+    assert rcpt_code("x@a.test", "u@two.test") == 250
+    assert rcpt_code("x@a.test", "u@one.test") == 550
+
+    s.config_path.write_text(base + "access: {senders_deny: [broken\n")
+    assert ctl("-s", str(s.sock), "reload").returncode == 0
+    s.wait_log(r"event=reload_failed error=\"[^\"]*sluice\.conf:\d+: ")
+    assert rcpt_code("x@b.test", "u@two.test") == 550, "the running lists stay"
+    # the reload_failed line is level=error on purpose; nothing else may be
+    s.allow_errors = True
+    assert [l for l in s.bad_log_lines() if "event=reload_failed" not in l] == []
+
+
 def test_sluicectl_errors(sluice_factory, tmp_path, short_dir):
     s = admin_server(sluice_factory, tmp_path, short_dir, filter_on=False)
-    out = ctl("-c", str(s.config_path), "reload")
-    assert out.returncode == 1 and "error: nothing to reload" in out.stdout, out
     assert s.stop() == 0
     # sluiced removes its socket when it stops; sluicectl says so
     assert not s.sock.exists()
