@@ -33,6 +33,7 @@ class Redis:
             if self.cli("PING").strip() == "PONG":
                 return self
             time.sleep(0.05)
+        self.stop()  # a fixture that fails here never reaches its teardown
         raise AssertionError(f"redis-server on {self.port}: no PONG within 10 s")
 
     def cli(self, *args):

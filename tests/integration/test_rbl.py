@@ -53,7 +53,11 @@ class Rbldnsd:
              f"{BL}:ip4set:bl.zone", f"{BL2}:ip4set:codes.zone", f"{WL}:ip4set:wl.zone"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             start_new_session=True)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # a fixture that fails here never reaches its teardown
+            raise
         return self
 
     def wait_ready(self, timeout=10.0):
