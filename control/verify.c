@@ -47,23 +47,9 @@ struct ctl_verify {
 bool
 ctl_domain_listed(const char *const *domains, unsigned n, const char *rcpt)
 {
-	if (n == 0)
-		return true;
-	const char *at = strrchr(rcpt, '@');
-	const char *dom = at ? at + 1 : "";
-	size_t dl = strlen(dom);
-	for (unsigned i = 0; i < n; i++) {
-		const char *d = domains[i];
-		if (d[0] != '.') {
-			if (strcasecmp(d, dom) == 0)
-				return true;
-			continue;
-		}
-		size_t l = strlen(d);   /* ".example.org" matches a.example.org */
-		if (dl > l && strcasecmp(dom + dl - l, d) == 0)
-			return true;
-	}
-	return false;
+	/* the same matching as the LMTP routes: exact, or ".domain" for its
+	 * subdomains */
+	return n == 0 || ctl_lmtp_route_match(domains, n, rcpt) >= 0;
 }
 
 bool
