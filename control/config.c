@@ -442,6 +442,19 @@ int ctl_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 	return 0;
 }
 
+/* A whole decimal number (strtod's syntax), finite and in range of a
+ * double: 0 or -EINVAL. */
+static int parse_number(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double d = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || d != d)
+		return -EINVAL;
+	*out = d;
+	return 0;
+}
+
 static int parse_bool(const char *s, bool *out)
 {
 	static const char *const yes[] = { "true", "yes", "on" };
@@ -901,10 +914,8 @@ static int set_leaf(struct ld *ld, const struct key *k, const yaml_node_t *n)
 		return 0;
 	}
 	case KT_SCORE: {
-		char *end;
-		errno = 0;
-		double d = strtod(s, &end);
-		if (end == s || *end != '\0' || errno != 0 || d != d)
+		double d;
+		if (parse_number(s, &d) < 0)
 			return FAIL(ld, n, "%s: expected a number, got '%s'", k->name,
 			            show(n, v, sizeof(v)));
 		if (d < (double)k->min || d > (double)k->max)
@@ -1337,10 +1348,8 @@ static int load_filter_scores(struct ld *ld, const yaml_node_t *n)
 		c->filter_attach_nscores++;
 		if ((r = scalar(ld, "filter.attachments.scores", vn, &s)) < 0)
 			return r;
-		char *e;
-		errno = 0;
-		double d = strtod(s, &e);
-		if (e == s || *e != '\0' || errno != 0 || d != d || d < -1000000 || d > 1000000)
+		double d;
+		if (parse_number(s, &d) < 0 || d < -1000000 || d > 1000000)
 			return FAIL(ld, vn, "filter.attachments.scores.%s: expected a score, got '%s'",
 			            c->filter_attach_score_name[i], show(vn, v, sizeof(v)));
 		c->filter_attach_score[i] = d;
@@ -1399,10 +1408,8 @@ static int load_rbl_zones(struct ld *ld, const yaml_node_t *n)
 				            show(kn, v, sizeof(v)), c->rbl_zones[j].line);
 		if ((r = scalar(ld, "rbl.zones", vn, &s)) < 0)
 			return r;
-		char *e;
-		errno = 0;
-		double d = strtod(s, &e);
-		if (e == s || *e != '\0' || errno != 0 || d != d || d < -1000000 || d > 1000000)
+		double d;
+		if (parse_number(s, &d) < 0 || d < -1000000 || d > 1000000)
 			return FAIL(ld, vn, "rbl.zones.%s: expected a weight (a number; negative for an "
 			            "allow list), got '%s'", zone, show(vn, v, sizeof(v)));
 		struct ctl_rbl_zone *z = &c->rbl_zones[c->rbl_nzones];
